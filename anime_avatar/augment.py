@@ -1,0 +1,85 @@
+"""Offline augmentation with albumentations, packed into uint8 .npy shards for fast loading.
+
+Only transforms whose effect a GAN must not learn to reproduce belong here (a
+horizontal flip is fine: mirrored faces are still faces). Colour jitter, cutout
+and the like leak into the generated images; they belong to training-time
+augmentation (DiffAugment) instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from anime_avatar.errors import ParamsError
+from anime_avatar.params import AugmentParams
+
+SHARD_PATTERN = "images-{:05d}.npy"
+INDEX_FIELDS = ("index", "face_id", "copy")
+
+
+def build_pipeline(params: AugmentParams):  # -> albumentations.Compose
+    """An albumentations Compose from ``augment.transforms``; a bad entry raises ParamsError naming it."""
+    import albumentations as A
+
+    transforms = []
+    for i, spec in enumerate(params.transforms):
+        key = f"augment.transforms[{i}]"
+        cls = getattr(A, spec.name, None)
+        if not isinstance(cls, type) or not issubclass(cls, A.BasicTransform):
+            raise ParamsError(f"{key}.name: {spec.name!r} is not an albumentations transform")
+        try:
+            transforms.append(cls(**spec.kwargs))
+        except (TypeError, ValueError) as err:
+            raise ParamsError(f"{key} ({spec.name}): {err}") from None
+    return A.Compose(transforms, seed=params.seed)
+
+
+@dataclass(frozen=True)
+class Variant:
+    face_id: str
+    copy: int  # 0 is the original when keep_original, else the first augmented copy
+
+
+def augment_faces(
+    faces: np.ndarray, face_ids: Sequence[str], params: AugmentParams
+) -> tuple[np.ndarray, list[Variant]]:
+    """Return the training images (originals first if kept, then each copy of every face)."""
+    pipeline = build_pipeline(params) if params.copies else None
+    out: list[np.ndarray] = []
+    variants: list[Variant] = []
+    if params.keep_original:
+        out.append(faces)
+        variants += [Variant(fid, 0) for fid in face_ids]
+    first = 1 if params.keep_original else 0
+    for c in range(params.copies):
+        assert pipeline is not None
+        out.append(np.stack([pipeline(image=face)["image"] for face in faces]))
+        variants += [Variant(fid, first + c) for fid in face_ids]
+    images = np.concatenate(out)
+    if images.dtype != np.uint8 or images.shape[1:] != faces.shape[1:]:
+        raise ParamsError(
+            "augment.transforms must keep the image size and uint8 type "
+            f"(got {images.dtype} {images.shape[1:]} from {faces.shape[1:]})"
+        )
+    return images, variants
+
+
+def write_shards(images: np.ndarray, folder: Path, shard_size: int) -> list[dict[str, int | str]]:
+    shards = []
+    for n, start in enumerate(range(0, len(images), shard_size)):
+        name = SHARD_PATTERN.format(n)
+        np.save(folder / name, np.ascontiguousarray(images[start : start + shard_size]))
+        shards.append({"file": name, "count": int(min(shard_size, len(images) - start))})
+    return shards
+
+
+def load_train_images(folder: Path, mmap: bool = True) -> np.ndarray | list[np.ndarray]:
+    """The packed training set as one (N, H, W, 3) uint8 array (memory-mapped shards concatenated)."""
+    index = json.loads((folder / "index.json").read_text())
+    arrays = [np.load(folder / s["file"], mmap_mode="r" if mmap else None) for s in index["shards"]]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)

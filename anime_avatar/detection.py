@@ -1,0 +1,267 @@
+"""Anime face detection and cropping: lbp (OpenCV cascade), animeface (nvxs), none (pre-cropped).
+
+``detect_file`` is the per-file unit of work (pure apart from reading its input),
+so it runs the same in this process, in a process pool, or on a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import PIL
+from PIL import Image
+
+from anime_avatar.errors import UserError
+from anime_avatar.fetch import download
+from anime_avatar.images import crop_resize, load_rgb, near_duplicates, phash64, png_bytes, square_box
+from anime_avatar.parallel import parallel_map
+from anime_avatar.params import DetectParams
+
+log = logging.getLogger(__name__)
+
+CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
+CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
+CASCADE_ENV = "ANIME_AVATAR_CASCADE"
+
+FACE_FIELDS = (
+    "face_id", "source", "x", "y", "w", "h", "crop_x", "crop_y", "crop_size", "score", "detector", "phash",
+)  # fmt: skip
+DUPLICATE_FIELDS = ("face_id", "source", "duplicate_of", "distance")
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: Box  # x, y, w, h in image pixels
+    score: float
+
+
+class Detector(Protocol):
+    name: str
+
+    def detect(self, image: Image.Image) -> list[Detection]: ...
+
+
+def resolve_cascade(cascade_path: str = "") -> Path:
+    """The cascade file: ``detect.cascade_path``, else ``$ANIME_AVATAR_CASCADE``, else downloaded once."""
+    for origin, value in (("detect.cascade_path", cascade_path), (CASCADE_ENV, os.environ.get(CASCADE_ENV, ""))):
+        if value:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise UserError(f"{origin}: cascade file {path} does not exist")
+            return path
+    return download(CASCADE_URL, CASCADE_SHA256, local_option=f"detect.cascade_path (or ${CASCADE_ENV})")
+
+
+class LbpDetector:
+    """nagadomi's lbpcascade_animeface with OpenCV; score is the number of merged neighbours."""
+
+    name = "lbp"
+
+    def __init__(self, cascade: Path, scale_factor: float, min_neighbors: int, min_face: int) -> None:
+        import cv2
+
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise UserError(
+                "detector 'lbp' needs OpenCV 4 (opencv-python-headless<5): OpenCV 5 removed CascadeClassifier"
+            )
+        self._cv2 = cv2
+        self._cascade = cv2.CascadeClassifier(str(cascade))
+        if self._cascade.empty():
+            raise UserError(f"{cascade}: not a valid OpenCV cascade file")
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.min_face = min_face
+
+    def detect(self, image: Image.Image) -> list[Detection]:
+        cv2 = self._cv2
+        gray = cv2.equalizeHist(cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY))
+        boxes, neighbours = self._cascade.detectMultiScale2(
+            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(self.min_face, self.min_face)
+        )
+        return [
+            Detection((int(x), int(y), int(w), int(h)), float(n))
+            for (x, y, w, h), n in zip(boxes, np.ravel(neighbours), strict=True)
+        ]
+
+
+class AnimefaceDetector:
+    """nagadomi's nvxs detector from the ``animeface`` package; score is its likelihood."""
+
+    name = "animeface"
+
+    def __init__(self, min_score: float, min_face: int) -> None:
+        try:
+            import animeface
+        except ImportError:
+            raise UserError("detector 'animeface' needs the animeface package: pip install animeface") from None
+        if int(PIL.__version__.split(".")[0]) >= 12:
+            raise UserError(
+                f"detector 'animeface' finds no faces with Pillow {PIL.__version__}: install pillow<12 "
+                "(or use detect.detector=lbp)"
+            )
+        self._animeface = animeface
+        self.min_score = min_score
+        self.min_face = min_face
+
+    def detect(self, image: Image.Image) -> list[Detection]:
+        found = []
+        for face in self._animeface.detect(image):
+            pos = face.face.pos
+            if min(pos.width, pos.height) >= self.min_face and face.likelihood >= self.min_score:
+                found.append(Detection((pos.x, pos.y, pos.width, pos.height), float(face.likelihood)))
+        return found
+
+
+class WholeImageDetector:
+    """``none``: the input already holds one face per image."""
+
+    name = "none"
+
+    def __init__(self, min_face: int) -> None:
+        self.min_face = min_face
+
+    def detect(self, image: Image.Image) -> list[Detection]:
+        width, height = image.size
+        if min(width, height) < self.min_face:
+            return []
+        return [Detection((0, 0, width, height), 1.0)]
+
+
+def build_detector(params: DetectParams) -> Detector:
+    if params.detector == "lbp":
+        cascade = resolve_cascade(params.cascade_path)
+        return LbpDetector(cascade, params.scale_factor, params.min_neighbors, params.min_face)
+    if params.detector == "animeface":
+        return AnimefaceDetector(params.min_score, params.min_face)
+    return WholeImageDetector(params.min_face)
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    face_id: str
+    source: str
+    box: Box
+    crop: Box
+    score: float
+    detector: str
+    phash: int
+    png: bytes
+
+    def row(self) -> dict[str, object]:
+        x, y, w, h = self.box
+        cx, cy, side, _ = self.crop
+        return {
+            "face_id": self.face_id, "source": self.source, "x": x, "y": y, "w": w, "h": h,
+            "crop_x": cx, "crop_y": cy, "crop_size": side, "score": round(self.score, 4),
+            "detector": self.detector, "phash": f"{self.phash:016x}",
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FileJob:
+    source: str  # relpath in data/raw, recorded in faces.csv
+    path: str  # where to read it
+    sha256: str  # gives stable, content-addressed face ids
+
+
+@dataclass(frozen=True)
+class FileResult:
+    source: str
+    crops: list[FaceCrop]
+    error: str = ""
+
+
+def detect_file(job: FileJob, detector: Detector, margin: float, image_size: int) -> FileResult:
+    """Detect the faces of one image and return their square, resized crops."""
+    try:
+        image = load_rgb(job.path)
+    except (OSError, ValueError) as err:
+        return FileResult(job.source, [], f"unreadable: {err}")
+    detections = sorted(detector.detect(image), key=lambda d: (d.box[1], d.box[0]))
+    crops = []
+    for k, det in enumerate(detections):
+        square = square_box(det.box, margin, *image.size)
+        face = crop_resize(image, square, image_size)
+        crops.append(
+            FaceCrop(
+                face_id=f"{job.sha256[:16]}-{k:02d}",
+                source=job.source,
+                box=det.box,
+                crop=square,
+                score=det.score,
+                detector=detector.name,
+                phash=phash64(face),
+                png=png_bytes(face),
+            )
+        )
+    return FileResult(job.source, crops)
+
+
+# A process pool builds one detector per worker (the cascade and nvxs models load once).
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(params: DetectParams) -> None:
+    _WORKER["detector"] = build_detector(params)
+    _WORKER["params"] = params
+
+
+def _detect_in_worker(job: FileJob) -> FileResult:
+    params: DetectParams = _WORKER["params"]  # type: ignore[assignment]
+    return detect_file(job, _WORKER["detector"], params.margin, params.image_size)  # type: ignore[arg-type]
+
+
+MapFn = Callable[[Callable[[FileJob], FileResult], Sequence[FileJob]], Iterable[FileResult]]
+
+
+def local_results(jobs: Sequence[FileJob], params: DetectParams) -> Iterator[FileResult]:
+    """Detect over local processes (``detect.workers``), in input order."""
+    if params.detector == "lbp":
+        # Resolve (and, if needed, download) the cascade once, before the workers start.
+        params = params.model_copy(update={"cascade_path": str(resolve_cascade(params.cascade_path))})
+    return parallel_map(
+        _detect_in_worker, jobs, params.workers, desc=f"detect ({params.detector})",
+        initializer=_init_worker, initargs=(params,), unit="img",
+    )  # fmt: skip
+
+
+@dataclass
+class DetectionSummary:
+    kept: list[FaceCrop]
+    duplicates: list[tuple[FaceCrop, FaceCrop, int]]
+    errors: list[tuple[str, str]]
+    images: int
+
+
+def collect_faces(results: Iterable[FileResult], dedup_distance: int) -> DetectionSummary:
+    """Gather crops in input order and drop perceptual near-duplicates (the first one stays)."""
+    crops: list[FaceCrop] = []
+    errors: list[tuple[str, str]] = []
+    images = 0
+    for result in results:
+        images += 1
+        crops.extend(result.crops)
+        if result.error:
+            errors.append((result.source, result.error))
+    dropped = near_duplicates([c.phash for c in crops], dedup_distance)
+    kept = [c for i, c in enumerate(crops) if i not in dropped]
+    duplicates = [(crops[i], crops[j], d) for i, (j, d) in sorted(dropped.items())]
+    return DetectionSummary(kept, duplicates, errors, images)
+
+
+def zero_faces_message(params: DetectParams, images: int) -> str:
+    hint = {
+        "animeface": "animeface silently finds nothing with Pillow >= 12 (installed: "
+        f"{PIL.__version__}); try detect.detector=lbp",
+        "lbp": "try a smaller detect.min_face or detect.min_neighbors",
+        "none": f"every image is smaller than detect.min_face={params.min_face}",
+    }[params.detector]
+    return f"detector {params.detector!r} found no faces in {images} images: {hint}"

@@ -1,0 +1,185 @@
+"""Data validation with Great Expectations (GX Core 1.x) over per-image metadata tables.
+
+Two tables are checked: the face crops (``data/faces``) and the packed training
+images (``data/train``). Each row is one image: whether it decodes, its size and
+channels, its brightness and contrast, and a hash for uniqueness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from anime_avatar.images import image_stats, phash64
+from anime_avatar.params import ValidateParams
+
+TABLE_COLUMNS = ("image", "readable", "width", "height", "channels", "brightness", "contrast", "hash")
+
+
+def _unreadable(name: str) -> dict[str, Any]:
+    return {"image": name, "readable": False, "width": 0, "height": 0, "channels": 0,
+            "brightness": 0.0, "contrast": 0.0, "hash": f"unreadable:{name}"}  # fmt: skip
+
+
+def face_table(folder: Path, face_ids: Iterable[str]) -> pd.DataFrame:
+    """One row per face crop file; ``hash`` is its 64-bit perceptual hash."""
+    rows = []
+    for face_id in tqdm(list(face_ids), desc="inspect faces", unit="img", leave=False):
+        path = folder / f"{face_id}.png"
+        try:
+            with Image.open(path) as im:
+                im.load()
+                channels = len(im.getbands())
+                array = np.asarray(im.convert("RGB"))
+                phash = phash64(im.convert("RGB"))
+        except (OSError, ValueError):
+            rows.append(_unreadable(path.name))
+            continue
+        brightness, contrast = image_stats(array)
+        rows.append({"image": path.name, "readable": True, "width": array.shape[1], "height": array.shape[0],
+                     "channels": channels, "brightness": brightness, "contrast": contrast,
+                     "hash": f"{phash:016x}"})  # fmt: skip
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def train_table(images: np.ndarray) -> pd.DataFrame:
+    """One row per packed training image; ``hash`` is the md5 of its pixels."""
+    rows = []
+    for i in tqdm(range(len(images)), desc="inspect train", unit="img", leave=False):
+        array = np.asarray(images[i])
+        brightness, contrast = image_stats(array)
+        rows.append({"image": f"train[{i}]", "readable": True, "width": array.shape[1], "height": array.shape[0],
+                     "channels": array.shape[2] if array.ndim == 3 else 1, "brightness": brightness,
+                     "contrast": contrast, "hash": hashlib.md5(array.tobytes()).hexdigest()})  # fmt: skip
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def expectations(params: ValidateParams, image_size: int, row_count: int | None = None) -> list[Any]:
+    """The suite for one table; ``row_count`` pins the exact count (else the params' range)."""
+    import great_expectations.expectations as gxe
+
+    count = (
+        gxe.ExpectTableRowCountToEqual(value=row_count)
+        if row_count is not None
+        else gxe.ExpectTableRowCountToBeBetween(min_value=params.min_count, max_value=params.max_count)
+    )
+    return [
+        count,
+        gxe.ExpectColumnValuesToBeInSet(column="readable", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="width", min_value=image_size, max_value=image_size),
+        gxe.ExpectColumnValuesToBeBetween(column="height", min_value=image_size, max_value=image_size),
+        gxe.ExpectColumnValuesToBeInSet(column="channels", value_set=[3]),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="brightness", min_value=params.brightness_min, max_value=params.brightness_max
+        ),
+        gxe.ExpectColumnValuesToBeBetween(column="contrast", min_value=params.contrast_min, max_value=1.0),
+        gxe.ExpectColumnValuesToBeUnique(column="hash"),
+    ]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    table: str
+    expectation: str
+    column: str
+    success: bool
+    observed: Any
+    unexpected_count: int
+    unexpected_examples: list[Any]
+
+    def describe(self) -> str:
+        where = f"{self.table}.{self.column}" if self.column else self.table
+        detail = (
+            f"{self.unexpected_count} unexpected, e.g. {self.unexpected_examples[:3]}"
+            if self.unexpected_count
+            else f"observed {self.observed}"
+        )
+        return f"{self.expectation} on {where}: {detail}"
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly copy of a GX result value."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def run_suites(tables: dict[str, tuple[pd.DataFrame, list[Any]]], docs_dir: Path | None = None) -> list[CheckResult]:
+    """Validate each table against its expectations with GX; optionally write Data Docs to ``docs_dir``."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    with tempfile.TemporaryDirectory(prefix="gx-") as project:
+        context = (
+            gx.get_context(mode="file", project_root_dir=project) if docs_dir else gx.get_context(mode="ephemeral")
+        )
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        source = context.data_sources.add_pandas("images")
+        definitions = []
+        for name, (_, suite_expectations) in tables.items():
+            batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(f"{name}-all")
+            suite = context.suites.add(gx.ExpectationSuite(name=f"{name}-suite"))
+            for expectation in suite_expectations:
+                suite.add_expectation(expectation)
+            definitions.append(
+                (name, context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite)))
+            )
+        results: list[CheckResult] = []
+        for name, definition in definitions:
+            actions = [gx.checkpoint.UpdateDataDocsAction(name="docs")] if docs_dir else []
+            checkpoint = context.checkpoints.add(
+                gx.Checkpoint(name=f"{name}-checkpoint", validation_definitions=[definition], actions=actions)
+            )
+            outcome = checkpoint.run(batch_parameters={"dataframe": tables[name][0]})
+            for run in outcome.run_results.values():
+                for r in run.results:
+                    kwargs = r.expectation_config.kwargs
+                    results.append(
+                        CheckResult(
+                            table=name,
+                            expectation=r.expectation_config.type,
+                            column=str(kwargs.get("column", "")),
+                            success=bool(r.success),
+                            observed=_plain(r.result.get("observed_value")),
+                            unexpected_count=int(r.result.get("unexpected_count") or 0),
+                            unexpected_examples=_plain(r.result.get("partial_unexpected_list") or []),
+                        )
+                    )
+        if docs_dir:
+            site = Path(project) / "gx" / "uncommitted" / "data_docs" / "local_site"
+            shutil.copytree(site, docs_dir, dirs_exist_ok=True)
+    return results
+
+
+def report(results: list[CheckResult], tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    return {
+        "success": all(r.success for r in results),
+        "failed": [r.describe() for r in results if not r.success],
+        "tables": {name: {"rows": len(df)} for name, df in tables.items()},
+        "checks": [
+            {
+                "table": r.table,
+                "expectation": r.expectation,
+                "column": r.column,
+                "success": r.success,
+                "observed": r.observed,
+                "unexpected_count": r.unexpected_count,
+                "unexpected_examples": r.unexpected_examples[:10],
+            }
+            for r in results
+        ],  # fmt: skip
+    }
