@@ -9,6 +9,7 @@ augmentation (DiffAugment) instead.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,11 @@ def build_pipeline(params: AugmentParams):  # -> albumentations.Compose
         if not isinstance(cls, type) or not issubclass(cls, A.BasicTransform):
             raise ParamsError(f"{key}.name: {spec.name!r} is not an albumentations transform")
         try:
-            transforms.append(cls(**spec.kwargs))
-        except (TypeError, ValueError) as err:
+            with warnings.catch_warnings():
+                # albumentations only warns about unknown arguments; a typo must not pass silently.
+                warnings.simplefilter("error", UserWarning)
+                transforms.append(cls(**spec.kwargs))
+        except (TypeError, ValueError, UserWarning) as err:
             raise ParamsError(f"{key} ({spec.name}): {err}") from None
     return A.Compose(transforms, seed=params.seed)
 
@@ -58,15 +62,15 @@ def augment_faces(
     first = 1 if params.keep_original else 0
     for c in range(params.copies):
         assert pipeline is not None
-        out.append(np.stack([pipeline(image=face)["image"] for face in faces]))
+        copy = np.stack([pipeline(image=face)["image"] for face in faces])
+        if copy.dtype != np.uint8 or copy.shape != faces.shape:
+            raise ParamsError(
+                "augment.transforms must keep the image size and uint8 type "
+                f"(got {copy.dtype} {copy.shape[1:]} from {faces.shape[1:]})"
+            )
+        out.append(copy)
         variants += [Variant(fid, first + c) for fid in face_ids]
-    images = np.concatenate(out)
-    if images.dtype != np.uint8 or images.shape[1:] != faces.shape[1:]:
-        raise ParamsError(
-            "augment.transforms must keep the image size and uint8 type "
-            f"(got {images.dtype} {images.shape[1:]} from {faces.shape[1:]})"
-        )
-    return images, variants
+    return np.concatenate(out), variants
 
 
 def write_shards(images: np.ndarray, folder: Path, shard_size: int) -> list[dict[str, int | str]]:

@@ -73,8 +73,11 @@ class LbpDetector:
                 "detector 'lbp' needs OpenCV 4 (opencv-python-headless<5): OpenCV 5 removed CascadeClassifier"
             )
         self._cv2 = cv2
-        self._cascade = cv2.CascadeClassifier(str(cascade))
-        if self._cascade.empty():
+        try:
+            self._cascade = cv2.CascadeClassifier(str(cascade))
+        except (cv2.error, SystemError):  # OpenCV raises on some malformed XML, returns empty on others
+            self._cascade = None
+        if self._cascade is None or self._cascade.empty():
             raise UserError(f"{cascade}: not a valid OpenCV cascade file")
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors

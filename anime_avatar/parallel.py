@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
@@ -47,7 +48,8 @@ def parallel_map(
         bar.close()
         return
     chunksize = max(1, min(64, len(items) // (n * 8)))
-    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+    # fork starts workers in milliseconds with the parent's imports (cv2, animeface) already loaded.
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     with context.Pool(n, initializer=initializer, initargs=tuple(initargs)) as pool:
         for result in pool.imap(fn, items, chunksize=chunksize):
             yield result

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from anime_avatar.params import ValidateParams
+from anime_avatar.validation import expectations, face_table, report, run_suites, train_table
+
+
+def varied_faces(n: int, size: int = 16) -> np.ndarray:
+    return np.random.default_rng(1).integers(40, 220, (n, size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def checks():
+    """Run GX once over a good table and a table with one of every fault."""
+    params = ValidateParams(min_count=5)
+    good = train_table(varied_faces(8))
+    bad = train_table(varied_faces(8))
+    bad.loc[1, "brightness"] = 0.99  # too bright
+    bad.loc[2, "contrast"] = 0.0  # flat
+    bad.loc[3, "hash"] = bad.loc[4, "hash"]  # duplicate
+    bad.loc[5, "width"] = 15
+    bad.loc[6, "readable"] = False
+    bad = pd.concat([bad], ignore_index=True)
+    results = run_suites(
+        {"good": (good, expectations(params, 16)), "bad": (bad, expectations(params, 16, row_count=9))}
+    )
+    return results, {"good": good, "bad": bad}
+
+
+def test_good_table_passes_every_expectation(checks):
+    results, _ = checks
+    good = [r for r in results if r.table == "good"]
+    assert len(good) == 8 and all(r.success for r in good)
+
+
+def test_each_fault_fails_its_expectation(checks):
+    results, tables = checks
+    failed = {(r.expectation, r.column) for r in results if r.table == "bad" and not r.success}
+    assert failed == {
+        ("expect_table_row_count_to_equal", ""),
+        ("expect_column_values_to_be_between", "brightness"),
+        ("expect_column_values_to_be_between", "contrast"),
+        ("expect_column_values_to_be_unique", "hash"),
+        ("expect_column_values_to_be_between", "width"),
+        ("expect_column_values_to_be_in_set", "readable"),
+    }
+    summary = report(results, tables)
+    assert summary["success"] is False
+    assert summary["tables"] == {"good": {"rows": 8}, "bad": {"rows": 8}}
+    assert any("brightness" in line and "0.99" in line for line in summary["failed"])
+
+
+def test_face_table_marks_unreadable_files(tmp_path):
+    Image.fromarray(varied_faces(1)[0]).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"broken")
+    table = face_table(tmp_path, ["a", "b", "missing"])
+    assert table["readable"].tolist() == [True, False, False]
+    assert table.loc[0, ["width", "height", "channels"]].tolist() == [16, 16, 3]
+    assert table["hash"].is_unique
+
+
+def test_data_docs_are_written(tmp_path):
+    table = train_table(varied_faces(6))
+    results = run_suites({"t": (table, expectations(ValidateParams(min_count=1), 16))}, docs_dir=tmp_path)
+    assert all(r.success for r in results)
+    index = tmp_path / "index.html"
+    assert index.is_file() and "t-suite" in index.read_text()
