@@ -82,6 +82,11 @@ def download(
                 for chunk in iter(lambda: response.read(HASH_CHUNK), b""):
                     f.write(chunk)
                     bar.update(len(chunk))
+        got_bytes = part.stat().st_size
+        if total_bytes is not None and got_bytes < total_bytes:  # the server hung up early
+            raise UserError(
+                f"download of {url} was interrupted after {got_bytes} of {total_bytes} bytes; run again to resume"
+            )
     if sha256:
         got = sha256_file(part)
         if got != sha256:

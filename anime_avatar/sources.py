@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import lzma
 import posixpath
 import shutil
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -172,7 +174,7 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
                                 budget.copy(src, dest / name)
         else:
             raise UserError(f"{archive}: not a zip or tar archive")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as err:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
         raise UserError(f"{archive}: damaged archive: {err}") from None
     return rejected
 

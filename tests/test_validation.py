@@ -21,7 +21,6 @@ def checks():
     bad.loc[3, "hash"] = bad.loc[4, "hash"]  # duplicate
     bad.loc[5, "width"] = 15
     bad.loc[6, "readable"] = False
-    bad = pd.concat([bad], ignore_index=True)
     results = run_suites(
         {"good": (good, expectations(params, 16)), "bad": (bad, expectations(params, 16, row_count=9))}
     )

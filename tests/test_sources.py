@@ -1,0 +1,610 @@
+"""Tests for anime_avatar.sources: synthetic, local folder/archive/file and hf sources.
+
+Everything runs on small generated images in tmp_path; nothing touches the network.
+The url source is tested in test_fetch.py, next to its local HTTP server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+import sys
+import tarfile
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anime_avatar.errors import UserError
+from anime_avatar.params import DataParams, SyntheticParams
+from anime_avatar.sources import (
+    MANIFEST_FIELDS,
+    REJECTED_FIELDS,
+    SYNTHETIC_LICENSE,
+    collect,
+    collect_from_path,
+    collect_hf,
+    collect_synthetic,
+    extract_archive,
+)
+
+ESCAPES = "path escapes the archive folder"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def image_bytes(seed: int, width: int = 48, height: int = 32, fmt: str = "PNG") -> bytes:
+    """A small noise image, different for every seed."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every regular file under ``folder`` (relative posix path -> content)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def local_params(path: Path, **changes) -> DataParams:
+    return DataParams(source="local", path=str(path), **changes)
+
+
+def rejected_map(result) -> dict[str, str]:
+    return {r.relpath: r.reason for r in result.rejected}
+
+
+def synthetic_params(count: int = 3, seed: int = 7, size: int = 128, **changes) -> DataParams:
+    return DataParams(synthetic=SyntheticParams(count=count, seed=seed, size=size), **changes)
+
+
+def add_tar_member(
+    tf: tarfile.TarFile, name: str, data: bytes = b"", kind: bytes = tarfile.REGTYPE, linkname: str = ""
+) -> None:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    info.mode = 0o644
+    if kind == tarfile.CHRTYPE:
+        info.devmajor, info.devminor = 1, 3
+    if kind == tarfile.REGTYPE:
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    else:
+        tf.addfile(info)
+
+
+# --- synthetic ---------------------------------------------------------------------------------
+
+
+def test_synthetic_manifest_rows_describe_the_files(tmp_path):
+    out = tmp_path / "out"
+    result = collect_synthetic(synthetic_params(count=3, seed=7, size=128), out, workers=1)
+
+    assert result.rejected == []
+    assert [r.relpath for r in result.images] == [f"images/synthetic/{i:06d}.png" for i in range(3)]
+    assert sorted(tree(out)) == [r.relpath for r in result.images]
+    for row in result.images:
+        assert tuple(row.row()) == MANIFEST_FIELDS
+        data = (out / row.relpath).read_bytes()
+        assert row.sha256 == sha256(data)
+        assert row.bytes == len(data)
+        with Image.open(out / row.relpath) as im:
+            assert im.format == "PNG"
+            assert im.size == (row.width, row.height) == (128, 128)
+        assert row.source == "synthetic:seed=7"
+        assert row.license == SYNTHETIC_LICENSE
+        boxes = json.loads(row.faces)
+        assert 1 <= len(boxes) <= 3
+        for box in boxes:
+            assert len(box) == 4 and all(isinstance(v, int) for v in box)
+            x, y, w, h = box
+            assert w > 0 and h > 0
+            assert x >= 0 and y >= 0 and x + w <= 128 and y + h <= 128, box
+
+
+def test_synthetic_is_deterministic_per_seed(tmp_path):
+    def digests(seed: int, count: int, name: str) -> list[str]:
+        result = collect_synthetic(synthetic_params(count=count, seed=seed), tmp_path / name, workers=1)
+        return [r.sha256 for r in result.images]
+
+    first = digests(7, 3, "a")
+    assert len(set(first)) == 3, "each index draws a different picture"
+    assert digests(7, 3, "b") == first
+    # (seed, index) alone fixes a picture: a smaller set is a prefix of a larger one
+    assert digests(7, 2, "c") == first[:2]
+    other = digests(8, 3, "d")
+    assert set(other).isdisjoint(first)
+
+
+def test_synthetic_same_output_with_worker_processes(tmp_path):
+    params = synthetic_params(count=3, seed=3)
+    serial = collect_synthetic(params, tmp_path / "serial", workers=1)
+    parallel = collect_synthetic(params, tmp_path / "parallel", workers=2)
+    assert [r.row() for r in parallel.images] == [r.row() for r in serial.images]
+
+
+def test_synthetic_max_files_caps_the_count(tmp_path):
+    out = tmp_path / "out"
+    result = collect_synthetic(synthetic_params(count=5, max_files=2), out, workers=1)
+    assert [r.relpath for r in result.images] == ["images/synthetic/000000.png", "images/synthetic/000001.png"]
+    assert len(tree(out)) == 2
+
+    uncapped = collect_synthetic(synthetic_params(count=2, max_files=10), tmp_path / "big", workers=1)
+    assert len(uncapped.images) == 2, "max_files above the count does not add images"
+
+
+def test_collect_dispatches_to_synthetic(tmp_path):
+    result = collect(synthetic_params(count=1, seed=5), tmp_path / "out", workers=1)
+    assert [r.source for r in result.images] == ["synthetic:seed=5"]
+
+
+# --- local folder --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def messy_folder(tmp_path) -> Path:
+    """Two good images plus a text file, an empty file, truncated PNG/JPEG and a duplicate."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    good_png = image_bytes(1, 48, 32)
+    good_jpg = image_bytes(2, 50, 20, fmt="JPEG")
+    (src / "good.png").write_bytes(good_png)
+    (src / "sub" / "good.jpg").write_bytes(good_jpg)
+    (src / "notes.txt").write_text("not a picture\n")
+    (src / "empty.png").write_bytes(b"")
+    (src / "broken.png").write_bytes(good_png[: len(good_png) // 2])
+    (src / "broken.jpg").write_bytes(good_jpg[: len(good_jpg) // 2])
+    (src / "good_copy.png").write_bytes(good_png)  # sorts after good.png
+    return src
+
+
+def test_local_folder_keeps_images_and_rejects_the_rest(tmp_path, messy_folder):
+    before = tree(messy_folder)
+    mtimes = {p: p.stat().st_mtime_ns for p in messy_folder.rglob("*")}
+    out = tmp_path / "out"
+
+    result = collect_from_path(messy_folder, local_params(messy_folder), out, source="local:src")
+
+    assert [r.relpath for r in result.images] == ["images/good.png", "images/sub/good.jpg"]
+    good, jpg = result.images
+    assert (good.width, good.height, jpg.width, jpg.height) == (48, 32, 50, 20)
+    for row in result.images:
+        assert (out / row.relpath).read_bytes() == before[row.relpath.removeprefix("images/")]
+        assert row.sha256 == sha256((out / row.relpath).read_bytes())
+        assert row.bytes == (out / row.relpath).stat().st_size
+        assert row.source == "local:src"
+        assert row.license == "unknown"
+        assert row.faces == ""
+    assert sorted(tree(out)) == ["images/good.png", "images/sub/good.jpg"]
+
+    reasons = rejected_map(result)
+    assert sorted(reasons) == ["broken.jpg", "broken.png", "empty.png", "good_copy.png", "notes.txt"]
+    assert reasons["notes.txt"].startswith("not an image")
+    assert reasons["empty.png"] == "empty file"
+    assert reasons["broken.png"].startswith("corrupt image")
+    assert reasons["broken.jpg"].startswith("corrupt image") and "truncated" in reasons["broken.jpg"]
+    assert reasons["good_copy.png"] == "duplicate of images/good.png"
+    for r in result.rejected:
+        assert tuple(r.row()) == REJECTED_FIELDS
+
+    # the source folder is read, never changed
+    assert tree(messy_folder) == before
+    assert {p: p.stat().st_mtime_ns for p in messy_folder.rglob("*")} == mtimes
+
+
+def test_local_folder_records_the_licence_and_honours_max_files(tmp_path, messy_folder):
+    params = local_params(messy_folder, license="CC-BY-4.0", max_files=1)
+    result = collect_from_path(messy_folder, params, tmp_path / "out", source="local:src")
+    assert [(r.relpath, r.license) for r in result.images] == [("images/good.png", "CC-BY-4.0")]
+    assert sorted(tree(tmp_path / "out")) == ["images/good.png"]
+
+
+def test_local_folder_rejects_files_over_max_image_mb(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    big = image_bytes(3, 800, 800)  # noise does not compress: well over 1 MiB
+    assert len(big) > 1 << 20
+    (src / "big.png").write_bytes(big)
+    (src / "small.png").write_bytes(image_bytes(4))
+    result = collect_from_path(src, local_params(src, max_image_mb=1), tmp_path / "out", source="local:src")
+    assert [r.relpath for r in result.images] == ["images/small.png"]
+    assert rejected_map(result) == {"big.png": "larger than 1 MiB"}
+
+
+def test_local_folder_does_not_follow_symlinks(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(image_bytes(5))
+    (src / "real.png").write_bytes(image_bytes(6))
+    os.symlink(outside, src / "link.png")
+    result = collect_from_path(src, local_params(src), tmp_path / "out", source="local:src")
+    assert [r.relpath for r in result.images] == ["images/real.png"]
+    assert result.rejected == []
+
+
+def test_local_missing_path_is_a_user_error(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(UserError, match=r"data.path: .*nope does not exist"):
+        collect(local_params(missing), tmp_path / "out")
+
+
+def test_collect_dispatches_to_local_with_the_folder_name(tmp_path, messy_folder):
+    result = collect(local_params(messy_folder), tmp_path / "out")
+    assert {r.source for r in result.images} == {"local:src"}
+    assert len(result.images) == 2 and len(result.rejected) == 5
+
+
+# --- single image file ---------------------------------------------------------------------------
+
+
+def test_single_image_file_as_data_path(tmp_path):
+    data = image_bytes(9, 40, 24, fmt="JPEG")
+    path = tmp_path / "portrait.jpg"
+    path.write_bytes(data)
+    out = tmp_path / "out"
+    result = collect(local_params(path), out)
+    assert [(r.relpath, r.width, r.height, r.source) for r in result.images] == [
+        ("images/portrait.jpg", 40, 24, "local:portrait.jpg")
+    ]
+    assert result.images[0].sha256 == sha256(data)
+    assert tree(out) == {"images/portrait.jpg": data}
+    assert path.read_bytes() == data
+
+
+def test_single_non_image_file_is_rejected(tmp_path):
+    path = tmp_path / "readme.md"
+    path.write_text("# hello\n")
+    result = collect(local_params(path), tmp_path / "out")
+    assert result.images == []
+    assert list(rejected_map(result)) == ["readme.md"]
+    assert rejected_map(result)["readme.md"].startswith("not an image")
+
+
+# --- archives ------------------------------------------------------------------------------------
+
+
+def write_archive(path: Path, members: dict[str, bytes]) -> Path:
+    """A zip or tar(.gz|.bz2|.xz) chosen by the suffix of ``path``."""
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+    else:
+        mode = {"tar": "w", "gz": "w:gz", "bz2": "w:bz2", "xz": "w:xz"}[path.name.rsplit(".", 1)[-1]]
+        with tarfile.open(path, mode) as tf:
+            for name, data in members.items():
+                add_tar_member(tf, name, data)
+    return path
+
+
+@pytest.mark.parametrize("name", ["photos.zip", "photos.tar", "photos.tar.gz", "photos.tar.bz2", "photos.tar.xz"])
+def test_archive_images_are_unpacked_and_checked(tmp_path, name):
+    a, b = image_bytes(10, 30, 40), image_bytes(11, 64, 16, fmt="JPEG")
+    archive = write_archive(
+        tmp_path / name,
+        {"set/a.png": a, "set/deeper/b.jpg": b, "set/readme.txt": b"hello", "set/a_again.png": a},
+    )
+    out = tmp_path / "out"
+    result = collect(local_params(archive), out)
+
+    assert [(r.relpath, r.width, r.height) for r in result.images] == [
+        ("images/set/a.png", 30, 40),
+        ("images/set/deeper/b.jpg", 64, 16),
+    ]
+    assert {r.source for r in result.images} == {f"local:{name}"}
+    assert tree(out) == {"images/set/a.png": a, "images/set/deeper/b.jpg": b}, "staging folder is removed"
+    reasons = rejected_map(result)
+    assert reasons["set/a_again.png"] == "duplicate of images/set/a.png"
+    assert reasons["set/readme.txt"].startswith("not an image")
+    assert len(reasons) == 2
+
+
+def test_archive_detected_by_content_without_archive_suffix(tmp_path):
+    data = image_bytes(12)
+    archive = write_archive(tmp_path / "bundle.zip", {"x.png": data}).rename(tmp_path / "bundle.bin")
+    result = collect(local_params(archive), tmp_path / "out")
+    assert [r.relpath for r in result.images] == ["images/x.png"]
+
+
+def test_zip_traversal_absolute_and_symlink_members_are_rejected(tmp_path):
+    good = image_bytes(20)
+    abs_target = tmp_path / "abs_evil.png"
+    archive = tmp_path / "in" / "evil.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("good.png", good)
+        zf.writestr("../evil.png", image_bytes(21))
+        zf.writestr("ok/../../evil2.png", image_bytes(22))
+        zf.writestr("..\\evil3.png", image_bytes(23))
+        zf.writestr("C:\\evil4.png", image_bytes(24))
+        zf.writestr(str(abs_target), image_bytes(25))
+        link = zipfile.ZipInfo("link.png")
+        link.create_system = 3  # unix, so external_attr holds a mode
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "../../../etc/passwd")
+    work = tmp_path / "work"
+    out = work / "out"
+    out.mkdir(parents=True)
+
+    result = collect(local_params(archive), out)
+
+    assert [r.relpath for r in result.images] == ["images/good.png"]
+    assert rejected_map(result) == {
+        "../evil.png": ESCAPES,
+        "ok/../../evil2.png": ESCAPES,
+        "..\\evil3.png": ESCAPES,
+        "C:\\evil4.png": ESCAPES,
+        str(abs_target): ESCAPES,
+        "link.png": "symbolic link",
+    }
+    assert tree(out) == {"images/good.png": good}
+    assert [p.name for p in work.iterdir()] == ["out"], "nothing is written beside the output"
+    assert sorted(p.name for p in tmp_path.rglob("*evil*")) == ["evil.zip"]
+    assert not any(p.is_symlink() for p in tmp_path.rglob("*"))
+
+
+def test_tar_links_devices_and_traversal_are_rejected(tmp_path):
+    good, inner = image_bytes(30), image_bytes(31)
+    abs_target = tmp_path / "abs_evil.png"
+    archive = tmp_path / "in" / "evil.tar"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w") as tf:
+        add_tar_member(tf, "good.png", good)
+        add_tar_member(tf, "../evil.png", image_bytes(32))
+        add_tar_member(tf, "ok/../../evil2.png", image_bytes(33))
+        add_tar_member(tf, str(abs_target), image_bytes(34))
+        add_tar_member(tf, "escape", kind=tarfile.SYMTYPE, linkname="../..")
+        add_tar_member(tf, "escape/through_link.png", inner)  # must land in a real folder, not via the link
+        add_tar_member(tf, "passwd.png", kind=tarfile.LNKTYPE, linkname="/etc/passwd")
+        add_tar_member(tf, "hard_good.png", kind=tarfile.LNKTYPE, linkname="good.png")
+        add_tar_member(tf, "pipe", kind=tarfile.FIFOTYPE)
+        add_tar_member(tf, "dev/null", kind=tarfile.CHRTYPE)
+        add_tar_member(tf, "somedir", kind=tarfile.DIRTYPE)
+    with tarfile.open(archive) as tf:
+        assert str(abs_target) in tf.getnames(), "the archive really holds an absolute member name"
+    work = tmp_path / "work"
+    out = work / "out"
+    out.mkdir(parents=True)
+
+    result = collect(local_params(archive), out)
+
+    assert [r.relpath for r in result.images] == ["images/escape/through_link.png", "images/good.png"]
+    assert rejected_map(result) == {
+        "../evil.png": ESCAPES,
+        "ok/../../evil2.png": ESCAPES,
+        str(abs_target): ESCAPES,
+        "escape": "link",
+        "passwd.png": "link",
+        "hard_good.png": "link",
+        "pipe": "not a regular file",
+        "dev/null": "not a regular file",
+    }
+    assert tree(out) == {"images/good.png": good, "images/escape/through_link.png": inner}
+    assert [p.name for p in work.iterdir()] == ["out"], "nothing is written beside the output"
+    assert sorted(p.name for p in tmp_path.rglob("*evil*")) == ["evil.tar"]
+    assert not (tmp_path / "through_link.png").exists()
+    assert not any(p.is_symlink() or p.is_fifo() or p.is_char_device() for p in tmp_path.rglob("*"))
+
+
+def test_extract_archive_writes_only_regular_files_inside_dest(tmp_path):
+    archive = tmp_path / "mixed.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        add_tar_member(tf, "./a/one.bin", b"1" * 10)
+        add_tar_member(tf, "a/two.bin", b"22")
+        add_tar_member(tf, "../up.bin", b"3")
+        add_tar_member(tf, "sym", kind=tarfile.SYMTYPE, linkname="a/one.bin")
+    dest = tmp_path / "dest"
+    rejected = extract_archive(archive, dest, max_bytes=1 << 20)
+    assert [(r.relpath, r.reason) for r in rejected] == [("../up.bin", ESCAPES), ("sym", "link")]
+    assert tree(dest) == {"a/one.bin": b"1" * 10, "a/two.bin": b"22"}
+    assert not (tmp_path / "up.bin").exists()
+
+
+@pytest.mark.parametrize("name", ["bomb.zip", "bomb.tar.gz"])
+def test_archive_larger_than_max_extract_mb_is_a_user_error(tmp_path, name):
+    # 2 MiB of zeros packs into a few KiB: the cap counts unpacked bytes
+    archive = write_archive(tmp_path / name, {"a.png": image_bytes(40), "zeros.bin": bytes(2 << 20)})
+    assert archive.stat().st_size < 100_000
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=r"more than 1 MiB .*data\.max_extract_mb"):
+        collect(local_params(archive, max_extract_mb=1), out)
+    assert not (out / ".staging").exists(), "the partial unpack is cleaned up"
+    assert tree(out) == {}
+
+
+def test_extract_budget_boundary(tmp_path):
+    archive = write_archive(tmp_path / "exact.zip", {"a.bin": b"x" * 600, "b.bin": b"y" * 400})
+    extract_archive(archive, tmp_path / "fits", max_bytes=1000)
+    assert tree(tmp_path / "fits") == {"a.bin": b"x" * 600, "b.bin": b"y" * 400}
+    with pytest.raises(UserError, match="archive unpacks to more than"):
+        extract_archive(archive, tmp_path / "over", max_bytes=999)
+
+
+def test_not_an_archive_is_a_user_error(tmp_path):
+    fake = tmp_path / "data.zip"
+    fake.write_text("this is not a zip file\n" * 20)
+    with pytest.raises(UserError, match=r"data\.zip: not a zip or tar archive"):
+        collect(local_params(fake), tmp_path / "out")
+    assert not (tmp_path / "out" / ".staging").exists()
+
+
+def _zip_stored_bad_crc(path: Path) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("a.bin", b"a" * 1000)
+    data = bytearray(path.read_bytes())
+    data[30 + len("a.bin") + 500] ^= 0xFF  # inside the stored member data
+    path.write_bytes(bytes(data))
+
+
+def _zip_deflate_garbage(path: Path) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.bin", bytes(range(256)) * 40)
+    data = bytearray(path.read_bytes())
+    data[30 + len("a.bin")] = 0xFF  # first deflate block: reserved block type
+    path.write_bytes(bytes(data))
+
+
+def _tar_xz_corrupt(path: Path) -> None:
+    payload = np.random.default_rng(0).integers(0, 40, 100_000, dtype=np.uint8).tobytes()
+    with tarfile.open(path, "w:xz") as tf:
+        add_tar_member(tf, "a.bin", payload)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, middle + 8):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def _tar_gz_truncated(path: Path) -> None:
+    payload = np.random.default_rng(1).integers(0, 256, 100_000, dtype=np.uint8).tobytes()
+    with tarfile.open(path, "w:gz") as tf:
+        add_tar_member(tf, "a.bin", payload)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("crc.zip", _zip_stored_bad_crc),
+        ("deflate.zip", _zip_deflate_garbage),
+        ("corrupt.tar.xz", _tar_xz_corrupt),
+        ("truncated.tar.gz", _tar_gz_truncated),
+    ],
+)
+def test_damaged_archive_is_a_user_error(tmp_path, name, damage):
+    archive = tmp_path / name
+    damage(archive)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=re.escape(f"{name}: damaged archive: ")):
+        collect(local_params(archive), out)
+    assert not (out / ".staging").exists()
+
+
+# --- Hugging Face ----------------------------------------------------------------------------------
+
+
+def hf_params(**changes) -> DataParams:
+    return DataParams(source="hf", hf_dataset="someone/avatars", **changes)
+
+
+def test_hf_rows_become_checked_png_files(tmp_path):
+    pil = Image.fromarray(np.random.default_rng(50).integers(0, 256, (20, 36, 3), dtype=np.uint8))
+    encoded = image_bytes(51, 24, 24)
+    rows = [
+        {"image": pil, "label": 0},
+        {"image": {"bytes": encoded, "path": "x.png"}, "label": 1},
+        {"image": {"bytes": b"definitely not an image"}, "label": 2},
+        {"image": None, "label": 3},
+        {"image": {"bytes": None, "path": "remote.png"}, "label": 4},
+        {"image": pil.copy(), "label": 5},
+    ]
+    calls = []
+
+    def loader(dataset: str, split: str):
+        calls.append((dataset, split))
+        return rows
+
+    out = tmp_path / "out"
+    result = collect_hf(hf_params(hf_split="test", license="CC0-1.0"), out, loader=loader)
+
+    assert calls == [("someone/avatars", "test")]
+    assert [(r.relpath, r.width, r.height) for r in result.images] == [
+        ("images/hf/0000000.png", 36, 20),
+        ("images/hf/0000001.png", 24, 24),
+    ]
+    assert {(r.source, r.license) for r in result.images} == {("hf:someone/avatars", "CC0-1.0")}
+    with Image.open(out / "images/hf/0000000.png") as saved:
+        assert saved.format == "PNG"
+        assert np.array_equal(np.asarray(saved), np.asarray(pil))
+    assert (out / "images/hf/0000001.png").read_bytes() == encoded
+    assert result.images[1].sha256 == sha256(encoded)
+    reasons = rejected_map(result)
+    assert sorted(reasons) == ["hf/0000002.png", "hf/0000003.png", "hf/0000004.png", "hf/0000005.png"]
+    assert reasons["hf/0000002.png"].startswith("not an image")
+    assert reasons["hf/0000003.png"] == "empty file"
+    assert reasons["hf/0000004.png"] == "empty file"
+    assert reasons["hf/0000005.png"] == "duplicate of images/hf/0000000.png"
+    assert sorted(tree(out)) == ["images/hf/0000000.png", "images/hf/0000001.png"], "staging is removed"
+
+
+def test_hf_missing_column_lists_the_columns(tmp_path):
+    def loader(dataset, split):
+        return [{"picture": Image.new("RGB", (8, 8)), "label": 1, "caption": "x"}]
+
+    out = tmp_path / "out"
+    with pytest.raises(UserError) as err:
+        collect_hf(hf_params(), out, loader=loader)
+    message = str(err.value)
+    assert "data.hf_image_column: 'image' is not a column of 'someone/avatars'" in message
+    assert "(columns: caption, label, picture)" in message
+    assert not (out / ".staging").exists()
+
+
+def test_hf_custom_column_and_max_files_stop_reading_early(tmp_path):
+    consumed = []
+
+    def long_dataset(dataset, split):
+        for i in range(100):
+            consumed.append(i)
+            yield {"img": {"bytes": image_bytes(100 + i, 16, 16)}}
+
+    result = collect_hf(hf_params(hf_image_column="img", max_files=3), tmp_path / "out", loader=long_dataset)
+    assert [r.relpath for r in result.images] == [f"images/hf/{i:07d}.png" for i in range(3)]
+    assert len(consumed) <= 4, "the dataset is not read past max_files"
+
+
+def test_hf_without_datasets_package_names_the_extra(tmp_path, monkeypatch):
+    # None in sys.modules makes `import datasets` fail whether or not the package is installed
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(UserError, match=r"anime-avatar\[hf\]"):
+        collect(hf_params(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_hf_without_datasets_installed_in_this_environment(tmp_path):
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the 'datasets' package is installed here")
+    with pytest.raises(UserError, match=r"data.source 'hf' needs .*\[hf\]"):
+        collect(hf_params(), tmp_path / "out")
+
+
+def test_hf_loader_errors_become_user_errors(tmp_path, monkeypatch):
+    def load_dataset(dataset_id, split):
+        raise FileNotFoundError(f"Dataset '{dataset_id}' doesn't exist on the Hub")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    with pytest.raises(UserError, match=r"cannot load Hugging Face dataset 'someone/avatars' \(split 'train'\)"):
+        collect(hf_params(), tmp_path / "out")
+
+
+def test_hf_default_loader_passes_dataset_and_split(tmp_path, monkeypatch):
+    seen = []
+
+    def load_dataset(dataset_id, split):
+        seen.append((dataset_id, split))
+        return [{"image": {"bytes": image_bytes(60)}}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    result = collect(hf_params(hf_split="validation"), tmp_path / "out")
+    assert seen == [("someone/avatars", "validation")]
+    assert [r.relpath for r in result.images] == ["images/hf/0000000.png"]
