@@ -45,6 +45,34 @@ def cmd_faces(args: argparse.Namespace) -> None:
     log.info("%d faces from %d images with %s", total, len(args.images), detector.name)
 
 
+def cmd_generate(args: argparse.Namespace) -> None:
+    """Write avatars (PNG files and/or a grid) from the champion model or a given one."""
+    from torchvision.transforms.functional import to_pil_image
+    from torchvision.utils import make_grid
+
+    from anime_avatar.generate import avatars, resolve_model, walk
+
+    name = load_params(args.params).tracking.model_name if Path(args.params).is_file() else "anime-avatar-generator"
+    generator = resolve_model(args.model, name)
+    if args.interpolate:
+        images = walk(generator, *args.interpolate, steps=args.steps, truncation=args.truncation)
+        labels = [f"walk-{args.interpolate[0]}-{args.interpolate[1]}-{i:03d}" for i in range(len(images))]
+    else:
+        seeds = list(range(args.seed, args.seed + args.n))
+        images = avatars(generator, seeds, args.truncation)
+        labels = [f"avatar-{s:06d}" for s in seeds]
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for label, image in zip(labels, images, strict=True):
+            to_pil_image(image).save(args.out / f"{label}.png")
+        log.info("%d avatars in %s", len(images), args.out)
+    if args.grid:
+        args.grid.parent.mkdir(parents=True, exist_ok=True)
+        nrow = len(images) if args.interpolate else max(1, int(len(images) ** 0.5))
+        to_pil_image(make_grid(images, nrow=nrow, padding=2)).save(args.grid)
+        log.info("grid written to %s", args.grid)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anime-avatar", description=__doc__)
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (default: params.yaml)")
@@ -59,12 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("faces"), help="folder for the crops (default: faces/)")
     p.add_argument("--detector", choices=["lbp", "animeface", "none"], help="override detect.detector")
     p.set_defaults(func=cmd_faces)
+
+    p = sub.add_parser("generate", help=cmd_generate.__doc__)
+    p.add_argument("--n", type=int, default=16, help="number of avatars (seeds SEED..SEED+N-1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="folder for one PNG per avatar")
+    p.add_argument("--grid", type=Path, help="write all avatars as one grid PNG")
+    p.add_argument("--model", help="generator file or MLflow URI (default: champion, else models/generator.pt)")
+    p.add_argument("--truncation", type=float, default=0.0, help="redraw latents beyond ±T (0: off; 0.7 is typical)")
+    p.add_argument("--interpolate", type=int, nargs=2, metavar=("A", "B"), help="latent walk from seed A to B")
+    p.add_argument("--steps", type=int, default=8, help="images in the walk")
+    p.set_defaults(func=cmd_generate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    if args.command == "generate" and not (args.out or args.grid):
+        args.out = Path("avatars")
     try:
         args.func(args)
     except UserError as err:

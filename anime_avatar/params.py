@@ -127,17 +127,92 @@ class ValidateParams(Section):
         return self
 
 
+class ModelParams(Section):
+    arch: Literal["dcgan", "sagan"] = "sagan"
+    attention: list[int] = Field(default_factory=lambda: [32], description="sagan: resolutions with self-attention")
+    channels: int = Field(16, ge=1, le=1024, description="width at the output resolution; doubles per halving")
+    max_channels: int = Field(512, ge=1, le=4096)
+    z_dim: int = Field(128, ge=1, le=4096)
+
+
+class TrainParams(Section):
+    steps: int = Field(800, ge=1, description="discriminator+generator updates")
+    batch_size: int = Field(32, ge=1, description="images per step, over all processes")
+    loss: Literal["bce", "hinge", "wgan-gp"] = "hinge"
+    lr_g: float = Field(1e-4, gt=0.0, lt=1.0)
+    lr_d: float = Field(4e-4, gt=0.0, lt=1.0)
+    beta1: float = Field(0.0, ge=0.0, lt=1.0)
+    beta2: float = Field(0.9, ge=0.0, lt=1.0)
+    gp_weight: float = Field(10.0, ge=0.0, description="wgan-gp: gradient penalty weight")
+    seed: int = 0
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    amp: bool = Field(True, description="bfloat16 autocast where the device supports it (CUDA)")
+    ema: float = Field(0.999, ge=0.0, le=1.0, description="decay of the generator's moving average")
+    diffaugment: str = Field("color,translation,cutout", description="DiffAugment policy ('' = off)")
+    checkpoint_every: int = Field(250, ge=1)
+    sample_every: int = Field(250, ge=1, description="steps between fixed-latent sample grids")
+    log_every: int = Field(10, ge=1, description="steps between logged losses")
+    threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
+        return value
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        from anime_avatar.diffaugment import parse_policy
+
+        parse_policy(value)
+        return value
+
+
+class EvalParams(Section):
+    n_samples: int = Field(1000, ge=2, description="generated images for FID/KID")
+    batch_size: int = Field(50, ge=1)
+    kid_subset_size: int = Field(1000, ge=2)
+    seed: int = 0
+    device: str = "auto"
+
+
+class TrackingParams(Section):
+    experiment: str = Field("anime-avatar", min_length=1)
+    model_name: str = Field("anime-avatar-generator", min_length=1, description="MLflow registered model")
+    register_model: bool = Field(True, description="register the generator under model_name")
+
+
 class Params(Section):
     data: DataParams = DataParams()
     detect: DetectParams = DetectParams()
     augment: AugmentParams = AugmentParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    eval: EvalParams = EvalParams()
+    tracking: TrackingParams = TrackingParams()
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
     @property
     def validation(self) -> ValidateParams:
         return self.validate_
+
+    @model_validator(mode="after")
+    def _net_is_buildable(self) -> Params:
+        self.net_config()
+        return self
+
+    def net_config(self):  # -> anime_avatar.nets.NetConfig
+        """The generator/discriminator architecture; the resolution is detect.image_size."""
+        from anime_avatar.nets import RESOLUTIONS, NetConfig
+
+        if self.detect.image_size not in RESOLUTIONS:
+            raise ValueError(f"detect.image_size must be one of {', '.join(map(str, RESOLUTIONS))} to train a GAN")
+        m = self.model
+        return NetConfig(m.arch, self.detect.image_size, m.z_dim, m.channels, tuple(m.attention), m.max_channels)
 
 
 def _format_error(err: ValidationError, source: str) -> str:
@@ -147,7 +222,7 @@ def _format_error(err: ValidationError, source: str) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        if not key or msg.startswith(f"{key}."):  # a cross-field check names its own keys
+        if not key or msg.startswith(key):  # a check that names its own keys
             lines.append(f"{source}: {msg}")
         else:
             lines.append(f"{source}: {key}: {msg}")

@@ -1,0 +1,76 @@
+"""evaluate: FID/KID of the EMA generator against data/faces -> metrics/eval.json, reports/samples.png.
+
+Real-image Inception features are cached by the faces' data version, so they are
+computed once per dataset. The numbers are also logged to the training's MLflow run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from anime_avatar import layout
+from anime_avatar.errors import UserError
+from anime_avatar.fetch import cache_dir
+from anime_avatar.fid import compute_fid_kid, real_features
+from anime_avatar.fsutil import atomic_write_bytes, atomic_write_json, read_csv
+from anime_avatar.images import load_rgb
+from anime_avatar.params import Params
+from anime_avatar.stage import run_stage
+from anime_avatar.tracking import data_version, mlflow_client, read_run_id
+from anime_avatar.training import load_generator, resolve_device, sample
+from stages.train import GENERATOR, grid_png
+
+log = logging.getLogger(__name__)
+
+EVAL_METRICS = Path("metrics/eval.json")
+SAMPLES_PNG = layout.REPORTS_DIR / "samples.png"
+
+
+def real_faces() -> np.ndarray:
+    faces_csv = layout.FACES_DIR / layout.FACES_CSV
+    if not faces_csv.is_file():
+        raise UserError(f"{faces_csv} is missing: run the detect stage first")
+    ids = [row["face_id"] for row in read_csv(faces_csv)]
+    return np.stack([np.asarray(load_rgb(layout.FACES_DIR / f"{i}.png")) for i in ids])
+
+
+def generate_images(generator: torch.nn.Module, n: int, z_dim: int, seed: int, batch: int) -> np.ndarray:
+    """``n`` uint8 NHWC images from latents seeded by ``seed`` (the same seed, the same images)."""
+    z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+    return sample(generator, z, batch).permute(0, 2, 3, 1).numpy()
+
+
+def evaluate(params: Params) -> None:
+    cfg = params.eval
+    device = resolve_device(cfg.device)
+    generator = load_generator(GENERATOR, device)
+    reals = real_faces()
+    version = data_version(str(layout.FACES_DIR)).replace(":", "-")
+    features = real_features(reals, cache_dir() / "fid-stats", version, device, cfg.batch_size)
+    fakes = generate_images(generator, cfg.n_samples, params.model.z_dim, cfg.seed, cfg.batch_size)
+    scores = compute_fid_kid(
+        features, fakes, device, kid_subset_size=min(cfg.kid_subset_size, len(reals), len(fakes)),
+        batch_size=cfg.batch_size, seed=cfg.seed,
+    )  # fmt: skip
+    result = {"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std,
+              "n_samples": scores.n_fake, "n_real": scores.n_real}  # fmt: skip
+    atomic_write_json(EVAL_METRICS, result)
+    atomic_write_bytes(SAMPLES_PNG, grid_png(torch.from_numpy(fakes[:64]).permute(0, 3, 1, 2)))
+    run_id = read_run_id()
+    if run_id:
+        mlflow = mlflow_client()
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std})
+            mlflow.log_artifact(str(SAMPLES_PNG))
+    else:
+        log.warning("models/run.json is missing: the scores were not logged to MLflow")
+    print(f"FID {scores.fid:.2f}  KID {scores.kid_mean:.4f} ± {scores.kid_std:.4f}  "
+          f"({scores.n_fake} generated vs {scores.n_real} real)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    run_stage("evaluate", evaluate)

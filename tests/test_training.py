@@ -1,0 +1,154 @@
+"""The training loop: exact resume, interruption, distributed runs, determinism."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from anime_avatar.errors import UserError
+from anime_avatar.params import parse_params
+from anime_avatar.training import (
+    DistInfo,
+    Hooks,
+    TrainingInterrupted,
+    batch_indices,
+    build_state,
+    load_generator,
+    resolve_device,
+    train,
+)
+from tests.conftest import BIN, ROOT, run
+
+IMAGES = np.random.default_rng(0).integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
+
+
+def tiny(**train_changes) -> dict:
+    return {
+        "detect": {"image_size": 32},
+        "model": {"arch": "sagan", "channels": 8, "attention": [16], "z_dim": 16},
+        "train": {"steps": 6, "batch_size": 8, "device": "cpu", "log_every": 1, "checkpoint_every": 100,
+                  "sample_every": 100, **train_changes},
+    }  # fmt: skip
+
+
+def weights(state) -> dict[str, torch.Tensor]:
+    named = {}
+    for prefix, module in (("g", state.generator), ("d", state.discriminator), ("ema", state.ema.model)):
+        named.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+    return named
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.mark.parametrize(("arch", "loss"), [("sagan", "hinge"), ("dcgan", "wgan-gp"), ("sagan", "bce")])
+def test_k_steps_resume_k_steps_equals_2k_steps(tmp_path, arch, loss):
+    changes = tiny(loss=loss)
+    changes["model"]["arch"] = arch
+    params = parse_params(changes)
+    straight = train(params, IMAGES, tmp_path / "a.pt")
+    first = train(params, IMAGES, tmp_path / "b.pt", stop_after=3)
+    assert first.step == 3 and (tmp_path / "b.pt").is_file()
+    resumed = train(params, IMAGES, tmp_path / "b.pt")
+    assert resumed.step == straight.step == 6
+    assert_same(weights(straight), weights(resumed))
+    assert [h["step"] for h in resumed.history] == list(range(1, 7))
+    assert resumed.history == straight.history
+
+
+def test_training_changes_weights_and_seed_matters(tmp_path):
+    a = train(parse_params(tiny(steps=2)), IMAGES, tmp_path / "a.pt")
+    b = train(parse_params(tiny(steps=2)), IMAGES, tmp_path / "b.pt")
+    c = train(parse_params(tiny(steps=2, seed=1)), IMAGES, tmp_path / "c.pt")
+    init = train(parse_params(tiny(steps=2)), IMAGES, tmp_path / "a.pt")  # finished checkpoint: no new steps
+    assert_same(weights(a), weights(b))
+    assert_same(weights(a), weights(init))
+    wa, wc = weights(a), weights(c)
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
+    train(parse_params(tiny(steps=2)), IMAGES, tmp_path / "ck.pt")
+    other = train(parse_params(tiny(steps=2, lr_g=0.001)), IMAGES, tmp_path / "ck.pt")
+    fresh = train(parse_params(tiny(steps=2, lr_g=0.001)), IMAGES, tmp_path / "fresh.pt")
+    assert_same(weights(other), weights(fresh))
+
+
+def test_more_steps_continue_a_finished_run(tmp_path):
+    train(parse_params(tiny(steps=3)), IMAGES, tmp_path / "ck.pt")
+    longer = train(parse_params(tiny(steps=6)), IMAGES, tmp_path / "ck.pt")
+    straight = train(parse_params(tiny(steps=6)), IMAGES, tmp_path / "s.pt")
+    assert_same(weights(longer), weights(straight))
+
+
+def test_sigterm_checkpoints_and_stops(tmp_path):
+    def on_log(step, losses):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="at step 2; checkpoint"):
+        train(parse_params(tiny()), IMAGES, tmp_path / "ck.pt", hooks=Hooks(on_log=on_log))
+    resumed = train(parse_params(tiny()), IMAGES, tmp_path / "ck.pt")
+    straight = train(parse_params(tiny()), IMAGES, tmp_path / "s.pt")
+    assert_same(weights(resumed), weights(straight))
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_hooks_receive_losses_and_sample_grids(tmp_path):
+    logged, grids = [], []
+    hooks = Hooks(on_log=lambda s, losses: logged.append((s, losses)), on_sample=lambda s, g: grids.append((s, g)))
+    train(parse_params(tiny(steps=4, log_every=2, sample_every=2)), IMAGES, tmp_path / "ck.pt", hooks=hooks)
+    assert [s for s, _ in logged] == [2, 4]
+    assert all(np.isfinite(list(v.values())).all() and set(v) == {"loss_d", "loss_g"} for _, v in logged)
+    assert [s for s, _ in grids] == [2, 4]
+    assert grids[0][1].shape == (64, 3, 32, 32) and grids[0][1].dtype == torch.uint8
+
+
+def test_batch_indices_resume_mid_epoch_and_split_ranks():
+    full = batch_indices(20, 4, seed=0, info=DistInfo(), start_step=0)
+    first = [next(full) for _ in range(12)]
+    later = batch_indices(20, 4, seed=0, info=DistInfo(), start_step=7)
+    assert [next(later) for _ in range(5)] == first[7:12]
+    assert sorted(sum(first[:5], [])) == list(range(20))  # one epoch sees every image once
+    r0 = next(batch_indices(20, 4, 0, DistInfo(0, 2), 0))
+    r1 = next(batch_indices(20, 4, 0, DistInfo(1, 2), 0))
+    assert not set(r0) & set(r1)
+    with pytest.raises(UserError, match="larger than the training set"):
+        next(batch_indices(3, 4, 0, DistInfo(), 0))
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+def test_generator_file_errors(tmp_path):
+    with pytest.raises(UserError, match="run the train stage first"):
+        load_generator(tmp_path / "none.pt")
+    bad = tmp_path / "bad.pt"
+    torch.save({"something": 1}, bad)
+    with pytest.raises(UserError, match="not a generator saved by the train stage"):
+        load_generator(bad)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_hold_identical_weights(tmp_path):
+    run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(ROOT / "tests" / "ddp_worker.py"),
+         str(tmp_path)], ROOT)  # fmt: skip
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert r0["step"] == r1["step"] == 3
+    for part in ("generator", "discriminator", "ema"):
+        assert_same(r0[part], r1[part])
+    initial = build_state(parse_params(tiny()), torch.device("cpu")).generator.state_dict()
+    assert any(not torch.equal(v, initial[k]) for k, v in r0["generator"].items()), "DDP steps changed nothing"
