@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.nn.utils import parametrize
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
@@ -375,6 +376,20 @@ def generator_payload(state: TrainState, cfg: NetConfig, extra: dict[str, Any]) 
         "step": state.step,
         **extra,
     }
+
+
+def plain_generator(generator: nn.Module) -> nn.Module:
+    """A copy with spectral-norm parametrizations baked into plain weights: the same function in
+    eval mode, and picklable (parametrized modules are not), for MLflow's model format."""
+    # A fresh build, not a deepcopy: copies of parametrized modules do not survive un-parametrizing.
+    plain = build_generator(generator.cfg)
+    plain.load_state_dict({k: v.cpu() for k, v in generator.state_dict().items()})
+    plain.eval()
+    targets = [(m, list(m.parametrizations.keys())) for m in plain.modules() if parametrize.is_parametrized(m)]
+    for module, names in targets:  # listed first: removal swaps each module's class
+        for name in names:
+            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return plain.requires_grad_(False)
 
 
 def load_generator(path: Path, device: torch.device | str = "cpu", use_ema: bool = True) -> nn.Module:

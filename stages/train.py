@@ -32,7 +32,7 @@ from anime_avatar.tracking import (
     run_tags,
     write_run_file,
 )
-from anime_avatar.training import DistInfo, Hooks, TrainingInterrupted, generator_payload, train
+from anime_avatar.training import DistInfo, Hooks, TrainingInterrupted, generator_payload, plain_generator, train
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def train_stage(params: Params) -> None:
         write_csv(LOSSES, state.history, ("step", "loss_d", "loss_g"))
         mlflow.log_metrics({"train_seconds": seconds})
         mlflow.log_artifact(str(GENERATOR))
-        log_generator_model(mlflow, state.ema.model.cpu(), params)
+        log_generator_model(mlflow, plain_generator(state.ema.model), params)
         write_run_file(run.info.run_id, run.info.experiment_id)
     log.info("generator saved to %s (MLflow run %s)", GENERATOR, run.info.run_id)
 
@@ -124,6 +124,8 @@ def log_generator_model(mlflow, generator: torch.nn.Module, params: Params) -> N
         registered_model_name=params.tracking.model_name if params.tracking.register_model else None,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         code_paths=[str(Path(__file__).resolve().parents[1] / "anime_avatar")],
+        # A pickled module keeps z_dim/resolution and loads as the same class; pt2 would need tracing.
+        serialization_format="pickle",
     )
 
 
