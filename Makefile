@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench ui clean
 
 setup: $(STAMP) .dvc/config
 
@@ -36,6 +36,10 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/data_pipeline.py
+	@echo "quality (long): $(BIN)/python bench/quality.py --minutes 60 --eval-every 10"
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf data/raw data/faces data/train reports metrics plots
