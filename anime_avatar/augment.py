@@ -82,6 +82,30 @@ def write_shards(images: np.ndarray, folder: Path, shard_size: int) -> list[dict
     return shards
 
 
+def load_faces(folder: Path, image_size: int) -> tuple[np.ndarray, list[str]]:
+    """The face crops listed in ``<folder>/faces.csv`` as one (N, S, S, 3) uint8 array, with their ids."""
+    from tqdm import tqdm
+
+    from anime_avatar.errors import UserError
+    from anime_avatar.fsutil import read_csv
+    from anime_avatar.images import load_rgb
+
+    faces_csv = folder / "faces.csv"
+    if not faces_csv.is_file():
+        raise UserError(f"{faces_csv} is missing: run the detect stage first (dvc repro detect)")
+    ids = [row["face_id"] for row in read_csv(faces_csv)]
+    faces = np.empty((len(ids), image_size, image_size, 3), dtype=np.uint8)
+    for i, face_id in enumerate(tqdm(ids, desc="load faces", unit="img", leave=False)):
+        image = load_rgb(folder / f"{face_id}.png")
+        if image.size != (image_size, image_size):
+            raise UserError(
+                f"{face_id}.png is {image.size[0]}x{image.size[1]}, not detect.image_size={image_size}: "
+                "re-run the detect stage"
+            )
+        faces[i] = np.asarray(image)
+    return faces, ids
+
+
 def load_train_images(folder: Path, mmap: bool = True) -> np.ndarray | list[np.ndarray]:
     """The packed training set as one (N, H, W, 3) uint8 array (memory-mapped shards concatenated)."""
     index = json.loads((folder / "index.json").read_text())

@@ -256,6 +256,16 @@ def fixed_latents(params: Params, n: int = 64) -> torch.Tensor:
     return torch.randn(n, params.model.z_dim, generator=gen)
 
 
+def grid_png(images: torch.Tensor, nrow: int = 8) -> bytes:
+    """A PNG grid of uint8 (N, 3, H, W) images."""
+    from torchvision.transforms.functional import to_pil_image
+    from torchvision.utils import make_grid
+
+    buf = io.BytesIO()
+    to_pil_image(make_grid(images, nrow=nrow, padding=2)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 @torch.no_grad()
 def sample(generator: nn.Module, z: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """uint8 (N, 3, H, W) images from latents, in batches, on the generator's device."""

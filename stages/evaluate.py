@@ -13,29 +13,20 @@ import numpy as np
 import torch
 
 from anime_avatar import layout
-from anime_avatar.errors import UserError
+from anime_avatar.augment import load_faces
 from anime_avatar.fetch import cache_dir
 from anime_avatar.fid import compute_fid_kid, real_features
-from anime_avatar.fsutil import atomic_write_bytes, atomic_write_json, read_csv
-from anime_avatar.images import load_rgb
+from anime_avatar.fsutil import atomic_write_bytes, atomic_write_json
 from anime_avatar.params import Params
 from anime_avatar.stage import run_stage
 from anime_avatar.tracking import data_version, mlflow_client, read_run_id
-from anime_avatar.training import load_generator, resolve_device, sample
-from stages.train import GENERATOR, grid_png
+from anime_avatar.training import grid_png, load_generator, resolve_device, sample
+from stages.train import GENERATOR
 
 log = logging.getLogger(__name__)
 
 EVAL_METRICS = Path("metrics/eval.json")
 SAMPLES_PNG = layout.REPORTS_DIR / "samples.png"
-
-
-def real_faces() -> np.ndarray:
-    faces_csv = layout.FACES_DIR / layout.FACES_CSV
-    if not faces_csv.is_file():
-        raise UserError(f"{faces_csv} is missing: run the detect stage first")
-    ids = [row["face_id"] for row in read_csv(faces_csv)]
-    return np.stack([np.asarray(load_rgb(layout.FACES_DIR / f"{i}.png")) for i in ids])
 
 
 def generate_images(generator: torch.nn.Module, n: int, z_dim: int, seed: int, batch: int) -> np.ndarray:
@@ -48,7 +39,7 @@ def evaluate(params: Params) -> None:
     cfg = params.eval
     device = resolve_device(cfg.device)
     generator = load_generator(GENERATOR, device)
-    reals = real_faces()
+    reals, _ = load_faces(layout.FACES_DIR, params.detect.image_size)
     version = data_version(str(layout.FACES_DIR)).replace(":", "-")
     features = real_features(reals, cache_dir() / "fid-stats", version, device, cfg.batch_size)
     fakes = generate_images(generator, cfg.n_samples, params.model.z_dim, cfg.seed, cfg.batch_size)

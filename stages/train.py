@@ -13,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms.functional import to_pil_image
-from torchvision.utils import make_grid
 
 from anime_avatar import layout
 from anime_avatar.augment import load_train_images
@@ -32,7 +30,15 @@ from anime_avatar.tracking import (
     run_tags,
     write_run_file,
 )
-from anime_avatar.training import DistInfo, Hooks, TrainingInterrupted, generator_payload, plain_generator, train
+from anime_avatar.training import (
+    DistInfo,
+    Hooks,
+    TrainingInterrupted,
+    generator_payload,
+    grid_png,
+    plain_generator,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +48,6 @@ CHECKPOINT = MODELS / "checkpoints" / "last.pt"
 TRAIN_METRICS = Path("metrics/train.json")
 LOSSES = Path("plots/losses.csv")
 SAMPLES = Path("plots/samples")
-
-
-def grid_png(images: torch.Tensor, nrow: int = 8) -> bytes:
-    buf = io.BytesIO()
-    to_pil_image(make_grid(images, nrow=nrow, padding=2)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def load_images(params: Params) -> np.ndarray:
