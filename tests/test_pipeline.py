@@ -1,4 +1,4 @@
-"""End to end: `dvc repro` of the data stages in a fresh DVC workspace, on tiny params."""
+"""End to end: `dvc repro validate` (the four data stages) in a fresh DVC workspace, on tiny params."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def test_dvc_repro_runs_the_data_stages_and_stops_on_failed_validation(project):
     work = project(TINY)
-    run(["dvc", "repro"], work)
+    run(["dvc", "repro", "validate"], work)
 
     manifest = read_csv(work / "data/raw/manifest.csv")
     assert len(manifest) == 12
@@ -36,13 +36,13 @@ def test_dvc_repro_runs_the_data_stages_and_stops_on_failed_validation(project):
     assert report["success"] is True and report["tables"]["train"]["rows"] == 2 * len(faces)
     assert (work / "reports/data_docs/index.html").is_file()
 
-    again = run(["dvc", "repro"], work)
+    again = run(["dvc", "repro", "validate"], work)
     assert "Data and pipelines are up to date" in again.stdout
 
     # A failing expectation stops the pipeline with its name, and keeps the training data.
     params = (work / "params.yaml").read_text().replace("min_count: 8", "min_count: 100000")
     (work / "params.yaml").write_text(params)
-    failed = run(["dvc", "repro"], work, check=False)
+    failed = run(["dvc", "repro", "validate"], work, check=False)
     assert failed.returncode != 0
     output = failed.stdout + failed.stderr
     assert "expect_table_row_count_to_be_between on faces" in output
@@ -74,7 +74,7 @@ def test_getchu_faces_run_through_all_data_stages_with_detector_none(project):
             "detect": {"detector": "none"},
         }
     )
-    run(["dvc", "repro"], work)
+    run(["dvc", "repro", "validate"], work)
     assert len(read_csv(work / "data/raw/manifest.csv")) == 10_000
     faces = read_csv(work / "data/faces/faces.csv")
     duplicates = read_csv(work / "data/faces/duplicates.csv")
