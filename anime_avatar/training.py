@@ -160,6 +160,13 @@ def fingerprint(params: Params, data_version: str) -> dict[str, Any]:
     return {"model": asdict(params.net_config()), "train": keep, "data": data_version}
 
 
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    """torch.save through a temporary file, so a crash never leaves a truncated file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def save_checkpoint(path: Path, state: TrainState, fp: dict[str, Any]) -> None:
     payload = {
         "version": CHECKPOINT_VERSION,
@@ -178,9 +185,7 @@ def save_checkpoint(path: Path, state: TrainState, fp: dict[str, Any]) -> None:
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         },
     }
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_torch_save(path, payload)
 
 
 def load_checkpoint(path: Path, state: TrainState, fp: dict[str, Any], device: torch.device) -> bool:

@@ -6,7 +6,6 @@ Runs alone (``python -m stages.train``) or on several processes
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from anime_avatar.training import (
     DistInfo,
     Hooks,
     TrainingInterrupted,
+    atomic_torch_save,
     generator_payload,
     grid_png,
     plain_generator,
@@ -93,9 +93,7 @@ def train_stage(params: Params) -> None:
         seconds = time.perf_counter() - started
         cfg = params.net_config()
         payload = generator_payload(state, cfg, {"run_id": run.info.run_id, "data_version": data_version})
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        atomic_write_bytes(GENERATOR, buf.getvalue())
+        atomic_torch_save(GENERATOR, payload)
         recent = state.history[-10:]
         metrics = {
             "steps": state.step,
