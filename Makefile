@@ -42,4 +42,4 @@ ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
-	rm -rf data/raw data/faces data/train reports metrics plots
+	rm -rf data/raw data/faces data/train reports metrics plots models/generator.pt models/run.json models/checkpoints
