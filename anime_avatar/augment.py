@@ -106,7 +106,7 @@ def load_faces(folder: Path, image_size: int) -> tuple[np.ndarray, list[str]]:
     return faces, ids
 
 
-def load_train_images(folder: Path, mmap: bool = True) -> np.ndarray | list[np.ndarray]:
+def load_train_images(folder: Path, mmap: bool = True) -> np.ndarray:
     """The packed training set as one (N, H, W, 3) uint8 array (memory-mapped shards concatenated)."""
     index = json.loads((folder / "index.json").read_text())
     arrays = [np.load(folder / s["file"], mmap_mode="r" if mmap else None) for s in index["shards"]]

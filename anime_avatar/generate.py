@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from anime_avatar.errors import UserError
+from anime_avatar.layout import GENERATOR
 from anime_avatar.training import load_generator, sample
 
 log = logging.getLogger(__name__)
-
-DEFAULT_GENERATOR = Path("models/generator.pt")
 
 
 def latent(seed: int, z_dim: int, truncation: float = 0.0) -> torch.Tensor:
@@ -27,6 +27,12 @@ def latent(seed: int, z_dim: int, truncation: float = 0.0) -> torch.Tensor:
                 break
             z[outside] = torch.randn(int(outside.sum()), generator=gen)
     return z
+
+
+def generate_images(generator: torch.nn.Module, n: int, z_dim: int, seed: int, batch: int) -> np.ndarray:
+    """``n`` uint8 NHWC images from latents seeded by ``seed`` (the same seed, the same images): for FID."""
+    z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+    return sample(generator, z, batch).permute(0, 2, 3, 1).numpy()
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -54,8 +60,8 @@ def resolve_model(model: str | None, model_name: str) -> torch.nn.Module:
         log.info("using %s", champion)
         return generator
     except UserError:
-        log.info("no champion model registered: using %s", DEFAULT_GENERATOR)
-        return load_generator(DEFAULT_GENERATOR)
+        log.info("no champion model registered: using %s", GENERATOR)
+        return load_generator(GENERATOR)
 
 
 def _load_mlflow(uri: str) -> torch.nn.Module:

@@ -14,3 +14,7 @@ REJECTED = "rejected.csv"
 FACES_CSV = "faces.csv"
 DUPLICATES_CSV = "duplicates.csv"
 TRAIN_INDEX = "index.json"
+
+GENERATOR = Path("models/generator.pt")
+CHECKPOINT = Path("models/checkpoints/last.pt")
+RUN_FILE = Path("models/run.json")

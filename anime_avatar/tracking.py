@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 
 from anime_avatar.fsutil import atomic_write_json, sha256_file
+from anime_avatar.layout import RUN_FILE
 from anime_avatar.params import Params
 
-RUN_FILE = Path("models/run.json")
 DVC_LOCK = Path("dvc.lock")
 DATA_DIRS = ("data/raw", "data/faces", "data/train")
 

@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 from anime_avatar.fetch import cache_dir  # noqa: E402
 from anime_avatar.fid import compute_fid_kid, real_features  # noqa: E402
+from anime_avatar.generate import generate_images  # noqa: E402
 from anime_avatar.images import load_rgb  # noqa: E402
 from anime_avatar.params import parse_params  # noqa: E402
 from anime_avatar.tracking import folder_digest  # noqa: E402
 from anime_avatar.training import train  # noqa: E402
-from stages.evaluate import generate_images  # noqa: E402
 
 
 def set_key(tree: dict, dotted: str, value: str) -> None:

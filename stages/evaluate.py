@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from anime_avatar import layout
@@ -17,22 +16,17 @@ from anime_avatar.augment import load_faces
 from anime_avatar.fetch import cache_dir
 from anime_avatar.fid import compute_fid_kid, real_features
 from anime_avatar.fsutil import atomic_write_bytes, atomic_write_json
+from anime_avatar.generate import generate_images
+from anime_avatar.layout import GENERATOR
 from anime_avatar.params import Params
 from anime_avatar.stage import run_stage
 from anime_avatar.tracking import data_version, mlflow_client, read_run_id
-from anime_avatar.training import grid_png, load_generator, resolve_device, sample
-from stages.train import GENERATOR
+from anime_avatar.training import grid_png, load_generator, resolve_device
 
 log = logging.getLogger(__name__)
 
 EVAL_METRICS = Path("metrics/eval.json")
 SAMPLES_PNG = layout.REPORTS_DIR / "samples.png"
-
-
-def generate_images(generator: torch.nn.Module, n: int, z_dim: int, seed: int, batch: int) -> np.ndarray:
-    """``n`` uint8 NHWC images from latents seeded by ``seed`` (the same seed, the same images)."""
-    z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
-    return sample(generator, z, batch).permute(0, 2, 3, 1).numpy()
 
 
 def evaluate(params: Params) -> None:

@@ -17,6 +17,7 @@ from anime_avatar import layout
 from anime_avatar.augment import load_train_images
 from anime_avatar.errors import UserError
 from anime_avatar.fsutil import atomic_write_bytes, atomic_write_json, write_csv
+from anime_avatar.layout import CHECKPOINT, GENERATOR
 from anime_avatar.nets import count_parameters
 from anime_avatar.params import Params
 from anime_avatar.stage import run_stage
@@ -42,9 +43,6 @@ from anime_avatar.training import (
 
 log = logging.getLogger(__name__)
 
-MODELS = Path("models")
-GENERATOR = MODELS / "generator.pt"
-CHECKPOINT = MODELS / "checkpoints" / "last.pt"
 TRAIN_METRICS = Path("metrics/train.json")
 LOSSES = Path("plots/losses.csv")
 SAMPLES = Path("plots/samples")
