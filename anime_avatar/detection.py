@@ -227,13 +227,22 @@ MapFn = Callable[[Callable[[FileJob], FileResult], Sequence[FileJob]], Iterable[
 
 def local_results(jobs: Sequence[FileJob], params: DetectParams) -> Iterator[FileResult]:
     """Detect over local processes (``detect.workers``), in input order."""
-    if params.detector == "lbp":
-        # Resolve (and, if needed, download) the cascade once, before the workers start.
-        params = params.model_copy(update={"cascade_path": str(resolve_cascade(params.cascade_path))})
     return parallel_map(
         _detect_in_worker, jobs, params.workers, desc=f"detect ({params.detector})",
         initializer=_init_worker, initargs=(params,), unit="img",
     )  # fmt: skip
+
+
+def detect_results(jobs: Sequence[FileJob], params: DetectParams) -> Iterable[FileResult]:
+    """Per-file detection on the configured executor (``detect.executor``), in input order."""
+    if params.detector == "lbp":
+        # Resolve (and, if needed, download) the cascade once, before any worker starts.
+        params = params.model_copy(update={"cascade_path": str(resolve_cascade(params.cascade_path))})
+    if params.executor == "dask":
+        from pipelines.detect_dask import dask_results
+
+        return dask_results(jobs, params)
+    return local_results(jobs, params)
 
 
 @dataclass

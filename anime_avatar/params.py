@@ -65,7 +65,7 @@ class DataParams(Section):
 
 class DetectParams(Section):
     detector: Literal["lbp", "animeface", "none"] = "animeface"
-    image_size: int = Field(64, ge=8, le=1024, description="side of the square crops in pixels")
+    image_size: int = Field(32, ge=8, le=1024, description="side of the square crops in pixels")
     margin: float = Field(
         0.25, ge=0.0, le=2.0, description="extra context around the box, per side, as a fraction of its size"
     )
@@ -80,6 +80,11 @@ class DetectParams(Section):
         2, ge=-1, le=64, description="drop crops within this perceptual-hash distance of an earlier one (-1: keep all)"
     )
     workers: int = Field(0, ge=0, description="processes for detection (0: one per core)")
+    executor: Literal["local", "dask"] = Field(
+        "local", description="local processes, or a Dask cluster through Prefect's DaskTaskRunner"
+    )
+    dask_address: str = Field("", description="dask: scheduler address (tcp://host:8786); empty: a local cluster")
+    dask_chunk: int = Field(32, ge=1, description="dask: images per task")
 
 
 class TransformSpec(BaseModel):
@@ -129,14 +134,14 @@ class ValidateParams(Section):
 
 class ModelParams(Section):
     arch: Literal["dcgan", "sagan"] = "sagan"
-    attention: list[int] = Field(default_factory=lambda: [32], description="sagan: resolutions with self-attention")
+    attention: list[int] = Field(default_factory=lambda: [16], description="sagan: resolutions with self-attention")
     channels: int = Field(16, ge=1, le=1024, description="width at the output resolution; doubles per halving")
     max_channels: int = Field(512, ge=1, le=4096)
     z_dim: int = Field(128, ge=1, le=4096)
 
 
 class TrainParams(Section):
-    steps: int = Field(800, ge=1, description="discriminator+generator updates")
+    steps: int = Field(3000, ge=1, description="discriminator+generator updates")
     batch_size: int = Field(32, ge=1, description="images per step, over all processes")
     loss: Literal["bce", "hinge", "wgan-gp"] = "hinge"
     lr_g: float = Field(1e-4, gt=0.0, lt=1.0)
@@ -149,8 +154,8 @@ class TrainParams(Section):
     amp: bool = Field(True, description="bfloat16 autocast where the device supports it (CUDA)")
     ema: float = Field(0.999, ge=0.0, le=1.0, description="decay of the generator's moving average")
     diffaugment: str = Field("color,translation,cutout", description="DiffAugment policy ('' = off)")
-    checkpoint_every: int = Field(250, ge=1)
-    sample_every: int = Field(250, ge=1, description="steps between fixed-latent sample grids")
+    checkpoint_every: int = Field(500, ge=1)
+    sample_every: int = Field(500, ge=1, description="steps between fixed-latent sample grids")
     log_every: int = Field(10, ge=1, description="steps between logged losses")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0: torch's default)")
 
@@ -184,6 +189,13 @@ class TrackingParams(Section):
     register_model: bool = Field(True, description="register the generator under model_name")
 
 
+class PipelineParams(Section):
+    """The Prefect flows (``anime-avatar pipeline`` / ``retrain``); not read by any DVC stage."""
+
+    download_retries: int = Field(3, ge=0, le=20, description="retries of the download task")
+    retry_delay_s: float = Field(10.0, ge=0.0, description="first retry delay; doubles on each retry")
+
+
 class Params(Section):
     data: DataParams = DataParams()
     detect: DetectParams = DetectParams()
@@ -193,6 +205,7 @@ class Params(Section):
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()
     tracking: TrackingParams = TrackingParams()
+    pipeline: PipelineParams = PipelineParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 

@@ -10,7 +10,7 @@ from anime_avatar.detection import (
     FACE_FIELDS,
     FileJob,
     collect_faces,
-    local_results,
+    detect_results,
     zero_faces_message,
 )
 from anime_avatar.errors import UserError
@@ -31,7 +31,7 @@ def raw_jobs() -> list[FileJob]:
 def detect(params: Params) -> None:
     cfg = params.detect
     jobs = raw_jobs()
-    summary = collect_faces(local_results(jobs, cfg), cfg.dedup_distance)
+    summary = collect_faces(detect_results(jobs, cfg), cfg.dedup_distance)
     for source, error in summary.errors:
         log.warning("%s: %s", source, error)
     if not summary.kept:

@@ -1,0 +1,1 @@
+"""Prefect flows over the DVC pipeline: a full run, scheduled retraining with promotion, Dask detection."""
