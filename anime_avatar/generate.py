@@ -10,6 +10,7 @@ import torch
 
 from anime_avatar.errors import UserError
 from anime_avatar.layout import GENERATOR
+from anime_avatar.registry import CHAMPION
 from anime_avatar.training import load_generator, sample
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def resolve_model(model: str | None, model_name: str) -> torch.nn.Module:
         raise UserError(
             f"--model {model!r} is neither a file nor an MLflow model URI (models:/NAME@ALIAS, runs:/ID/generator)"
         )
-    champion = f"models:/{model_name}@champion"
+    champion = f"models:/{model_name}@{CHAMPION}"
     try:
         generator = _load_mlflow(champion)
         log.info("using %s", champion)

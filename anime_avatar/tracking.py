@@ -17,15 +17,18 @@ from anime_avatar.params import Params
 
 DVC_LOCK = Path("dvc.lock")
 DATA_DIRS = ("data/raw", "data/faces", "data/train")
+# Set by the Prefect flows for the stages they run: the training run nests under the flow's run.
+PARENT_RUN_ENV = "ANIME_AVATAR_PARENT_RUN_ID"
+FLOW_RUN_ENV = "ANIME_AVATAR_FLOW_RUN_ID"
 
 
-def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the project root.
+def tracking_uri(root: Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the project root (default: the cwd).
 
     Current MLflow refuses the plain ``./mlruns`` file store, and SQLite keeps runs,
     metrics and the model registry in one file next to the code.
     """
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root or Path.cwd()).resolve() / 'mlflow.db'}"
 
 
 def mlflow_client():  # -> mlflow
@@ -101,7 +104,16 @@ def write_run_file(run_id: str, experiment_id: str) -> None:
     atomic_write_json(RUN_FILE, {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": tracking_uri()})
 
 
-def read_run_id() -> str | None:
-    if not RUN_FILE.is_file():
+def read_run_id(root: Path = Path()) -> str | None:
+    """The MLflow run of the current generator (models/run.json), if any."""
+    path = root / RUN_FILE
+    if not path.is_file():
         return None
-    return json.loads(RUN_FILE.read_text()).get("run_id")
+    return json.loads(path.read_text()).get("run_id")
+
+
+def flow_context() -> tuple[str | None, dict[str, str]]:
+    """The parent run id and tags for a stage run started by a Prefect flow (None, {} otherwise)."""
+    parent = os.environ.get(PARENT_RUN_ENV) or None
+    flow_run_id = os.environ.get(FLOW_RUN_ENV)
+    return parent, ({"prefect.flow_run_id": flow_run_id} if flow_run_id else {})

@@ -24,6 +24,7 @@ from anime_avatar.stage import run_stage
 from anime_avatar.tracking import (
     data_versions,
     flatten,
+    flow_context,
     folder_digest,
     mlflow_client,
     params_dict,
@@ -70,8 +71,9 @@ def train_stage(params: Params) -> None:
     mlflow = mlflow_client()
     mlflow.set_experiment(params.tracking.experiment)
     SAMPLES.mkdir(parents=True, exist_ok=True)
-    with mlflow.start_run() as run:
-        mlflow.set_tags(run_tags(params, "train", versions | {"data/train": data_version}))
+    parent_run_id, flow_tags = flow_context()
+    with mlflow.start_run(parent_run_id=parent_run_id) as run:
+        mlflow.set_tags(run_tags(params, "train", versions | {"data/train": data_version}) | flow_tags)
         mlflow.log_params(flatten(params_dict(params)))
 
         def on_log(step: int, losses: dict[str, float]) -> None:

@@ -1,0 +1,90 @@
+"""The registered generator and its ``champion`` alias: who holds it, and whether a new run takes it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from anime_avatar.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    version: str
+    run_id: str
+    fid: float | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+    new: Candidate
+    previous: Candidate | None
+
+    def tags(self) -> dict[str, str]:
+        tags = {
+            "champion.decision": "promoted" if self.promote else "kept",
+            "champion.reason": self.reason,
+            "champion.new_version": self.new.version,
+        }
+        if self.previous:
+            tags["champion.previous_version"] = self.previous.version
+            tags["champion.previous_fid"] = f"{self.previous.fid}"
+        return tags
+
+
+def champion(client, model_name: str) -> Candidate | None:  # client: mlflow.MlflowClient
+    """The version under the champion alias, with its run's FID; None when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:  # no such model, or no such alias
+        return None
+    return Candidate(str(version.version), version.run_id, run_fid(client, version.run_id))
+
+
+def run_fid(client, run_id: str) -> float | None:
+    return client.get_run(run_id).data.metrics.get("fid")
+
+
+def version_of_run(client, model_name: str, run_id: str) -> Candidate:
+    """The registered version that a training run produced."""
+    versions = client.search_model_versions(f"name='{model_name}' and run_id='{run_id}'")
+    if not versions:
+        raise UserError(f"run {run_id} registered no version of {model_name!r}: is tracking.register_model false?")
+    newest = max(versions, key=lambda v: int(v.version))
+    return Candidate(str(newest.version), run_id, run_fid(client, run_id))
+
+
+def decide(new: Candidate, previous: Candidate | None) -> Decision:
+    """Promote when there is no champion, or when the new FID is strictly lower."""
+    if new.fid is None:
+        return Decision(False, f"version {new.version} has no FID (was the evaluate stage run?)", new, previous)
+    if previous is None:
+        return Decision(True, f"no {CHAMPION} yet: version {new.version} (FID {new.fid:.2f}) takes it", new, previous)
+    if previous.version == new.version:
+        return Decision(False, f"version {new.version} already is the {CHAMPION} (no new model)", new, previous)
+    if previous.fid is None:
+        return Decision(True, f"the {CHAMPION} (version {previous.version}) has no FID", new, previous)
+    if new.fid < previous.fid:
+        return Decision(True, f"FID {new.fid:.2f} < {previous.fid:.2f} of version {previous.version}", new, previous)
+    return Decision(False, f"FID {new.fid:.2f} >= {previous.fid:.2f} of version {previous.version}", new, previous)
+
+
+def apply(client, model_name: str, decision: Decision) -> None:
+    """Move the alias if promoted, and record the decision on the new run and its model version."""
+    if decision.promote:
+        client.set_registered_model_alias(model_name, CHAMPION, decision.new.version)
+    tags = decision.tags()
+    for key, value in tags.items():
+        client.set_tag(decision.new.run_id, key, value)
+    client.set_model_version_tag(model_name, decision.new.version, "champion.decision", tags["champion.decision"])
+    if decision.new.fid is not None:
+        client.set_model_version_tag(model_name, decision.new.version, "fid", f"{decision.new.fid:.4f}")
+    log.info("%s: %s", tags["champion.decision"], decision.reason)

@@ -1,0 +1,68 @@
+"""``anime-avatar schedule``: serve the retrain flow as a Prefect deployment on a cron schedule.
+
+Schedules need a long-lived Prefect server (``make prefect-server``, then
+``export PREFECT_API_URL=http://127.0.0.1:4200/api``); the temporary server Prefect starts
+on its own lives only as long as one process and cannot run them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from anime_avatar.errors import UserError
+
+log = logging.getLogger(__name__)
+
+START_SERVER_HINT = (
+    "start one with `make prefect-server` (or `prefect server start`) and "
+    "`export PREFECT_API_URL=http://127.0.0.1:4200/api`"
+)
+
+
+def prefect_api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or ""
+
+
+def check_server(url: str) -> None:
+    """Fail with one message unless a Prefect server answers at ``url``."""
+    import httpx
+
+    if not url:
+        raise UserError(f"scheduling needs a Prefect server and PREFECT_API_URL is not set: {START_SERVER_HINT}")
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/health", timeout=5)
+        response.raise_for_status()
+    except httpx.HTTPError as err:
+        raise UserError(f"no Prefect server answers at {url} ({err}): {START_SERVER_HINT}") from None
+
+
+def cron_schedule(cron: str, timezone: str | None = None):  # -> CronSchedule
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        return CronSchedule(cron=cron, timezone=timezone)
+    except ValueError as err:
+        first = str(err).splitlines()[-1].strip() if str(err) else "invalid"
+        raise UserError(f"--cron {cron!r} is not a valid cron schedule: {first}") from None
+
+
+def serve_retrain(workspace: Path, cron: str, name: str = "scheduled", timezone: str | None = None) -> None:
+    """Register the deployment ``anime-avatar-retrain/<name>`` and run its flow runs until interrupted."""
+    from prefect.deployments.runner import EntrypointType
+
+    from pipelines.flows import retrain_flow
+
+    schedule = cron_schedule(cron, timezone)
+    check_server(prefect_api_url())
+    log.info("serving anime-avatar-retrain/%s on %r for %s (Ctrl-C stops)", name, cron, workspace)
+    retrain_flow.serve(
+        name=name,
+        schedule=schedule,
+        parameters={"workspace": str(workspace.resolve())},
+        description=f"Retrain and promote the anime-avatar generator of {workspace.resolve()}",
+        limit=1,  # one flow run at a time (the workspace lock would refuse a second anyway)
+        entrypoint_type=EntrypointType.MODULE_PATH,  # importable from any working directory
+    )
