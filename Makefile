@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test lint bench ui clean
+.PHONY: setup run test lint bench ui prefect-server clean
 
 setup: $(STAMP) .dvc/config
 
@@ -38,8 +38,15 @@ bench: setup
 	$(BIN)/python bench/data_pipeline.py
 	@echo "quality (long): $(BIN)/python bench/quality.py --minutes 60 --eval-every 10"
 
+# MLflow UI on this project's tracking database: http://127.0.0.1:5000
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/anime-avatar ui --port 5000
+
+# A long-lived Prefect server (needed by `anime-avatar schedule`); then, in another shell:
+#   export PREFECT_API_URL=http://127.0.0.1:4200/api
+prefect-server: setup
+	PREFECT_HOME=$(CURDIR)/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
+		$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
 clean:
 	rm -rf data/raw data/faces data/train reports metrics plots models/generator.pt models/run.json models/checkpoints

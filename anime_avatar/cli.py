@@ -73,6 +73,95 @@ def cmd_generate(args: argparse.Namespace) -> None:
         log.info("grid written to %s", args.grid)
 
 
+def _flow_outcome(state_name: str, result: dict) -> None:
+    from pipelines.flows import PipelineResult, StageOutcome, summary
+
+    stages = [StageOutcome(**s) for s in result.get("stages", [])]
+    print(summary(PipelineResult(stages=stages, scores=result.get("scores", {}))))
+    if "decision" in result:
+        decision = result["decision"]
+        print(f"champion {decision['champion.decision']}: {decision['champion.reason']}")
+    log.info("%s finished", state_name)
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    """Run every DVC stage as a Prefect flow (anime-avatar-pipeline), under the workspace lock."""
+    from pipelines.flows import pipeline_flow
+
+    _flow_outcome("anime-avatar-pipeline", pipeline_flow(workspace=str(Path.cwd())))
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    """Refresh the data, run the pipeline, and promote the generator if its FID beats the champion's."""
+    from pipelines.flows import retrain_flow
+
+    _flow_outcome("anime-avatar-retrain", retrain_flow(workspace=str(Path.cwd()), refresh=not args.no_refresh))
+
+
+def cmd_schedule(args: argparse.Namespace) -> None:
+    """Serve the retrain flow as a Prefect deployment on a cron schedule (needs a Prefect server)."""
+    from pipelines.schedule import serve_retrain
+
+    serve_retrain(Path.cwd(), args.cron, args.name, args.timezone)
+
+
+def _mlflow(args: argparse.Namespace):  # -> (MlflowClient, Params)
+    from mlflow import MlflowClient
+
+    from anime_avatar.tracking import tracking_uri
+
+    params = load_params(args.params)
+    return MlflowClient(tracking_uri()), params
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    """Compare the training runs in MLflow: data version, architecture, steps, FID, KID, champion."""
+    from anime_avatar import runs
+
+    client, params = _mlflow(args)
+    rows = runs.sort_rows(runs.training_runs(client, args.experiment or params.tracking.experiment,
+                                             params.tracking.model_name), args.sort)  # fmt: skip
+    print(runs.to_csv(rows) if args.csv else runs.format_table(rows), end="" if args.csv else "\n")
+    if args.plot:
+        runs.plot(rows, runs.fid_histories(client, rows), args.plot)
+        log.info("plot written to %s", args.plot)
+
+
+def cmd_audit(args: argparse.Namespace) -> None:
+    """Data versions per dvc.lock commit and the runs trained on each; --run RUN_ID: the data behind one model."""
+    from anime_avatar import audit
+    from anime_avatar.fsutil import write_csv
+    from anime_avatar.runs import experiment_id
+
+    client, params = _mlflow(args)
+    root = Path.cwd()
+    if args.run:
+        item = audit.lineage(client, root, args.run, params.tracking.model_name)
+        print(audit.format_lineage(item))
+        if args.manifest:
+            if item.manifest is None:
+                raise UserError(f"no manifest to write: {item.manifest_problem}")
+            write_csv(args.manifest, item.manifest, list(item.manifest[0]) if item.manifest else ["relpath"])
+            log.info("manifest of %d files written to %s", len(item.manifest), args.manifest)
+        return
+    records = audit.run_records(client, experiment_id(client, params.tracking.experiment), params.tracking.model_name)
+    print(audit.format_history(audit.lock_history(root), records))
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    """Start the MLflow UI (mlflow server) on this project's tracking database."""
+    import os
+    import shutil
+
+    from anime_avatar.tracking import tracking_uri
+
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    uri = tracking_uri()
+    cmd = [mlflow, "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    log.info("MLflow UI on http://%s:%d (tracking %s)", args.host, args.port, uri)
+    os.execvp(cmd[0], cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anime-avatar", description=__doc__)
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (default: params.yaml)")
@@ -98,6 +187,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate", type=int, nargs=2, metavar=("A", "B"), help="latent walk from seed A to B")
     p.add_argument("--steps", type=int, default=8, help="images in the walk")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("pipeline", help=cmd_pipeline.__doc__)
+    p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("retrain", help=cmd_retrain.__doc__)
+    p.add_argument("--no-refresh", action="store_true", help="do not force the download stage to run again")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("schedule", help=cmd_schedule.__doc__)
+    p.add_argument("--cron", required=True, help='cron schedule, e.g. "0 3 * * 1" (Mondays 03:00)')
+    p.add_argument("--name", default="scheduled", help="deployment name (default: scheduled)")
+    p.add_argument("--timezone", help="IANA time zone of the schedule (default: UTC)")
+    p.set_defaults(func=cmd_schedule)
+
+    p = sub.add_parser("runs", help=cmd_runs.__doc__)
+    p.add_argument("--sort", choices=["fid", "kid", "start"], default="fid")
+    p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="plot FID per run and FID over training steps")
+    p.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment)")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("audit", help=cmd_audit.__doc__)
+    p.add_argument("--run", metavar="RUN_ID", help="the data lineage of one training run")
+    p.add_argument("--manifest", type=Path, metavar="FILE.csv", help="with --run: write the raw manifest")
+    p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("ui", help=cmd_ui.__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
     return parser
 
 

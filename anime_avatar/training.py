@@ -418,4 +418,5 @@ def load_generator(path: Path, device: torch.device | str = "cpu", use_ema: bool
         raise UserError(f"{path}: not a generator saved by the train stage ({err})") from None
     g = build_generator(cfg).to(device)
     g.load_state_dict(payload["ema" if use_ema else "generator"])
+    g.trained_steps = int(payload.get("step", 0))  # the step FID is logged at
     return g.eval().requires_grad_(False)

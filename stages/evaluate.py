@@ -49,7 +49,10 @@ def evaluate(params: Params) -> None:
     if run_id:
         mlflow = mlflow_client()
         with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics({"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std})
+            mlflow.log_metrics(
+                {"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std},
+                step=generator.trained_steps,
+            )
             mlflow.log_artifact(str(SAMPLES_PNG))
     else:
         log.warning("models/run.json is missing: the scores were not logged to MLflow")

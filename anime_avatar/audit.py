@@ -1,0 +1,242 @@
+"""``anime-avatar audit``: which data made which model.
+
+Data versions come from ``dvc.lock`` as committed in git (plus the workspace's, when it
+differs), runs from MLflow (every training run is tagged with the DVC hashes of
+``data/raw``, ``data/faces`` and ``data/train``), and the manifest of the raw sources from
+the DVC cache, by the hash the run recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from anime_avatar.errors import UserError
+from anime_avatar.layout import MANIFEST
+from anime_avatar.tracking import DATA_DIRS
+
+WORKSPACE = "workspace"
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    md5: str  # as in dvc.lock: "<hash>.dir"
+    nfiles: int | None
+    size: int | None
+
+    @property
+    def tag(self) -> str:
+        """The form the training runs carry in their data_version.* tags."""
+        return f"md5:{self.md5}"
+
+
+@dataclass
+class LockVersion:
+    commit: str  # a git commit, or "workspace" for an uncommitted dvc.lock
+    date: str
+    subject: str
+    data: dict[str, DataVersion]
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    fid: float | None
+    tags: dict[str, str]
+    versions: tuple[str, ...] = ()  # registered model versions made from it, "3 (champion)"
+
+
+@dataclass
+class Lineage:
+    run: RunRecord
+    data: dict[str, str]  # folder -> version tag
+    data_params: dict[str, str]
+    commits: list[LockVersion] = field(default_factory=list)
+    manifest: list[dict[str, str]] | None = None
+    manifest_problem: str = ""
+
+
+def lock_data(text: str) -> dict[str, DataVersion]:
+    """The data folders' hashes and file counts recorded in one dvc.lock."""
+    stages = (yaml.safe_load(text) or {}).get("stages", {})
+    found = {}
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if out.get("path") in DATA_DIRS and out.get("md5"):
+                found[out["path"]] = DataVersion(out["md5"], out.get("nfiles"), out.get("size"))
+    return found
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60)
+    except OSError as err:
+        raise UserError(f"git is needed for the audit: {err}") from None
+    if proc.returncode != 0:
+        raise UserError(f"git {' '.join(args)} failed in {root}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def lock_history(root: Path) -> list[LockVersion]:
+    """Every commit that changed dvc.lock (newest first), and the workspace's dvc.lock if it differs."""
+    history: list[LockVersion] = []
+    inside_git = subprocess.run(["git", "rev-parse"], cwd=root, capture_output=True).returncode == 0
+    if inside_git:
+        log = _git(root, "log", "--format=%H%x09%cs%x09%s", "--", "dvc.lock")
+        for line in log.splitlines():
+            commit, date, subject = line.split("\t", 2)
+            text = _git(root, "show", f"{commit}:dvc.lock") if _exists_at(root, commit) else ""
+            history.append(LockVersion(commit, date, subject, lock_data(text)))
+    current = root / "dvc.lock"
+    if current.is_file():
+        data = lock_data(current.read_text())
+        if data and (not history or data != history[0].data):
+            history.insert(0, LockVersion(WORKSPACE, "", "dvc.lock not committed", data))
+    return history
+
+
+def _exists_at(root: Path, commit: str) -> bool:
+    return (
+        subprocess.run(["git", "cat-file", "-e", f"{commit}:dvc.lock"], cwd=root, capture_output=True).returncode == 0
+    )
+
+
+def run_records(client, experiment_id: str, model_name: str) -> list[RunRecord]:
+    """Every training run of the experiment, with the model versions registered from it."""
+    from mlflow.exceptions import MlflowException
+
+    by_run: dict[str, list[str]] = {}
+    try:
+        versions = client.search_model_versions(f"name='{model_name}'")
+        aliases = client.get_registered_model(model_name).aliases if versions else {}
+    except MlflowException:
+        versions, aliases = [], {}
+    for v in versions:
+        marks = [a for a, number in aliases.items() if str(number) == str(v.version)]
+        by_run.setdefault(v.run_id, []).append(str(v.version) + (f" ({', '.join(marks)})" if marks else ""))
+    runs = client.search_runs([experiment_id], "tags.stage = 'train'", max_results=50_000)
+    return [
+        RunRecord(r.info.run_id, r.data.metrics.get("fid"), dict(r.data.tags), tuple(by_run.get(r.info.run_id, ())))
+        for r in runs
+    ]
+
+
+def _short(version: DataVersion | None) -> str:
+    if version is None:
+        return "-"
+    files = f" ({version.nfiles} files)" if version.nfiles is not None else ""
+    return version.md5.removesuffix(".dir")[:10] + files
+
+
+def _run_line(record: RunRecord) -> str:
+    fid = f"FID {record.fid:.2f}" if record.fid is not None else "no FID"
+    models = f", model version {', '.join(record.versions)}" if record.versions else ""
+    return f"{record.run_id[:12]} ({fid}{models})"
+
+
+def format_history(history: list[LockVersion], runs: list[RunRecord]) -> str:
+    """One block per dvc.lock version: its data hashes and file counts, and the runs trained on it."""
+    if not history:
+        return "no dvc.lock yet (in git or in the workspace): run the pipeline and commit dvc.lock"
+    lines = []
+    matched: set[str] = set()
+    for entry in history:
+        label = entry.commit if entry.commit == WORKSPACE else entry.commit[:10]
+        lines.append(f"{label}  {entry.date}  {entry.subject}".rstrip())
+        for folder in DATA_DIRS:
+            lines.append(f"    {folder:<11} {_short(entry.data.get(folder))}")
+        train = entry.data.get("data/train")
+        trained = [r for r in runs if train and r.tags.get("data_version.train") == train.tag]
+        matched.update(r.run_id for r in trained)
+        lines.append("    runs:       " + ("; ".join(_run_line(r) for r in trained) if trained else "none"))
+    orphans = [r for r in runs if r.run_id not in matched]
+    if orphans:
+        lines.append("runs on data versions found in no dvc.lock above (commit dvc.lock after each data change):")
+        lines.extend(f"    {_run_line(r)}  data/train {r.tags.get('data_version.train', '?')}" for r in orphans)
+    return "\n".join(lines)
+
+
+def raw_manifest(root: Path, raw_version: str) -> list[dict[str, str]]:
+    """The manifest.csv of ``data/raw`` at a version (``md5:<hash>.dir``), read from the DVC cache."""
+    from dvc.repo import Repo
+
+    if not raw_version.startswith("md5:") or not raw_version.endswith(".dir"):
+        raise UserError(f"data version {raw_version!r} is not a DVC directory hash: it was never in dvc.lock")
+    with Repo(str(root)) as repo:
+        cache = repo.cache.local
+        listing = Path(cache.oid_to_path(raw_version.removeprefix("md5:")))
+        if not listing.is_file():
+            raise UserError(
+                f"data/raw {raw_version} is not in the local DVC cache: fetch it first (dvc fetch, or dvc pull)"
+            )
+        entries = {e["relpath"]: e["md5"] for e in json.loads(listing.read_text())}
+        if MANIFEST not in entries:
+            raise UserError(f"data/raw {raw_version} holds no {MANIFEST}")
+        manifest = Path(cache.oid_to_path(entries[MANIFEST]))
+        if not manifest.is_file():
+            raise UserError(f"{MANIFEST} of data/raw {raw_version} is not in the local DVC cache: dvc fetch first")
+    return list(csv.DictReader(io.StringIO(manifest.read_text())))
+
+
+def lineage(client, root: Path, run_id: str, model_name: str) -> Lineage:
+    """Which data made this run's model: data hashes, the commits that recorded them, the raw manifest."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"no MLflow run {run_id!r} in {client.tracking_uri} (see anime-avatar runs)") from None
+    records = {r.run_id: r for r in run_records(client, run.info.experiment_id, model_name)}
+    record = records.get(run_id) or RunRecord(run_id, run.data.metrics.get("fid"), dict(run.data.tags))
+    data = {f: run.data.tags[f"data_version.{f.split('/')[-1]}"] for f in DATA_DIRS if
+            f"data_version.{f.split('/')[-1]}" in run.data.tags}  # fmt: skip
+    result = Lineage(record, data, {k: v for k, v in run.data.params.items() if k.startswith("data.")})
+    train = data.get("data/train")
+    result.commits = [e for e in lock_history(root) if train and e.data.get("data/train", None) and
+                      e.data["data/train"].tag == train]  # fmt: skip
+    if "data/raw" not in data:
+        result.manifest_problem = "the run recorded no data/raw version (was dvc.lock missing when it trained?)"
+    else:
+        try:
+            result.manifest = raw_manifest(root, data["data/raw"])
+        except UserError as err:
+            result.manifest_problem = str(err)
+    return result
+
+
+def format_lineage(item: Lineage, show_files: int = 10) -> str:
+    tags = item.run.tags
+    fid = f"FID {item.run.fid:.2f}" if item.run.fid is not None else "no FID"
+    lines = [
+        f"run {item.run.run_id}  ({fid})",
+        f"  model versions: {', '.join(item.run.versions) or 'none registered'}",
+        f"  git commit:     {tags.get('git_commit', 'unknown')}",
+        f"  trained:        {tags.get('arch', '?')} on data/train {item.data.get('data/train', '?')}",
+    ]
+    for folder in DATA_DIRS:
+        lines.append(f"  {folder:<15} {item.data.get(folder, 'not recorded')}")
+    if item.data_params:
+        lines.append("  data params:    " + ", ".join(f"{k}={v}" for k, v in sorted(item.data_params.items()) if v))
+    commits = ", ".join(c.commit[:10] for c in item.commits)
+    lines.append(f"  dvc.lock:       {commits or 'in no committed dvc.lock (commit dvc.lock after each data change)'}")
+    if item.manifest is None:
+        lines.append(f"  raw manifest:   unavailable: {item.manifest_problem}")
+    else:
+        sources = Counter(row.get("source", "?") for row in item.manifest)
+        licenses = Counter(row.get("license", "") or "unspecified" for row in item.manifest)
+        total = sum(int(row.get("bytes", 0) or 0) for row in item.manifest)
+        lines.append(f"  raw manifest:   {len(item.manifest)} files, {total / 1e6:.1f} MB")
+        lines.append("    sources:  " + ", ".join(f"{s} ({n})" for s, n in sources.most_common()))
+        lines.append("    licences: " + ", ".join(f"{s} ({n})" for s, n in licenses.most_common()))
+        for row in item.manifest[:show_files]:
+            lines.append(f"    {row.get('sha256', '')[:12]}  {row.get('relpath', '')}")
+        if len(item.manifest) > show_files:
+            lines.append(f"    ... {len(item.manifest) - show_files} more (--manifest FILE writes them all)")
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""``anime-avatar runs``: the training runs in MLflow, side by side (table, CSV, plot)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from anime_avatar.errors import UserError
+from anime_avatar.registry import champion
+
+COLUMNS = ("run_id", "start", "data_version", "arch", "steps", "fid", "kid", "champion")
+
+
+@dataclass(frozen=True)
+class RunRow:
+    run_id: str
+    start: str  # UTC, minutes
+    data_version: str  # the DVC hash of data/train
+    arch: str
+    steps: int | None
+    fid: float | None
+    kid: float | None
+    champion: bool
+
+
+def experiment_id(client, experiment: str) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise UserError(f"no MLflow experiment {experiment!r} at {client.tracking_uri}: run the pipeline first")
+    return found.experiment_id
+
+
+def training_runs(client, experiment: str, model_name: str) -> list[RunRow]:
+    """Every run of the train stage in the experiment, with its scores and whether it holds the champion."""
+    runs = client.search_runs([experiment_id(client, experiment)], "tags.stage = 'train'", max_results=50_000)
+    holder = champion(client, model_name)
+    rows = []
+    for run in runs:
+        steps = run.data.params.get("train.steps")
+        rows.append(
+            RunRow(
+                run_id=run.info.run_id,
+                start=datetime.fromtimestamp(run.info.start_time / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+                data_version=run.data.tags.get("data_version.train", ""),
+                arch=run.data.params.get("model.arch", ""),
+                steps=int(steps) if steps and steps.isdigit() else None,
+                fid=run.data.metrics.get("fid"),
+                kid=run.data.metrics.get("kid_mean"),
+                champion=holder is not None and holder.run_id == run.info.run_id,
+            )
+        )
+    return rows
+
+
+def sort_rows(rows: list[RunRow], by: str) -> list[RunRow]:
+    """By FID or KID (lowest first, unevaluated runs last) or by start time (newest first)."""
+    if by == "start":
+        return sorted(rows, key=lambda r: r.start, reverse=True)
+    return sorted(rows, key=lambda r: (getattr(r, by) is None, getattr(r, by) or 0.0))
+
+
+def _cell(row: RunRow, column: str) -> str:
+    value = getattr(row, column)
+    if column == "run_id":
+        return value[:12]
+    if column == "data_version":
+        return value.removeprefix("md5:")[:10]
+    if column == "champion":
+        return "*" if value else ""
+    if value is None:
+        return "-"
+    if column == "fid":
+        return f"{value:.2f}"
+    if column == "kid":
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_table(rows: list[RunRow]) -> str:
+    if not rows:
+        return "no training runs yet: run the pipeline (dvc repro, or anime-avatar pipeline)"
+    cells = [list(COLUMNS)] + [[_cell(r, c) for c in COLUMNS] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells)
+
+
+def to_csv(rows: list[RunRow]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in asdict(row).items()})
+    return out.getvalue()
+
+
+def fid_histories(client, rows: list[RunRow]) -> dict[str, list[tuple[int, float]]]:
+    """(step, FID) of every run evaluated more than once."""
+    histories = {}
+    for row in rows:
+        points = sorted((m.step, m.value) for m in client.get_metric_history(row.run_id, "fid"))
+        if len(points) > 1:
+            histories[row.run_id] = points
+    return histories
+
+
+def plot(rows: list[RunRow], histories: dict[str, list[tuple[int, float]]], path: Path) -> None:
+    """FID per run (the champion in orange) and, where runs were evaluated more than once, FID over steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [r for r in rows if r.fid is not None and math.isfinite(r.fid)]
+    if not scored:
+        raise UserError("no run has a FID yet: run the evaluate stage (dvc repro evaluate)")
+    fig, axes = plt.subplots(1, 2 if histories else 1, figsize=(11 if histories else 6, 4), squeeze=False)
+    ax = axes[0][0]
+    ax.bar(
+        range(len(scored)), [r.fid for r in scored], color=["tab:orange" if r.champion else "tab:blue" for r in scored]
+    )
+    ax.set_xticks(range(len(scored)), [r.run_id[:8] for r in scored], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("FID (lower is better)")
+    ax.set_title("FID per training run (orange: champion)")
+    if histories:
+        ax = axes[0][1]
+        for run_id, points in histories.items():
+            ax.plot([s for s, _ in points], [f for _, f in points], marker="o", label=run_id[:8])
+        ax.set_xlabel("training step")
+        ax.set_ylabel("FID")
+        ax.set_title("FID over training")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
