@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--n-real", type=int, default=0, help="real faces for the statistics (0: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/quality")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key")
+    parser.add_argument("--experiment", default="", help="also log to this MLflow experiment (FID at each step)")
     args = parser.parse_args()
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -69,6 +70,7 @@ def main() -> None:
     checkpoint = args.out / "checkpoint.pt"
     checkpoint.unlink(missing_ok=True)
     rows: list[dict[str, float]] = []
+    tracker = start_tracking(args.experiment, params, args) if args.experiment else None
     cpu_used = 0.0
     steps_per_chunk = 20
     while cpu_used < args.minutes * 60:
@@ -81,6 +83,9 @@ def main() -> None:
         scores = compute_fid_kid(reals, fakes, kid_subset_size=1000)
         rows.append({"cpu_minutes": round(cpu_used / 60, 2), "step": state.step, "fid": scores.fid,
                      "kid_mean": scores.kid_mean})  # fmt: skip
+        if tracker:
+            tracker.log_metrics({"fid": scores.fid, "kid_mean": scores.kid_mean, "cpu_minutes": cpu_used / 60},
+                                step=state.step)  # fmt: skip
         ratio = scores.fid / rows[0]["fid"]
         print(f"{cpu_used / 60:6.1f} CPU-min  step {state.step:6d}  FID {scores.fid:7.2f} "
               f"(x{ratio:.2f} of the first)  KID {scores.kid_mean:.4f}", flush=True)  # fmt: skip
@@ -103,6 +108,21 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(args.out / "fid_vs_minutes.png", dpi=120)
     print(f"wrote {args.out / 'fid.csv'} and {args.out / 'fid_vs_minutes.png'}")
+    if tracker:
+        tracker.log_artifact(str(args.out / "fid_vs_minutes.png"))
+        tracker.end_run()
+
+
+def start_tracking(experiment: str, params, args: argparse.Namespace):  # -> mlflow
+    """An MLflow run tagged like the train stage's, so `anime-avatar runs --experiment` lists it."""
+    from anime_avatar.tracking import flatten, mlflow_client, params_dict, run_tags
+
+    mlflow = mlflow_client()
+    mlflow.set_experiment(experiment)
+    mlflow.start_run(run_name=f"quality {params.model.arch} {args.faces.name}")
+    mlflow.set_tags(run_tags(params, "train", {"data/train": folder_digest(args.faces)}) | {"bench": "quality"})
+    mlflow.log_params(flatten(params_dict(params)) | {"train.steps": "budget", "bench.minutes": args.minutes})
+    return mlflow
 
 
 if __name__ == "__main__":

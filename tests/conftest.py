@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,30 +41,103 @@ def _deep_update(base: dict, changes: dict) -> dict:
     return base
 
 
+def make_project(work: Path, changes: dict, git: bool = False) -> Path:
+    """A copy of the project (code, dvc.yaml, params.yaml with changes) in a fresh DVC workspace at ``work``.
+
+    With ``git``, the workspace is also a git repository with one commit (needed by `dvc exp` and the audit).
+    """
+    for name in ("anime_avatar", "stages", "pipelines"):
+        if (ROOT / name).exists():
+            shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
+    params = _deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), changes)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if git:
+        shutil.copy(ROOT / ".gitignore", work / ".gitignore")
+        run(["git", "init", "-q"], work)
+        run(["dvc", "init", "-q"], work)
+    else:
+        run(["dvc", "init", "--no-scm", "-q"], work)
+    run(["dvc", "config", "core.analytics", "false"], work)
+    if git:
+        commit(work, "project")
+    return work
+
+
+def commit(work: Path, message: str) -> None:
+    run(["git", "add", "-A"], work)
+    run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-q", "-m", message], work)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Callable[[dict], Path]:
-    """A copy of the project (code, dvc.yaml, params.yaml with changes) in a fresh DVC workspace."""
-
-    def make(changes: dict) -> Path:
-        work = tmp_path / "project"
-        for name in ("anime_avatar", "stages", "pipelines"):
-            if (ROOT / name).exists():
-                shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
-        params = _deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), changes)
-        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        run(["dvc", "init", "--no-scm", "-q"], work)
-        run(["dvc", "config", "core.analytics", "false"], work)
-        return work
-
-    return make
+    """``project(changes)``: a fresh DVC workspace with the project's code and changed params."""
+    return lambda changes: make_project(tmp_path / "project", changes)
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command of the venv (dvc, python) in ``cwd``; output captured for assertions."""
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+def venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(extra or {}))
     env.pop("PYTHONPATH", None)
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    return env
+
+
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command of the venv (dvc, python) in ``cwd``; output captured for assertions."""
+    proc = subprocess.run(cmd, cwd=cwd, env=venv_env(env), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Wait until ``url`` answers 200, failing early if the server process exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """A real Prefect server on localhost (its own PREFECT_HOME); yields the env that points clients at it."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    log = open(home / "server.log", "w")  # noqa: SIM115 (open for the server's lifetime)
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=venv_env(env), stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_http(f"{url}/health", server)
+        yield {**env, "PREFECT_API_URL": url}
+    finally:
+        stop(server)
+        log.close()

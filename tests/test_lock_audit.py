@@ -1,0 +1,87 @@
+"""The workspace lock, and reading data versions out of dvc.lock."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+
+from anime_avatar.audit import DataVersion, LockVersion, RunRecord, format_history, lock_data
+from anime_avatar.lock import HOLDER_FILE, WorkspaceBusy, workspace_lock
+
+LOCK = """
+schema: '2.0'
+stages:
+  download:
+    cmd: python -m stages.download
+    outs:
+    - path: data/raw
+      hash: md5
+      md5: aaaa1111.dir
+      size: 100
+      nfiles: 12
+  augment:
+    cmd: python -m stages.augment
+    deps:
+    - path: data/faces
+      md5: bbbb2222.dir
+    outs:
+    - path: data/train
+      hash: md5
+      md5: cccc3333.dir
+      size: 50
+      nfiles: 3
+  train:
+    outs:
+    - path: models/generator.pt
+      md5: dddd4444
+"""
+
+
+def test_lock_data_reads_the_data_outputs_only():
+    assert lock_data(LOCK) == {
+        "data/raw": DataVersion("aaaa1111.dir", 12, 100),
+        "data/train": DataVersion("cccc3333.dir", 3, 50),
+    }
+    assert lock_data("") == {}
+
+
+def test_history_lists_runs_under_their_data_version_and_the_rest_apart():
+    history = [LockVersion("f" * 40, "2026-11-25", "data v1", lock_data(LOCK))]
+    on_it = RunRecord("1" * 32, 12.5, {"data_version.train": "md5:cccc3333.dir"}, ("2 (champion)",))
+    elsewhere = RunRecord("2" * 32, None, {"data_version.train": "md5:eeee.dir"})
+    text = format_history(history, [on_it, elsewhere])
+    lines = text.splitlines()
+    assert lines[0] == f"{'f' * 10}  2026-11-25  data v1"
+    assert lines[1].split() == ["data/raw", "aaaa1111", "(12", "files)"]
+    assert lines[2].split() == ["data/faces", "-"]
+    assert lines[4] == "    runs:       111111111111 (FID 12.50, model version 2 (champion))"
+    assert "found in no dvc.lock" in lines[5] and lines[6].startswith("    222222222222 (no FID)")
+
+
+def _try_lock(root: str, queue) -> None:
+    from pathlib import Path
+
+    try:
+        with workspace_lock(Path(root), "child"):
+            queue.put("acquired")
+    except WorkspaceBusy as err:
+        queue.put(str(err))
+
+
+def test_the_lock_refuses_another_process_and_names_the_holder(tmp_path):
+    queue = multiprocessing.get_context("fork").Queue()
+    with workspace_lock(tmp_path, "flow anime-avatar-pipeline 123"):
+        assert (tmp_path / HOLDER_FILE).is_file()
+        child = multiprocessing.get_context("fork").Process(target=_try_lock, args=(str(tmp_path), queue))
+        child.start()
+        child.join(30)
+        message = queue.get(timeout=5)
+    assert "locked by flow anime-avatar-pipeline 123 (pid" in message
+    assert not (tmp_path / HOLDER_FILE).exists()
+    with workspace_lock(tmp_path, "again"):  # released: can be taken again
+        pass
+    with pytest.raises(RuntimeError), workspace_lock(tmp_path, "x"):
+        raise RuntimeError("a failing flow still releases the lock")
+    with workspace_lock(tmp_path, "after failure"):
+        pass

@@ -1,0 +1,327 @@
+"""All six stages on tiny params through the Prefect pipeline flow, against a real Prefect server: their
+outputs, MLflow records and generated avatars; then what users do next:
+retrain with promotion, compare runs, audit data versions, schedule, lock, DVC remote, MLflow server.
+
+The tests share one workspace (built once by `anime-avatar pipeline`) and run in file order;
+each says what it expects to find.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from mlflow import MlflowClient
+from PIL import Image
+
+from anime_avatar.lock import workspace_lock
+from tests.conftest import BIN, commit, free_port, make_project, run, stop, venv_env, wait_http
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data": {"synthetic": {"count": 10, "size": 512}},
+    "detect": {"image_size": 32},
+    "validate": {"min_count": 8},
+    "model": {"channels": 8, "attention": [16], "z_dim": 16},
+    "train": {"steps": 4, "batch_size": 8, "log_every": 1, "sample_every": 2, "checkpoint_every": 2},
+    "eval": {"n_samples": 24, "batch_size": 12, "kid_subset_size": 8},
+    "pipeline": {"retry_delay_s": 0},
+}
+STAGES = ["download", "detect", "augment", "validate", "train", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, prefect_server) -> dict:
+    work = make_project(tmp_path_factory.mktemp("orchestration") / "project", TINY, git=True)
+    proc = run(["anime-avatar", "pipeline"], work, env=prefect_server)
+    commit(work, "data v1")
+    return {"path": work, "env": prefect_server, "first": proc.stdout + proc.stderr}
+
+
+def client(work: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+
+
+def api(env: dict, method: str, path: str, body: dict | None = None) -> dict | list:
+    response = httpx.request(method, env["PREFECT_API_URL"] + path, json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def run_id_of(work: Path) -> str:
+    return json.loads((work / "models/run.json").read_text())["run_id"]
+
+
+def test_pipeline_flow_runs_each_stage_as_a_task_with_a_parent_mlflow_run(workspace):
+    work, env = workspace["path"], workspace["env"]
+    assert "download ran, detect ran, augment ran, validate ran, train ran, evaluate ran; FID" in workspace["first"]
+    scores = json.loads((work / "metrics/eval.json").read_text())
+
+    mlflow = client(work)
+    train_run = mlflow.get_run(run_id_of(work))
+    parent = mlflow.get_run(train_run.data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["stage"] == "pipeline" and parent.data.tags["flow"] == "anime-avatar-pipeline"
+    assert {parent.data.tags[f"stage.{s}"] for s in STAGES} == {"ran"}
+    assert parent.data.tags["train_run_id"] == train_run.info.run_id
+    assert parent.data.metrics["fid"] == pytest.approx(scores["fid"])
+    flow_run_id = parent.data.tags["prefect.flow_run_id"]
+    assert train_run.data.tags["prefect.flow_run_id"] == flow_run_id
+
+    # Prefect recorded the flow run, one task run per stage, and the stages' own output in the logs.
+    flow_run = api(env, "GET", f"/flow_runs/{flow_run_id}")
+    assert flow_run["state_type"] == "COMPLETED"
+    tasks = api(env, "POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+    assert sorted(t["name"].rsplit("-", 1)[0] for t in tasks) == sorted(STAGES)
+    assert all(t["state_type"] == "COMPLETED" for t in tasks)
+    logs = api(env, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+    messages = "\n".join(entry["message"] for entry in logs)
+    assert "Running stage 'train'" in messages and "FID" in messages
+
+
+def test_stage_outputs_mlflow_records_and_generated_avatars(workspace, tmp_path):
+    work = workspace["path"]
+    assert "FID" in workspace["first"]
+
+    train_metrics = json.loads((work / "metrics/train.json").read_text())
+    assert train_metrics["steps"] == 4 and train_metrics["params_g"] > 0 and train_metrics["params_d"] > 0
+    scores = json.loads((work / "metrics/eval.json").read_text())
+    assert set(scores) == {"fid", "kid_mean", "kid_std", "n_samples", "n_real"}
+    assert scores["n_samples"] == 24 and scores["fid"] > 0
+    assert Image.open(work / "reports/samples.png").size[0] > 32 * 4
+    assert sorted(p.name for p in (work / "plots/samples").iterdir()) == ["step-0000002.png", "step-0000004.png"]
+    losses = (work / "plots/losses.csv").read_text().splitlines()
+    assert losses[0] == "step,loss_d,loss_g" and len(losses) == 5
+
+    # DVC sees the metrics.
+    shown = run(["dvc", "metrics", "show", "--json"], work).stdout
+    assert '"fid"' in shown and '"steps"' in shown
+
+    # MLflow: one run with params, data versions, losses, FID, artifacts and a registered model.
+    code = """
+import json, mlflow
+from mlflow import MlflowClient
+from PIL import Image
+mlflow.set_tracking_uri("sqlite:///mlflow.db")
+run_id = json.load(open("models/run.json"))["run_id"]
+c = MlflowClient()
+r = c.get_run(run_id)
+hist = c.get_metric_history(run_id, "loss_d")
+versions = c.search_model_versions("name='anime-avatar-generator'")
+arts = [a.path for a in c.list_artifacts(run_id, "samples")]
+print(json.dumps({"params": r.data.params, "tags": r.data.tags, "metrics": r.data.metrics,
+                  "steps": [m.step for m in hist], "versions": [v.run_id for v in versions], "arts": arts}))
+"""
+    record = json.loads(run(["python", "-c", code], work).stdout.strip().splitlines()[-1])
+    assert record["params"]["train.steps"] == "4" and record["params"]["model.arch"] == "sagan"
+    assert record["tags"]["data_version.train"].startswith("md5:")
+    assert record["tags"]["stage"] == "train" and record["tags"]["git_commit"]
+    assert record["steps"] == [1, 2, 3, 4]
+    assert {"fid", "kid_mean", "kid_std"} <= set(record["metrics"])
+    assert record["metrics"]["fid"] == pytest.approx(scores["fid"])
+    assert record["versions"] == [json.loads((work / "models/run.json").read_text())["run_id"]]
+    assert record["arts"] == ["samples/step-0000002.png", "samples/step-0000004.png"]
+
+    # The product: the same seed gives the same avatars, from the file or from the registry.
+    for out in ("a", "b"):
+        run(["anime-avatar", "generate", "--n", "3", "--seed", "5", "--out", str(tmp_path / out)], work)
+    run(["anime-avatar", "generate", "--n", "1", "--seed", "6", "--out", str(tmp_path / "c"),
+         "--model", "models:/anime-avatar-generator/1"], work)  # fmt: skip
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["avatar-000005.png", "avatar-000006.png", "avatar-000007.png"]
+    for name in names:
+        assert np.array_equal(
+            np.asarray(Image.open(tmp_path / "a" / name)), np.asarray(Image.open(tmp_path / "b" / name))
+        )
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "a" / "avatar-000006.png")),
+        np.asarray(Image.open(tmp_path / "c" / "avatar-000006.png")),
+    )
+    run(["anime-avatar", "generate", "--interpolate", "1", "2", "--steps", "4", "--grid", str(tmp_path / "w.png"),
+         "--truncation", "0.7"], work)  # fmt: skip
+    assert Image.open(tmp_path / "w.png").size == (4 * 34 + 2, 36)
+
+    bad = run(["anime-avatar", "generate", "--model", "nowhere.pt"], work, check=False)
+    assert bad.returncode == 1 and "neither a file nor an MLflow model URI" in bad.stderr
+
+
+def test_second_run_is_refused_while_the_workspace_is_locked(workspace):
+    work, env = workspace["path"], workspace["env"]
+    before = (work / "dvc.lock").read_text()
+    with workspace_lock(work, "a test holding the lock"):
+        proc = run(["anime-avatar", "pipeline"], work, check=False, env=env)
+    assert proc.returncode == 1
+    assert "is locked by a test holding the lock" in proc.stderr and "one pipeline run at a time" in proc.stderr
+    assert (work / "dvc.lock").read_text() == before
+
+
+def test_retrain_promotes_without_champion_then_only_a_lower_fid(workspace):
+    work, env = workspace["path"], workspace["env"]
+    mlflow = client(work)
+    first_run = run_id_of(work)
+
+    # No champion yet: the current model takes the alias; the forced download changes nothing downstream.
+    proc = run(["anime-avatar", "retrain"], work, env=env)
+    assert "download ran, detect up to date" in proc.stdout and "evaluate up to date" in proc.stdout
+    assert "champion promoted: no champion yet: version 1" in proc.stdout
+    assert mlflow.get_model_version_by_alias("anime-avatar-generator", "champion").run_id == first_run
+    assert mlflow.get_run(first_run).data.tags["champion.decision"] == "promoted"
+
+    # New data: a new model, promoted only if its FID is lower than the champion's.
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"]["synthetic"]["seed"] = 3
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = run(["anime-avatar", "retrain"], work, env=env)
+    commit(work, "data v2")
+    assert "download ran, detect ran" in proc.stdout and "train ran, evaluate ran" in proc.stdout
+    second_run = run_id_of(work)
+    assert second_run != first_run
+    fid_first = mlflow.get_run(first_run).data.metrics["fid"]
+    fid_second = mlflow.get_run(second_run).data.metrics["fid"]
+    holder = mlflow.get_model_version_by_alias("anime-avatar-generator", "champion")
+    promoted = fid_second < fid_first
+    assert holder.run_id == (second_run if promoted else first_run)
+    tags = mlflow.get_run(second_run).data.tags
+    assert tags["champion.decision"] == ("promoted" if promoted else "kept")
+    assert tags["champion.previous_version"] == "1" and float(tags["champion.previous_fid"]) == fid_first
+    assert f"champion {'promoted' if promoted else 'kept'}: FID {fid_second:.2f}" in proc.stdout
+
+
+def test_runs_lists_training_runs_by_fid_with_the_champion(workspace, tmp_path):
+    work = workspace["path"]
+    mlflow = client(work)
+    proc = run(["anime-avatar", "runs", "--csv", "--plot", str(tmp_path / "runs.png")], work)
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(rows) == 2
+    fids = [float(r["fid"]) for r in rows]
+    assert fids == sorted(fids)
+    champion = mlflow.get_model_version_by_alias("anime-avatar-generator", "champion").run_id
+    assert [r["run_id"] for r in rows if r["champion"] == "True"] == [champion]
+    for row in rows:
+        recorded = mlflow.get_run(row["run_id"])
+        assert row["data_version"] == recorded.data.tags["data_version.train"]
+        assert row["arch"] == "sagan" and row["steps"] == "4"
+        assert float(row["fid"]) == pytest.approx(recorded.data.metrics["fid"])
+    assert (tmp_path / "runs.png").stat().st_size > 10_000
+    table = run(["anime-avatar", "runs", "--sort", "start"], work).stdout.splitlines()
+    assert table[0].split() == ["run_id", "start", "data_version", "arch", "steps", "fid", "kid", "champion"]
+    assert table[1].startswith(run_id_of(work)[:12])  # newest first
+
+
+def test_audit_links_each_dvc_lock_commit_to_its_runs_and_a_run_to_its_raw_manifest(workspace, tmp_path):
+    work = workspace["path"]
+    log = run(["git", "log", "--format=%H %s", "--", "dvc.lock"], work).stdout.splitlines()
+    assert [line.split(" ", 1)[1] for line in log] == ["data v2", "data v1"]
+    out = run(["anime-avatar", "audit"], work).stdout
+    blocks = out.split("\n\n")[0].split("\n")
+    mlflow = client(work)
+    runs = {r.info.run_id: r for r in mlflow.search_runs(["1"], "tags.stage = 'train'")}
+    for line in log:
+        commit_id = line.split()[0]
+        locked = yaml.safe_load(run(["git", "show", f"{commit_id}:dvc.lock"], work).stdout)
+        train_md5 = locked["stages"]["augment"]["outs"][0]["md5"]
+        start = next(i for i, text in enumerate(blocks) if text.startswith(commit_id[:10]))
+        block = "\n".join(blocks[start : start + 5])
+        assert train_md5.removesuffix(".dir")[:10] in block
+        nfiles = locked["stages"]["download"]["outs"][0]["nfiles"]
+        assert f"({nfiles} files)" in block
+        trained = [r for r, rec in runs.items() if rec.data.tags["data_version.train"] == f"md5:{train_md5}"]
+        assert len(trained) == 1 and trained[0][:12] in block
+
+    latest = run_id_of(work)
+    lineage = run(["anime-avatar", "audit", "--run", latest, "--manifest", str(tmp_path / "m.csv")], work).stdout
+    assert "raw manifest:   10 files" in lineage and "synthetic:seed=3 (10)" in lineage
+    assert "data.synthetic.seed=3" in lineage and log[0].split()[0][:10] in lineage
+    assert (tmp_path / "m.csv").read_text() == (work / "data/raw/manifest.csv").read_text()
+    missing = run(["anime-avatar", "audit", "--run", "0" * 32], work, check=False)
+    assert missing.returncode == 1 and "no MLflow run" in missing.stderr
+
+
+def test_mlflow_server_serves_the_logged_runs(workspace):
+    work = workspace["path"]
+    port = free_port()
+    server = subprocess.Popen([str(BIN / "anime-avatar"), "ui", "--port", str(port)], cwd=work, env=venv_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", server, timeout=90)
+        experiment = httpx.get(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name",
+                               params={"experiment_name": "anime-avatar"}, timeout=30).json()  # fmt: skip
+        found = httpx.post(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+            json={"experiment_ids": [experiment["experiment"]["experiment_id"]],
+                  "filter": "tags.stage = 'train'"},
+            timeout=30,
+        ).json()  # fmt: skip
+    finally:
+        stop(server)
+    served = {r["info"]["run_id"]: {m["key"]: m["value"] for m in r["data"]["metrics"]} for r in found["runs"]}
+    local = {r.info.run_id: r.data.metrics for r in client(work).search_runs(["1"], "tags.stage = 'train'")}
+    assert set(served) == set(local) and len(served) == 2
+    for run_id, metrics in local.items():
+        assert served[run_id]["fid"] == pytest.approx(metrics["fid"])
+
+
+def test_dvc_remote_push_then_pull_restores_the_data(workspace, tmp_path):
+    work = workspace["path"]
+    manifest = (work / "data/raw/manifest.csv").read_bytes()
+    run(["dvc", "remote", "add", "-d", "local", str(tmp_path / "remote")], work)
+    run(["dvc", "push"], work)
+    for gone in (".dvc/cache", "data/raw", "data/faces", "data/train", "models/generator.pt"):
+        shutil.rmtree(work / gone) if (work / gone).is_dir() else (work / gone).unlink()
+    assert "deleted" in run(["dvc", "status"], work).stdout
+    run(["dvc", "pull"], work)
+    assert (work / "data/raw/manifest.csv").read_bytes() == manifest
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], work).stdout
+
+
+def test_schedule_serves_retrain_as_a_cron_deployment_and_runs_it(workspace):
+    work, env = workspace["path"], workspace["env"]
+    serving = subprocess.Popen(
+        [str(BIN / "anime-avatar"), "schedule", "--cron", "0 3 * * 1", "--name", "weekly"],
+        cwd=work, env=venv_env({**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deployment = None
+        deadline = time.monotonic() + 90
+        while deployment is None and time.monotonic() < deadline:
+            assert serving.poll() is None, "anime-avatar schedule exited"
+            try:
+                deployment = api(env, "GET", "/deployments/name/anime-avatar-retrain/weekly")
+            except httpx.HTTPStatusError:
+                time.sleep(1)
+        assert deployment is not None, "the deployment was not registered within 90 s"
+        assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * 1"]
+        assert deployment["parameters"] == {"workspace": str(work.resolve())}
+
+        flow_run = api(env, "POST", f"/deployments/{deployment['id']}/create_flow_run", {})
+        deadline = time.monotonic() + 240
+        while flow_run["state_type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            assert time.monotonic() < deadline, f"flow run still {flow_run['state_type']} after 240 s"
+            time.sleep(2)
+            flow_run = api(env, "GET", f"/flow_runs/{flow_run['id']}")
+    finally:
+        stop(serving)
+    assert flow_run["state_type"] == "COMPLETED"
+    parent = client(work).search_runs(["1"], f"tags.`prefect.flow_run_id` = '{flow_run['id']}'")
+    assert [r.data.tags["flow"] for r in parent] == ["anime-avatar-retrain"]
+    assert parent[0].data.tags["champion.decision"] == "kept"  # nothing changed: same model, alias unmoved
+
+
+def test_schedule_says_when_no_server_is_reachable(workspace):
+    work = workspace["path"]
+    port = free_port()
+    env = {"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    proc = run(["anime-avatar", "schedule", "--cron", "0 3 * * 1"], work, check=False, env=env)
+    assert proc.returncode == 1 and "no Prefect server answers" in proc.stderr and "make prefect-server" in proc.stderr
+    proc = run(["anime-avatar", "schedule", "--cron", "every monday"], work, check=False, env=env)
+    assert proc.returncode == 1 and "is not a valid cron schedule" in proc.stderr

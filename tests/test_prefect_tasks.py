@@ -1,0 +1,69 @@
+"""Prefect pieces run in this process against the test Prefect server: the Dask detect executor,
+and the download task's retries."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from prefect import flow
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+import pipelines.flows as flows
+from anime_avatar.detection import FileJob, detect_results
+from anime_avatar.params import DetectParams, parse_params
+from anime_avatar.synthetic import render_illustration
+
+
+@pytest.fixture
+def prefect_api(prefect_server):
+    # Logs stay local: the API log worker would otherwise flush after the server stopped.
+    with temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"],
+                             PREFECT_HOME: prefect_server["PREFECT_HOME"],
+                             PREFECT_LOGGING_TO_API_ENABLED: False}):  # fmt: skip
+        yield
+
+
+def test_dask_executor_gives_the_same_crops_as_local_processes(tmp_path, prefect_api):
+    jobs = []
+    for i in range(8):
+        path = tmp_path / f"{i}.png"
+        render_illustration(2, i, size=256).image.save(path)
+        jobs.append(FileJob(path.name, str(path), f"{i:064d}"))
+    params = DetectParams(detector="animeface", image_size=32, workers=2, dask_chunk=3)
+    local = list(detect_results(jobs, params))
+    on_dask = list(detect_results(jobs, params.model_copy(update={"executor": "dask"})))
+    assert on_dask == local
+    assert sum(len(r.crops) for r in local) >= 5  # faces found, not an empty comparison
+
+
+def test_download_task_retries_with_doubling_delays(tmp_path, monkeypatch, prefect_api):
+    attempts = tmp_path / "attempts"
+    # Fails twice (a flaky download), then succeeds printing what DVC prints for a stage that ran.
+    script = (
+        f"import pathlib, sys; p = pathlib.Path({str(attempts)!r}); n = len(p.read_text()) if p.exists() else 0; "
+        "p.write_text('x' * (n + 1)); print(\"Running stage 'download':\"); sys.exit(1 if n < 2 else 0)"
+    )
+    monkeypatch.setattr(flows, "dvc_command", lambda stage, force: [sys.executable, "-c", script])
+    params = parse_params({"pipeline": {"download_retries": 3, "retry_delay_s": 0.1}})
+    task = flows.stage_task("download", params)
+    assert task.retries == 3 and task.retry_delay_seconds == [0.1, 0.2, 0.4]
+    assert flows.stage_task("train", params).retries == 0
+
+    @flow
+    def one_stage() -> flows.StageOutcome:
+        return task("download", str(tmp_path))
+
+    outcome = one_stage()
+    assert attempts.read_text() == "xxx" and outcome.stage == "download" and outcome.ran
+
+    attempts.unlink()
+    no_retry = parse_params({"pipeline": {"download_retries": 1, "retry_delay_s": 0}})
+
+    @flow
+    def failing() -> flows.StageOutcome:
+        return flows.stage_task("download", no_retry)("download", str(tmp_path))
+
+    with pytest.raises(flows.StageFailed, match="stage download failed"):
+        failing()
+    assert attempts.read_text() == "xx"

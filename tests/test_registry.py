@@ -1,0 +1,103 @@
+"""Champion promotion against a real MLflow registry (a temporary SQLite store), and the runs table."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from anime_avatar import registry, runs
+from anime_avatar.errors import UserError
+from anime_avatar.registry import Candidate, decide
+
+NAME = "anime-avatar-generator"
+
+
+def test_decide_promotes_only_a_strictly_lower_fid():
+    new = Candidate("2", "b", 50.0)
+    assert decide(new, None).promote
+    assert decide(new, Candidate("1", "a", 60.0)).promote
+    assert not decide(new, Candidate("1", "a", 50.0)).promote  # a tie keeps the champion
+    assert not decide(new, Candidate("1", "a", 40.0)).promote
+    assert not decide(Candidate("1", "a", 40.0), Candidate("1", "a", 40.0)).promote  # the same model
+    assert decide(new, Candidate("1", "a", None)).promote  # a champion that was never evaluated
+    assert not decide(Candidate("2", "b", None), Candidate("1", "a", 60.0)).promote
+    tags = decide(new, Candidate("1", "a", 60.0)).tags()
+    assert tags == {
+        "champion.decision": "promoted", "champion.reason": "FID 50.00 < 60.00 of version 1",
+        "champion.new_version": "2", "champion.previous_version": "1", "champion.previous_fid": "60.0",
+    }  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("anime-avatar")
+    client = MlflowClient(uri)
+    client.create_registered_model(NAME)
+
+    def trained(fid: float | None, steps: int = 10, arch: str = "sagan") -> Candidate:
+        with mlflow.start_run() as run:
+            mlflow.set_tags({"stage": "train", "data_version.train": f"md5:{fid}.dir"})
+            mlflow.log_params({"model.arch": arch, "train.steps": steps})
+            if fid is not None:
+                mlflow.log_metric("fid", fid + 50, step=steps // 2)
+                mlflow.log_metric("fid", fid, step=steps)
+        client.create_model_version(NAME, f"runs:/{run.info.run_id}/generator", run_id=run.info.run_id)
+        return registry.version_of_run(client, NAME, run.info.run_id)
+
+    return client, trained
+
+
+def test_alias_moves_only_to_a_better_model(store):
+    client, trained = store
+    first = trained(80.0)
+    assert registry.champion(client, NAME) is None
+    registry.apply(client, NAME, decide(first, registry.champion(client, NAME)))
+    assert registry.champion(client, NAME) == first
+
+    worse = trained(90.0)
+    decision = decide(worse, registry.champion(client, NAME))
+    registry.apply(client, NAME, decision)
+    assert registry.champion(client, NAME) == first
+    assert client.get_run(worse.run_id).data.tags["champion.decision"] == "kept"
+    assert client.get_model_version(NAME, worse.version).tags == {"champion.decision": "kept", "fid": "90.0000"}
+
+    better = trained(70.0)
+    registry.apply(client, NAME, decide(better, registry.champion(client, NAME)))
+    assert registry.champion(client, NAME) == better
+    assert client.get_run(better.run_id).data.tags["champion.previous_version"] == first.version
+
+
+def test_a_run_without_a_registered_version_is_a_clear_error(store):
+    client, _ = store
+    with mlflow.start_run() as run:
+        pass
+    with pytest.raises(UserError, match="registered no version"):
+        registry.version_of_run(client, NAME, run.info.run_id)
+
+
+def test_runs_table_sorts_by_fid_marks_the_champion_and_plots(store, tmp_path):
+    client, trained = store
+    a, b, c = trained(80.0, steps=100), trained(None, steps=5, arch="dcgan"), trained(60.0, steps=200)
+    registry.apply(client, NAME, decide(a, None))
+    rows = runs.sort_rows(runs.training_runs(client, "anime-avatar", NAME), "fid")
+    assert [r.run_id for r in rows] == [c.run_id, a.run_id, b.run_id]  # unevaluated last
+    assert [r.champion for r in rows] == [False, True, False]
+    assert [r.steps for r in rows] == [200, 100, 5] and rows[2].arch == "dcgan"
+    parsed = list(csv.DictReader(io.StringIO(runs.to_csv(rows))))
+    assert [p["fid"] for p in parsed] == ["60.0", "80.0", ""]
+    table = runs.format_table(rows).splitlines()
+    assert table[2].endswith("*") and not table[1].endswith("*")
+    assert table[3].split()[-2:] == ["-", "-"]  # no FID, no KID, not the champion
+    histories = runs.fid_histories(client, rows)
+    assert histories == {c.run_id: [(100, 110.0), (200, 60.0)], a.run_id: [(50, 130.0), (100, 80.0)]}
+    runs.plot(rows, histories, tmp_path / "runs.png")
+    assert (tmp_path / "runs.png").stat().st_size > 10_000
+    with pytest.raises(UserError, match="no MLflow experiment"):
+        runs.training_runs(client, "nope", NAME)
