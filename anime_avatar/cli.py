@@ -88,6 +88,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     """Run every DVC stage as a Prefect flow (anime-avatar-pipeline), under the workspace lock."""
     from pipelines.flows import pipeline_flow
 
+    load_params(args.params)  # bad params fail here, in one line, before Prefect starts
     _flow_outcome("anime-avatar-pipeline", pipeline_flow(workspace=str(Path.cwd())))
 
 
@@ -95,6 +96,7 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     """Refresh the data, run the pipeline, and promote the generator if its FID beats the champion's."""
     from pipelines.flows import retrain_flow
 
+    load_params(args.params)
     _flow_outcome("anime-avatar-retrain", retrain_flow(workspace=str(Path.cwd()), refresh=not args.no_refresh))
 
 

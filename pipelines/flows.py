@@ -52,9 +52,6 @@ class PipelineResult:
     parent_run_id: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
 
-    def ran(self, stage: str) -> bool:
-        return any(s.ran for s in self.stages if s.stage == stage)
-
 
 def dvc_command(stage: str, force: bool) -> list[str]:
     dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc") or "dvc"
@@ -83,11 +80,17 @@ def repro_stage(stage: str, workspace: str, force: bool = False, env: dict[str, 
     code = proc.wait()
     seconds = time.perf_counter() - started
     if code != 0:
-        tail = "\n".join(lines[-15:])
-        raise StageFailed(f"stage {stage} failed (dvc repro exit {code}) after {seconds:.0f} s:\n{tail}")
+        excerpt = "\n".join(failure_excerpt(lines))
+        raise StageFailed(f"stage {stage} failed (dvc repro exit {code}) after {seconds:.0f} s:\n{excerpt}")
     ran = any(f"Running stage '{stage}'" in line for line in lines)
     logger.info("stage %s %s in %.1f s", stage, "ran" if ran else "was up to date", seconds)
     return StageOutcome(stage, ran, round(seconds, 1))
+
+
+def failure_excerpt(lines: list[str], limit: int = 8) -> list[str]:
+    """The stage's own error (our stages log one ERROR line with its details below), else the last lines."""
+    start = next((i for i, line in enumerate(lines) if " ERROR " in line), max(0, len(lines) - 5))
+    return [line for line in lines[start : start + limit] if not line.startswith("ERROR: failed to reproduce")]
 
 
 def stage_task(stage: str, params: Params):

@@ -67,3 +67,12 @@ def test_download_task_retries_with_doubling_delays(tmp_path, monkeypatch, prefe
     with pytest.raises(flows.StageFailed, match="stage download failed"):
         failing()
     assert attempts.read_text() == "xx"
+
+
+def test_a_failed_stage_is_reported_by_its_own_error_lines():
+    lines = ["Running stage 'validate':", "> python -m stages.validate", "inspect faces: 100%",
+             "08:17:06 ERROR anime_avatar: stage validate failed: 1 expectation(s) failed",
+             "  expect_table_row_count_to_be_between on faces: observed 17",
+             "ERROR: failed to reproduce 'validate': failed to run: python -m stages.validate"]  # fmt: skip
+    assert flows.failure_excerpt(lines) == lines[3:5]
+    assert flows.failure_excerpt([f"line {i}" for i in range(20)]) == [f"line {i}" for i in range(15, 20)]
