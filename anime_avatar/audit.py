@@ -20,7 +20,7 @@ import yaml
 
 from anime_avatar.errors import UserError
 from anime_avatar.layout import MANIFEST
-from anime_avatar.tracking import DATA_DIRS
+from anime_avatar.tracking import DATA_DIRS, data_version_tag
 
 WORKSPACE = "workspace"
 
@@ -153,13 +153,14 @@ def format_history(history: list[LockVersion], runs: list[RunRecord]) -> str:
         for folder in DATA_DIRS:
             lines.append(f"    {folder:<11} {_short(entry.data.get(folder))}")
         train = entry.data.get("data/train")
-        trained = [r for r in runs if train and r.tags.get("data_version.train") == train.tag]
+        trained = [r for r in runs if train and r.tags.get(data_version_tag("data/train")) == train.tag]
         matched.update(r.run_id for r in trained)
         lines.append("    runs:       " + ("; ".join(_run_line(r) for r in trained) if trained else "none"))
     orphans = [r for r in runs if r.run_id not in matched]
     if orphans:
         lines.append("runs on data versions found in no dvc.lock above (commit dvc.lock after each data change):")
-        lines.extend(f"    {_run_line(r)}  data/train {r.tags.get('data_version.train', '?')}" for r in orphans)
+        train_tag = data_version_tag("data/train")
+        lines.extend(f"    {_run_line(r)}  data/train {r.tags.get(train_tag, '?')}" for r in orphans)
     return "\n".join(lines)
 
 
@@ -195,12 +196,14 @@ def lineage(client, root: Path, run_id: str, model_name: str) -> Lineage:
         raise UserError(f"no MLflow run {run_id!r} in {client.tracking_uri} (see anime-avatar runs)") from None
     records = {r.run_id: r for r in run_records(client, run.info.experiment_id, model_name)}
     record = records.get(run_id) or RunRecord(run_id, run.data.metrics.get("fid"), dict(run.data.tags))
-    data = {f: run.data.tags[f"data_version.{f.split('/')[-1]}"] for f in DATA_DIRS if
-            f"data_version.{f.split('/')[-1]}" in run.data.tags}  # fmt: skip
+    tags = {folder: data_version_tag(folder) for folder in DATA_DIRS}
+    data = {folder: run.data.tags[tag] for folder, tag in tags.items() if tag in run.data.tags}
     result = Lineage(record, data, {k: v for k, v in run.data.params.items() if k.startswith("data.")})
     train = data.get("data/train")
-    result.commits = [e for e in lock_history(root) if train and e.data.get("data/train", None) and
-                      e.data["data/train"].tag == train]  # fmt: skip
+    result.commits = [
+        entry for entry in lock_history(root)
+        if train and "data/train" in entry.data and entry.data["data/train"].tag == train
+    ]  # fmt: skip
     if "data/raw" not in data:
         result.manifest_problem = "the run recorded no data/raw version (was dvc.lock missing when it trained?)"
     else:

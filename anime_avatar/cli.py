@@ -74,10 +74,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def _flow_outcome(state_name: str, result: dict) -> None:
-    from pipelines.flows import PipelineResult, StageOutcome, summary
-
-    stages = [StageOutcome(**s) for s in result.get("stages", [])]
-    print(summary(PipelineResult(stages=stages, scores=result.get("scores", {}))))
+    print(result["summary"])
     if "decision" in result:
         decision = result["decision"]
         print(f"champion {decision['champion.decision']}: {decision['champion.reason']}")
@@ -113,7 +110,10 @@ def _mlflow(args: argparse.Namespace):  # -> (MlflowClient, Params)
     from anime_avatar.tracking import tracking_uri
 
     params = load_params(args.params)
-    return MlflowClient(tracking_uri()), params
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise UserError(f"no MLflow database at {uri.removeprefix('sqlite:///')}: run the pipeline first (dvc repro)")
+    return MlflowClient(uri), params
 
 
 def cmd_runs(args: argparse.Namespace) -> None:

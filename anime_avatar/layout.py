@@ -18,3 +18,4 @@ TRAIN_INDEX = "index.json"
 GENERATOR = Path("models/generator.pt")
 CHECKPOINT = Path("models/checkpoints/last.pt")
 RUN_FILE = Path("models/run.json")
+EVAL_METRICS = Path("metrics/eval.json")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from anime_avatar.errors import UserError
 from anime_avatar.registry import champion
+from anime_avatar.tracking import data_version_tag
 
 COLUMNS = ("run_id", "start", "data_version", "arch", "steps", "fid", "kid", "champion")
 
@@ -45,7 +46,7 @@ def training_runs(client, experiment: str, model_name: str) -> list[RunRow]:
             RunRow(
                 run_id=run.info.run_id,
                 start=datetime.fromtimestamp(run.info.start_time / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
-                data_version=run.data.tags.get("data_version.train", ""),
+                data_version=run.data.tags.get(data_version_tag("data/train"), ""),
                 arch=run.data.params.get("model.arch", ""),
                 steps=int(steps) if steps and steps.isdigit() else None,
                 fid=run.data.metrics.get("fid"),

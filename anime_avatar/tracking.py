@@ -88,6 +88,11 @@ def git_commit(cwd: Path | None = None) -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+def data_version_tag(folder: str) -> str:
+    """The run tag holding a data folder's version: data/train -> data_version.train."""
+    return f"data_version.{folder.split('/')[-1]}"
+
+
 def run_tags(params: Params, stage: str, versions: dict[str, str]) -> dict[str, str]:
     tags = {
         "stage": stage,
@@ -96,7 +101,7 @@ def run_tags(params: Params, stage: str, versions: dict[str, str]) -> dict[str, 
         "data_source": params.data.source,
     }
     for folder, version in versions.items():
-        tags[f"data_version.{folder.split('/')[-1]}"] = version
+        tags[data_version_tag(folder)] = version
     return tags
 
 

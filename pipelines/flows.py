@@ -21,17 +21,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from anime_avatar.errors import UserError
+from anime_avatar.layout import EVAL_METRICS
 from anime_avatar.lock import workspace_lock
 from anime_avatar.params import Params, load_params
 from anime_avatar.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, read_run_id, tracking_uri
-
-STAGES = ("download", "detect", "augment", "validate", "train", "evaluate")
-EVAL_METRICS = Path("metrics/eval.json")
 
 
 class StageFailed(UserError):
@@ -102,11 +101,12 @@ def stage_task(stage: str, params: Params):
     return repro_stage.with_options(name=stage, retries=p.download_retries, retry_delay_seconds=delays)
 
 
-def run_stages(root: Path, params: Params, force_download: bool, env: dict[str, str]) -> list[StageOutcome]:
-    return [
-        stage_task(stage, params)(stage, str(root), force=force_download and stage == "download", env=env)
-        for stage in STAGES
-    ]
+def pipeline_stages(root: Path) -> list[str]:
+    """The stages of dvc.yaml, in its order (which is the order of the chain)."""
+    path = root / "dvc.yaml"
+    if not path.is_file():
+        raise UserError(f"{root} holds no dvc.yaml: run the flows from the project's root")
+    return list((yaml.safe_load(path.read_text()) or {}).get("stages", {}))
 
 
 def _flow_run_id() -> str:
@@ -127,7 +127,9 @@ def run_pipeline(root: Path, flow_name: str, force_download: bool) -> PipelineRe
         result.parent_run_id = parent.info.run_id
         env = {PARENT_RUN_ENV: parent.info.run_id, FLOW_RUN_ENV: flow_run_id}
         try:
-            result.stages = run_stages(root, params, force_download, env)
+            for stage in pipeline_stages(root):
+                task = stage_task(stage, params)
+                result.stages.append(task(stage, str(root), force=force_download and stage == "download", env=env))
         finally:
             mlflow.set_tags({f"stage.{s.stage}": "ran" if s.ran else "up to date" for s in result.stages})
         result.run_id = read_run_id(root)
@@ -147,7 +149,7 @@ def pipeline_flow(workspace: str = ".") -> dict:
     with workspace_lock(root, f"flow anime-avatar-pipeline {_flow_run_id()}"):
         result = run_pipeline(root, "anime-avatar-pipeline", force_download=False)
     get_run_logger().info("pipeline done: %s", summary(result))
-    return asdict(result)
+    return {**asdict(result), "summary": summary(result)}
 
 
 @flow(name="anime-avatar-retrain", log_prints=True)
@@ -175,7 +177,7 @@ def retrain_flow(workspace: str = ".", refresh: bool = True) -> dict:
     logger.info(
         "champion %s: %s", "moved to version " + decision.new.version if decision.promote else "kept", decision.reason
     )
-    return {**asdict(result), "decision": decision.tags()}
+    return {**asdict(result), "summary": summary(result), "decision": decision.tags()}
 
 
 def summary(result: PipelineResult) -> str:

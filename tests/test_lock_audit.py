@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 
 import pytest
 
 from anime_avatar.audit import DataVersion, LockVersion, RunRecord, format_history, lock_data
 from anime_avatar.lock import HOLDER_FILE, WorkspaceBusy, workspace_lock
+from tests.conftest import ROOT, run
 
 LOCK = """
 schema: '2.0'
@@ -85,3 +87,13 @@ def test_the_lock_refuses_another_process_and_names_the_holder(tmp_path):
         raise RuntimeError("a failing flow still releases the lock")
     with workspace_lock(tmp_path, "after failure"):
         pass
+
+
+def test_runs_and_audit_without_a_tracking_database_say_so_and_create_nothing(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    for command in (["anime-avatar", "runs"], ["anime-avatar", "audit"]):
+        proc = run(command, tmp_path, check=False, env={"MLFLOW_TRACKING_URI": ""})
+        assert (
+            proc.returncode == 1 and "no MLflow database at" in proc.stderr and "run the pipeline first" in proc.stderr
+        )
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
