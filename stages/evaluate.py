@@ -7,7 +7,6 @@ computed once per dataset. The numbers are also logged to the training's MLflow 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
@@ -17,7 +16,7 @@ from anime_avatar.fetch import cache_dir
 from anime_avatar.fid import compute_fid_kid, real_features
 from anime_avatar.fsutil import atomic_write_bytes, atomic_write_json
 from anime_avatar.generate import generate_images
-from anime_avatar.layout import GENERATOR
+from anime_avatar.layout import EVAL_METRICS, GENERATOR
 from anime_avatar.params import Params
 from anime_avatar.stage import run_stage
 from anime_avatar.tracking import data_version, mlflow_client, read_run_id
@@ -25,7 +24,6 @@ from anime_avatar.training import grid_png, load_generator, resolve_device
 
 log = logging.getLogger(__name__)
 
-EVAL_METRICS = Path("metrics/eval.json")
 SAMPLES_PNG = layout.REPORTS_DIR / "samples.png"
 
 
