@@ -21,6 +21,19 @@ GETCHU = SHARED_DATA / "faces" / "getchu-64"
 BIN = Path(sys.executable).parent
 
 
+def synthetic_jobs(folder: Path, seed: int, count: int, size: int = 256) -> list:
+    """``count`` synthetic illustrations saved in ``folder``, as detection jobs (fake, distinct hashes)."""
+    from anime_avatar.detection import FileJob
+    from anime_avatar.synthetic import render_illustration
+
+    jobs = []
+    for i in range(count):
+        path = folder / f"{i}.png"
+        render_illustration(seed, i, size=size).image.save(path)
+        jobs.append(FileJob(path.name, str(path), f"{i:064d}"))
+    return jobs
+
+
 def needs_shared(path: Path) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not path.exists(), reason=f"real-image test data {path} is absent (../shared/data)")
 

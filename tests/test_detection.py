@@ -20,7 +20,7 @@ from anime_avatar.detection import (
 from anime_avatar.errors import UserError
 from anime_avatar.params import DetectParams
 from anime_avatar.synthetic import render_illustration
-from tests.conftest import GRID, needs_shared
+from tests.conftest import GRID, needs_shared, synthetic_jobs
 
 RECALL_IMAGES = 60  # about 110 faces
 
@@ -116,11 +116,7 @@ def test_unreadable_file_is_reported_not_raised(tmp_path):
 
 
 def test_process_pool_gives_the_same_faces_as_one_process(tmp_path, cascade):
-    jobs = []
-    for i in range(6):
-        path = tmp_path / f"{i}.png"
-        render_illustration(1, i, size=256).image.save(path)
-        jobs.append(FileJob(path.name, str(path), f"{i:064d}"))
+    jobs = synthetic_jobs(tmp_path, seed=1, count=6)
     params = DetectParams(detector="lbp", cascade_path=str(cascade), image_size=32)
     serial = list(local_results(jobs, params.model_copy(update={"workers": 1})))
     pooled = list(local_results(jobs, params.model_copy(update={"workers": 2})))

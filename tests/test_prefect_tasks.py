@@ -10,9 +10,9 @@ from prefect import flow
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
 import pipelines.flows as flows
-from anime_avatar.detection import FileJob, detect_results
+from anime_avatar.detection import detect_results
 from anime_avatar.params import DetectParams, parse_params
-from anime_avatar.synthetic import render_illustration
+from tests.conftest import synthetic_jobs
 
 
 @pytest.fixture
@@ -25,11 +25,7 @@ def prefect_api(prefect_server):
 
 
 def test_dask_executor_gives_the_same_crops_as_local_processes(tmp_path, prefect_api):
-    jobs = []
-    for i in range(8):
-        path = tmp_path / f"{i}.png"
-        render_illustration(2, i, size=256).image.save(path)
-        jobs.append(FileJob(path.name, str(path), f"{i:064d}"))
+    jobs = synthetic_jobs(tmp_path, seed=2, count=8)
     params = DetectParams(detector="animeface", image_size=32, workers=2, dask_chunk=3)
     local = list(detect_results(jobs, params))
     on_dask = list(detect_results(jobs, params.model_copy(update={"executor": "dask"})))
