@@ -69,7 +69,7 @@ def _cell(row: RunRow, column: str) -> str:
     if column == "run_id":
         return value[:12]
     if column == "data_version":
-        return value.removeprefix("md5:")[:10]
+        return value.split(":", 1)[-1][:10]  # md5:… (DVC) or sha256:… (a folder digest)
     if column == "champion":
         return "*" if value else ""
     if value is None:
