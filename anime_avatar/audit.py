@@ -20,6 +20,7 @@ import yaml
 
 from anime_avatar.errors import UserError
 from anime_avatar.layout import MANIFEST
+from anime_avatar.runs import search_training_runs
 from anime_avatar.tracking import DATA_DIRS, data_version_tag
 
 WORKSPACE = "workspace"
@@ -121,7 +122,7 @@ def run_records(client, experiment_id: str, model_name: str) -> list[RunRecord]:
     for v in versions:
         marks = [a for a, number in aliases.items() if str(number) == str(v.version)]
         by_run.setdefault(v.run_id, []).append(str(v.version) + (f" ({', '.join(marks)})" if marks else ""))
-    runs = client.search_runs([experiment_id], "tags.stage = 'train'", max_results=50_000)
+    runs = search_training_runs(client, experiment_id)
     return [
         RunRecord(r.info.run_id, r.data.metrics.get("fid"), dict(r.data.tags), tuple(by_run.get(r.info.run_id, ())))
         for r in runs

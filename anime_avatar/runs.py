@@ -35,9 +35,14 @@ def experiment_id(client, experiment: str) -> str:
     return found.experiment_id
 
 
+def search_training_runs(client, experiment: str) -> list:  # -> list[mlflow.entities.Run]
+    """Every run of the train stage in an experiment (by id), newest first."""
+    return client.search_runs([experiment], "tags.stage = 'train'", max_results=50_000)
+
+
 def training_runs(client, experiment: str, model_name: str) -> list[RunRow]:
     """Every run of the train stage in the experiment, with its scores and whether it holds the champion."""
-    runs = client.search_runs([experiment_id(client, experiment)], "tags.stage = 'train'", max_results=50_000)
+    runs = search_training_runs(client, experiment_id(client, experiment))
     holder = champion(client, model_name)
     rows = []
     for run in runs:
