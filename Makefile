@@ -48,5 +48,9 @@ prefect-server: setup
 	PREFECT_HOME=$(CURDIR)/.prefect PREFECT_SERVER_ANALYTICS_ENABLED=false \
 		$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
-clean:
-	rm -rf data/raw data/faces data/train reports metrics plots models/generator.pt models/run.json models/checkpoints
+# Every output that dvc.yaml declares (checkpoints included); the DVC cache keeps its copies.
+clean: setup
+	$(BIN)/python -c "import shutil, pathlib, yaml; \
+	stages = yaml.safe_load(open('dvc.yaml'))['stages'].values(); \
+	outs = [next(iter(o)) if isinstance(o, dict) else o for s in stages for k in ('outs', 'metrics', 'plots') for o in s.get(k, [])]; \
+	[shutil.rmtree(p) if pathlib.Path(p).is_dir() else pathlib.Path(p).unlink(missing_ok=True) for p in outs]"

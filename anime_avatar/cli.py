@@ -1,4 +1,4 @@
-"""``anime-avatar``: the command line of the pipeline's library."""
+"""``anime-avatar``: the command line of the library (the flows in pipelines/ add their commands to it)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,26 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from anime_avatar.errors import UserError
-from anime_avatar.params import DEFAULT_PARAMS, load_params
-from anime_avatar.stage import setup_logging
+from anime_avatar.core.errors import UserError
+from anime_avatar.core.params import DEFAULT_PARAMS, load_params
+from anime_avatar.core.stage import setup_logging
 
 log = logging.getLogger("anime_avatar")
 
 
 def cmd_params(args: argparse.Namespace) -> None:
-    """Print params.yaml as the pipeline sees it, defaults filled in."""
+    """Print params.yaml as the pipeline sees it, validated."""
     params = load_params(args.params)
     print(json.dumps(params.model_dump(mode="json", by_alias=True), indent=2))
 
 
 def cmd_faces(args: argparse.Namespace) -> None:
     """Detect and crop the faces of the given images, with the detect section of params.yaml."""
-    from anime_avatar.detection import FileJob, build_detector, detect_file
-    from anime_avatar.fsutil import sha256_file
+    from anime_avatar.core.fsutil import sha256_file
+    from anime_avatar.data.detection import FileJob, build_detector, detect_file
 
     cfg = load_params(args.params).detect
     if args.detector:
@@ -50,10 +51,15 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from torchvision.transforms.functional import to_pil_image
     from torchvision.utils import make_grid
 
-    from anime_avatar.generate import avatars, resolve_model, walk
+    from anime_avatar.gan.inference import avatars, walk
+    from anime_avatar.ops.registry import resolve_generator
 
-    name = load_params(args.params).tracking.model_name if Path(args.params).is_file() else "anime-avatar-generator"
-    generator = resolve_model(args.model, name)
+    if args.model and ":/" not in args.model:
+        generator = resolve_generator(args.model, "")  # a file: no project needed
+    elif not Path(args.params).is_file():
+        raise UserError(f"no {args.params} here: run inside the project (for its champion model), or pass --model FILE")
+    else:
+        generator = resolve_generator(args.model, load_params(args.params).tracking.model_name)
     if args.interpolate:
         images = walk(generator, *args.interpolate, steps=args.steps, truncation=args.truncation)
         labels = [f"walk-{args.interpolate[0]}-{args.interpolate[1]}-{i:03d}" for i in range(len(images))]
@@ -73,41 +79,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
         log.info("grid written to %s", args.grid)
 
 
-def _flow_outcome(state_name: str, result: dict) -> None:
-    print(result["summary"])
-    if "decision" in result:
-        decision = result["decision"]
-        print(f"champion {decision['champion.decision']}: {decision['champion.reason']}")
-    log.info("%s finished", state_name)
-
-
-def cmd_pipeline(args: argparse.Namespace) -> None:
-    """Run every DVC stage as a Prefect flow (anime-avatar-pipeline), under the workspace lock."""
-    from pipelines.flows import pipeline_flow
-
-    load_params(args.params)  # bad params fail here, in one line, before Prefect starts
-    _flow_outcome("anime-avatar-pipeline", pipeline_flow(workspace=str(Path.cwd())))
-
-
-def cmd_retrain(args: argparse.Namespace) -> None:
-    """Refresh the data, run the pipeline, and promote the generator if its FID beats the champion's."""
-    from pipelines.flows import retrain_flow
-
-    load_params(args.params)
-    _flow_outcome("anime-avatar-retrain", retrain_flow(workspace=str(Path.cwd()), refresh=not args.no_refresh))
-
-
-def cmd_schedule(args: argparse.Namespace) -> None:
-    """Serve the retrain flow as a Prefect deployment on a cron schedule (needs a Prefect server)."""
-    from pipelines.schedule import serve_retrain
-
-    serve_retrain(Path.cwd(), args.cron, args.name, args.timezone)
-
-
 def _mlflow(args: argparse.Namespace):  # -> (MlflowClient, Params)
     from mlflow import MlflowClient
 
-    from anime_avatar.tracking import tracking_uri
+    from anime_avatar.ops.tracking import tracking_uri
 
     params = load_params(args.params)
     uri = tracking_uri()
@@ -118,7 +93,7 @@ def _mlflow(args: argparse.Namespace):  # -> (MlflowClient, Params)
 
 def cmd_runs(args: argparse.Namespace) -> None:
     """Compare the training runs in MLflow: data version, architecture, steps, FID, KID, champion."""
-    from anime_avatar import runs
+    from anime_avatar.ops import runs
 
     client, params = _mlflow(args)
     rows = runs.sort_rows(runs.training_runs(client, args.experiment or params.tracking.experiment,
@@ -131,9 +106,9 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 def cmd_audit(args: argparse.Namespace) -> None:
     """Data versions per dvc.lock commit and the runs trained on each; --run RUN_ID: the data behind one model."""
-    from anime_avatar import audit
-    from anime_avatar.fsutil import write_csv
-    from anime_avatar.runs import experiment_id
+    from anime_avatar.core.fsutil import write_csv
+    from anime_avatar.ops import audit
+    from anime_avatar.ops.runs import experiment_id
 
     client, params = _mlflow(args)
     root = Path.cwd()
@@ -155,7 +130,7 @@ def cmd_ui(args: argparse.Namespace) -> None:
     import os
     import shutil
 
-    from anime_avatar.tracking import tracking_uri
+    from anime_avatar.ops.tracking import tracking_uri
 
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     uri = tracking_uri()
@@ -164,7 +139,11 @@ def cmd_ui(args: argparse.Namespace) -> None:
     os.execvp(cmd[0], cmd)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# A command group adds sub-commands to the parser (the Prefect flows add theirs from pipelines/).
+CommandGroup = Callable[[argparse._SubParsersAction], None]
+
+
+def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anime-avatar", description=__doc__)
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (default: params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -190,19 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8, help="images in the walk")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("pipeline", help=cmd_pipeline.__doc__)
-    p.set_defaults(func=cmd_pipeline)
-
-    p = sub.add_parser("retrain", help=cmd_retrain.__doc__)
-    p.add_argument("--no-refresh", action="store_true", help="do not force the download stage to run again")
-    p.set_defaults(func=cmd_retrain)
-
-    p = sub.add_parser("schedule", help=cmd_schedule.__doc__)
-    p.add_argument("--cron", required=True, help='cron schedule, e.g. "0 3 * * 1" (Mondays 03:00)')
-    p.add_argument("--name", default="scheduled", help="deployment name (default: scheduled)")
-    p.add_argument("--timezone", help="IANA time zone of the schedule (default: UTC)")
-    p.set_defaults(func=cmd_schedule)
-
     p = sub.add_parser("runs", help=cmd_runs.__doc__)
     p.add_argument("--sort", choices=["fid", "kid", "start"], default="fid")
     p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
@@ -219,11 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
+    for add_commands in groups:
+        add_commands(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, groups: Sequence[CommandGroup] = ()) -> None:
+    args = build_parser(groups).parse_args(argv)
     setup_logging(args.verbose)
     if args.command == "generate" and not (args.out or args.grid):
         args.out = Path("avatars")

@@ -16,9 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from anime_avatar.detection import FileJob, local_results  # noqa: E402
-from anime_avatar.params import DetectParams  # noqa: E402
-from anime_avatar.synthetic import render_illustration  # noqa: E402
+from anime_avatar.core.params import load_params  # noqa: E402
+from anime_avatar.data.detection import FileJob  # noqa: E402
+from anime_avatar.data.executors import local_results  # noqa: E402
+from anime_avatar.data.synthetic import render_illustration  # noqa: E402
 from tests.test_detection import iou  # noqa: E402
 
 CASCADE = ROOT.parent / "shared" / "models" / "lbpcascade_animeface.xml"
@@ -47,7 +48,8 @@ def main() -> None:
             jobs.append(FileJob(path.name, str(path), f"{i:064x}"))
         detectors = ["animeface"] + (["lbp"] if CASCADE.is_file() else [])
         for name in detectors:
-            params = DetectParams(detector=name, cascade_path=str(CASCADE) if name == "lbp" else "")
+            changes = {"detector": name, "cascade_path": str(CASCADE) if name == "lbp" else ""}
+            params = load_params(ROOT / "params.yaml", {"detect": changes}).detect
             one, t1 = timed(lambda p=params: list(local_results(jobs, p.model_copy(update={"workers": 1}))))
             many, tn = timed(lambda p=params: list(local_results(jobs, p.model_copy(update={"workers": 0}))))
             assert [r.crops for r in one] == [r.crops for r in many]

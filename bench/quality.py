@@ -23,16 +23,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from anime_avatar.fetch import cache_dir  # noqa: E402
-from anime_avatar.fid import compute_fid_kid, real_features  # noqa: E402
-from anime_avatar.generate import generate_images  # noqa: E402
-from anime_avatar.images import load_rgb  # noqa: E402
-from anime_avatar.params import parse_params  # noqa: E402
-from anime_avatar.tracking import folder_digest  # noqa: E402
-from anime_avatar.training import train  # noqa: E402
+from anime_avatar.core.params import load_params  # noqa: E402
+from anime_avatar.data.fetch import cache_dir  # noqa: E402
+from anime_avatar.data.images import load_rgb  # noqa: E402
+from anime_avatar.gan.inference import generate_images  # noqa: E402
+from anime_avatar.gan.training import train  # noqa: E402
+from anime_avatar.metrics.fid import compute_fid_kid, real_features  # noqa: E402
+from anime_avatar.ops.data_versions import folder_digest  # noqa: E402
 
 
 def set_key(tree: dict, dotted: str, value: str) -> None:
+    """Set one dotted key of a nested mapping (``--set model.channels=32``), the value read as YAML."""
     *path, last = dotted.split(".")
     for key in path:
         tree = tree.setdefault(key, {})
@@ -51,13 +52,13 @@ def main() -> None:
     parser.add_argument("--experiment", default="", help="also log to this MLflow experiment (FID at each step)")
     args = parser.parse_args()
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw: dict = {}
     set_key(raw, "train.steps", "100000000")
     set_key(raw, "train.checkpoint_every", "100000000")
     for item in args.set:
         key, _, value = item.partition("=")
         set_key(raw, key, value)
-    params = parse_params(raw)
+    params = load_params(ROOT / "params.yaml", raw)
     files = sorted(p for p in args.faces.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     size = params.detect.image_size
     faces = np.stack([np.asarray(load_rgb(p).resize((size, size))) for p in files])
@@ -77,9 +78,9 @@ def main() -> None:
         target = min(args.minutes * 60, (len(rows) + 1) * args.eval_every * 60)
         while cpu_used < target:
             start = time.process_time()
-            state = train(params, faces, checkpoint, data_version=args.faces.name, stop_after=steps_per_chunk)
+            state = train(params.model, params.train, faces, checkpoint, args.faces.name, stop_after=steps_per_chunk)
             cpu_used += time.process_time() - start
-        fakes = generate_images(state.ema.model, args.n_fake, params.model.z_dim, seed=0, batch=100)
+        fakes = generate_images(state.ema.model, args.n_fake, state.config.z_dim, seed=0, batch=100)
         scores = compute_fid_kid(reals, fakes, kid_subset_size=1000)
         rows.append({"cpu_minutes": round(cpu_used / 60, 2), "step": state.step, "fid": scores.fid,
                      "kid_mean": scores.kid_mean})  # fmt: skip
@@ -115,7 +116,7 @@ def main() -> None:
 
 def start_tracking(experiment: str, params, args: argparse.Namespace):  # -> mlflow
     """An MLflow run tagged like the train stage's, so `anime-avatar runs --experiment` lists it."""
-    from anime_avatar.tracking import flatten, mlflow_client, params_dict, run_tags
+    from anime_avatar.ops.tracking import flatten, mlflow_client, params_dict, run_tags
 
     mlflow = mlflow_client()
     mlflow.set_experiment(experiment)

@@ -12,7 +12,6 @@ into the task's log.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -26,11 +25,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from anime_avatar.errors import UserError
-from anime_avatar.layout import EVAL_METRICS
-from anime_avatar.lock import workspace_lock
-from anime_avatar.params import Params, load_params
-from anime_avatar.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, read_run_id, tracking_uri
+from anime_avatar.artifacts.reports import read_scores
+from anime_avatar.artifacts.run import read_run_file
+from anime_avatar.core.errors import UserError
+from anime_avatar.core.params import Params, load_params
+from anime_avatar.ops.lock import workspace_lock
+from anime_avatar.ops.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, tracking_uri
 
 
 class StageFailed(UserError):
@@ -132,10 +132,10 @@ def run_pipeline(root: Path, flow_name: str, force_download: bool) -> PipelineRe
                 result.stages.append(task(stage, str(root), force=force_download and stage == "download", env=env))
         finally:
             mlflow.set_tags({f"stage.{s.stage}": "ran" if s.ran else "up to date" for s in result.stages})
-        result.run_id = read_run_id(root)
-        if (root / EVAL_METRICS).is_file():
-            scores = json.loads((root / EVAL_METRICS).read_text())
-            result.scores = {k: float(scores[k]) for k in ("fid", "kid_mean", "kid_std") if k in scores}
+        record = read_run_file(root)
+        result.run_id = record.run_id if record else None
+        result.scores = read_scores(root)
+        if result.scores:
             mlflow.log_metrics(result.scores)
         if result.run_id:
             mlflow.set_tag("train_run_id", result.run_id)
@@ -157,7 +157,7 @@ def retrain_flow(workspace: str = ".", refresh: bool = True) -> dict:
     """Refresh the data, run the pipeline, and promote the new generator if its FID beats the champion's."""
     from mlflow import MlflowClient
 
-    from anime_avatar import registry
+    from anime_avatar.ops import registry
 
     root = Path(workspace).resolve()
     logger = get_run_logger()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from anime_avatar.errors import UserError
+from anime_avatar.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

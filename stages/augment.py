@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from anime_avatar import layout
-from anime_avatar.augment import INDEX_FIELDS, augment_faces, build_pipeline, load_faces, write_shards
-from anime_avatar.fsutil import atomic_dir, atomic_write_json, write_csv
-from anime_avatar.params import Params
-from anime_avatar.stage import run_stage
+from anime_avatar.artifacts.faces import FACES_DIR, load_faces
+from anime_avatar.artifacts.trainset import TRAIN_DIR, write_train_set
+from anime_avatar.core.fsutil import atomic_dir
+from anime_avatar.core.params import Params
+from anime_avatar.core.stage import run_stage
+from anime_avatar.data.augment import augment_faces, build_pipeline, per_face
 
 log = logging.getLogger(__name__)
 
@@ -16,22 +17,11 @@ log = logging.getLogger(__name__)
 def augment(params: Params) -> None:
     cfg = params.augment
     build_pipeline(cfg)  # fail on bad transforms before any work
-    faces, ids = load_faces(layout.FACES_DIR, params.detect.image_size)
+    faces, ids = load_faces(FACES_DIR)
     images, variants = augment_faces(faces, ids, cfg)
-    with atomic_dir(layout.TRAIN_DIR) as out:
-        shards = write_shards(images, out, cfg.shard_size)
-        write_csv(
-            out / "index.csv",
-            [{"index": i, "face_id": v.face_id, "copy": v.copy} for i, v in enumerate(variants)],
-            INDEX_FIELDS,
-        )
-        atomic_write_json(
-            out / layout.TRAIN_INDEX,
-            {"count": len(images), "image_size": params.detect.image_size, "channels": 3, "shards": shards},
-        )
-    log.info(
-        "%d training images (%d faces x %d) in %s", len(images), len(ids), len(images) // len(ids), layout.TRAIN_DIR
-    )
+    with atomic_dir(TRAIN_DIR) as out:
+        info = write_train_set(out, images, variants, cfg.shard_size, per_face(cfg))
+    log.info("%d training images (%d faces x %d) in %s", info.count, len(ids), info.per_face, TRAIN_DIR)
 
 
 if __name__ == "__main__":

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from anime_avatar import layout
-from anime_avatar.errors import UserError
-from anime_avatar.fsutil import atomic_dir, write_csv
-from anime_avatar.params import Params
-from anime_avatar.sources import MANIFEST_FIELDS, REJECTED_FIELDS, collect
-from anime_avatar.stage import run_stage
+from anime_avatar.artifacts.raw import RAW_DIR, write_raw_set
+from anime_avatar.core.errors import UserError
+from anime_avatar.core.fsutil import atomic_dir
+from anime_avatar.core.params import Params
+from anime_avatar.core.stage import run_stage
+from anime_avatar.data.sources import collect
 
 log = logging.getLogger(__name__)
 
 
 def download(params: Params) -> None:
-    with atomic_dir(layout.RAW_DIR) as out:
+    with atomic_dir(RAW_DIR) as out:
         result = collect(params.data, out)
         if not result.images:
             raise UserError(
@@ -23,9 +23,8 @@ def download(params: Params) -> None:
                 f"({len(result.rejected)} files rejected; see the reasons above)"
                 + "".join(f"\n  {r.relpath}: {r.reason}" for r in result.rejected[:10])
             )
-        write_csv(out / layout.MANIFEST, [i.row() for i in result.images], MANIFEST_FIELDS)
-        write_csv(out / layout.REJECTED, [r.row() for r in result.rejected], REJECTED_FIELDS)
-    log.info("%d images in %s, %d rejected", len(result.images), layout.RAW_DIR, len(result.rejected))
+        write_raw_set(out, result.images, result.rejected)
+    log.info("%d images in %s, %d rejected", len(result.images), RAW_DIR, len(result.rejected))
 
 
 if __name__ == "__main__":

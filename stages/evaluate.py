@@ -1,7 +1,9 @@
 """evaluate: FID/KID of the EMA generator against data/faces -> metrics/eval.json, reports/samples.png.
 
+The generator file says its resolution and z_dim; the face set says its image size.
 Real-image Inception features are cached by the faces' data version, so they are
-computed once per dataset. The numbers are also logged to the training's MLflow run.
+computed once per dataset. The numbers are also logged to the training's MLflow run,
+on the tracking server that run was recorded on (models/run.json).
 """
 
 from __future__ import annotations
@@ -10,46 +12,50 @@ import logging
 
 import torch
 
-from anime_avatar import layout
-from anime_avatar.augment import load_faces
-from anime_avatar.fetch import cache_dir
-from anime_avatar.fid import compute_fid_kid, real_features
-from anime_avatar.fsutil import atomic_write_bytes, atomic_write_json
-from anime_avatar.generate import generate_images
-from anime_avatar.layout import EVAL_METRICS, GENERATOR
-from anime_avatar.params import Params
-from anime_avatar.stage import run_stage
-from anime_avatar.tracking import data_version, mlflow_client, read_run_id
-from anime_avatar.training import grid_png, load_generator, resolve_device
+from anime_avatar.artifacts.faces import FACES_DIR, load_faces
+from anime_avatar.artifacts.generator import GENERATOR, load_generator
+from anime_avatar.artifacts.reports import SAMPLES_PNG, write_eval_metrics
+from anime_avatar.artifacts.run import read_run_file
+from anime_avatar.core.device import resolve_device
+from anime_avatar.core.errors import UserError
+from anime_avatar.core.fsutil import atomic_write_bytes
+from anime_avatar.core.params import Params
+from anime_avatar.core.stage import run_stage
+from anime_avatar.data.fetch import cache_dir
+from anime_avatar.gan.inference import generate_images, grid_png
+from anime_avatar.metrics.fid import compute_fid_kid, real_features
+from anime_avatar.ops.data_versions import data_version
+from anime_avatar.ops.tracking import mlflow_client
 
 log = logging.getLogger(__name__)
-
-SAMPLES_PNG = layout.REPORTS_DIR / "samples.png"
 
 
 def evaluate(params: Params) -> None:
     cfg = params.eval
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, key="eval.device")
     generator = load_generator(GENERATOR, device)
-    reals, _ = load_faces(layout.FACES_DIR, params.detect.image_size)
-    version = data_version(str(layout.FACES_DIR)).replace(":", "-")
+    reals, _ = load_faces(FACES_DIR)
+    if reals.shape[1] != generator.resolution:
+        raise UserError(
+            f"{GENERATOR} makes {generator.resolution}px images but {FACES_DIR} holds {reals.shape[1]}px faces: "
+            "run the pipeline again (dvc repro)"
+        )
+    version = data_version(FACES_DIR).replace(":", "-")
     features = real_features(reals, cache_dir() / "fid-stats", version, device, cfg.batch_size)
-    fakes = generate_images(generator, cfg.n_samples, params.model.z_dim, cfg.seed, cfg.batch_size)
+    fakes = generate_images(generator.net, cfg.n_samples, generator.z_dim, cfg.seed, cfg.batch_size)
     scores = compute_fid_kid(
         features, fakes, device, kid_subset_size=min(cfg.kid_subset_size, len(reals), len(fakes)),
         batch_size=cfg.batch_size, seed=cfg.seed,
     )  # fmt: skip
-    result = {"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std,
-              "n_samples": scores.n_fake, "n_real": scores.n_real}  # fmt: skip
-    atomic_write_json(EVAL_METRICS, result)
+    write_eval_metrics({"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std,
+                        "n_samples": scores.n_fake, "n_real": scores.n_real})  # fmt: skip
     atomic_write_bytes(SAMPLES_PNG, grid_png(torch.from_numpy(fakes[:64]).permute(0, 3, 1, 2)))
-    run_id = read_run_id()
-    if run_id:
-        mlflow = mlflow_client()
-        with mlflow.start_run(run_id=run_id):
+    record = read_run_file()
+    if record:
+        mlflow = mlflow_client(record.tracking_uri)
+        with mlflow.start_run(run_id=record.run_id):
             mlflow.log_metrics(
-                {"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std},
-                step=generator.trained_steps,
+                {"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std}, step=generator.step
             )
             mlflow.log_artifact(str(SAMPLES_PNG))
     else:

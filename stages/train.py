@@ -2,98 +2,80 @@
 
 Runs alone (``python -m stages.train``) or on several processes
 (``torchrun --nproc_per_node N -m stages.train``); only rank 0 logs and writes.
+The nets' resolution is the training images' side (data/train/index.json).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from anime_avatar import layout
-from anime_avatar.augment import load_train_images
-from anime_avatar.errors import UserError
-from anime_avatar.fsutil import atomic_write_bytes, atomic_write_json, write_csv
-from anime_avatar.layout import CHECKPOINT, GENERATOR
-from anime_avatar.nets import count_parameters
-from anime_avatar.params import Params
-from anime_avatar.stage import run_stage
-from anime_avatar.tracking import (
-    data_versions,
+from anime_avatar.artifacts.checkpoint import CHECKPOINT
+from anime_avatar.artifacts.generator import GENERATOR, save_generator
+from anime_avatar.artifacts.reports import SAMPLES_DIR, TRAIN_METRICS, sample_grid_path, write_losses
+from anime_avatar.artifacts.run import RunRecord, write_run_file
+from anime_avatar.artifacts.trainset import TRAIN_DIR, load_train_images
+from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json
+from anime_avatar.core.params import Params
+from anime_avatar.core.stage import run_stage
+from anime_avatar.gan.distributed import DistInfo
+from anime_avatar.gan.inference import grid_png
+from anime_avatar.gan.nets import count_parameters
+from anime_avatar.gan.training import Hooks, TrainingInterrupted, train
+from anime_avatar.ops.data_versions import data_versions, folder_digest
+from anime_avatar.ops.tracking import (
     flatten,
     flow_context,
-    folder_digest,
+    log_generator_model,
     mlflow_client,
     params_dict,
     run_tags,
-    write_run_file,
-)
-from anime_avatar.training import (
-    DistInfo,
-    Hooks,
-    TrainingInterrupted,
-    atomic_torch_save,
-    generator_payload,
-    grid_png,
-    plain_generator,
-    train,
+    tracking_uri,
 )
 
 log = logging.getLogger(__name__)
 
-TRAIN_METRICS = Path("metrics/train.json")
-LOSSES = Path("plots/losses.csv")
-SAMPLES = Path("plots/samples")
-
-
-def load_images(params: Params) -> np.ndarray:
-    if not (layout.TRAIN_DIR / layout.TRAIN_INDEX).is_file():
-        raise UserError(f"{layout.TRAIN_DIR} is missing: run the augment stage first (dvc repro augment)")
-    images = np.asarray(load_train_images(layout.TRAIN_DIR, mmap=False))
-    size = params.detect.image_size
-    if images.shape[1:] != (size, size, 3):
-        raise UserError(f"{layout.TRAIN_DIR} holds {images.shape[1:]} images, not {size}x{size}x3: re-run augment")
-    return images
-
 
 def train_stage(params: Params) -> None:
     info = DistInfo.from_env()
-    images = load_images(params)
+    images = np.asarray(load_train_images(TRAIN_DIR, mmap=False))
     versions = data_versions()
-    data_version = versions.get("data/train") or folder_digest(layout.TRAIN_DIR)
+    data_version = versions.get(TRAIN_DIR.as_posix()) or folder_digest(TRAIN_DIR)
     if not info.is_main:
-        train(params, images, CHECKPOINT, data_version, info)
+        train(params.model, params.train, images, CHECKPOINT, data_version, info)
         return
 
-    mlflow = mlflow_client()
+    uri = tracking_uri()
+    mlflow = mlflow_client(uri)
     mlflow.set_experiment(params.tracking.experiment)
-    SAMPLES.mkdir(parents=True, exist_ok=True)
+    SAMPLES_DIR.mkdir(parents=True, exist_ok=True)
     parent_run_id, flow_tags = flow_context()
     with mlflow.start_run(parent_run_id=parent_run_id) as run:
-        mlflow.set_tags(run_tags(params, "train", versions | {"data/train": data_version}) | flow_tags)
+        mlflow.set_tags(run_tags(params, "train", versions | {TRAIN_DIR.as_posix(): data_version}) | flow_tags)
         mlflow.log_params(flatten(params_dict(params)))
 
         def on_log(step: int, losses: dict[str, float]) -> None:
             mlflow.log_metrics(losses, step=step)
 
         def on_sample(step: int, grid: torch.Tensor) -> None:
-            path = SAMPLES / f"step-{step:07d}.png"
+            path = sample_grid_path(step)
             atomic_write_bytes(path, grid_png(grid))
             mlflow.log_artifact(str(path), artifact_path="samples")
 
         started = time.perf_counter()
         try:
-            state = train(params, images, CHECKPOINT, data_version, info, Hooks(on_log, on_sample))
+            state = train(params.model, params.train, images, CHECKPOINT, data_version, info, Hooks(on_log, on_sample))
         except TrainingInterrupted:
             mlflow.set_tag("interrupted", "true")
             raise
         seconds = time.perf_counter() - started
-        cfg = params.net_config()
-        payload = generator_payload(state, cfg, {"run_id": run.info.run_id, "data_version": data_version})
-        atomic_torch_save(GENERATOR, payload)
+        save_generator(
+            GENERATOR, state.config, state.ema.model.state_dict(), state.generator.state_dict(), state.step,
+            run_id=run.info.run_id, data_version=data_version,
+        )  # fmt: skip
         recent = state.history[-10:]
         metrics = {
             "steps": state.step,
@@ -104,27 +86,13 @@ def train_stage(params: Params) -> None:
             "params_d": count_parameters(state.discriminator),
         }
         atomic_write_json(TRAIN_METRICS, metrics)
-        write_csv(LOSSES, state.history, ("step", "loss_d", "loss_g"))
+        write_losses(state.history)
         mlflow.log_metrics({"train_seconds": seconds})
         mlflow.log_artifact(str(GENERATOR))
-        log_generator_model(mlflow, plain_generator(state.ema.model), params)
-        write_run_file(run.info.run_id, run.info.experiment_id)
+        tracking = params.tracking
+        log_generator_model(mlflow, state.ema.model, tracking.model_name if tracking.register_model else None)
+        write_run_file(RunRecord(run.info.run_id, run.info.experiment_id, uri))
     log.info("generator saved to %s (MLflow run %s)", GENERATOR, run.info.run_id)
-
-
-def log_generator_model(mlflow, generator: torch.nn.Module, params: Params) -> None:
-    """Log the EMA generator as an MLflow model and register it (when tracking.register_model)."""
-    import mlflow.pytorch
-
-    mlflow.pytorch.log_model(
-        generator,
-        name="generator",
-        registered_model_name=params.tracking.model_name if params.tracking.register_model else None,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        code_paths=[str(Path(__file__).resolve().parents[1] / "anime_avatar")],
-        # A pickled module keeps z_dim/resolution and loads as the same class; pt2 would need tracing.
-        serialization_format="pickle",
-    )
 
 
 if __name__ == "__main__":

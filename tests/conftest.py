@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from anime_avatar.core.params import merge
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ANIME_AVATAR_SHARED", ROOT.parent / "shared"))
 SHARED_DATA = SHARED / "data"
@@ -23,8 +25,8 @@ BIN = Path(sys.executable).parent
 
 def synthetic_jobs(folder: Path, seed: int, count: int, size: int = 256) -> list:
     """``count`` synthetic illustrations saved in ``folder``, as detection jobs (fake, distinct hashes)."""
-    from anime_avatar.detection import FileJob
-    from anime_avatar.synthetic import render_illustration
+    from anime_avatar.data.detection import FileJob
+    from anime_avatar.data.synthetic import render_illustration
 
     jobs = []
     for i in range(count):
@@ -32,6 +34,19 @@ def synthetic_jobs(folder: Path, seed: int, count: int, size: int = 256) -> list
         render_illustration(seed, i, size=size).image.save(path)
         jobs.append(FileJob(path.name, str(path), f"{i:064d}"))
     return jobs
+
+
+def params_with(changes: dict | None = None):  # -> Params
+    """The project's params.yaml with ``changes`` merged in (nested mappings key by key)."""
+    from anime_avatar.core.params import load_params
+
+    return load_params(ROOT / "params.yaml", changes or {})
+
+
+def section(name: str, **changes):  # -> one section of Params
+    """One section of the project's params with some keys changed: ``section("detect", detector="lbp")``."""
+    params = params_with({name: changes})
+    return params.validation if name == "validate" else getattr(params, name)
 
 
 def needs_shared(path: Path) -> pytest.MarkDecorator:
@@ -45,15 +60,6 @@ def cascade() -> Path:
     return CASCADE
 
 
-def _deep_update(base: dict, changes: dict) -> dict:
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def make_project(work: Path, changes: dict, git: bool = False) -> Path:
     """A copy of the project (code, dvc.yaml, params.yaml with changes) in a fresh DVC workspace at ``work``.
 
@@ -63,7 +69,7 @@ def make_project(work: Path, changes: dict, git: bool = False) -> Path:
         if (ROOT / name).exists():
             shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
-    params = _deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), changes)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), changes)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if git:
         shutil.copy(ROOT / ".gitignore", work / ".gitignore")

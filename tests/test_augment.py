@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from anime_avatar.augment import augment_faces, build_pipeline, load_train_images, write_shards
-from anime_avatar.errors import ParamsError
-from anime_avatar.params import AugmentParams, TransformSpec
+from anime_avatar.artifacts.trainset import Variant, load_train_images, read_train_info, write_train_set
+from anime_avatar.core.errors import ParamsError
+from anime_avatar.data.augment import augment_faces, build_pipeline, per_face
+from tests.conftest import section
 
 
 def faces(n: int = 5, size: int = 16) -> np.ndarray:
@@ -12,7 +13,7 @@ def faces(n: int = 5, size: int = 16) -> np.ndarray:
 
 def test_default_keeps_originals_then_adds_mirrored_copies():
     x = faces()
-    images, variants = augment_faces(x, list("abcde"), AugmentParams())
+    images, variants = augment_faces(x, list("abcde"), section("augment"))
     assert images.shape == (10, 16, 16, 3) and images.dtype == np.uint8
     assert np.array_equal(images[:5], x)
     assert np.array_equal(images[5:], x[:, :, ::-1])
@@ -20,8 +21,9 @@ def test_default_keeps_originals_then_adds_mirrored_copies():
 
 
 def test_copies_without_originals_and_seeded_randomness():
-    spec = [TransformSpec(name="HorizontalFlip", p=0.5)]
-    params = AugmentParams(transforms=spec, copies=3, keep_original=False, seed=7)
+    spec = [{"name": "HorizontalFlip", "p": 0.5}]
+    params = section("augment", transforms=spec, copies=3, keep_original=False, seed=7)
+    assert per_face(params) == 3
     x = faces(20)
     a, variants = augment_faces(x, [str(i) for i in range(20)], params)
     b, _ = augment_faces(x, [str(i) for i in range(20)], params)
@@ -41,20 +43,20 @@ def test_copies_without_originals_and_seeded_randomness():
 )
 def test_bad_transforms_name_the_entry(spec, message):
     with pytest.raises(ParamsError, match=message):
-        build_pipeline(AugmentParams(transforms=[TransformSpec(**spec)]))
+        build_pipeline(section("augment", transforms=[spec]))
 
 
 def test_transforms_that_change_the_size_are_refused():
-    params = AugmentParams(transforms=[TransformSpec(name="Resize", height=8, width=8)])
+    params = section("augment", transforms=[{"name": "Resize", "height": 8, "width": 8}])
     with pytest.raises(ParamsError, match="keep the image size"):
         augment_faces(faces(), list("abcde"), params)
 
 
-def test_shards_round_trip(tmp_path):
-    import json
-
+def test_training_set_round_trip_records_its_facts(tmp_path):
     x = faces(10)
-    shards = write_shards(x, tmp_path, shard_size=4)
-    assert [s["count"] for s in shards] == [4, 4, 2]
-    (tmp_path / "index.json").write_text(json.dumps({"shards": shards}))
+    variants = [Variant(str(i % 5), i // 5) for i in range(10)]
+    info = write_train_set(tmp_path, x, variants, shard_size=4, per_face=2)
+    assert [count for _, count in info.shards] == [4, 4, 2]
+    assert read_train_info(tmp_path) == info
+    assert (info.count, info.image_size, info.per_face) == (10, 16, 2)
     assert np.array_equal(np.asarray(load_train_images(tmp_path)), x)

@@ -6,21 +6,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anime_avatar.detection import (
+from anime_avatar.core.errors import UserError
+from anime_avatar.data.detection import (
     AnimefaceDetector,
     FileJob,
     LbpDetector,
     WholeImageDetector,
     collect_faces,
     detect_file,
-    local_results,
     resolve_cascade,
     zero_faces_message,
 )
-from anime_avatar.errors import UserError
-from anime_avatar.params import DetectParams
-from anime_avatar.synthetic import render_illustration
-from tests.conftest import GRID, needs_shared, synthetic_jobs
+from anime_avatar.data.executors import local_results
+from anime_avatar.data.synthetic import render_illustration
+from tests.conftest import GRID, needs_shared, section, synthetic_jobs
 
 RECALL_IMAGES = 60  # about 110 faces
 
@@ -117,7 +116,7 @@ def test_unreadable_file_is_reported_not_raised(tmp_path):
 
 def test_process_pool_gives_the_same_faces_as_one_process(tmp_path, cascade):
     jobs = synthetic_jobs(tmp_path, seed=1, count=6)
-    params = DetectParams(detector="lbp", cascade_path=str(cascade), image_size=32)
+    params = section("detect", detector="lbp", cascade_path=str(cascade), image_size=32)
     serial = list(local_results(jobs, params.model_copy(update={"workers": 1})))
     pooled = list(local_results(jobs, params.model_copy(update={"workers": 2})))
     assert serial == pooled
@@ -154,5 +153,5 @@ def test_cascade_resolution_order(tmp_path, monkeypatch, cascade):
 
 
 def test_zero_faces_message_names_the_pillow_trap():
-    message = zero_faces_message(DetectParams(detector="animeface"), 12)
+    message = zero_faces_message(section("detect", detector="animeface"), 12)
     assert "found no faces in 12 images" in message and "Pillow >= 12" in message

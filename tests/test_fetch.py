@@ -1,4 +1,4 @@
-"""Tests for anime_avatar.fetch.download and the url source, against a real HTTP server on 127.0.0.1.
+"""Tests for anime_avatar.data.fetch.download and the url source, against a real HTTP server on 127.0.0.1.
 
 The server runs in a background thread on an ephemeral port, answers Range requests
 with 206, and records every request, so caching and resuming can be checked exactly.
@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anime_avatar.errors import UserError
-from anime_avatar.fetch import USER_AGENT, cache_dir, cached_path, download
-from anime_avatar.params import DataParams
-from anime_avatar.sources import collect, collect_url
+from anime_avatar.core.errors import UserError
+from anime_avatar.data.fetch import USER_AGENT, cache_dir, cached_path, download
+from anime_avatar.data.sources import collect, collect_url
+from tests.conftest import section
 
 # --- a local HTTP server with Range support -------------------------------------------------------
 
@@ -334,7 +334,7 @@ def served_zip(server) -> tuple[str, bytes, dict[str, bytes]]:
 
 def test_collect_url_end_to_end(server, cache, served_zip, tmp_path):
     url, archive, members = served_zip
-    params = DataParams(source="url", url=url, sha256=sha256(archive), license="CC-BY-4.0")
+    params = section("data", source="url", url=url, sha256=sha256(archive), license="CC-BY-4.0")
     out = tmp_path / "out"
 
     result = collect_url(params, out)
@@ -362,7 +362,7 @@ def test_collect_url_end_to_end(server, cache, served_zip, tmp_path):
 
 def test_collect_url_with_wrong_sha256_writes_no_images(server, cache, served_zip, tmp_path):
     url, _, _ = served_zip
-    params = DataParams(source="url", url=url, sha256="1" * 64)
+    params = section("data", source="url", url=url, sha256="1" * 64)
     out = tmp_path / "out"
     with pytest.raises(UserError, match="sha256 mismatch"):
         collect(params, out)
@@ -371,6 +371,6 @@ def test_collect_url_with_wrong_sha256_writes_no_images(server, cache, served_zi
 
 
 def test_collect_url_unreachable_names_data_path(cache, tmp_path):
-    params = DataParams(source="url", url=f"http://127.0.0.1:{closed_port()}/avatars.zip")
+    params = section("data", source="url", url=f"http://127.0.0.1:{closed_port()}/avatars.zip")
     with pytest.raises(UserError, match=r"cannot reach .*point data\.path at the local copy"):
         collect(params, tmp_path / "out")

@@ -16,8 +16,8 @@ import scipy.linalg
 import torch
 from PIL import Image
 
-from anime_avatar import fid
-from anime_avatar.errors import UserError
+from anime_avatar.core.errors import UserError
+from anime_avatar.metrics import fid
 from tests.conftest import GETCHU, needs_shared
 
 N_PER_SET = 32  # images per set in the real-vs-noise test: 4 sets -> 128 Inception passes

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from anime_avatar.generate import latent, slerp
+from anime_avatar.gan.inference import latent, slerp
 
 
 def test_latents_are_seeded_and_truncated():

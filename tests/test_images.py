@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anime_avatar.images import (
+from anime_avatar.data.images import (
     check_image,
     crop_resize,
     image_stats,

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from anime_avatar.audit import DataVersion, LockVersion, RunRecord, format_history, lock_data
-from anime_avatar.lock import HOLDER_FILE, WorkspaceBusy, workspace_lock
+from anime_avatar.ops.audit import DataVersion, LockVersion, RunRecord, format_history, lock_data
+from anime_avatar.ops.lock import HOLDER_FILE, WorkspaceBusy, workspace_lock
 from tests.conftest import ROOT, run
 
 LOCK = """

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from anime_avatar.diffaugment import diff_augment
-from anime_avatar.ema import EMA
-from anime_avatar.losses import LOSSES, d_loss, g_loss, gradient_penalty
-from anime_avatar.nets import (
-    ARCHS,
+from anime_avatar.core.architecture import ARCHS
+from anime_avatar.core.params import DIFFAUGMENT_POLICIES
+from anime_avatar.gan.diffaugment import AUGMENTS, diff_augment
+from anime_avatar.gan.ema import EMA
+from anime_avatar.gan.losses import LOSSES, d_loss, g_loss, gradient_penalty
+from anime_avatar.gan.nets import (
     NetConfig,
     SelfAttention,
     build_discriminator,
@@ -22,6 +23,12 @@ from anime_avatar.nets import (
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def config(arch: str, resolution: int, **changes) -> NetConfig:
+    """A NetConfig with this file's reference widths unless changed (the nets have no defaults of their own)."""
+    return NetConfig(**{"arch": arch, "resolution": resolution, "z_dim": 128, "channels": 64, "attention": (32,),
+                        "max_channels": 512, **changes})  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +47,7 @@ def _attention_blocks(module: nn.Module) -> int:
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("resolution", [32, 64, 128])
 def test_shapes_and_ranges(arch, resolution, device):
-    cfg = NetConfig(arch, resolution, z_dim=16, channels=8, attention=(16,))
+    cfg = config(arch, resolution, z_dim=16, channels=8, attention=(16,))
     G, D = build_generator(cfg).to(device), build_discriminator(cfg).to(device)
     assert (G.z_dim, G.resolution) == (16, resolution)
     images = G(torch.randn(3, 16, device=device))
@@ -53,14 +60,14 @@ def test_shapes_and_ranges(arch, resolution, device):
 
 
 def test_widths_follow_resolution():
-    cfg = NetConfig("dcgan", 64, channels=32, max_channels=256)
+    cfg = config("dcgan", 64, channels=32, max_channels=256)
     assert cfg.resolutions == (4, 8, 16, 32, 64)
     assert [cfg.width(r) for r in cfg.resolutions] == [256, 256, 128, 64, 32]
 
 
 @pytest.mark.parametrize("attention", [(), (16,), (8, 64)])
 def test_attention_blocks_where_requested(attention):
-    cfg = NetConfig("sagan", 64, channels=8, attention=attention)
+    cfg = config("sagan", 64, channels=8, attention=attention)
     G, D = build_generator(cfg), build_discriminator(cfg)
     assert _attention_blocks(G) == _attention_blocks(D) == len(attention)
     # each block sits at the requested resolution: record the inputs' sides
@@ -75,13 +82,13 @@ def test_attention_blocks_where_requested(attention):
     for hook in hooks:
         hook.remove()
     assert sorted(sides) == sorted(attention * 2)
-    dcgan = NetConfig("dcgan", 64, channels=8, attention=attention)
+    dcgan = config("dcgan", 64, channels=8, attention=attention)
     assert _attention_blocks(build_generator(dcgan)) == _attention_blocks(build_discriminator(dcgan)) == 0
 
 
 def test_spectral_norm_on_every_sagan_layer_and_none_in_dcgan():
     for arch, expected in (("sagan", True), ("dcgan", False)):
-        cfg = NetConfig(arch, 32, channels=8)
+        cfg = config(arch, 32, channels=8)
         for net in (build_generator(cfg), build_discriminator(cfg)):
             layers = [m for m in net.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear)]
             assert layers
@@ -89,7 +96,7 @@ def test_spectral_norm_on_every_sagan_layer_and_none_in_dcgan():
 
 
 def test_dcgan_discriminator_has_no_batchnorm():
-    D = build_discriminator(NetConfig("dcgan", 64, channels=8))
+    D = build_discriminator(config("dcgan", 64, channels=8))
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())
     first = next(m for m in D.modules() if isinstance(m, nn.Conv2d))
     layers = list(D.blocks)
@@ -110,19 +117,20 @@ def test_dcgan_discriminator_has_no_batchnorm():
 )
 def test_bad_configs_name_the_key(kwargs, message):
     with pytest.raises(ValueError) as err:
-        NetConfig(**{"arch": "sagan", "resolution": 64, **kwargs})
+        NetConfig(**{"arch": "sagan", "resolution": 64, "z_dim": 128, "channels": 64, "attention": (32,),
+                     "max_channels": 512, **kwargs})  # fmt: skip
     assert message in str(err.value)
 
 
 def test_config_normalises_attention():
-    assert NetConfig("sagan", 64, attention=[32, 16, 32]).attention == (16, 32)
+    assert config("sagan", 64, attention=[32, 16, 32]).attention == (16, 32)
 
 
 def test_parameter_counts_are_sane_for_cpu_training():
     counts = {}
     for arch in ARCHS:
         for channels in (32, 64):
-            cfg = NetConfig(arch, 64, channels=channels)
+            cfg = config(arch, 64, channels=channels)
             counts[arch, channels] = (
                 count_parameters(build_generator(cfg)),
                 count_parameters(build_discriminator(cfg)),
@@ -352,7 +360,7 @@ def test_ema_warmup_and_state_dict():
 
 
 def test_ema_of_a_sagan_generator_samples():
-    G = build_generator(NetConfig("sagan", 32, z_dim=8, channels=8))
+    G = build_generator(config("sagan", 32, z_dim=8, channels=8))
     ema = EMA(G)
     ema.update(G, 0.9)
     assert ema(torch.randn(2, 8)).shape == (2, 3, 32, 32)
@@ -364,7 +372,7 @@ def test_ema_of_a_sagan_generator_samples():
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_one_training_step(arch, loss):
-    cfg = NetConfig(arch, 32, z_dim=16, channels=8, attention=(16,))
+    cfg = config(arch, 32, z_dim=16, channels=8, attention=(16,))
     G, D = build_generator(cfg), build_discriminator(cfg)
     ema = EMA(G, warmup=True)
     gen = torch.Generator().manual_seed(0)
@@ -393,3 +401,7 @@ def test_one_training_step(arch, loss):
     assert g_grads and all(torch.isfinite(g).all() for g in g_grads)
     assert sum(g.abs().sum() for g in g_grads) > 0
     ema.update(G, 0.999)
+
+
+def test_the_params_schema_names_exactly_the_implemented_diffaugment_policies():
+    assert tuple(AUGMENTS) == DIFFAUGMENT_POLICIES

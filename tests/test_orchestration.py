@@ -23,7 +23,7 @@ import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
-from anime_avatar.lock import workspace_lock
+from anime_avatar.ops.lock import workspace_lock
 from tests.conftest import BIN, commit, free_port, make_project, run, stop, venv_env, wait_http
 
 pytestmark = pytest.mark.slow

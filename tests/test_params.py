@@ -2,19 +2,41 @@ from pathlib import Path
 
 import pytest
 
-from anime_avatar.errors import ParamsError
-from anime_avatar.params import load_params, parse_params
+from anime_avatar.core.errors import ParamsError
+from anime_avatar.core.params import load_params, merge, parse_params, read_params_file, semantic_keys
 
 ROOT = Path(__file__).resolve().parents[1]
+RAW = read_params_file(ROOT / "params.yaml")
 
 
-def test_project_params_file_is_valid_and_matches_defaults():
+def test_project_params_file_is_the_one_source_of_every_value():
     params = load_params(ROOT / "params.yaml")
-    assert params == parse_params({}), "params.yaml should spell out the defaults"
     assert params.data.source == "synthetic"
     assert params.detect.detector == "animeface"
     assert params.augment.transforms[0].name == "HorizontalFlip"
     assert params.augment.transforms[0].kwargs == {"p": 1.0}
+
+
+def test_a_key_missing_from_the_file_is_named():
+    raw = merge(RAW, {})
+    del raw["train"]["lr_g"]
+    with pytest.raises(ParamsError, match=r"params.yaml: train.lr_g: missing"):
+        parse_params(raw, "params.yaml")
+
+
+def test_semantic_keys_leave_out_what_does_not_change_outputs():
+    train = semantic_keys("train")
+    assert "train.lr_g" in train and "train.steps" in train and "train.amp" in train
+    assert not {"train.log_every", "train.device", "train.threads", "train.sample_every"} & set(train)
+    assert semantic_keys("tracking") == [] and semantic_keys("pipeline") == []
+    assert "detect.workers" not in semantic_keys("detect") and "detect.margin" in semantic_keys("detect")
+    assert "eval.device" not in semantic_keys("eval")
+
+
+@pytest.mark.parametrize("key", ["train", "eval"])
+def test_every_device_key_is_validated(key):
+    with pytest.raises(ParamsError, match=rf"{key}.device: must be auto, cpu, mps, cuda or cuda:N"):
+        parse_params(merge(RAW, {key: {"device": "gpu0"}}), "params.yaml")
 
 
 @pytest.mark.parametrize(
@@ -30,11 +52,13 @@ def test_project_params_file_is_valid_and_matches_defaults():
         ({"augment": {"copies": 0, "keep_original": False}}, "no training images"),
         ({"validate": {"brightness_min": 0.9, "brightness_max": 0.1}}, "validate.brightness_min must be below"),
         ({"detect": {"image_size": "big"}}, "detect.image_size: Input should be a valid integer"),
+        ({"detect": {"image_size": 48}}, "detect.image_size must be one of 32, 64, 128, 256"),
+        ({"model": {"attention": [7]}}, "model.attention: 7 not a resolution"),
     ],
 )
 def test_bad_params_fail_naming_the_key(raw, message):
     with pytest.raises(ParamsError) as err:
-        parse_params(raw, "params.yaml")
+        parse_params(merge(RAW, raw), "params.yaml")
     assert message in str(err.value)
     assert str(err.value).startswith("params.yaml: ")
 
@@ -53,4 +77,4 @@ def test_params_file_errors_are_clear(tmp_path):
 
 def test_sha256_is_normalised_to_lowercase():
     digest = "AB" * 32
-    assert parse_params({"data": {"sha256": digest}}).data.sha256 == digest.lower()
+    assert parse_params(merge(RAW, {"data": {"sha256": digest}})).data.sha256 == digest.lower()

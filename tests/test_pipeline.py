@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from anime_avatar.fsutil import read_csv
+from anime_avatar.core.fsutil import read_csv
 from tests.conftest import GETCHU, needs_shared, run
 
 TINY = {

@@ -10,9 +10,8 @@ from prefect import flow
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
 import pipelines.flows as flows
-from anime_avatar.detection import detect_results
-from anime_avatar.params import DetectParams, parse_params
-from tests.conftest import synthetic_jobs
+from anime_avatar.data.executors import detect_results
+from tests.conftest import params_with, section, synthetic_jobs
 
 
 @pytest.fixture
@@ -26,7 +25,7 @@ def prefect_api(prefect_server):
 
 def test_dask_executor_gives_the_same_crops_as_local_processes(tmp_path, prefect_api):
     jobs = synthetic_jobs(tmp_path, seed=2, count=8)
-    params = DetectParams(detector="animeface", image_size=32, workers=2, dask_chunk=3)
+    params = section("detect", detector="animeface", image_size=32, workers=2, dask_chunk=3)
     local = list(detect_results(jobs, params))
     on_dask = list(detect_results(jobs, params.model_copy(update={"executor": "dask"})))
     assert on_dask == local
@@ -41,7 +40,7 @@ def test_download_task_retries_with_doubling_delays(tmp_path, monkeypatch, prefe
         "p.write_text('x' * (n + 1)); print(\"Running stage 'download':\"); sys.exit(1 if n < 2 else 0)"
     )
     monkeypatch.setattr(flows, "dvc_command", lambda stage, force: [sys.executable, "-c", script])
-    params = parse_params({"pipeline": {"download_retries": 3, "retry_delay_s": 0.1}})
+    params = params_with({"pipeline": {"download_retries": 3, "retry_delay_s": 0.1}})
     task = flows.stage_task("download", params)
     assert task.retries == 3 and task.retry_delay_seconds == [0.1, 0.2, 0.4]
     assert flows.stage_task("train", params).retries == 0
@@ -54,7 +53,7 @@ def test_download_task_retries_with_doubling_delays(tmp_path, monkeypatch, prefe
     assert attempts.read_text() == "xxx" and outcome.stage == "download" and outcome.ran
 
     attempts.unlink()
-    no_retry = parse_params({"pipeline": {"download_retries": 1, "retry_delay_s": 0}})
+    no_retry = params_with({"pipeline": {"download_retries": 1, "retry_delay_s": 0}})
 
     @flow
     def failing() -> flows.StageOutcome:

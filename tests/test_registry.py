@@ -9,9 +9,9 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from anime_avatar import registry, runs
-from anime_avatar.errors import UserError
-from anime_avatar.registry import Candidate, decide
+from anime_avatar.core.errors import UserError
+from anime_avatar.ops import registry, runs
+from anime_avatar.ops.registry import Candidate, decide
 
 NAME = "anime-avatar-generator"
 

@@ -1,4 +1,4 @@
-"""Tests for anime_avatar.sources: synthetic, local folder/archive/file and hf sources.
+"""Tests for anime_avatar.data.sources: synthetic, local folder/archive/file and hf sources.
 
 Everything runs on small generated images in tmp_path; nothing touches the network.
 The url source is tested in test_fetch.py, next to its local HTTP server.
@@ -22,11 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anime_avatar.errors import UserError
-from anime_avatar.params import DataParams, SyntheticParams
-from anime_avatar.sources import (
-    MANIFEST_FIELDS,
-    REJECTED_FIELDS,
+from anime_avatar.artifacts.raw import MANIFEST_FIELDS, REJECTED_FIELDS
+from anime_avatar.core.errors import UserError
+from anime_avatar.data.sources import (
     SYNTHETIC_LICENSE,
     collect,
     collect_from_path,
@@ -34,6 +32,7 @@ from anime_avatar.sources import (
     collect_synthetic,
     extract_archive,
 )
+from tests.conftest import section
 
 ESCAPES = "path escapes the archive folder"
 
@@ -59,16 +58,16 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def local_params(path: Path, **changes) -> DataParams:
-    return DataParams(source="local", path=str(path), **changes)
+def local_params(path: Path, **changes):
+    return section("data", source="local", path=str(path), **changes)
 
 
 def rejected_map(result) -> dict[str, str]:
     return {r.relpath: r.reason for r in result.rejected}
 
 
-def synthetic_params(count: int = 3, seed: int = 7, size: int = 128, **changes) -> DataParams:
-    return DataParams(synthetic=SyntheticParams(count=count, seed=seed, size=size), **changes)
+def synthetic_params(count: int = 3, seed: int = 7, size: int = 128, **changes):
+    return section("data", synthetic={"count": count, "seed": seed, "size": size}, **changes)
 
 
 def add_tar_member(
@@ -499,8 +498,8 @@ def test_damaged_archive_is_a_user_error(tmp_path, name, damage):
 # --- Hugging Face ----------------------------------------------------------------------------------
 
 
-def hf_params(**changes) -> DataParams:
-    return DataParams(source="hf", hf_dataset="someone/avatars", **changes)
+def hf_params(**changes):
+    return section("data", source="hf", hf_dataset="someone/avatars", **changes)
 
 
 def test_hf_rows_become_checked_png_files(tmp_path):

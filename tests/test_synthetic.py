@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from anime_avatar.synthetic import face_box, render_illustration
+from anime_avatar.data.synthetic import face_box, render_illustration
 
 
 def test_same_seed_and_index_give_the_same_picture():

@@ -9,30 +9,28 @@ import numpy as np
 import pytest
 import torch
 
-from anime_avatar.errors import UserError
-from anime_avatar.params import parse_params
-from anime_avatar.training import (
-    DistInfo,
-    Hooks,
-    TrainingInterrupted,
-    batch_indices,
-    build_state,
-    load_generator,
-    resolve_device,
-    train,
-)
-from tests.conftest import BIN, ROOT, run
+from anime_avatar.core.device import resolve_device
+from anime_avatar.core.errors import UserError
+from anime_avatar.gan.distributed import DistInfo
+from anime_avatar.gan.nets import net_config
+from anime_avatar.gan.training import Hooks, TrainingInterrupted, batch_indices, build_state, train
+from tests.conftest import BIN, ROOT, params_with, run
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
 
 
 def tiny(**train_changes) -> dict:
     return {
-        "detect": {"image_size": 32},
         "model": {"arch": "sagan", "channels": 8, "attention": [16], "z_dim": 16},
         "train": {"steps": 6, "batch_size": 8, "device": "cpu", "log_every": 1, "checkpoint_every": 100,
                   "sample_every": 100, **train_changes},
     }  # fmt: skip
+
+
+def fit(changes: dict, checkpoint, **kwargs):
+    """Train on IMAGES with the project's params plus ``changes``."""
+    params = params_with(changes)
+    return train(params.model, params.train, IMAGES, checkpoint, **kwargs)
 
 
 def weights(state) -> dict[str, torch.Tensor]:
@@ -52,11 +50,10 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
 def test_k_steps_resume_k_steps_equals_2k_steps(tmp_path, arch, loss):
     changes = tiny(loss=loss)
     changes["model"]["arch"] = arch
-    params = parse_params(changes)
-    straight = train(params, IMAGES, tmp_path / "a.pt")
-    first = train(params, IMAGES, tmp_path / "b.pt", stop_after=3)
+    straight = fit(changes, tmp_path / "a.pt")
+    first = fit(changes, tmp_path / "b.pt", stop_after=3)
     assert first.step == 3 and (tmp_path / "b.pt").is_file()
-    resumed = train(params, IMAGES, tmp_path / "b.pt")
+    resumed = fit(changes, tmp_path / "b.pt")
     assert resumed.step == straight.step == 6
     assert_same(weights(straight), weights(resumed))
     assert [h["step"] for h in resumed.history] == list(range(1, 7))
@@ -64,10 +61,10 @@ def test_k_steps_resume_k_steps_equals_2k_steps(tmp_path, arch, loss):
 
 
 def test_training_changes_weights_and_seed_matters(tmp_path):
-    a = train(parse_params(tiny(steps=2)), IMAGES, tmp_path / "a.pt")
-    b = train(parse_params(tiny(steps=2)), IMAGES, tmp_path / "b.pt")
-    c = train(parse_params(tiny(steps=2, seed=1)), IMAGES, tmp_path / "c.pt")
-    init = train(parse_params(tiny(steps=2)), IMAGES, tmp_path / "a.pt")  # finished checkpoint: no new steps
+    a = fit(tiny(steps=2), tmp_path / "a.pt")
+    b = fit(tiny(steps=2), tmp_path / "b.pt")
+    c = fit(tiny(steps=2, seed=1), tmp_path / "c.pt")
+    init = fit(tiny(steps=2), tmp_path / "a.pt")  # finished checkpoint: no new steps
     assert_same(weights(a), weights(b))
     assert_same(weights(a), weights(init))
     wa, wc = weights(a), weights(c)
@@ -75,17 +72,26 @@ def test_training_changes_weights_and_seed_matters(tmp_path):
 
 
 def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
-    train(parse_params(tiny(steps=2)), IMAGES, tmp_path / "ck.pt")
-    other = train(parse_params(tiny(steps=2, lr_g=0.001)), IMAGES, tmp_path / "ck.pt")
-    fresh = train(parse_params(tiny(steps=2, lr_g=0.001)), IMAGES, tmp_path / "fresh.pt")
+    fit(tiny(steps=2), tmp_path / "ck.pt")
+    other = fit(tiny(steps=2, lr_g=0.001), tmp_path / "ck.pt")
+    fresh = fit(tiny(steps=2, lr_g=0.001), tmp_path / "fresh.pt")
     assert_same(weights(other), weights(fresh))
 
 
 def test_more_steps_continue_a_finished_run(tmp_path):
-    train(parse_params(tiny(steps=3)), IMAGES, tmp_path / "ck.pt")
-    longer = train(parse_params(tiny(steps=6)), IMAGES, tmp_path / "ck.pt")
-    straight = train(parse_params(tiny(steps=6)), IMAGES, tmp_path / "s.pt")
+    fit(tiny(steps=3), tmp_path / "ck.pt")
+    longer = fit(tiny(steps=6), tmp_path / "ck.pt")
+    straight = fit(tiny(steps=6), tmp_path / "s.pt")
     assert_same(weights(longer), weights(straight))
+
+
+def test_fewer_steps_than_the_checkpoint_start_afresh(tmp_path):
+    # The generator must match params.yaml: a longer-trained checkpoint is not "resumed" backwards.
+    fit(tiny(steps=5), tmp_path / "ck.pt")
+    shorter = fit(tiny(steps=3), tmp_path / "ck.pt")
+    straight = fit(tiny(steps=3), tmp_path / "s.pt")
+    assert shorter.step == 3
+    assert_same(weights(shorter), weights(straight))
 
 
 def test_sigterm_checkpoints_and_stops(tmp_path):
@@ -94,9 +100,9 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
             os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.raises(TrainingInterrupted, match="at step 2; checkpoint"):
-        train(parse_params(tiny()), IMAGES, tmp_path / "ck.pt", hooks=Hooks(on_log=on_log))
-    resumed = train(parse_params(tiny()), IMAGES, tmp_path / "ck.pt")
-    straight = train(parse_params(tiny()), IMAGES, tmp_path / "s.pt")
+        fit(tiny(), tmp_path / "ck.pt", hooks=Hooks(on_log=on_log))
+    resumed = fit(tiny(), tmp_path / "ck.pt")
+    straight = fit(tiny(), tmp_path / "s.pt")
     assert_same(weights(resumed), weights(straight))
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
@@ -104,7 +110,7 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
 def test_hooks_receive_losses_and_sample_grids(tmp_path):
     logged, grids = [], []
     hooks = Hooks(on_log=lambda s, losses: logged.append((s, losses)), on_sample=lambda s, g: grids.append((s, g)))
-    train(parse_params(tiny(steps=4, log_every=2, sample_every=2)), IMAGES, tmp_path / "ck.pt", hooks=hooks)
+    fit(tiny(steps=4, log_every=2, sample_every=2), tmp_path / "ck.pt", hooks=hooks)
     assert [s for s, _ in logged] == [2, 4]
     assert all(np.isfinite(list(v.values())).all() and set(v) == {"loss_d", "loss_g"} for _, v in logged)
     assert [s for s, _ in grids] == [2, 4]
@@ -132,15 +138,6 @@ def test_device_resolution():
             resolve_device("cuda")
 
 
-def test_generator_file_errors(tmp_path):
-    with pytest.raises(UserError, match="run the train stage first"):
-        load_generator(tmp_path / "none.pt")
-    bad = tmp_path / "bad.pt"
-    torch.save({"something": 1}, bad)
-    with pytest.raises(UserError, match="not a generator saved by the train stage"):
-        load_generator(bad)
-
-
 @pytest.mark.slow
 def test_two_gloo_processes_hold_identical_weights(tmp_path):
     run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(ROOT / "tests" / "ddp_worker.py"),
@@ -150,16 +147,18 @@ def test_two_gloo_processes_hold_identical_weights(tmp_path):
     assert r0["step"] == r1["step"] == 3
     for part in ("generator", "discriminator", "ema"):
         assert_same(r0[part], r1[part])
-    initial = build_state(parse_params(tiny()), torch.device("cpu")).generator.state_dict()
+    params = params_with(tiny())
+    config = net_config(params.model, 32)
+    initial = build_state(config, params.train, torch.device("cpu")).generator.state_dict()
     assert any(not torch.equal(v, initial[k]) for k, v in r0["generator"].items()), "DDP steps changed nothing"
 
 
 def test_plain_generator_computes_the_same_images(tmp_path):
     import pickle
 
-    from anime_avatar.training import plain_generator
+    from anime_avatar.gan.inference import plain_generator
 
-    state = train(parse_params(tiny(steps=2)), IMAGES, tmp_path / "ck.pt")
+    state = fit(tiny(steps=2), tmp_path / "ck.pt")
     ema = state.ema.model.eval()
     plain = pickle.loads(pickle.dumps(plain_generator(ema)))
     z = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anime_avatar.params import ValidateParams
-from anime_avatar.validation import expectations, face_table, report, run_suites, train_table
+from anime_avatar.data.validation import expectations, face_table, report, run_suites, train_table
+from tests.conftest import section
 
 
 def varied_faces(n: int, size: int = 16) -> np.ndarray:
@@ -13,7 +13,7 @@ def varied_faces(n: int, size: int = 16) -> np.ndarray:
 @pytest.fixture(scope="module")
 def checks():
     """Run GX once over a good table and a table with one of every fault."""
-    params = ValidateParams(min_count=5)
+    params = section("validate", min_count=5)
     good = train_table(varied_faces(8))
     bad = train_table(varied_faces(8))
     bad.loc[1, "brightness"] = 0.99  # too bright
@@ -61,7 +61,7 @@ def test_face_table_marks_unreadable_files(tmp_path):
 
 def test_data_docs_are_written(tmp_path):
     table = train_table(varied_faces(6))
-    results = run_suites({"t": (table, expectations(ValidateParams(min_count=1), 16))}, docs_dir=tmp_path)
+    results = run_suites({"t": (table, expectations(section("validate", min_count=1), 16))}, docs_dir=tmp_path)
     assert all(r.success for r in results)
     index = tmp_path / "index.html"
     assert index.is_file() and "t-suite" in index.read_text()

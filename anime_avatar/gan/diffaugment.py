@@ -31,6 +31,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from anime_avatar.core.params import parse_policy
+
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
 
@@ -91,18 +93,6 @@ AUGMENTS: dict[str, Callable[[Tensor, torch.Generator | None], Tensor]] = {
     "translation": translation,
     "cutout": cutout,
 }
-
-
-def parse_policy(policy: str) -> list[str]:
-    """The policy names in ``policy`` ("color,translation"); raises ValueError naming train.diffaugment."""
-    names = [name.strip() for name in policy.split(",") if name.strip()]
-    unknown = [name for name in names if name not in AUGMENTS]
-    if unknown:
-        raise ValueError(
-            f"train.diffaugment: unknown policy {', '.join(map(repr, unknown))}; "
-            f"choose from {', '.join(AUGMENTS)} (comma-separated, or empty for none)"
-        )
-    return names
 
 
 def diff_augment(

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
-from anime_avatar.errors import UserError
+from torch import nn
+
+from anime_avatar.artifacts.generator import GENERATOR, load_generator
+from anime_avatar.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +92,37 @@ def apply(client, model_name: str, decision: Decision) -> None:
     if decision.new.fid is not None:
         client.set_model_version_tag(model_name, decision.new.version, "fid", f"{decision.new.fid:.4f}")
     log.info("%s: %s", tags["champion.decision"], decision.reason)
+
+
+def resolve_generator(model: str | None, model_name: str) -> nn.Module:
+    """The generator to sample from: a file path or an MLflow model URI; by default the registered
+    ``champion``, else models/generator.pt."""
+    if model and Path(model).is_file():
+        return load_generator(Path(model)).net
+    if model and ":/" in model:
+        return _load_mlflow(model)
+    if model:
+        raise UserError(
+            f"--model {model!r} is neither a file nor an MLflow model URI (models:/NAME@ALIAS, runs:/ID/generator)"
+        )
+    uri = f"models:/{model_name}@{CHAMPION}"
+    try:
+        generator = _load_mlflow(uri)
+        log.info("using %s", uri)
+        return generator
+    except UserError:
+        log.info("no champion model registered: using %s", GENERATOR)
+        return load_generator(GENERATOR).net
+
+
+def _load_mlflow(uri: str) -> nn.Module:
+    import mlflow.pytorch
+
+    from anime_avatar.ops.tracking import mlflow_client
+
+    mlflow_client()
+    try:
+        generator = mlflow.pytorch.load_model(uri, map_location="cpu")
+    except Exception as err:  # MLflow raises many types for a missing model or alias
+        raise UserError(f"cannot load MLflow model {uri}: {err}") from None
+    return generator.eval().requires_grad_(False)

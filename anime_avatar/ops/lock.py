@@ -17,7 +17,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from anime_avatar.errors import UserError
+from anime_avatar.core.errors import UserError
 
 log = logging.getLogger(__name__)
 

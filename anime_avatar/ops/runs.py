@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from anime_avatar.errors import UserError
-from anime_avatar.registry import champion
-from anime_avatar.tracking import data_version_tag
+from anime_avatar.core.errors import UserError
+from anime_avatar.ops.data_versions import data_version_tag
+from anime_avatar.ops.registry import champion
 
 COLUMNS = ("run_id", "start", "data_version", "arch", "steps", "fid", "kid", "champion")
 

@@ -20,8 +20,9 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from anime_avatar.images import image_stats, phash64
-from anime_avatar.params import ValidateParams
+from anime_avatar.artifacts.faces import face_path
+from anime_avatar.core.params import ValidateParams
+from anime_avatar.data.images import image_stats, phash64
 
 TABLE_COLUMNS = ("image", "readable", "width", "height", "channels", "brightness", "contrast", "hash")
 
@@ -35,7 +36,7 @@ def face_table(folder: Path, face_ids: Iterable[str]) -> pd.DataFrame:
     """One row per face crop file; ``hash`` is its 64-bit perceptual hash."""
     rows = []
     for face_id in tqdm(list(face_ids), desc="inspect faces", unit="img", leave=False):
-        path = folder / f"{face_id}.png"
+        path = face_path(folder, face_id)
         try:
             with Image.open(path) as im:
                 im.load()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,24 +17,17 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from anime_avatar.errors import UserError
-from anime_avatar.fetch import download
-from anime_avatar.images import crop_resize, load_rgb, near_duplicates, phash64, png_bytes, square_box
-from anime_avatar.parallel import parallel_map
-from anime_avatar.params import DetectParams
+from anime_avatar.artifacts.faces import Box, FaceCrop
+from anime_avatar.core.errors import UserError
+from anime_avatar.core.params import DetectParams
+from anime_avatar.data.fetch import download
+from anime_avatar.data.images import crop_resize, load_rgb, near_duplicates, phash64, png_bytes, square_box
 
 log = logging.getLogger(__name__)
 
 CASCADE_URL = "https://raw.githubusercontent.com/nagadomi/lbpcascade_animeface/master/lbpcascade_animeface.xml"
 CASCADE_SHA256 = "9376d30ac38db6bda2a68b88b3b76bbd7e6aa33af47f7f5c76bc88ca75f1ce30"
 CASCADE_ENV = "ANIME_AVATAR_CASCADE"
-
-FACE_FIELDS = (
-    "face_id", "source", "x", "y", "w", "h", "crop_x", "crop_y", "crop_size", "score", "detector", "phash",
-)  # fmt: skip
-DUPLICATE_FIELDS = ("face_id", "source", "duplicate_of", "distance")
-
-Box = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -148,27 +141,6 @@ def build_detector(params: DetectParams) -> Detector:
 
 
 @dataclass(frozen=True)
-class FaceCrop:
-    face_id: str
-    source: str
-    box: Box
-    crop: Box
-    score: float
-    detector: str
-    phash: int
-    png: bytes
-
-    def row(self) -> dict[str, object]:
-        x, y, w, h = self.box
-        cx, cy, side, _ = self.crop
-        return {
-            "face_id": self.face_id, "source": self.source, "x": x, "y": y, "w": w, "h": h,
-            "crop_x": cx, "crop_y": cy, "crop_size": side, "score": round(self.score, 4),
-            "detector": self.detector, "phash": f"{self.phash:016x}",
-        }  # fmt: skip
-
-
-@dataclass(frozen=True)
 class FileJob:
     source: str  # relpath in data/raw, recorded in faces.csv
     path: str  # where to read it
@@ -206,43 +178,6 @@ def detect_file(job: FileJob, detector: Detector, margin: float, image_size: int
             )
         )
     return FileResult(job.source, crops)
-
-
-# A process pool builds one detector per worker (the cascade and nvxs models load once).
-_WORKER: dict[str, object] = {}
-
-
-def _init_worker(params: DetectParams) -> None:
-    _WORKER["detector"] = build_detector(params)
-    _WORKER["params"] = params
-
-
-def _detect_in_worker(job: FileJob) -> FileResult:
-    params: DetectParams = _WORKER["params"]  # type: ignore[assignment]
-    return detect_file(job, _WORKER["detector"], params.margin, params.image_size)  # type: ignore[arg-type]
-
-
-MapFn = Callable[[Callable[[FileJob], FileResult], Sequence[FileJob]], Iterable[FileResult]]
-
-
-def local_results(jobs: Sequence[FileJob], params: DetectParams) -> Iterator[FileResult]:
-    """Detect over local processes (``detect.workers``), in input order."""
-    return parallel_map(
-        _detect_in_worker, jobs, params.workers, desc=f"detect ({params.detector})",
-        initializer=_init_worker, initargs=(params,), unit="img",
-    )  # fmt: skip
-
-
-def detect_results(jobs: Sequence[FileJob], params: DetectParams) -> Iterable[FileResult]:
-    """Per-file detection on the configured executor (``detect.executor``), in input order."""
-    if params.detector == "lbp":
-        # Resolve (and, if needed, download) the cascade once, before any worker starts.
-        params = params.model_copy(update={"cascade_path": str(resolve_cascade(params.cascade_path))})
-    if params.executor == "dask":
-        from pipelines.detect_dask import dask_results
-
-        return dask_results(jobs, params)
-    return local_results(jobs, params)
 
 
 @dataclass

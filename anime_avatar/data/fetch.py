@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from anime_avatar.errors import UserError
-from anime_avatar.fsutil import HASH_CHUNK, sha256_file
+from anime_avatar.core.errors import UserError
+from anime_avatar.core.fsutil import HASH_CHUNK, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -16,26 +16,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from anime_avatar.errors import UserError
-from anime_avatar.layout import MANIFEST
-from anime_avatar.runs import search_training_runs
-from anime_avatar.tracking import DATA_DIRS, data_version_tag
+from anime_avatar.artifacts.raw import MANIFEST
+from anime_avatar.core.errors import UserError
+from anime_avatar.ops.data_versions import DATA_DIRS, DataVersion, data_version_tag, lock_data
+from anime_avatar.ops.runs import search_training_runs
 
 WORKSPACE = "workspace"
-
-
-@dataclass(frozen=True)
-class DataVersion:
-    md5: str  # as in dvc.lock: "<hash>.dir"
-    nfiles: int | None
-    size: int | None
-
-    @property
-    def tag(self) -> str:
-        """The form the training runs carry in their data_version.* tags."""
-        return f"md5:{self.md5}"
 
 
 @dataclass
@@ -62,17 +48,6 @@ class Lineage:
     commits: list[LockVersion] = field(default_factory=list)
     manifest: list[dict[str, str]] | None = None
     manifest_problem: str = ""
-
-
-def lock_data(text: str) -> dict[str, DataVersion]:
-    """The data folders' hashes and file counts recorded in one dvc.lock."""
-    stages = (yaml.safe_load(text) or {}).get("stages", {})
-    found = {}
-    for stage in stages.values():
-        for out in stage.get("outs", []):
-            if out.get("path") in DATA_DIRS and out.get("md5"):
-                found[out["path"]] = DataVersion(out["md5"], out.get("nfiles"), out.get("size"))
-    return found
 
 
 def _git(root: Path, *args: str) -> str:

@@ -8,8 +8,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from anime_avatar.errors import UserError
-from anime_avatar.params import DEFAULT_PARAMS, Params, load_params
+from anime_avatar.core.errors import UserError
+from anime_avatar.core.params import DEFAULT_PARAMS, Params, load_params
 
 log = logging.getLogger("anime_avatar")
 

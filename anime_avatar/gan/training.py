@@ -10,10 +10,8 @@ uninterrupted one, on one process or many.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import math
-import os
 import random
 import signal
 import time
@@ -28,70 +26,23 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.nn.utils import parametrize
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from anime_avatar.diffaugment import diff_augment
-from anime_avatar.ema import EMA
-from anime_avatar.errors import UserError
-from anime_avatar.fsutil import atomic_write_bytes
-from anime_avatar.losses import d_loss, g_loss, gradient_penalty
-from anime_avatar.nets import NetConfig, build_discriminator, build_generator
-from anime_avatar.params import Params
+from anime_avatar.artifacts.checkpoint import load_checkpoint, save_checkpoint
+from anime_avatar.core.errors import UserError
+from anime_avatar.core.params import ModelParams, TrainParams, semantic_values
+from anime_avatar.gan.diffaugment import diff_augment
+from anime_avatar.gan.distributed import DistInfo, init_distributed
+from anime_avatar.gan.ema import EMA
+from anime_avatar.gan.inference import sample
+from anime_avatar.gan.losses import d_loss, g_loss, gradient_penalty
+from anime_avatar.gan.nets import NetConfig, build_discriminator, build_generator, net_config
 
 log = logging.getLogger(__name__)
 
 # Purposes of the per-step random streams (part of their seeds).
 _LATENT_D, _LATENT_G, _AUGMENT, _PENALTY = range(4)
-CHECKPOINT_VERSION = 1
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an explicit device must exist."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device is {spec!r} but no CUDA device is available (use auto or cpu)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"train.device is {spec!r} but MPS is not available (use auto or cpu)")
-    return device
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> DistInfo:
-        return cls(
-            int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-        )
-
-
-def init_distributed(info: DistInfo, device_spec: str) -> torch.device:
-    """Join the torchrun process group (NCCL on GPUs, gloo on CPUs) and pick this rank's device."""
-    device = resolve_device(device_spec)
-    if info.world_size > 1:
-        if device.type == "cuda":
-            device = torch.device("cuda", info.local_rank)
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device
 
 
 def step_generator(seed: int, rank: int, step: int, purpose: int, device: torch.device) -> torch.Generator:
@@ -122,13 +73,9 @@ def to_model_range(images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
     return images_uint8_nhwc.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) in [-1, 1] -> uint8, same layout."""
-    return images.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-
-
 @dataclass
 class TrainState:
+    config: NetConfig
     generator: nn.Module
     discriminator: nn.Module
     ema: EMA
@@ -138,13 +85,12 @@ class TrainState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def build_state(params: Params, device: torch.device) -> TrainState:
-    torch.manual_seed(params.train.seed)  # the same initial weights on every rank
-    cfg = params.net_config()
-    g = build_generator(cfg).to(device)
-    d = build_discriminator(cfg).to(device)
-    t = params.train
+def build_state(config: NetConfig, t: TrainParams, device: torch.device) -> TrainState:
+    torch.manual_seed(t.seed)  # the same initial weights on every rank
+    g = build_generator(config).to(device)
+    d = build_discriminator(config).to(device)
     return TrainState(
+        config=config,
         generator=g,
         discriminator=d,
         ema=EMA(g, warmup=True),
@@ -153,52 +99,65 @@ def build_state(params: Params, device: torch.device) -> TrainState:
     )
 
 
-def fingerprint(params: Params, data_version: str) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the model, the optimisation, the data."""
-    keep = params.train.model_dump(exclude={"steps", "checkpoint_every", "sample_every", "log_every", "device",
-                                            "threads"})  # fmt: skip
-    return {"model": asdict(params.net_config()), "train": keep, "data": data_version}
+def fingerprint(config: NetConfig, t: TrainParams, data_version: str) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the model, the optimisation (all but the step count), the data."""
+    optimisation = {k: v for k, v in semantic_values(t).items() if k != "steps"}
+    return {"model": {**asdict(config), "attention": list(config.attention)}, "train": optimisation,
+            "data": data_version}  # fmt: skip
 
 
-def atomic_torch_save(path: Path, obj: Any) -> None:
-    """torch.save through a temporary file, so a crash never leaves a truncated file."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+def _rng_state() -> dict[str, Any]:
+    """The global RNG states as tensors and plain values (a checkpoint holds nothing else)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "python": [version, list(internal), gauss_next],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }  # fmt: skip
 
 
-def save_checkpoint(path: Path, state: TrainState, fp: dict[str, Any]) -> None:
-    payload = {
-        "version": CHECKPOINT_VERSION,
-        "fingerprint": fp,
-        "step": state.step,
-        "generator": state.generator.state_dict(),
-        "discriminator": state.discriminator.state_dict(),
-        "ema": state.ema.state_dict(),
-        "opt_g": state.opt_g.state_dict(),
-        "opt_d": state.opt_d.state_dict(),
-        "history": state.history,
-        "rng": {
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    version, internal, gauss_next = rng["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    n = rng["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(rng["torch"].cpu())
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+
+
+def write_checkpoint(path: Path, state: TrainState, fp: dict[str, Any]) -> None:
+    save_checkpoint(
+        path,
+        {
+            "fingerprint": fp,
+            "step": state.step,
+            "generator": state.generator.state_dict(),
+            "discriminator": state.discriminator.state_dict(),
+            "ema": state.ema.state_dict(),
+            "opt_g": state.opt_g.state_dict(),
+            "opt_d": state.opt_d.state_dict(),
+            "history": state.history,
+            "rng": _rng_state(),
         },
-    }
-    atomic_torch_save(path, payload)
+    )
 
 
-def load_checkpoint(path: Path, state: TrainState, fp: dict[str, Any], device: torch.device) -> bool:
-    """Restore ``state`` from ``path`` if it exists and matches ``fp``; say why when it does not."""
-    if not path.is_file():
+def resume(path: Path, state: TrainState, fp: dict[str, Any], steps: int, device: torch.device) -> bool:
+    """Restore ``state`` from the checkpoint at ``path`` if it matches ``fp`` and lies at or before ``steps``."""
+    payload = load_checkpoint(path, device)
+    if payload is None:
         return False
-    try:
-        payload = torch.load(path, map_location=device, weights_only=False)
-    except Exception as err:  # a damaged file must not stop training: start over, and say so
-        log.warning("ignoring unreadable checkpoint %s (%s): starting from step 0", path, err)
-        return False
-    if payload.get("version") != CHECKPOINT_VERSION or payload.get("fingerprint") != fp:
+    if payload.get("fingerprint") != fp:
         log.info("checkpoint %s was made with other params or data: starting from step 0", path)
+        return False
+    if int(payload["step"]) > steps:
+        # Resuming would hand back a generator trained longer than params.yaml says.
+        log.info("checkpoint %s is at step %d, beyond train.steps=%d: starting from step 0",
+                 path, payload["step"], steps)  # fmt: skip
         return False
     state.generator.load_state_dict(payload["generator"])
     state.discriminator.load_state_dict(payload["discriminator"])
@@ -207,12 +166,7 @@ def load_checkpoint(path: Path, state: TrainState, fp: dict[str, Any], device: t
     state.opt_d.load_state_dict(payload["opt_d"])
     state.step = int(payload["step"])
     state.history = list(payload["history"])
-    rng = payload["rng"]
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"].cpu())
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    _set_rng_state(payload["rng"])
     return True
 
 
@@ -250,55 +204,46 @@ def autocast_for(device: torch.device, enabled: bool) -> AbstractContextManager[
 
 @dataclass
 class Hooks:
-    """Callbacks of the main process: losses every log_every steps, sample grids, checkpoints."""
+    """Callbacks of the main process: losses every log_every steps, sample grids."""
 
     on_log: Callable[[int, dict[str, float]], None] = lambda step, losses: None
     on_sample: Callable[[int, torch.Tensor], None] = lambda step, images: None
 
 
-def fixed_latents(params: Params, n: int = 64) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(params.train.seed + 12345)
-    return torch.randn(n, params.model.z_dim, generator=gen)
-
-
-def grid_png(images: torch.Tensor, nrow: int = 8) -> bytes:
-    """A PNG grid of uint8 (N, 3, H, W) images."""
-    from torchvision.transforms.functional import to_pil_image
-    from torchvision.utils import make_grid
-
-    buf = io.BytesIO()
-    to_pil_image(make_grid(images, nrow=nrow, padding=2)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-@torch.no_grad()
-def sample(generator: nn.Module, z: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """uint8 (N, 3, H, W) images from latents, in batches, on the generator's device."""
-    device = next(generator.parameters()).device
-    out = [to_uint8(generator(z[i : i + batch].to(device))).cpu() for i in range(0, len(z), batch)]
-    return torch.cat(out)
+def fixed_latents(seed: int, z_dim: int, n: int = 64) -> torch.Tensor:
+    """The latents of the sample grids: the same for every grid of a run."""
+    gen = torch.Generator().manual_seed(seed + 12345)
+    return torch.randn(n, z_dim, generator=gen)
 
 
 def train(
-    params: Params,
+    model: ModelParams,
+    t: TrainParams,
     images: np.ndarray,
     checkpoint: Path,
     data_version: str = "",
-    info: DistInfo = DistInfo(),
+    info: DistInfo | None = None,
     hooks: Hooks | None = None,
     stop_after: int | None = None,
 ) -> TrainState:
-    """Train to ``train.steps`` (or stop early after ``stop_after`` steps, checkpointing)."""
-    t = params.train
+    """Train on uint8 (N, S, S, 3) ``images`` to ``train.steps`` (or stop early after ``stop_after`` steps).
+
+    The nets' resolution is the images' side S.
+    """
     hooks = hooks or Hooks()
+    info = info or DistInfo()
     if t.threads:
         torch.set_num_threads(t.threads)
     if t.batch_size % info.world_size:
         raise UserError(f"train.batch_size ({t.batch_size}) must divide evenly over {info.world_size} processes")
+    try:
+        config = net_config(model, images.shape[1], key="the training images' side")
+    except ValueError as err:
+        raise UserError(str(err)) from None
     device = init_distributed(info, t.device)
-    state = build_state(params, device)
-    fp = fingerprint(params, data_version)
-    if load_checkpoint(checkpoint, state, fp, device):
+    state = build_state(config, t, device)
+    fp = fingerprint(config, t, data_version)
+    if resume(checkpoint, state, fp, t.steps, device):
         log.info("resumed from %s at step %d", checkpoint, state.step)
     if info.world_size > 1:
         ddp_ids = [device.index] if device.type == "cuda" else None
@@ -310,8 +255,8 @@ def train(
     data = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     per_rank = t.batch_size // info.world_size
     order = batch_indices(len(data), per_rank, t.seed, info, state.step)
-    z_dim = params.model.z_dim
-    z_fixed = fixed_latents(params)
+    z_dim = config.z_dim
+    z_fixed = fixed_latents(t.seed, z_dim)
     last = t.steps if stop_after is None else min(t.steps, state.step + stop_after)
     bar = tqdm(total=t.steps, initial=state.step, desc="train", unit="step", disable=not info.is_main)
     started, images_seen = time.perf_counter(), 0
@@ -367,10 +312,10 @@ def train(
                 if state.step % t.sample_every == 0 or state.step == t.steps:
                     hooks.on_sample(state.step, sample(state.ema.model, z_fixed))
                 if state.step % t.checkpoint_every == 0 or state.step == last:
-                    save_checkpoint(checkpoint, state, fp)
+                    write_checkpoint(checkpoint, state, fp)
             if stop.signal is not None:
                 if info.is_main:
-                    save_checkpoint(checkpoint, state, fp)
+                    write_checkpoint(checkpoint, state, fp)
                 bar.close()
                 raise TrainingInterrupted(
                     f"stopped by signal {stop.signal} at step {state.step}; checkpoint {checkpoint} saved, "
@@ -380,43 +325,3 @@ def train(
     d.requires_grad_(True)
     state.history and log.info("step %d: %s", state.step, state.history[-1])
     return state
-
-
-def generator_payload(state: TrainState, cfg: NetConfig, extra: dict[str, Any]) -> dict[str, Any]:
-    """What models/generator.pt holds: the config to rebuild the net, EMA and raw weights."""
-    return {
-        "config": asdict(cfg),
-        "ema": state.ema.model.state_dict(),
-        "generator": state.generator.state_dict(),
-        "step": state.step,
-        **extra,
-    }
-
-
-def plain_generator(generator: nn.Module) -> nn.Module:
-    """A copy with spectral-norm parametrizations baked into plain weights: the same function in
-    eval mode, and picklable (parametrized modules are not), for MLflow's model format."""
-    # A fresh build, not a deepcopy: copies of parametrized modules do not survive un-parametrizing.
-    plain = build_generator(generator.cfg)
-    plain.load_state_dict({k: v.cpu() for k, v in generator.state_dict().items()})
-    plain.eval()
-    targets = [(m, list(m.parametrizations.keys())) for m in plain.modules() if parametrize.is_parametrized(m)]
-    for module, names in targets:  # listed first: removal swaps each module's class
-        for name in names:
-            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return plain.requires_grad_(False)
-
-
-def load_generator(path: Path, device: torch.device | str = "cpu", use_ema: bool = True) -> nn.Module:
-    """Rebuild a generator saved by the train stage (EMA weights by default), in eval mode."""
-    if not Path(path).is_file():
-        raise UserError(f"{path}: no such generator file (run the train stage first: dvc repro train)")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=False)
-        cfg = NetConfig(**payload["config"])
-    except Exception as err:
-        raise UserError(f"{path}: not a generator saved by the train stage ({err})") from None
-    g = build_generator(cfg).to(device)
-    g.load_state_dict(payload["ema" if use_ema else "generator"])
-    g.trained_steps = int(payload.get("step", 0))  # the step FID is logged at
-    return g.eval().requires_grad_(False)

@@ -41,8 +41,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 from tqdm import tqdm
 
-from anime_avatar.errors import UserError
-from anime_avatar.fsutil import atomic_write_bytes
+from anime_avatar.core.device import resolve_device
+from anime_avatar.core.errors import UserError
+from anime_avatar.core.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +64,6 @@ FeaturesOrImages = np.ndarray | Iterable[np.ndarray]
 
 _NETWORKS: dict[torch.device, torch.jit.ScriptModule] = {}
 _NETWORKS_LOCK = threading.Lock()
-
-
-def resolve_device(device: DeviceLike = None) -> torch.device:
-    """The device to use: the one given, else CUDA when present, else CPU; CUDA without an index gets one.
-
-    The index matters because the network cache is keyed by device: "cuda" and "cuda:0" must be one entry.
-    """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return device
 
 
 def inception_path() -> Path:

@@ -1,0 +1,41 @@
+"""Metrics, plots and reports: the files DVC compares across experiments (``dvc metrics/plots``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from anime_avatar.core.fsutil import atomic_write_json, write_csv
+
+VALIDATION_REPORT = Path("reports/validation.json")
+DATA_DOCS_DIR = Path("reports/data_docs")
+TRAIN_METRICS = Path("metrics/train.json")
+LOSSES_CSV = Path("plots/losses.csv")
+LOSS_FIELDS = ("step", "loss_d", "loss_g")
+SAMPLES_DIR = Path("plots/samples")
+EVAL_METRICS = Path("metrics/eval.json")
+SAMPLES_PNG = Path("reports/samples.png")
+SCORE_KEYS = ("fid", "kid_mean", "kid_std")
+
+
+def sample_grid_path(step: int) -> Path:
+    """The fixed-latent sample grid of one training step."""
+    return SAMPLES_DIR / f"step-{step:07d}.png"
+
+
+def write_losses(history: list[dict[str, float]]) -> None:
+    write_csv(LOSSES_CSV, history, LOSS_FIELDS)
+
+
+def write_eval_metrics(metrics: dict[str, Any]) -> None:
+    atomic_write_json(EVAL_METRICS, metrics)
+
+
+def read_scores(root: Path = Path()) -> dict[str, float]:
+    """FID and KID of the current generator (empty when the evaluate stage has not run)."""
+    path = root / EVAL_METRICS
+    if not path.is_file():
+        return {}
+    scores = json.loads(path.read_text())
+    return {k: float(scores[k]) for k in SCORE_KEYS if k in scores}

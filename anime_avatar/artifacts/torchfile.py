@@ -1,0 +1,43 @@
+"""Saving and loading tensor files without pickle's ability to run code.
+
+``torch.save`` writes a pickle; ``torch.load(weights_only=True)`` reads it with an
+unpickler that builds only tensors and plain containers (dict, list, tuple, str, int,
+float, bool, None), so a crafted file cannot execute anything. Every model and
+checkpoint file of the project goes through these two functions.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anime_avatar.core.errors import UserError
+from anime_avatar.core.fsutil import atomic_write_bytes
+
+
+def save_tensors(path: Path, obj: dict[str, Any]) -> None:
+    """``torch.save`` through a temporary file, so a crash never leaves a truncated file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_tensors(path: Path, what: str, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a file written by :func:`save_tensors`; anything else raises UserError naming ``what`` it should be."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
+        raise UserError(
+            f"{path}: refused to load: not a {what} (it holds objects other than tensors: {first})"
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path}: not a readable {what} ({err})") from None
+    if not isinstance(payload, dict):
+        raise UserError(f"{path}: not a {what}")
+    return payload

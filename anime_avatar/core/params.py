@@ -1,0 +1,315 @@
+"""``params.yaml``: the single source of truth, parsed once into validated, typed objects.
+
+Every value and its documentation live in ``params.yaml`` only; this schema holds types
+and bounds, no defaults, so a key missing from the file is an error naming it rather
+than a second, silently different default. Every section rejects unknown keys, and
+every bad value is reported with the dotted name of its key (``detect.margin: ...``),
+so ``dvc exp run -S`` typos fail fast instead of being silently ignored.
+
+Keys marked :func:`operational` change how a stage runs (devices, threads, logging
+frequency, where runs are tracked), never what it produces: DVC does not track them
+(see :func:`semantic_keys`), so changing them leaves the pipeline up to date.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from anime_avatar.core.architecture import net_config
+from anime_avatar.core.errors import ParamsError
+
+DEFAULT_PARAMS = Path("params.yaml")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# The DiffAugment policies train.diffaugment may name (gan/diffaugment.py implements each; a test keeps them equal).
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")
+_OPERATIONAL = {"operational": True}
+
+
+def operational(**constraints: Any) -> Any:
+    """A key that does not change a stage's outputs: not declared as a DVC param, not in checkpoint fingerprints."""
+    return Field(json_schema_extra=_OPERATIONAL, **constraints)
+
+
+def _device_spec(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+        raise ValueError("must be auto, cpu, mps, cuda or cuda:N")
+    return value
+
+
+DeviceSpec = Annotated[str, AfterValidator(_device_spec)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticParams(Section):
+    count: int = Field(ge=1, le=1_000_000)
+    seed: int
+    size: int = Field(ge=128, le=4096)
+
+
+class DataParams(Section):
+    source: Literal["synthetic", "local", "url", "hf"]
+    path: str
+    url: str
+    sha256: str
+    hf_dataset: str
+    hf_split: str
+    hf_image_column: str
+    license: str
+    max_files: int = Field(ge=0)
+    max_extract_mb: int = Field(ge=1)
+    max_image_mb: int = Field(ge=1)
+    synthetic: SyntheticParams
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256_is_hex(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value and not SHA256_RE.match(value):
+            raise ValueError("must be 64 hexadecimal characters (or empty)")
+        return value
+
+    @model_validator(mode="after")
+    def _source_has_its_location(self) -> DataParams:
+        needed = {"local": "path", "url": "url", "hf": "hf_dataset"}.get(self.source)
+        if needed and not getattr(self, needed):
+            raise ValueError(f"data.source is {self.source!r} but data.{needed} is empty")
+        if self.source == "url" and not self.url.startswith(("http://", "https://")):
+            raise ValueError("data.url must start with http:// or https://")
+        return self
+
+
+class DetectParams(Section):
+    detector: Literal["lbp", "animeface", "none"]
+    image_size: int = Field(ge=8, le=1024)
+    margin: float = Field(ge=0.0, le=2.0)
+    min_face: int = Field(ge=4)
+    cascade_path: str
+    scale_factor: float = Field(gt=1.0, le=2.0)
+    min_neighbors: int = Field(ge=0)
+    min_score: float = Field(ge=0.0, le=1.0)
+    dedup_distance: int = Field(ge=-1, le=64)
+    # Where detection runs does not change the crops (a test compares dask with local).
+    workers: int = operational(ge=0)
+    executor: Literal["local", "dask"] = operational()
+    dask_address: str = operational()
+    dask_chunk: int = operational(ge=1)
+
+
+class TransformSpec(BaseModel):
+    """One albumentations transform: its class name plus its keyword arguments."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class AugmentParams(Section):
+    transforms: list[TransformSpec]
+    copies: int = Field(ge=0, le=64)
+    keep_original: bool
+    seed: int
+    shard_size: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _produces_something(self) -> AugmentParams:
+        if self.copies == 0 and not self.keep_original:
+            raise ValueError("augment.copies is 0 and augment.keep_original is false: no training images")
+        return self
+
+
+class ValidateParams(Section):
+    min_count: int = Field(ge=1)
+    max_count: int = Field(ge=1)
+    brightness_min: float = Field(ge=0.0, le=1.0)
+    brightness_max: float = Field(ge=0.0, le=1.0)
+    contrast_min: float = Field(ge=0.0, le=1.0)
+    data_docs: bool
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> ValidateParams:
+        if self.brightness_min >= self.brightness_max:
+            raise ValueError("validate.brightness_min must be below validate.brightness_max")
+        if self.min_count > self.max_count:
+            raise ValueError("validate.min_count must not exceed validate.max_count")
+        return self
+
+
+class ModelParams(Section):
+    arch: Literal["dcgan", "sagan"]
+    attention: list[int]
+    channels: int = Field(ge=1, le=1024)
+    max_channels: int = Field(ge=1, le=4096)
+    z_dim: int = Field(ge=1, le=4096)
+
+
+class TrainParams(Section):
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    loss: Literal["bce", "hinge", "wgan-gp"]
+    lr_g: float = Field(gt=0.0, lt=1.0)
+    lr_d: float = Field(gt=0.0, lt=1.0)
+    beta1: float = Field(ge=0.0, lt=1.0)
+    beta2: float = Field(ge=0.0, lt=1.0)
+    gp_weight: float = Field(ge=0.0)
+    seed: int
+    amp: bool
+    ema: float = Field(ge=0.0, le=1.0)
+    diffaugment: str
+    device: DeviceSpec = operational()
+    threads: int = operational(ge=0)
+    checkpoint_every: int = operational(ge=1)
+    sample_every: int = operational(ge=1)
+    log_every: int = operational(ge=1)
+
+    @field_validator("diffaugment")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        parse_policy(value)
+        return value
+
+
+class EvalParams(Section):
+    n_samples: int = Field(ge=2)
+    batch_size: int = Field(ge=1)
+    kid_subset_size: int = Field(ge=2)
+    seed: int
+    device: DeviceSpec = operational()
+
+
+class TrackingParams(Section):
+    """Where runs and models are recorded: never changes an output."""
+
+    experiment: str = operational(min_length=1)
+    model_name: str = operational(min_length=1)
+    register_model: bool = operational()
+
+
+class PipelineParams(Section):
+    """The Prefect flows (``anime-avatar pipeline`` / ``retrain``); not read by any DVC stage."""
+
+    download_retries: int = operational(ge=0, le=20)
+    retry_delay_s: float = operational(ge=0.0)
+
+
+class Params(Section):
+    data: DataParams
+    detect: DetectParams
+    augment: AugmentParams
+    validate_: ValidateParams = Field(alias="validate")
+    model: ModelParams
+    train: TrainParams
+    eval: EvalParams
+    tracking: TrackingParams
+    pipeline: PipelineParams
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+
+    @property
+    def validation(self) -> ValidateParams:
+        return self.validate_
+
+    @model_validator(mode="after")
+    def _net_is_buildable(self) -> Params:
+        # The train stage reads its resolution from the training images, which detect makes at
+        # detect.image_size: check here, before any stage runs, that such a net can be built.
+        net_config(self.model, self.detect.image_size, key="detect.image_size")
+        return self
+
+
+def parse_policy(policy: str) -> list[str]:
+    """The DiffAugment policy names in ``policy`` ("color,translation"); raises ValueError naming train.diffaugment."""
+    names = [name.strip() for name in policy.split(",") if name.strip()]
+    unknown = [name for name in names if name not in DIFFAUGMENT_POLICIES]
+    if unknown:
+        raise ValueError(
+            f"train.diffaugment: unknown policy {', '.join(map(repr, unknown))}; "
+            f"choose from {', '.join(DIFFAUGMENT_POLICIES)} (comma-separated, or empty for none)"
+        )
+    return names
+
+
+def is_operational(section: type[BaseModel], key: str) -> bool:
+    extra = section.model_fields[key].json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("operational"))
+
+
+def semantic_keys(section_name: str) -> list[str]:
+    """The dotted keys of a section that change outputs: what a stage declares as DVC params."""
+    field = Params.model_fields["validate_" if section_name == "validate" else section_name]
+    section = field.annotation
+    return [f"{section_name}.{key}" for key in section.model_fields if not is_operational(section, key)]
+
+
+def semantic_values(section: BaseModel) -> dict[str, Any]:
+    """A section's values without its operational keys (e.g. for a checkpoint's fingerprint)."""
+    keep = {key for key in type(section).model_fields if not is_operational(type(section), key)}
+    return section.model_dump(mode="json", include=keep)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]).replace("validate_", "validate")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "missing (every key must be in params.yaml; see the project's params.yaml for its value)"
+        if not key or msg.startswith(key):  # a check that names its own keys
+            lines.append(f"{source}: {msg}")
+        else:
+            lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any] | None, source: str = "params") -> Params:
+    """Validate a complete params mapping; a bad, unknown or missing key raises ParamsError naming it."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: the top level must be a mapping of sections")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_format_error(err, source)) from None
+    except ValueError as err:  # raised by a check that builds an object (the nets' config)
+        raise ParamsError(f"{source}: {err}") from None
+
+
+def read_params_file(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The raw mapping of a params file; a missing or malformed file raises ParamsError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: no such params file (run from the project root)")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+
+
+def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``changes`` applied key by key (nested mappings merged, other values replaced)."""
+    merged = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS, changes: dict[str, Any] | None = None) -> Params:
+    """Parse a params file, optionally with ``changes`` merged in (as ``dvc exp run -S`` would)."""
+    raw = read_params_file(path)
+    return parse_params(merge(raw, changes) if changes and isinstance(raw, dict) else raw, str(path))

@@ -1,0 +1,1 @@
+"""The data stages: sources and downloads, synthetic art, image reading, face detection, augmentation, validation."""

@@ -1,0 +1,1 @@
+"""The GAN method: networks, losses, DiffAugment, EMA, the training loop, and inference (sampling, walks, grids)."""

@@ -1,0 +1,1 @@
+"""Quality measures: FID and KID with the standard TF Inception network."""

@@ -1,0 +1,1 @@
+"""Operations around the pipeline: MLflow tracking and registry, run comparison, data audit, the workspace lock."""

@@ -1,0 +1,69 @@
+"""Data versions: the DVC hashes of the data folders, as recorded in ``dvc.lock``.
+
+Every training run is tagged with them (``data_version.raw``, ``.faces``, ``.train``), and
+the audit matches runs to the commits whose ``dvc.lock`` holds the same hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from anime_avatar.artifacts.faces import FACES_DIR
+from anime_avatar.artifacts.raw import RAW_DIR
+from anime_avatar.artifacts.trainset import TRAIN_DIR
+from anime_avatar.core.fsutil import sha256_file
+
+DVC_LOCK = Path("dvc.lock")
+DATA_DIRS = (RAW_DIR.as_posix(), FACES_DIR.as_posix(), TRAIN_DIR.as_posix())
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    md5: str  # as in dvc.lock: "<hash>.dir"
+    nfiles: int | None
+    size: int | None
+
+    @property
+    def tag(self) -> str:
+        """The form the training runs carry in their data_version.* tags."""
+        return f"md5:{self.md5}"
+
+
+def lock_data(text: str) -> dict[str, DataVersion]:
+    """The data folders' hashes and file counts recorded in the text of one dvc.lock."""
+    stages = (yaml.safe_load(text) or {}).get("stages", {})
+    found = {}
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if out.get("path") in DATA_DIRS and out.get("md5"):
+                found[out["path"]] = DataVersion(out["md5"], out.get("nfiles"), out.get("size"))
+    return found
+
+
+def data_versions(lock: Path = DVC_LOCK) -> dict[str, str]:
+    """The version tags (``md5:<hash>``) of the data folders in a dvc.lock (empty when it does not exist)."""
+    if not lock.is_file():
+        return {}
+    return {folder: version.tag for folder, version in lock_data(lock.read_text()).items()}
+
+
+def folder_digest(folder: Path) -> str:
+    """A content hash of a folder (names and bytes), for when dvc.lock has none."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def data_version(folder: Path, lock: Path = DVC_LOCK) -> str:
+    """The version of one data folder: its dvc.lock hash, else a content hash."""
+    return data_versions(lock).get(folder.as_posix()) or folder_digest(folder)
+
+
+def data_version_tag(folder: str) -> str:
+    """The run tag holding a data folder's version: data/train -> data_version.train."""
+    return f"data_version.{folder.split('/')[-1]}"

@@ -1,0 +1,124 @@
+"""The stage contracts: each artifact round-trips with its metadata, and model files cannot run code."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from anime_avatar.artifacts.checkpoint import load_checkpoint, save_checkpoint
+from anime_avatar.artifacts.faces import FaceCrop, face_ids, load_faces, read_face_info, write_face_set
+from anime_avatar.artifacts.generator import load_generator, save_generator
+from anime_avatar.artifacts.raw import RawImage, Rejected, read_manifest, write_raw_set
+from anime_avatar.artifacts.run import RunRecord, read_run_file, write_run_file
+from anime_avatar.core.errors import UserError
+from anime_avatar.data.images import png_bytes
+from anime_avatar.gan.nets import NetConfig, build_generator
+
+
+class _WritesMarker:
+    """Unpickling this object would create a file: the proof that a loader ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (str(self.marker),))
+
+
+def crop(face_id: str, colour: int, size: int = 16) -> FaceCrop:
+    image = Image.new("RGB", (size, size), (colour, 255 - colour, 128))
+    return FaceCrop(face_id, "a.png", (1, 2, 10, 10), (0, 0, 12, 12), 0.9, "lbp", 7, png_bytes(image))
+
+
+def test_face_set_records_its_size_and_loads_in_order(tmp_path):
+    crops = [crop("b-00", 10), crop("a-00", 200)]
+    info = write_face_set(tmp_path, crops, [(crop("c-00", 10), crops[0], 1)], image_size=16, detector="lbp")
+    assert read_face_info(tmp_path) == info and (info.image_size, info.count) == (16, 2)
+    assert face_ids(tmp_path) == ["b-00", "a-00"]
+    faces, ids = load_faces(tmp_path)
+    assert faces.shape == (2, 16, 16, 3) and ids == ["b-00", "a-00"]
+    assert tuple(faces[1, 0, 0]) == (200, 55, 128)
+
+
+def test_face_set_without_its_info_names_the_stage_to_run(tmp_path):
+    with pytest.raises(UserError, match="run the detect stage first"):
+        load_faces(tmp_path)
+
+
+def test_raw_manifest_round_trip(tmp_path):
+    images = [RawImage("images/x.png", "ab" * 32, 10, 4, 5, "local:x", "CC0")]
+    write_raw_set(tmp_path, images, [Rejected("y.txt", "not an image")])
+    assert read_manifest(tmp_path) == images
+    with pytest.raises(UserError, match="run the download stage first"):
+        read_manifest(tmp_path / "missing")
+
+
+def test_generator_file_says_what_rebuilds_it(tmp_path):
+    config = NetConfig("sagan", 32, z_dim=16, channels=8, attention=(16,), max_channels=64)
+    torch.manual_seed(0)
+    g = build_generator(config).eval()
+    path = tmp_path / "generator.pt"
+    save_generator(path, config, g.state_dict(), g.state_dict(), step=12, run_id="r1", data_version="md5:x")
+    loaded = load_generator(path)
+    assert loaded.config == config and (loaded.step, loaded.run_id, loaded.data_version) == (12, "r1", "md5:x")
+    assert (loaded.z_dim, loaded.resolution) == (16, 32)
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded.net(z), g(z))
+
+
+def test_generator_file_errors(tmp_path):
+    with pytest.raises(UserError, match="run the train stage first"):
+        load_generator(tmp_path / "none.pt")
+    bad = tmp_path / "bad.pt"
+    torch.save({"something": 1}, bad)
+    with pytest.raises(UserError, match="not a generator saved by the train stage"):
+        load_generator(bad)
+
+
+def test_a_generator_file_that_would_run_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "generator.pt"
+    torch.save({"config": _WritesMarker(marker)}, evil)
+    with pytest.raises(UserError, match="refused to load") as err:
+        load_generator(evil)
+    assert "\n" not in str(err.value)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_that_would_run_code_is_ignored_without_running_it(tmp_path, caplog):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "last.pt"
+    torch.save({"format": 2, "step": _WritesMarker(marker)}, evil)
+    with caplog.at_level(logging.WARNING):
+        assert load_checkpoint(evil) is None
+    assert not marker.exists()
+    assert "refused to load" in caplog.text and "starting from step 0" in caplog.text
+
+
+def test_checkpoint_round_trip_keeps_tensors_and_plain_values(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 3, "w": torch.arange(4), "history": [{"step": 1, "loss_d": 0.5}]})
+    payload = load_checkpoint(path)
+    assert payload is not None and payload["step"] == 3 and torch.equal(payload["w"], torch.arange(4))
+    assert payload["history"] == [{"step": 1, "loss_d": 0.5}]
+
+
+def test_run_file_round_trip(tmp_path, monkeypatch):
+    assert read_run_file(tmp_path) is None
+    monkeypatch.chdir(tmp_path)
+    write_run_file(RunRecord("abc", "1", "sqlite:///mlflow.db"))
+    assert read_run_file(tmp_path) == RunRecord("abc", "1", "sqlite:///mlflow.db")
+
+
+def test_training_images_must_be_square_uint8(tmp_path):
+    from anime_avatar.artifacts.trainset import write_train_set
+
+    with pytest.raises(ValueError, match="uint8"):
+        write_train_set(tmp_path, np.zeros((2, 8, 4, 3), np.uint8), [], 10, 1)
