@@ -93,6 +93,7 @@ class DetectParams(Section):
     image_size: int = Field(ge=8, le=1024)
     margin: float = Field(ge=0.0, le=2.0)
     min_face: int = Field(ge=4)
+    max_side: int = Field(ge=64, le=16384)
     cascade_path: str
     scale_factor: float = Field(gt=1.0, le=2.0)
     min_neighbors: int = Field(ge=0)
