@@ -29,6 +29,19 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def utf8_name(name: str) -> str:
+    """A file name as valid UTF-8 text: bytes that are not UTF-8 become ``\\xNN`` escapes.
+
+    Python keeps such bytes of a file name as lone surrogates (surrogateescape), which cannot be
+    written to a CSV file, a JSON file or most tools; names that are valid UTF-8 are unchanged.
+    """
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name's byte
+        raw = name.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
