@@ -118,8 +118,10 @@ def resolve_generator(model: str | None, model_name: str) -> nn.Module:
 def _load_mlflow(uri: str) -> nn.Module:
     import mlflow.pytorch
 
-    from anime_avatar.ops.tracking import mlflow_client
+    from anime_avatar.ops.tracking import missing_tracking_db, mlflow_client, tracking_uri
 
+    if missing := missing_tracking_db(tracking_uri()):  # do not let MLflow create an empty one here
+        raise UserError(f"cannot load MLflow model {uri}: no MLflow database at {missing}")
     mlflow_client()
     try:
         generator = mlflow.pytorch.load_model(uri, map_location="cpu")
