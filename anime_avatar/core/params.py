@@ -68,6 +68,10 @@ class DataParams(Section):
     max_files: int = Field(ge=0)
     max_extract_mb: int = Field(ge=1)
     max_image_mb: int = Field(ge=1)
+    # How hard a url download tries: never changes the bytes it gets (a sha256 or the size checks them).
+    download_retries: int = operational(ge=0, le=100)
+    stall_timeout_s: float = operational(gt=0.0, le=3600.0)
+    deadline_s: float = operational(gt=0.0)
     synthetic: SyntheticParams
 
     @field_validator("sha256")

@@ -26,7 +26,7 @@ from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import sha256_file, utf8_name
 from anime_avatar.core.parallel import parallel_map
 from anime_avatar.core.params import DataParams
-from anime_avatar.data.fetch import download
+from anime_avatar.data.fetch import DownloadPolicy, download
 from anime_avatar.data.images import check_image, png_bytes
 from anime_avatar.data.synthetic import render_illustration
 
@@ -292,7 +292,7 @@ def no_images_message(params: DataParams, result: Collected) -> str:
 
 
 def collect_url(params: DataParams, out: Path) -> Collected:
-    archive = download(params.url, params.sha256)
+    archive = download(params.url, params.sha256, policy=DownloadPolicy.from_params(params))
     return collect_from_path(archive, params, out, source=f"url:{params.url}")
 
 
