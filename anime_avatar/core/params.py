@@ -47,7 +47,8 @@ DeviceSpec = Annotated[str, AfterValidator(_device_spec)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: a NaN or infinite value (YAML .nan, .inf) is an error naming its key, not a silent nonsense run.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticParams(Section):
@@ -220,7 +221,9 @@ class Params(Section):
     tracking: TrackingParams
     pipeline: PipelineParams
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=(), allow_inf_nan=False
+    )
 
     @property
     def validation(self) -> ValidateParams:
