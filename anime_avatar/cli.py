@@ -169,7 +169,6 @@ def _int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{value} is less than {low}")
         return value
 
-    parse.__name__ = f"integer >= {low}"
     return parse
 
 
