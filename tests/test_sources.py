@@ -250,6 +250,24 @@ def test_local_folder_lists_links_fifos_and_sockets_in_rejected_without_reading_
     assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
 
 
+def test_unreadable_subfolder_is_listed_and_the_rest_is_read(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    (src / "locked").mkdir(parents=True)
+    (src / "locked" / "a.png").write_bytes(image_bytes(30))
+    (src / "b.png").write_bytes(image_bytes(31))
+    real_scandir = os.scandir
+
+    def scandir(path):  # as for a folder without read permission (root reads those anyway)
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = collect_from_path(src, local_params(src), tmp_path / "out", source="local:src")
+    assert [r.relpath for r in result.images] == ["images/b.png"]
+    assert rejected_map(result) == {"locked": "unreadable folder: Permission denied"}
+
+
 def test_local_data_path_that_is_a_fifo_is_refused_without_opening_it(tmp_path):
     fifo = tmp_path / "images.zip"
     os.mkfifo(fifo)
@@ -376,6 +394,20 @@ def test_source_without_readable_images_lists_the_reasons(workspace):
         "  link.png: symbolic link (not followed)",
         "  notes.txt: not an image",
     ]
+
+
+def test_many_rejections_show_the_first_ten_and_a_count(workspace):
+    from stages.download import download
+
+    src = workspace / "src"
+    src.mkdir()
+    for i in range(12):
+        (src / f"note{i:02d}.txt").write_text("hello")
+    with pytest.raises(UserError) as err:
+        download(params_with({"data": {"source": "local", "path": str(src)}}))
+    lines = str(err.value).splitlines()
+    assert lines[0].endswith("none of its 12 files is a readable image")
+    assert lines[1:] == [f"  note{i:02d}.txt: not an image" for i in range(10)] + ["  ... and 2 more"]
 
 
 def test_download_stage_with_names_that_are_not_utf8_writes_a_readable_manifest(workspace):
