@@ -70,7 +70,10 @@ def repro_stage(stage: str, workspace: str, force: bool = False, env: dict[str, 
     cmd = dvc_command(stage, force)
     # Progress bars print a line at most every 30 s instead of redrawing in place; Prefect stamps each line,
     # so the stage's own log lines carry no time.
-    full_env = {**os.environ, "TQDM_MININTERVAL": "30", "PYTHONUNBUFFERED": "1", NO_LOG_TIME_ENV: "1", **(env or {})}
+    # MLflow's loggers then go through the stage's format instead of stamping their own date and time.
+    quiet = {"TQDM_MININTERVAL": "30", "PYTHONUNBUFFERED": "1", NO_LOG_TIME_ENV: "1",
+             "MLFLOW_CONFIGURE_LOGGING": "false"}  # fmt: skip
+    full_env = {**os.environ, **quiet, **(env or {})}
     started = time.perf_counter()
     logger.debug("$ dvc %s", " ".join(cmd[1:]))
     proc = subprocess.Popen(

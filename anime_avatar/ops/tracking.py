@@ -101,8 +101,12 @@ def run_tags(params: Params, stage: str, versions: dict[str, str]) -> dict[str, 
 
 def log_training_data(mlflow, images, folder: Path, version: str) -> None:
     """The training set as an MLflow dataset input (the run page's Datasets): its folder, DVC version, schema."""
+    import warnings
+
     digest = version.removeprefix("md5:").removesuffix(".dir")[:36]  # MLflow keeps at most 36 characters
-    dataset = mlflow.data.from_numpy(images, source=str(folder.resolve()), name=folder.as_posix(), digest=digest)
+    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (all of them local)
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_numpy(images, source=str(folder.resolve()), name=folder.as_posix(), digest=digest)
     mlflow.log_input(dataset, context="training", tags={"dvc_version": version})
 
 
