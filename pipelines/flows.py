@@ -5,9 +5,10 @@
 - ``anime-avatar-retrain``: refresh the data (the download stage forced), run the pipeline,
   and move the ``champion`` alias to the new generator only if its FID is lower.
 
-Both hold the workspace lock, open one MLflow parent run per flow run (the training run is
-nested under it and tagged with the Prefect flow run id), and stream each stage's output
-into the task's log.
+Both hold the workspace lock, open one MLflow parent run per flow run that has work to do (the
+training run is nested under it and tagged with the Prefect flow run id; a no-op run opens none),
+stream the output of each stage that runs into the task's log (an up-to-date stage is one line),
+and publish a results artifact (FID/KID table and sample grid) on the flow run.
 """
 
 from __future__ import annotations
