@@ -26,7 +26,7 @@ DEMO = {
     "data": {"synthetic": {"count": 100}},
     "validate": {"min_count": 50},
     "train": {"steps": 300, "sample_every": 100, "checkpoint_every": 100},
-    "eval": {"n_samples": 200, "kid_subset_size": 100},
+    "eval": {"n_samples": 100, "kid_subset_size": 50},
 }
 COPIED = ("anime_avatar", "stages", "dvc.yaml")
 

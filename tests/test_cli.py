@@ -49,3 +49,17 @@ def test_params_prints_yaml_and_global_options_work_after_the_command(tmp_path, 
     assert yaml.safe_load(capsys.readouterr().out)["train"]["steps"] == 7
     main(["params", "--json"])
     assert '"steps": 3000' in capsys.readouterr().out
+
+
+def test_make_demo_prepares_its_own_workspace_with_small_params(tmp_path):
+    from anime_avatar.core.params import load_params
+    from pipelines import demo
+
+    work = demo.prepare(tmp_path / "demo")
+    params = load_params(work / "params.yaml")
+    assert params.data.synthetic.count == 100 and params.train.steps == 300 and params.eval.n_samples == 100
+    # 100 illustrations hold 1-3 characters each: ~150 faces detected (166 measured), above the demo's minimum.
+    assert params.validation.min_count == 50
+    assert (work / ".dvc").is_dir() and (work / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text()
+    assert (work / "stages" / "train.py").is_file() and not (work / "mlflow.db").exists()
+    assert params.model == params_with().model  # the default architecture, just trained for less
