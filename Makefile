@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test lint bench ui prefect-server clean
+.PHONY: setup run demo test lint bench ui prefect-server clean
 
 setup: $(STAMP) .dvc/config
 
@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(BIN)/dvc repro
+
+# The whole pipeline on small params in its own workspace demo/ (about two minutes on two cores).
+demo: setup
+	$(BIN)/python -m pipelines.demo
 
 test: setup
 	$(BIN)/python -m pytest -q

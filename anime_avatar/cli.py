@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -19,13 +20,20 @@ log = logging.getLogger("anime_avatar")
 
 
 def cmd_params(args: argparse.Namespace) -> None:
-    """Print params.yaml as the pipeline sees it, validated."""
-    params = load_params(args.params)
-    print(json.dumps(params.model_dump(mode="json", by_alias=True), indent=2))
+    """Print params.yaml as the pipeline sees it: validated, every key resolved (YAML; --json for JSON)."""
+    import yaml
+
+    values = load_params(args.params).model_dump(mode="json", by_alias=True)
+    text = json.dumps(values, indent=2) if args.json else yaml.safe_dump(values, sort_keys=False)
+    print(text.rstrip("\n"))
 
 
 def cmd_faces(args: argparse.Namespace) -> None:
-    """Detect and crop the faces of the given images, with the detect section of params.yaml."""
+    """Detect and crop the faces of the given images, with the detect section of params.yaml.
+
+    Prints one line per face (image, box, score, crop file) and writes the crops to --out.
+    Example: anime-avatar faces page1.png page2.jpg --out faces/ --detector lbp
+    """
     from anime_avatar.core.fsutil import sha256_file
     from anime_avatar.data.detection import FileJob, build_detector, detect_file
 
@@ -64,7 +72,12 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    """Write avatars (PNG files and/or a grid) from the champion model or a given one."""
+    """Write avatars (PNG files and/or a grid) from the champion model or a given one.
+
+    The same seed always gives the same avatar. The model is the registered champion
+    (models:/NAME@champion), else models/generator.pt, or --model FILE | models:/NAME/VERSION | runs:/ID/generator.
+    Example: anime-avatar generate --n 16 --seed 0 --truncation 0.7 --grid avatars.png
+    """
     a_file = bool(args.model) and ":/" not in args.model
     if not a_file and not Path(args.params).is_file():  # checked before the slow imports below
         raise UserError(f"no {args.params} here: run inside the project (for its champion model), or pass --model FILE")
@@ -109,7 +122,10 @@ def _mlflow(args: argparse.Namespace):  # -> (MlflowClient, Params)
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
-    """Compare the training runs in MLflow: data version, architecture, steps, FID, KID, champion."""
+    """Compare the training runs in MLflow: data version, architecture, steps, FID, KID, champion.
+
+    Example: anime-avatar runs --sort fid --plot runs.png
+    """
     from anime_avatar.ops import runs
 
     client, params = _mlflow(args)
@@ -122,7 +138,10 @@ def cmd_runs(args: argparse.Namespace) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> None:
-    """Data versions per dvc.lock commit and the runs trained on each; --run RUN_ID: the data behind one model."""
+    """Data versions per dvc.lock commit and the runs trained on each; --run RUN_ID: the data behind one model.
+
+    Example: anime-avatar audit --run 3f2a... --manifest used-files.csv
+    """
     from anime_avatar.core.fsutil import write_csv
     from anime_avatar.ops import audit
     from anime_avatar.ops.runs import experiment_id
@@ -143,8 +162,10 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
-    """Start the MLflow UI (mlflow server) on this project's tracking database."""
-    import os
+    """Start the MLflow UI (mlflow server) on this project's tracking database.
+
+    Example: anime-avatar ui --port 5000, then open http://127.0.0.1:5000
+    """
     import shutil
 
     from anime_avatar.ops.tracking import tracking_uri
@@ -218,22 +239,42 @@ def _png_file(text: str) -> Path:
 CommandGroup = Callable[[argparse._SubParsersAction], None]
 
 
+def add_command(sub: argparse._SubParsersAction, func: Callable[[argparse.Namespace], None],
+                name: str | None = None) -> argparse.ArgumentParser:  # fmt: skip
+    """A sub-command running ``func``: its docstring is the one-line help and the ``--help`` description, and
+    it accepts the global options (--params, -v) after its name too."""
+    doc = inspect.cleandoc(func.__doc__ or "")
+    p = sub.add_parser(name or func.__name__.removeprefix("cmd_"), help=doc.splitlines()[0] if doc else None,
+                       description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    # SUPPRESS: given after the sub-command they override the global value; absent, they leave it alone.
+    p.add_argument("--params", default=argparse.SUPPRESS, help="params file (default: params.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="anime-avatar", description=__doc__)
+    from anime_avatar import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="anime-avatar",
+        description="Anime avatars from raw illustrations: the DVC pipeline's flows, the generator, runs and audits.",
+        epilog="Global options go before or after the command. `anime-avatar COMMAND --help` says what each does.",
+    )
     parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (default: params.yaml)")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("params", help=cmd_params.__doc__)
-    p.set_defaults(func=cmd_params)
+    p = add_command(sub, cmd_params)
+    p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
 
-    p = sub.add_parser("faces", help=cmd_faces.__doc__)
+    p = add_command(sub, cmd_faces)
     p.add_argument("images", nargs="+", type=_image_file)
     p.add_argument("--out", type=_output_folder, default=Path("faces"), help="folder for the crops (default: faces/)")
     p.add_argument("--detector", choices=["lbp", "animeface", "none"], help="override detect.detector")
-    p.set_defaults(func=cmd_faces)
 
-    p = sub.add_parser("generate", help=cmd_generate.__doc__)
+    p = add_command(sub, cmd_generate)
     p.add_argument("--n", type=_int_at_least(1), default=16, help="number of avatars (seeds SEED..SEED+N-1)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--out", type=_output_folder, help="folder for one PNG per avatar")
@@ -243,24 +284,20 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
                    help="redraw latents beyond ±T (0: off; 0.7 is typical)")  # fmt: skip
     p.add_argument("--interpolate", type=_seed, nargs=2, metavar=("A", "B"), help="latent walk from seed A to B")
     p.add_argument("--steps", type=_int_at_least(2), default=8, help="images in the walk")
-    p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("runs", help=cmd_runs.__doc__)
+    p = add_command(sub, cmd_runs)
     p.add_argument("--sort", choices=["fid", "kid", "start"], default="fid")
     p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="plot FID per run and FID over training steps")
     p.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment)")
-    p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("audit", help=cmd_audit.__doc__)
+    p = add_command(sub, cmd_audit)
     p.add_argument("--run", metavar="RUN_ID", help="the data lineage of one training run")
     p.add_argument("--manifest", type=Path, metavar="FILE.csv", help="with --run: write the raw manifest")
-    p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("ui", help=cmd_ui.__doc__)
+    p = add_command(sub, cmd_ui)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
-    p.set_defaults(func=cmd_ui)
     for add_commands in groups:
         add_commands(sub)
     return parser

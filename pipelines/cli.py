@@ -38,7 +38,13 @@ def _workspace_params(args: argparse.Namespace) -> Path:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
-    """Run every DVC stage as a Prefect flow (anime-avatar-pipeline), under the workspace lock."""
+    """Run every DVC stage as a Prefect flow (anime-avatar-pipeline), under the workspace lock.
+
+    DVC skips the stages that are up to date; each stage is a Prefect task whose output goes to the
+    flow run's log, and the flow run publishes a results artifact (FID/KID and the sample grid).
+    Without PREFECT_API_URL, Prefect starts a temporary local server for the run.
+    Example: anime-avatar pipeline
+    """
     from pipelines.flows import pipeline_flow
 
     workspace = _workspace_params(args)
@@ -46,7 +52,12 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> None:
-    """Refresh the data, run the pipeline, and promote the generator if its FID beats the champion's."""
+    """Refresh the data, run the pipeline, and promote the generator if its FID beats the champion's.
+
+    The champion alias of the registered model moves only to a strictly lower FID; with no champion
+    yet, the best evaluated version takes it.
+    Example: anime-avatar retrain --no-refresh
+    """
     from pipelines.flows import retrain_flow
 
     workspace = _workspace_params(args)
@@ -54,25 +65,26 @@ def cmd_retrain(args: argparse.Namespace) -> None:
 
 
 def cmd_schedule(args: argparse.Namespace) -> None:
-    """Serve the retrain flow as a Prefect deployment on a cron schedule (needs a Prefect server)."""
+    """Serve the retrain flow as a Prefect deployment on a cron schedule (needs a Prefect server).
+
+    Start one with `make prefect-server` and export PREFECT_API_URL=http://127.0.0.1:4200/api first.
+    Example: anime-avatar schedule --cron "0 3 * * 1" --name weekly
+    """
     from pipelines.schedule import serve_retrain
 
     serve_retrain(_workspace_params(args), args.cron, args.name, args.timezone)
 
 
 def add_flow_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pipeline", help=cmd_pipeline.__doc__)
-    p.set_defaults(func=cmd_pipeline)
+    cli.add_command(sub, cmd_pipeline)
 
-    p = sub.add_parser("retrain", help=cmd_retrain.__doc__)
+    p = cli.add_command(sub, cmd_retrain)
     p.add_argument("--no-refresh", action="store_true", help="do not force the download stage to run again")
-    p.set_defaults(func=cmd_retrain)
 
-    p = sub.add_parser("schedule", help=cmd_schedule.__doc__)
+    p = cli.add_command(sub, cmd_schedule)
     p.add_argument("--cron", required=True, help='cron schedule, e.g. "0 3 * * 1" (Mondays 03:00)')
     p.add_argument("--name", default="scheduled", help="deployment name (default: scheduled)")
     p.add_argument("--timezone", help="IANA time zone of the schedule (default: UTC)")
-    p.set_defaults(func=cmd_schedule)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,18 +5,23 @@
 - ``anime-avatar-retrain``: refresh the data (the download stage forced), run the pipeline,
   and move the ``champion`` alias to the new generator only if its FID is lower.
 
-Both hold the workspace lock, open one MLflow parent run per flow run (the training run is
-nested under it and tagged with the Prefect flow run id), and stream each stage's output
-into the task's log.
+Both hold the workspace lock, open one MLflow parent run per flow run that has work to do (the
+training run is nested under it and tagged with the Prefect flow run id; a no-op run opens none),
+stream the output of each stage that runs into the task's log (an up-to-date stage is one line),
+and publish a results artifact (FID/KID table and sample grid) on the flow run.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,10 +30,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from anime_avatar.artifacts.reports import read_scores
+from anime_avatar.artifacts.reports import SAMPLES_PNG, read_eval_metrics, read_scores
 from anime_avatar.artifacts.run import read_run_file
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.params import Params, load_params
+from anime_avatar.core.stage import NO_LOG_TIME_ENV
 from anime_avatar.ops.lock import workspace_lock
 from anime_avatar.ops.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, tracking_uri
 
@@ -42,6 +48,7 @@ class StageOutcome:
     stage: str
     ran: bool  # False: DVC found it up to date
     seconds: float
+    git_files: list[str] = field(default_factory=list)  # what DVC asked to `git add` after it
 
 
 @dataclass
@@ -59,36 +66,68 @@ def dvc_command(stage: str, force: bool) -> list[str]:
 
 @task(name="dvc-repro", cache_policy=NO_CACHE)
 def repro_stage(stage: str, workspace: str, force: bool = False, env: dict[str, str] | None = None) -> StageOutcome:
-    """Run one stage through DVC, its output line by line into this task's log."""
+    """Run one stage through DVC, its output line by line into this task's log (one line when it is up to date)."""
     logger = get_run_logger()
     cmd = dvc_command(stage, force)
-    # Progress bars print a line at most every 30 s instead of redrawing in place.
-    full_env = {**os.environ, "TQDM_MININTERVAL": "30", "PYTHONUNBUFFERED": "1", **(env or {})}
+    # Progress bars print a line at most every 30 s instead of redrawing in place; Prefect stamps each line,
+    # so the stage's own log lines carry no time.
+    # MLflow's loggers then go through the stage's format instead of stamping their own date and time.
+    quiet = {"TQDM_MININTERVAL": "30", "PYTHONUNBUFFERED": "1", NO_LOG_TIME_ENV: "1",
+             "MLFLOW_CONFIGURE_LOGGING": "false"}  # fmt: skip
+    full_env = {**os.environ, **quiet, **(env or {})}
     started = time.perf_counter()
-    logger.info("$ dvc %s", " ".join(cmd[1:]))
+    logger.debug("$ dvc %s", " ".join(cmd[1:]))
     proc = subprocess.Popen(
         cmd, cwd=workspace, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )
-    lines: list[str] = []
+    stream = StageOutput(stage, logger.info)
     assert proc.stdout is not None
     for raw in proc.stdout:
         for line in raw.replace("\r", "\n").splitlines():
-            if line.strip():
-                lines.append(line)
-                logger.info("%s", line)
+            stream.add(line)
     code = proc.wait()
     seconds = time.perf_counter() - started
     if code != 0:
-        excerpt = "\n".join(failure_excerpt(lines))
+        excerpt = "\n".join(failure_excerpt(stream.lines))
         raise StageFailed(f"stage {stage} failed (dvc repro exit {code}) after {seconds:.0f} s:\n{excerpt}")
-    ran = any(f"Running stage '{stage}'" in line for line in lines)
-    logger.info("stage %s %s in %.1f s", stage, "ran" if ran else "was up to date", seconds)
-    return StageOutcome(stage, ran, round(seconds, 1))
+    logger.info("stage %s %s in %.1f s", stage, "ran" if stream.ran else "was up to date", seconds)
+    return StageOutcome(stage, stream.ran, round(seconds, 1), sorted(stream.git_files))
+
+
+# DVC's advice after each stage that changed dvc.lock; the flow gives it once, at the end.
+_GIT_HINT_LINES = ("To track the changes with git, run:", "To enable auto staging, run:",
+                   "dvc config core.autostage true")  # fmt: skip
+
+
+class StageOutput:
+    """The output of one ``dvc repro``: kept whole (for a failure's excerpt), logged from the moment the stage
+    starts running (DVC's "didn't change, skipping" chatter is not), without DVC's per-stage git hint."""
+
+    def __init__(self, stage: str, emit: Callable[[str], object]) -> None:
+        self.stage, self.emit = stage, emit
+        self.lines: list[str] = []
+        self.ran = False
+        self.git_files: set[str] = set()
+
+    def add(self, line: str) -> None:
+        text = line.strip()
+        if not text:
+            return
+        self.lines.append(line)
+        if text.startswith("git add "):
+            self.git_files.update(text.removeprefix("git add ").split())
+            return
+        if text in _GIT_HINT_LINES:
+            return
+        if not self.ran and f"Running stage '{self.stage}'" in line:
+            self.ran = True
+        if self.ran:
+            self.emit(line)
 
 
 def failure_excerpt(lines: list[str], limit: int = 8) -> list[str]:
     """The stage's own error (our stages log one ERROR line with its details below), else the last lines."""
-    start = next((i for i, line in enumerate(lines) if " ERROR " in line), max(0, len(lines) - 5))
+    start = next((i for i, line in enumerate(lines) if " ERROR " in f" {line}"), max(0, len(lines) - 5))
     return [line for line in lines[start : start + limit] if not line.startswith("ERROR: failed to reproduce")]
 
 
@@ -113,33 +152,96 @@ def _flow_run_id() -> str:
     return str(flow_run.get_id() or "")
 
 
-def run_pipeline(root: Path, flow_name: str, force_download: bool) -> PipelineResult:
-    """The body of both flows: the stages under one MLflow parent run. The caller holds the lock."""
+def stale_stages(root: Path) -> list[str] | None:
+    """The stages ``dvc status`` finds out of date (None when it cannot tell: then assume work to do)."""
+    dvc = dvc_command("status", force=False)[0]
+    proc = subprocess.run([dvc, "status", "--json"], cwd=root, capture_output=True, text=True)
+    try:
+        status = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except ValueError:
+        return None
+    return sorted(status) if isinstance(status, dict) else None
+
+
+@contextmanager
+def parent_run(root: Path, params: Params, flow_name: str, flow_run_id: str, open_one: bool) -> Iterator[str | None]:
+    """The MLflow run the flow's stage runs nest under, in the training experiment; none when ``open_one`` is
+    False (nothing to run), so that no-op flow runs leave the experiment's run list alone."""
+    if not open_one:
+        yield None
+        return
     import mlflow
 
-    params = load_params(root / "params.yaml")
     mlflow.set_tracking_uri(tracking_uri(root))
     mlflow.set_experiment(params.tracking.experiment)
-    flow_run_id = _flow_run_id()
-    result = PipelineResult()
     tags = {"stage": "pipeline", "flow": flow_name, "prefect.flow_run_id": flow_run_id}
     with mlflow.start_run(run_name=f"{flow_name} {flow_run.get_name() or ''}".strip(), tags=tags) as parent:
-        result.parent_run_id = parent.info.run_id
-        env = {PARENT_RUN_ENV: parent.info.run_id, FLOW_RUN_ENV: flow_run_id}
+        yield parent.info.run_id
+
+
+def run_pipeline(root: Path, flow_name: str, force_download: bool) -> PipelineResult:
+    """The body of both flows: the stages under one MLflow parent run (when any has work to do), then the
+    results artifact. The caller holds the lock."""
+    params = load_params(root / "params.yaml")
+    flow_run_id = _flow_run_id()
+    result = PipelineResult()
+    work_to_do = force_download or stale_stages(root) != []
+    with parent_run(root, params, flow_name, flow_run_id, open_one=work_to_do) as parent_id:
+        result.parent_run_id = parent_id
+        env = {PARENT_RUN_ENV: parent_id, FLOW_RUN_ENV: flow_run_id} if parent_id else {FLOW_RUN_ENV: flow_run_id}
         try:
             for stage in pipeline_stages(root):
                 task = stage_task(stage, params)
                 result.stages.append(task(stage, str(root), force=force_download and stage == "download", env=env))
         finally:
-            mlflow.set_tags({f"stage.{s.stage}": "ran" if s.ran else "up to date" for s in result.stages})
+            if parent_id:
+                import mlflow
+
+                mlflow.set_tags({f"stage.{s.stage}": "ran" if s.ran else "up to date" for s in result.stages})
         record = read_run_file(root)
         result.run_id = record.run_id if record else None
         result.scores = read_scores(root)
-        if result.scores:
-            mlflow.log_metrics(result.scores)
-        if result.run_id:
-            mlflow.set_tag("train_run_id", result.run_id)
+        if parent_id:
+            import mlflow
+
+            if result.scores:
+                mlflow.log_metrics(result.scores)
+            if result.run_id:
+                mlflow.set_tag("train_run_id", result.run_id)
+    publish_results(root, flow_name, result)
+    if git_files := sorted({f for s in result.stages for f in s.git_files}):
+        get_run_logger().info("to record this version in git: git add %s", " ".join(git_files))
     return result
+
+
+RESULTS_ARTIFACT = "anime-avatar-results"  # the key: the Artifacts page keeps one version per flow run
+
+
+def results_markdown(flow_name: str, result: PipelineResult, metrics: dict, grid_png: bytes | None) -> str:
+    """The flow run's report: the FID/KID table, what each stage did, and the sample grid (embedded)."""
+    rows = [("FID", f"{metrics['fid']:.2f}" if "fid" in metrics else "not evaluated")]
+    if "kid_mean" in metrics:
+        rows.append(("KID", f"{metrics['kid_mean']:.4f} ± {metrics.get('kid_std', 0.0):.4f}"))
+    if "n_samples" in metrics:
+        rows.append(("images (generated / real)", f"{metrics['n_samples']} / {metrics.get('n_real', '?')}"))
+    rows.append(("MLflow training run", f"`{result.run_id}`" if result.run_id else "none"))
+    rows.append(("stages", ", ".join(f"{s.stage} {'ran' if s.ran else 'up to date'}" for s in result.stages)))
+    lines = [f"## {flow_name}", "", "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    if grid_png:
+        encoded = base64.b64encode(grid_png).decode("ascii")
+        lines += ["", "### Samples (fixed seeds)", "", f"![sample grid](data:image/png;base64,{encoded})"]
+    return "\n".join(lines) + "\n"
+
+
+def publish_results(root: Path, flow_name: str, result: PipelineResult) -> None:
+    """A Prefect markdown artifact on the flow run: where Prefect users look for a run's results."""
+    from prefect.artifacts import create_markdown_artifact
+
+    grid = root / SAMPLES_PNG
+    png = grid.read_bytes() if grid.is_file() else None
+    markdown = results_markdown(flow_name, result, read_eval_metrics(root), png)
+    fid = f"FID {result.scores['fid']:.2f}" if "fid" in result.scores else "no FID yet"
+    create_markdown_artifact(markdown, key=RESULTS_ARTIFACT, description=f"{flow_name}: {fid} and the sample grid")
 
 
 @flow(name="anime-avatar-pipeline", log_prints=True)
@@ -168,15 +270,15 @@ def retrain_flow(workspace: str = ".", refresh: bool = True) -> dict:
         params = load_params(root / "params.yaml")
         client = MlflowClient(tracking_uri(root))
         name = params.tracking.model_name
-        decision = registry.decide(
-            registry.version_of_run(client, name, result.run_id), registry.champion(client, name)
-        )
+        current = registry.champion(client, name)
+        best = registry.best_evaluated(client, name) if current is None else None
+        decision = registry.decide(registry.version_of_run(client, name, result.run_id), current, best)
         registry.apply(client, name, decision)
-        for key, value in decision.tags().items():
-            client.set_tag(result.parent_run_id, key, value)
-    logger.info(
-        "champion %s: %s", "moved to version " + decision.new.version if decision.promote else "kept", decision.reason
-    )
+        if result.parent_run_id:  # none when nothing ran
+            for key, value in decision.tags().items():
+                client.set_tag(result.parent_run_id, key, value)
+    moved = f"moved to version {decision.winner.version}" if decision.promote else "kept"
+    logger.info("champion %s: %s", moved, decision.reason)
     return {**asdict(result), "summary": summary(result), "decision": decision.tags()}
 
 

@@ -15,7 +15,14 @@ import torch
 
 from anime_avatar.artifacts.checkpoint import CHECKPOINT
 from anime_avatar.artifacts.generator import GENERATOR, save_generator
-from anime_avatar.artifacts.reports import SAMPLES_DIR, TRAIN_METRICS, sample_grid_path, write_losses
+from anime_avatar.artifacts.reports import (
+    SAMPLES_DIR,
+    TRAIN_METRICS,
+    prune_sample_grids,
+    sample_grid_path,
+    sample_steps,
+    write_losses,
+)
 from anime_avatar.artifacts.run import RunRecord, write_run_file
 from anime_avatar.artifacts.trainset import TRAIN_DIR, load_train_images
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json
@@ -30,8 +37,10 @@ from anime_avatar.ops.tracking import (
     flatten,
     flow_context,
     log_generator_model,
+    log_training_data,
     mlflow_client,
     params_dict,
+    run_name,
     run_tags,
     tracking_uri,
 )
@@ -53,9 +62,12 @@ def train_stage(params: Params) -> None:
     mlflow.set_experiment(params.tracking.experiment)
     SAMPLES_DIR.mkdir(parents=True, exist_ok=True)
     parent_run_id, flow_tags = flow_context()
-    with mlflow.start_run(parent_run_id=parent_run_id) as run:
+    name = run_name(params.model.arch, images.shape[1], params.train.steps)
+    with mlflow.start_run(run_name=name, parent_run_id=parent_run_id) as run:
         mlflow.set_tags(run_tags(params, "train", versions | {TRAIN_DIR.as_posix(): data_version}) | flow_tags)
         mlflow.log_params(flatten(params_dict(params)))
+        log_training_data(mlflow, images, TRAIN_DIR, data_version)
+        logged_grids: set[int] = set()
 
         def on_log(step: int, losses: dict[str, float]) -> None:
             mlflow.log_metrics(losses, step=step)
@@ -64,6 +76,7 @@ def train_stage(params: Params) -> None:
             path = sample_grid_path(step)
             atomic_write_bytes(path, grid_png(grid))
             mlflow.log_artifact(str(path), artifact_path="samples")
+            logged_grids.add(step)
 
         started = time.perf_counter()
         try:
@@ -88,11 +101,20 @@ def train_stage(params: Params) -> None:
         atomic_write_json(TRAIN_METRICS, metrics)
         write_losses(state.history)
         mlflow.log_metrics({"train_seconds": seconds})
-        mlflow.log_artifact(str(GENERATOR))
+        log_earlier_grids(mlflow, params.train.steps, params.train.sample_every, logged_grids)
         tracking = params.tracking
-        log_generator_model(mlflow, state.ema.model, tracking.model_name if tracking.register_model else None)
+        log_generator_model(mlflow, GENERATOR, state.config.resolution,
+                            tracking.model_name if tracking.register_model else None)  # fmt: skip
         write_run_file(RunRecord(run.info.run_id, run.info.experiment_id, uri))
     log.info("generator saved to %s (MLflow run %s)", GENERATOR, run.info.run_id)
+
+
+def log_earlier_grids(mlflow, steps: int, every: int, logged: set[int]) -> None:
+    """Keep the grids of this run only (plots/samples persists, so a resumed run keeps the grids of the
+    process it resumes), and log to this MLflow run the ones an earlier process made."""
+    for step, path in prune_sample_grids(sample_steps(steps, every)).items():
+        if step not in logged:
+            mlflow.log_artifact(str(path), artifact_path="samples")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -119,12 +120,17 @@ hist = c.get_metric_history(run_id, "loss_d")
 versions = c.search_model_versions("name='anime-avatar-generator'")
 arts = [a.path for a in c.list_artifacts(run_id, "samples")]
 print(json.dumps({"params": r.data.params, "tags": r.data.tags, "metrics": r.data.metrics,
-                  "steps": [m.step for m in hist], "versions": [v.run_id for v in versions], "arts": arts}))
+                  "steps": [m.step for m in hist], "versions": [v.run_id for v in versions], "arts": arts,
+                  "name": r.info.run_name, "datasets": [d.dataset.name for d in r.inputs.dataset_inputs],
+                  "root_arts": [a.path for a in c.list_artifacts(run_id)]}))
 """
     record = json.loads(run(["python", "-c", code], work).stdout.strip().splitlines()[-1])
     assert record["params"]["train.steps"] == "4" and record["params"]["model.arch"] == "sagan"
     assert record["tags"]["data_version.train"].startswith("md5:")
-    assert record["tags"]["stage"] == "train" and record["tags"]["git_commit"]
+    assert record["tags"]["stage"] == "train" and len(record["tags"]["mlflow.source.git.commit"]) == 40
+    assert record["tags"]["git.dirty"] == "false" and record["name"] == "sagan-32px-4"
+    assert record["datasets"] == ["data/train"]
+    assert "generator.pt" not in record["root_arts"]  # logged once, inside the model
     assert record["steps"] == [1, 2, 3, 4]
     assert {"fid", "kid_mean", "kid_std"} <= set(record["metrics"])
     assert record["metrics"]["fid"] == pytest.approx(scores["fid"])
@@ -152,6 +158,37 @@ print(json.dumps({"params": r.data.params, "tags": r.data.tags, "metrics": r.dat
 
     bad = run(["anime-avatar", "generate", "--model", "nowhere.pt"], work, check=False)
     assert bad.returncode == 1 and "neither a file nor an MLflow model URI" in bad.stderr
+
+
+def test_first_run_log_is_readable(workspace):
+    lines = workspace["first"].splitlines()
+    assert not [line for line in lines if "Traceback" in line or "database is locked" in line]
+    # Progress bars print a few lines per stage, not one per step; one timestamp per line.
+    assert sum("train:" in line for line in lines) <= 4
+    assert not [line for line in lines if re.search(r"\d\d:\d\d:\d\d.*\b\d\d:\d\d:\d\d\b", line)]
+    # DVC's advice to `git add dvc.lock` comes once, at the end, not after every stage.
+    assert sum("git add" in line for line in lines) == 1 and "dvc config core.autostage" not in workspace["first"]
+
+
+def test_noop_pipeline_is_quiet_adds_no_mlflow_run_and_publishes_its_results(workspace):
+    work, env = workspace["path"], workspace["env"]
+    mlflow = client(work)
+    before = {r.info.run_id for r in mlflow.search_runs(["1"])}
+    proc = run(["anime-avatar", "pipeline"], work, env=env)
+    output = (proc.stdout + proc.stderr).splitlines()
+    assert len(output) <= 40 and "Traceback" not in proc.stdout + proc.stderr, "\n".join(output)
+    assert "download up to date, detect up to date" in proc.stdout and "evaluate up to date" in proc.stdout
+    assert sum("was up to date in" in line for line in output) == len(STAGES)  # one line per stage
+    assert {r.info.run_id for r in mlflow.search_runs(["1"])} == before  # no parent run for a no-op
+
+    # Each flow run (the first one and this one) has the results artifact: the FID/KID table and the grid.
+    scores = json.loads((work / "metrics/eval.json").read_text())
+    found = api(env, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["anime-avatar-results"]}}})
+    assert len({a["flow_run_id"] for a in found}) == 2
+    for artifact in found:
+        assert artifact["type"] == "markdown"
+        assert f"| FID | {scores['fid']:.2f} |" in artifact["data"] and "| KID | " in artifact["data"]
+        assert "![sample grid](data:image/png;base64," in artifact["data"]
 
 
 def test_second_run_is_refused_while_the_workspace_is_locked(workspace):

@@ -71,3 +71,39 @@ def test_a_failed_stage_is_reported_by_its_own_error_lines():
              "ERROR: failed to reproduce 'validate': failed to run: python -m stages.validate"]  # fmt: skip
     assert flows.failure_excerpt(lines) == lines[3:5]
     assert flows.failure_excerpt([f"line {i}" for i in range(20)]) == [f"line {i}" for i in range(15, 20)]
+
+
+def test_stage_output_logs_a_running_stage_without_dvc_chatter_or_git_hints():
+    logged: list[str] = []
+    up_to_date = flows.StageOutput("train", logged.append)
+    for line in ["Stage 'train' didn't change, skipping", "Data and pipelines are up to date.", ""]:
+        up_to_date.add(line)
+    assert not up_to_date.ran and logged == []  # the task then logs one line: "stage train was up to date"
+
+    ran = flows.StageOutput("train", logged.append)
+    dvc_output = ["'data/train.dvc' didn't change, skipping", "Running stage 'train':", "> python -m stages.train",
+                  "INFO anime_avatar: stage train done in 3.0 s", "Updating lock file 'dvc.lock'", "",
+                  "To track the changes with git, run:", "", "\tgit add dvc.lock metrics/train.json", "",
+                  "To enable auto staging, run:", "", "\tdvc config core.autostage true"]  # fmt: skip
+    for line in dvc_output:
+        ran.add(line)
+    assert ran.ran and ran.git_files == {"dvc.lock", "metrics/train.json"}
+    assert logged == dvc_output[1:5]
+    # A failure's excerpt finds the stage's ERROR line with or without a timestamp before it.
+    lines = ["Running stage 'validate':", "ERROR anime_avatar: stage validate failed: 1 expectation(s) failed",
+             "  expect_table_row_count_to_be_between on faces: observed 17"]  # fmt: skip
+    assert flows.failure_excerpt(lines) == lines[1:]
+
+
+def test_results_markdown_has_the_scores_table_and_the_sample_grid():
+    result = flows.PipelineResult(
+        stages=[flows.StageOutcome("train", True, 3.0), flows.StageOutcome("evaluate", False, 1.0)], run_id="abc"
+    )
+    metrics = {"fid": 192.234, "kid_mean": 0.1234, "kid_std": 0.0056, "n_samples": 1000, "n_real": 840}
+    text = flows.results_markdown("anime-avatar-pipeline", result, metrics, b"\x89PNG fake")
+    assert "| FID | 192.23 |" in text and "| KID | 0.1234 ± 0.0056 |" in text
+    assert "| images (generated / real) | 1000 / 840 |" in text and "| MLflow training run | `abc` |" in text
+    assert "| stages | train ran, evaluate up to date |" in text
+    assert "![sample grid](data:image/png;base64,iVBORyBmYWtl)" in text
+    bare = flows.results_markdown("anime-avatar-pipeline", flows.PipelineResult(), {}, None)
+    assert "| FID | not evaluated |" in bare and "data:image" not in bare

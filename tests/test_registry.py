@@ -101,3 +101,25 @@ def test_runs_table_sorts_by_fid_marks_the_champion_and_plots(store, tmp_path):
     assert (tmp_path / "runs.png").stat().st_size > 10_000
     with pytest.raises(UserError, match="no MLflow experiment"):
         runs.training_runs(client, "nope", NAME)
+
+
+def test_first_promotion_takes_the_best_evaluated_version_not_the_newest(store):
+    client, trained = store
+    older_better, unevaluated, newest = trained(60.0), trained(None), trained(75.0)
+    best = registry.best_evaluated(client, NAME)
+    assert best == older_better
+    decision = decide(newest, registry.champion(client, NAME), best)
+    assert decision.promote and decision.winner == older_better
+    assert decision.reason == (
+        f"no champion yet: version {older_better.version} (FID 60.00) is the best evaluated version; "
+        f"the new version {newest.version} has FID 75.00"
+    )
+    registry.apply(client, NAME, decision)
+    assert registry.champion(client, NAME) == older_better
+    tags = client.get_run(newest.run_id).data.tags
+    assert tags["champion.decision"] == "kept" and tags["champion.version"] == older_better.version
+    # Once there is a champion, only a strictly lower FID moves it.
+    assert not decide(newest, registry.champion(client, NAME), best).promote
+    assert unevaluated.fid is None and decide(unevaluated, None, best).winner == older_better
+    # When the new version is the best, it takes the alias itself.
+    assert decide(trained(50.0), None, registry.best_evaluated(client, NAME)).winner.fid == 50.0

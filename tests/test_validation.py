@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anime_avatar.data.validation import expectations, face_table, report, run_suites, train_table
+from anime_avatar.data.validation import expectations, face_table, report, report_html, run_suites, train_table
 from tests.conftest import section
 
 
@@ -59,9 +59,14 @@ def test_face_table_marks_unreadable_files(tmp_path):
     assert table["hash"].is_unique
 
 
-def test_data_docs_are_written(tmp_path):
-    table = train_table(varied_faces(6))
-    results = run_suites({"t": (table, expectations(section("validate", min_count=1), 16))}, docs_dir=tmp_path)
-    assert all(r.success for r in results)
-    index = tmp_path / "index.html"
-    assert index.is_file() and "t-suite" in index.read_text()
+def test_html_report_is_self_contained_and_names_every_check(checks, tmp_path):
+    results, tables = checks
+    page = report_html(report(results, tables))
+    # Readable offline: no stylesheet, script, font or image fetched from anywhere.
+    assert "<style>" in page and "<script" not in page and "<link" not in page
+    assert "http://" not in page and "https://" not in page and "src=" not in page
+    assert "FAILED" in page and page.count('<tr class="failed">') == 6 and page.count('<tr class="passed">') == 10
+    assert 'good <span class="muted">(8 rows)</span>' in page
+    assert "expect_column_values_to_be_unique" in page and "0.99" in page
+    passing = report_html(report([r for r in results if r.table == "good"], {"good": tables["good"]}))
+    assert "PASSED" in passing and "FAIL<" not in passing

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_json, read_csv, write_csv
+from anime_avatar.core.progress import progress_bar
 
 FACES_DIR = Path("data/faces")
 FACES_CSV = "faces.csv"
@@ -111,7 +111,7 @@ def load_faces(folder: Path = FACES_DIR) -> tuple[np.ndarray, list[str]]:
     size = read_face_info(folder).image_size
     ids = face_ids(folder)
     faces = np.empty((len(ids), size, size, 3), dtype=np.uint8)
-    for i, face_id in enumerate(tqdm(ids, desc="load faces", unit="img", leave=False)):
+    for i, face_id in enumerate(progress_bar(iterable=ids, desc="load faces", unit="img", leave=False)):
         image = load_rgb(face_path(folder, face_id))
         if image.size != (size, size):
             raise UserError(

@@ -24,12 +24,35 @@ def sample_grid_path(step: int) -> Path:
     return SAMPLES_DIR / f"step-{step:07d}.png"
 
 
+def sample_steps(steps: int, every: int) -> list[int]:
+    """The steps a run of ``steps`` steps draws a sample grid at (every ``every`` steps, and the last)."""
+    return sorted({*range(every, steps + 1, every), steps})
+
+
+def prune_sample_grids(keep: list[int]) -> dict[int, Path]:
+    """Delete the grids of steps not in ``keep`` (left by another run); the remaining grids by step."""
+    kept = {}
+    for path in sorted(SAMPLES_DIR.glob("step-*.png")) if SAMPLES_DIR.is_dir() else []:
+        step = int(path.stem.removeprefix("step-")) if path.stem.removeprefix("step-").isdigit() else -1
+        if step in keep:
+            kept[step] = path
+        else:
+            path.unlink()
+    return kept
+
+
 def write_losses(history: list[dict[str, float]]) -> None:
     write_csv(LOSSES_CSV, history, LOSS_FIELDS)
 
 
 def write_eval_metrics(metrics: dict[str, Any]) -> None:
     atomic_write_json(EVAL_METRICS, metrics)
+
+
+def read_eval_metrics(root: Path = Path()) -> dict[str, Any]:
+    """metrics/eval.json as written (empty when the evaluate stage has not run)."""
+    path = root / EVAL_METRICS
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def read_scores(root: Path = Path()) -> dict[str, float]:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from tqdm import tqdm
+from anime_avatar.core.progress import progress_bar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,7 +38,7 @@ def parallel_map(
     Results come back in input order, so output is the same whatever the worker count.
     """
     n = resolve_workers(workers)
-    bar = tqdm(total=len(items), desc=desc, unit=unit, leave=False, disable=not desc)
+    bar = progress_bar(total=len(items), desc=desc, unit=unit, leave=False, disable=not desc)
     if n == 1 or len(items) <= 1:
         if initializer is not None:
             initializer(*initargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -13,11 +14,15 @@ from anime_avatar.core.params import DEFAULT_PARAMS, Params, load_params
 
 log = logging.getLogger("anime_avatar")
 
+# Set (to 1) by a caller that stamps each line itself (the Prefect flows): log lines then carry no time.
+NO_LOG_TIME_ENV = "ANIME_AVATAR_NO_LOG_TIME"
+
 
 def setup_logging(verbose: bool = False) -> None:
+    timed = os.environ.get(NO_LOG_TIME_ENV, "") in ("", "0")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=("%(asctime)s " if timed else "") + "%(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
     for noisy in ("great_expectations", "urllib3", "filelock", "httpx"):

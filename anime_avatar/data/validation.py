@@ -8,8 +8,8 @@ channels, its brightness and contrast, and a hash for uniqueness.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
+import html
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from anime_avatar.artifacts.faces import face_path
 from anime_avatar.core.params import ValidateParams
+from anime_avatar.core.progress import progress_bar
 from anime_avatar.data.images import UnreadableImage, image_stats, phash64, read_image
 
 TABLE_COLUMNS = ("image", "readable", "width", "height", "channels", "brightness", "contrast", "hash")
@@ -34,7 +34,7 @@ def _unreadable(name: str) -> dict[str, Any]:
 def face_table(folder: Path, face_ids: Iterable[str]) -> pd.DataFrame:
     """One row per face crop file; ``hash`` is its 64-bit perceptual hash."""
     rows = []
-    for face_id in tqdm(list(face_ids), desc="inspect faces", unit="img", leave=False):
+    for face_id in progress_bar(iterable=list(face_ids), desc="inspect faces", unit="img", leave=False):
         path = face_path(folder, face_id)
         try:
             image = read_image(path)
@@ -54,7 +54,7 @@ def face_table(folder: Path, face_ids: Iterable[str]) -> pd.DataFrame:
 def train_table(images: np.ndarray) -> pd.DataFrame:
     """One row per packed training image; ``hash`` is the md5 of its pixels."""
     rows = []
-    for i in tqdm(range(len(images)), desc="inspect train", unit="img", leave=False):
+    for i in progress_bar(iterable=range(len(images)), desc="inspect train", unit="img", leave=False):
         array = np.asarray(images[i])
         brightness, contrast = image_stats(array)
         rows.append({"image": f"train[{i}]", "readable": True, "width": array.shape[1], "height": array.shape[0],
@@ -117,50 +117,35 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def run_suites(tables: dict[str, tuple[pd.DataFrame, list[Any]]], docs_dir: Path | None = None) -> list[CheckResult]:
-    """Validate each table against its expectations with GX; optionally write Data Docs to ``docs_dir``."""
+def run_suites(tables: dict[str, tuple[pd.DataFrame, list[Any]]]) -> list[CheckResult]:
+    """Validate each table against its expectations with GX (an in-memory context: nothing written)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    with tempfile.TemporaryDirectory(prefix="gx-") as project:
-        context = (
-            gx.get_context(mode="file", project_root_dir=project) if docs_dir else gx.get_context(mode="ephemeral")
-        )
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        source = context.data_sources.add_pandas("images")
-        definitions = []
-        for name, (_, suite_expectations) in tables.items():
-            batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(f"{name}-all")
-            suite = context.suites.add(gx.ExpectationSuite(name=f"{name}-suite"))
-            for expectation in suite_expectations:
-                suite.add_expectation(expectation)
-            definitions.append(
-                (name, context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite)))
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("images")
+    results: list[CheckResult] = []
+    for name, (frame, suite_expectations) in tables.items():
+        batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(f"{name}-all")
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{name}-suite"))
+        for expectation in suite_expectations:
+            suite.add_expectation(expectation)
+        definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
+        outcome = definition.run(batch_parameters={"dataframe": frame})
+        for r in outcome.results:
+            kwargs = r.expectation_config.kwargs
+            results.append(
+                CheckResult(
+                    table=name,
+                    expectation=r.expectation_config.type,
+                    column=str(kwargs.get("column", "")),
+                    success=bool(r.success),
+                    observed=_plain(r.result.get("observed_value")),
+                    unexpected_count=int(r.result.get("unexpected_count") or 0),
+                    unexpected_examples=_plain(r.result.get("partial_unexpected_list") or []),
+                )
             )
-        results: list[CheckResult] = []
-        for name, definition in definitions:
-            actions = [gx.checkpoint.UpdateDataDocsAction(name="docs")] if docs_dir else []
-            checkpoint = context.checkpoints.add(
-                gx.Checkpoint(name=f"{name}-checkpoint", validation_definitions=[definition], actions=actions)
-            )
-            outcome = checkpoint.run(batch_parameters={"dataframe": tables[name][0]})
-            for run in outcome.run_results.values():
-                for r in run.results:
-                    kwargs = r.expectation_config.kwargs
-                    results.append(
-                        CheckResult(
-                            table=name,
-                            expectation=r.expectation_config.type,
-                            column=str(kwargs.get("column", "")),
-                            success=bool(r.success),
-                            observed=_plain(r.result.get("observed_value")),
-                            unexpected_count=int(r.result.get("unexpected_count") or 0),
-                            unexpected_examples=_plain(r.result.get("partial_unexpected_list") or []),
-                        )
-                    )
-        if docs_dir:
-            site = Path(project) / "gx" / "uncommitted" / "data_docs" / "local_site"
-            shutil.copytree(site, docs_dir, dirs_exist_ok=True)
     return results
 
 
@@ -182,3 +167,46 @@ def report(results: list[CheckResult], tables: dict[str, pd.DataFrame]) -> dict[
             for r in results
         ],  # fmt: skip
     }
+
+
+_PAGE_STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; }
+.status { display: inline-block; padding: .2em .7em; border-radius: .3em; color: #fff; font-weight: 600; }
+.pass { background: #2e7d32; } .fail { background: #c62828; }
+table { border-collapse: collapse; width: 100%; } th, td { border-bottom: 1px solid #ddd; padding: .4em .6em;
+text-align: left; vertical-align: top; } th { background: #f4f4f4; } tr.failed td { background: #fdecea; }
+code { font-size: .92em; } .muted { color: #666; }
+"""
+
+
+def report_html(summary: dict[str, Any], title: str = "Data validation") -> str:
+    """The validation report as one self-contained HTML page (inline style, no scripts, nothing fetched):
+    readable offline, unlike GX's Data Docs, whose style and scripts come from CDNs."""
+    esc = html.escape
+    ok = summary["success"]
+    failed = sum(not c["success"] for c in summary["checks"])
+    parts = [
+        "<!DOCTYPE html>",
+        f'<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title><style>{_PAGE_STYLE}</style></head>',
+        f'<body><h1>{esc(title)} <span class="status {"pass" if ok else "fail"}">'
+        f"{'PASSED' if ok else 'FAILED'}</span></h1>",
+        f"<p>{len(summary['checks'])} Great Expectations checks, {failed} failed.</p>",
+    ]
+    for table, info in summary["tables"].items():
+        checks = [c for c in summary["checks"] if c["table"] == table]
+        parts.append(f'<h2>{esc(table)} <span class="muted">({info["rows"]} rows)</span></h2>')
+        parts.append("<table><tr><th>expectation</th><th>column</th><th>result</th><th>details</th></tr>")
+        for c in checks:
+            if c["unexpected_count"]:
+                examples = ", ".join(esc(json.dumps(e)) for e in c["unexpected_examples"][:5])
+                detail = f"{c['unexpected_count']} unexpected, e.g. {examples}"
+            else:
+                detail = f"observed {esc(json.dumps(c['observed']))}" if c["observed"] is not None else ""
+            parts.append(
+                f'<tr class="{"passed" if c["success"] else "failed"}"><td><code>{esc(c["expectation"])}</code></td>'
+                f"<td>{esc(c['column'])}</td><td>{'pass' if c['success'] else 'FAIL'}</td><td>{detail}</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

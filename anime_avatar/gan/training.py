@@ -27,11 +27,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
-from tqdm import tqdm
 
 from anime_avatar.artifacts.checkpoint import load_checkpoint, save_checkpoint
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.params import ModelParams, TrainParams, semantic_values
+from anime_avatar.core.progress import progress_bar
 from anime_avatar.gan.diffaugment import diff_augment
 from anime_avatar.gan.distributed import DistInfo, init_distributed
 from anime_avatar.gan.ema import EMA
@@ -258,7 +258,7 @@ def train(
     z_dim = config.z_dim
     z_fixed = fixed_latents(t.seed, z_dim)
     last = t.steps if stop_after is None else min(t.steps, state.step + stop_after)
-    bar = tqdm(total=t.steps, initial=state.step, desc="train", unit="step", disable=not info.is_main)
+    bar = progress_bar(total=t.steps, initial=state.step, desc="train", unit="step", disable=not info.is_main)
     started, images_seen = time.perf_counter(), 0
 
     def generators(step: int) -> list[torch.Generator]:
@@ -307,7 +307,9 @@ def train(
                     state.history.append({"step": state.step, **losses})
                     hooks.on_log(state.step, losses)
                 rate = images_seen / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(loss_d=f"{losses['loss_d']:.3f}", loss_g=f"{losses['loss_g']:.3f}", img_s=f"{rate:.0f}")
+                # refresh=False: the bar redraws at its own pace (every 30 s in a log), not at every step.
+                bar.set_postfix(loss_d=f"{losses['loss_d']:.3f}", loss_g=f"{losses['loss_g']:.3f}", img_s=f"{rate:.0f}",
+                                refresh=False)  # fmt: skip
                 bar.update()
                 if state.step % t.sample_every == 0 or state.step == t.steps:
                     hooks.on_sample(state.step, sample(state.ema.model, z_fixed))

@@ -39,11 +39,11 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
-from tqdm import tqdm
 
 from anime_avatar.core.device import resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_bytes
+from anime_avatar.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def extract_features(
     if total is None and isinstance(images, np.ndarray):
         total = len(images) if images.ndim == 4 else 1
     chunks: list[np.ndarray] = []
-    with tqdm(total=total, desc=desc, unit="img", leave=False, disable=not progress) as bar:
+    with progress_bar(total=total, desc=desc, unit="img", leave=False, disable=not progress) as bar:
         for batch in _batches(images, batch_size):
             nchw = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
             chunks.append(extractor(nchw).float().cpu().numpy())

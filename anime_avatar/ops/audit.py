@@ -20,6 +20,7 @@ from anime_avatar.artifacts.raw import MANIFEST
 from anime_avatar.core.errors import UserError
 from anime_avatar.ops.data_versions import DATA_DIRS, DataVersion, data_version_tag, lock_data
 from anime_avatar.ops.runs import search_training_runs
+from anime_avatar.ops.tracking import GIT_COMMIT_TAG, GIT_DIRTY_TAG
 
 WORKSPACE = "workspace"
 
@@ -190,13 +191,19 @@ def lineage(client, root: Path, run_id: str, model_name: str) -> Lineage:
     return result
 
 
+def git_source(tags: dict[str, str]) -> str:
+    """The run's commit (MLflow's tag; ``git_commit`` in runs logged before it), marked when params/code were dirty."""
+    commit = tags.get(GIT_COMMIT_TAG) or tags.get("git_commit", "unknown")
+    return f"{commit} (with uncommitted changes)" if tags.get(GIT_DIRTY_TAG) == "true" else commit
+
+
 def format_lineage(item: Lineage, show_files: int = 10) -> str:
     tags = item.run.tags
     fid = f"FID {item.run.fid:.2f}" if item.run.fid is not None else "no FID"
     lines = [
         f"run {item.run.run_id}  ({fid})",
         f"  model versions: {', '.join(item.run.versions) or 'none registered'}",
-        f"  git commit:     {tags.get('git_commit', 'unknown')}",
+        f"  git commit:     {git_source(tags)}",
         f"  trained:        {tags.get('arch', '?')} on data/train {item.data.get('data/train', '?')}",
     ]
     for folder in DATA_DIRS:

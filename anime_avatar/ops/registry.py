@@ -25,17 +25,24 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Decision:
-    promote: bool
+    promote: bool  # the alias moves, to ``target``
     reason: str
     new: Candidate
     previous: Candidate | None
+    target: Candidate | None = None  # who takes the alias when promoting: the new version unless said otherwise
+
+    @property
+    def winner(self) -> Candidate:
+        return self.target or self.new
 
     def tags(self) -> dict[str, str]:
         tags = {
-            "champion.decision": "promoted" if self.promote else "kept",
+            "champion.decision": "promoted" if self.promote and self.winner == self.new else "kept",
             "champion.reason": self.reason,
             "champion.new_version": self.new.version,
         }
+        if self.promote and self.winner != self.new:
+            tags["champion.version"] = self.winner.version
         if self.previous:
             tags["champion.previous_version"] = self.previous.version
             tags["champion.previous_fid"] = f"{self.previous.fid}"
@@ -66,8 +73,30 @@ def version_of_run(client, model_name: str, run_id: str) -> Candidate:
     return Candidate(str(newest.version), run_id, run_fid(client, run_id))
 
 
-def decide(new: Candidate, previous: Candidate | None) -> Decision:
-    """Promote when there is no champion, or when the new FID is strictly lower."""
+def best_evaluated(client, model_name: str) -> Candidate | None:
+    """The registered version with the lowest FID (the newest of equals); None when none was evaluated."""
+    from mlflow.exceptions import MlflowException
+
+    evaluated = []
+    for version in client.search_model_versions(f"name='{model_name}'"):
+        try:
+            fid = run_fid(client, version.run_id)
+        except MlflowException:  # its run was deleted
+            continue
+        if fid is not None:
+            evaluated.append(Candidate(str(version.version), version.run_id, fid))
+    return min(evaluated, key=lambda c: (c.fid, -int(c.version))) if evaluated else None
+
+
+def decide(new: Candidate, previous: Candidate | None, best: Candidate | None = None) -> Decision:
+    """Promote when the new FID is strictly lower than the champion's. With no champion yet, the alias goes to
+    ``best`` (the best evaluated version, see :func:`best_evaluated`) when it beats the new version."""
+    best_is_older = best is not None and best.version != new.version
+    if previous is None and best_is_older and (new.fid is None or best.fid < new.fid):
+        new_fid = "no FID" if new.fid is None else f"FID {new.fid:.2f}"
+        reason = (f"no {CHAMPION} yet: version {best.version} (FID {best.fid:.2f}) is the best evaluated version; "
+                  f"the new version {new.version} has {new_fid}")  # fmt: skip
+        return Decision(True, reason, new, previous, target=best)
     if new.fid is None:
         return Decision(False, f"version {new.version} has no FID (was the evaluate stage run?)", new, previous)
     if previous is None:
@@ -84,7 +113,7 @@ def decide(new: Candidate, previous: Candidate | None) -> Decision:
 def apply(client, model_name: str, decision: Decision) -> None:
     """Move the alias if promoted, and record the decision on the new run and its model version."""
     if decision.promote:
-        client.set_registered_model_alias(model_name, CHAMPION, decision.new.version)
+        client.set_registered_model_alias(model_name, CHAMPION, decision.winner.version)
     tags = decision.tags()
     for key, value in tags.items():
         client.set_tag(decision.new.run_id, key, value)
@@ -116,7 +145,9 @@ def resolve_generator(model: str | None, model_name: str) -> nn.Module:
 
 
 def _load_mlflow(uri: str) -> nn.Module:
-    import mlflow.pytorch
+    """The generator of a logged pyfunc model: its ``generator.pt`` artifact, read as tensors (the model's code
+    is not run, and nothing is unpickled)."""
+    import mlflow
 
     from anime_avatar.ops.tracking import missing_tracking_db, mlflow_client, tracking_uri
 
@@ -124,7 +155,13 @@ def _load_mlflow(uri: str) -> nn.Module:
         raise UserError(f"cannot load MLflow model {uri}: no MLflow database at {missing}")
     mlflow_client()
     try:
-        generator = mlflow.pytorch.load_model(uri, map_location="cpu")
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as err:  # MLflow raises many types for a missing model or alias
         raise UserError(f"cannot load MLflow model {uri}: {err}") from None
-    return generator.eval().requires_grad_(False)
+    weights = folder / "artifacts" / GENERATOR.name  # where MLflow keeps the model's generator.pt artifact
+    if not weights.is_file():
+        raise UserError(
+            f"{uri} holds no artifacts/{GENERATOR.name}: not a generator logged by this project's train stage "
+            "(models logged before the pyfunc format were pickled: train again, `dvc repro -f train`)"
+        )
+    return load_generator(weights).net

@@ -1,0 +1,141 @@
+"""The generator as an MLflow pyfunc model: logged as code plus tensors (no pickle), with a signature and an
+input example; loaded by ``mlflow.pyfunc``, by ``anime-avatar generate --model models:/...``, and served by
+``mlflow models serve`` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from anime_avatar.artifacts.generator import load_generator, save_generator
+from anime_avatar.gan.inference import avatars
+from anime_avatar.gan.nets import build_generator, net_config
+from anime_avatar.ops import pyfunc_generator
+from anime_avatar.ops.registry import resolve_generator
+from anime_avatar.ops.tracking import MODEL_DISTRIBUTIONS, log_generator_model, model_requirements
+from tests.conftest import BIN, free_port, params_with, stop, venv_env, wait_http
+from tests.importgraph import closure
+
+NAME = "anime-avatar-generator"
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory) -> dict:
+    """A small random generator saved as generator.pt, logged and registered as version 1 in a fresh store."""
+    import mlflow
+
+    work = tmp_path_factory.mktemp("mlflow-model")
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    torch.manual_seed(0)
+    config = net_config(params_with({"model": {"channels": 8, "z_dim": 16}}).model, 32)
+    net = build_generator(config)
+    generator_file = work / "generator.pt"
+    save_generator(generator_file, config, net.state_dict(), net.state_dict(), step=4)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("model-test")
+    with mlflow.start_run() as run:
+        log_generator_model(mlflow, generator_file, config.resolution, NAME)
+    mlflow.set_tracking_uri(None)
+    return {"uri": uri, "file": generator_file, "run_id": run.info.run_id, "work": work}
+
+
+def expected(file: Path, seeds: list[int], truncation: float) -> np.ndarray:
+    return avatars(load_generator(file).net, seeds, truncation).permute(0, 2, 3, 1).numpy()
+
+
+def test_pyfunc_model_has_a_signature_an_example_and_the_generate_pixels(registered, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    mlflow.set_tracking_uri(registered["uri"])
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}/1")
+    signature = model.metadata.signature
+    assert [(c.name, c.type.name, c.required) for c in signature.inputs.inputs] == [
+        ("seed", "long", True), ("truncation", "double", False)
+    ]  # fmt: skip
+    (output,) = signature.outputs.inputs
+    assert output.type == np.dtype(np.uint8) and output.shape == (-1, 32, 32, 3)
+
+    images = model.predict(pd.DataFrame({"seed": [5, 6], "truncation": [0.0, 0.7]}))
+    assert images.dtype == np.uint8 and images.shape == (2, 32, 32, 3)
+    assert np.array_equal(images[:1], expected(registered["file"], [5], 0.0))
+    assert np.array_equal(images[1:], expected(registered["file"], [6], 0.7))
+    # Without the optional column: no truncation.
+    assert np.array_equal(model.predict(pd.DataFrame({"seed": [5]})), images[:1])
+
+    # `anime-avatar generate --model models:/...` loads the same weights.
+    net = resolve_generator(f"models:/{NAME}/1", NAME)
+    assert np.array_equal(avatars(net, [5, 6], 0.7), avatars(load_generator(registered["file"]).net, [5, 6], 0.7))
+    mlflow.set_tracking_uri(None)
+
+
+def test_logged_model_is_code_and_tensors_with_its_requirements(registered, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/1"))
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]
+    assert "pyfunc_generator.py" in files and "artifacts/generator.pt" in files
+    assert "code/anime_avatar/gan/nets.py" in files
+    # The weights file is the project's own format: tensors only, readable with weights_only=True.
+    assert load_generator(folder / "artifacts/generator.pt").step == 4
+    mlmodel = (folder / "MLmodel").read_text()
+    assert "loader_module: mlflow.pyfunc.loaders.code_model" in mlmodel and "python_model.pkl" not in mlmodel
+    example = pd.read_json(folder / "input_example.json", orient="split")
+    assert list(example.columns) == ["seed", "truncation"]
+    requirements = (folder / "requirements.txt").read_text().split()
+    assert requirements == model_requirements()
+    assert {r.split("==")[0] for r in requirements} == set(MODEL_DISTRIBUTIONS)
+    assert "torch==" + torch.__version__.split("+")[0] in requirements
+
+
+def test_requirements_cover_every_import_of_the_model_code():
+    """What the logged model runs (pyfunc_generator.py and its closure) imports, top-level or lazily, is in its
+    requirements: enough to load it in a clean environment."""
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    by_module = packages_distributions()
+    allowed = {d.lower() for d in MODEL_DISTRIBUTIONS}
+    imported: set[str] = set()
+    for path in closure(Path(pyfunc_generator.__file__)):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            imported.update(n.split(".")[0] for n in names)
+    third_party = imported - stdlib - {"anime_avatar"}
+    assert {"torch", "numpy", "mlflow", "pandas"} <= third_party  # the scan sees lazy imports too
+    # A module may come from several distributions (mlflow: mlflow, mlflow-skinny): one of them is required.
+    missing = {m for m in third_party if not {d.lower() for d in by_module.get(m, [m])} & allowed}
+    assert not missing, f"the model code imports {missing}, which its requirements lack"
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_returns_avatars_from_invocations(registered):
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}/1", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
+        cwd=registered["work"], env=venv_env({"MLFLOW_TRACKING_URI": registered["uri"]}),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", server, timeout=180)
+        body = {"dataframe_split": {"columns": ["seed", "truncation"], "data": [[5, 0.0], [6, 0.7]]}}
+        response = httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=60)
+    finally:
+        stop(server)
+    assert response.status_code == 200, response.text
+    images = np.asarray(response.json()["predictions"], dtype=np.uint8)
+    assert images.shape == (2, 32, 32, 3)
+    assert np.array_equal(images[:1], expected(registered["file"], [5], 0.0))
+    assert np.array_equal(images[1:], expected(registered["file"], [6], 0.7))
