@@ -13,13 +13,14 @@ from anime_avatar.core.errors import UserError
 from anime_avatar.ops.data_versions import data_version_tag
 from anime_avatar.ops.registry import champion
 
-COLUMNS = ("run_id", "start", "data_version", "arch", "steps", "fid", "kid", "champion")
+COLUMNS = ("run_id", "start", "status", "data_version", "arch", "steps", "fid", "kid", "champion")
 
 
 @dataclass(frozen=True)
 class RunRow:
     run_id: str
     start: str  # UTC, minutes
+    status: str  # MLflow's: RUNNING, FINISHED, FAILED (an error), KILLED (interrupted, or its process vanished)
     data_version: str  # the DVC hash of data/train
     arch: str
     steps: int | None
@@ -51,6 +52,7 @@ def training_runs(client, experiment: str, model_name: str) -> list[RunRow]:
             RunRow(
                 run_id=run.info.run_id,
                 start=datetime.fromtimestamp(run.info.start_time / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+                status=run.info.status,
                 data_version=run.data.tags.get(data_version_tag("data/train"), ""),
                 arch=run.data.params.get("model.arch", ""),
                 steps=int(steps) if steps and steps.isdigit() else None,
@@ -60,6 +62,14 @@ def training_runs(client, experiment: str, model_name: str) -> list[RunRow]:
             )
         )
     return rows
+
+
+def settle_runs(client, experiment: str) -> None:
+    """Send what earlier runs kept while the tracking store was away, and mark runs whose process is gone
+    KILLED, so that the table shows every run complete and in its true state."""
+    from anime_avatar.ops.run_journal import recover
+
+    recover(client.tracking_uri, [experiment_id(client, experiment)], client=client)
 
 
 def sort_rows(rows: list[RunRow], by: str) -> list[RunRow]:
