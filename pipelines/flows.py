@@ -13,9 +13,7 @@ into the task's log.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +28,11 @@ from anime_avatar.artifacts.run import read_run_file
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.params import Params, load_params
 from anime_avatar.ops.lock import workspace_lock
+from anime_avatar.ops.run_journal import recover
+from anime_avatar.ops.stale_runs import process_tags
 from anime_avatar.ops.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, tracking_uri
+from anime_avatar.ops.tracking_store import fail_fast_http
+from pipelines.recovery import dvc_executable, kept_outputs, preflight
 
 
 class StageFailed(UserError):
@@ -53,8 +55,7 @@ class PipelineResult:
 
 
 def dvc_command(stage: str, force: bool) -> list[str]:
-    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc") or "dvc"
-    return [dvc, "repro", "--single-item", stage, *(["--force"] if force else [])]
+    return [dvc_executable(), "repro", "--single-item", stage, *(["--force"] if force else [])]
 
 
 @task(name="dvc-repro", cache_policy=NO_CACHE)
@@ -87,8 +88,11 @@ def repro_stage(stage: str, workspace: str, force: bool = False, env: dict[str, 
 
 
 def failure_excerpt(lines: list[str], limit: int = 8) -> list[str]:
-    """The stage's own error (our stages log one ERROR line with its details below), else the last lines."""
-    start = next((i for i, line in enumerate(lines) if " ERROR " in line), max(0, len(lines) - 5))
+    """The stage's own error (our stages log one ERROR line with its details below), else the last lines
+    (with DVC's own error, e.g. a declared output the stage did not write)."""
+    start = next((i for i, line in enumerate(lines) if " ERROR " in line), None)
+    if start is None:
+        return lines[max(0, len(lines) - 5) :]
     return [line for line in lines[start : start + limit] if not line.startswith("ERROR: failed to reproduce")]
 
 
@@ -109,6 +113,24 @@ def pipeline_stages(root: Path) -> list[str]:
     return list((yaml.safe_load(path.read_text()) or {}).get("stages", {}))
 
 
+def run_keeping_outputs(task, stage: str, root: Path, force: bool, env: dict[str, str]) -> StageOutcome:
+    """Run the stage's task; if it fails, put back the previous outputs DVC removed, and say so."""
+    with kept_outputs(root, stage) as kept:
+        try:
+            return task(stage, str(root), force=force, env=env)
+        except StageFailed as err:
+            restored, problems = kept.restore()
+            logger = get_run_logger()
+            note = ""
+            if restored:
+                logger.warning("restored the previous outputs of stage %s: %s", stage, ", ".join(restored))
+                note = f"\nthe previous outputs of stage {stage} were restored: {', '.join(restored)}"
+            for problem in problems:
+                logger.error("could not restore an output of stage %s: %s", stage, problem)
+                note += f"\ncould not restore: {problem}"
+            raise StageFailed(f"{err}{note}") from None
+
+
 def _flow_run_id() -> str:
     return str(flow_run.get_id() or "")
 
@@ -118,18 +140,22 @@ def run_pipeline(root: Path, flow_name: str, force_download: bool) -> PipelineRe
     import mlflow
 
     params = load_params(root / "params.yaml")
+    preflight(root, params, force_download)  # before DVC removes any output
+    fail_fast_http()
     mlflow.set_tracking_uri(tracking_uri(root))
-    mlflow.set_experiment(params.tracking.experiment)
+    experiment = mlflow.set_experiment(params.tracking.experiment)
+    recover(tracking_uri(root), [experiment.experiment_id])
     flow_run_id = _flow_run_id()
     result = PipelineResult()
-    tags = {"stage": "pipeline", "flow": flow_name, "prefect.flow_run_id": flow_run_id}
+    tags = {"stage": "pipeline", "flow": flow_name, "prefect.flow_run_id": flow_run_id, **process_tags()}
     with mlflow.start_run(run_name=f"{flow_name} {flow_run.get_name() or ''}".strip(), tags=tags) as parent:
         result.parent_run_id = parent.info.run_id
         env = {PARENT_RUN_ENV: parent.info.run_id, FLOW_RUN_ENV: flow_run_id}
         try:
             for stage in pipeline_stages(root):
                 task = stage_task(stage, params)
-                result.stages.append(task(stage, str(root), force=force_download and stage == "download", env=env))
+                force = force_download and stage == "download"
+                result.stages.append(run_keeping_outputs(task, stage, root, force, env))
         finally:
             mlflow.set_tags({f"stage.{s.stage}": "ran" if s.ran else "up to date" for s in result.stages})
         record = read_run_file(root)

@@ -227,7 +227,12 @@ def test_restore_hint_names_the_cached_outputs_dvc_removed(tmp_path):
         "validate": {"outs": [{"path": "reports/validation.json", "md5": "c" * 32}]},
     })  # fmt: skip
     assert {o.path for o in stage_outputs("train", root) if o.persist} == {"models/checkpoints"}
-    assert restorable_paths("train", root) == ["models/generator.pt"]
-    assert restore_hint("train", root).endswith("restore them with: dvc checkout models/generator.pt")
-    assert "not cache" in restore_hint("validate", root) and "dvc repro validate" in restore_hint("validate", root)
+    assert restorable_paths("train", root) == ["models/generator.pt", "models/run.json"]
+    hint = restore_hint("train", root)
+    assert "restore them with: dvc checkout models/generator.pt models/run.json (" in hint
+    assert "metrics/train.json" in hint and "the next successful `dvc repro train` remakes them" in hint
+    assert restore_hint("validate", root).endswith(
+        "(reports/validation.json, reports/data_docs: not cached by DVC, the next successful `dvc repro validate` "
+        "remakes them)"
+    )
     assert restore_hint("download", root) == ""  # never ran: nothing to restore
