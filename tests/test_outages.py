@@ -110,10 +110,10 @@ class MlflowServer:
         wait_http(f"{self.uri}/health", self.proc, timeout=300)
 
     def kill(self) -> None:
-        """SIGKILL, as a crash or an out-of-memory kill would end it."""
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+        """SIGKILL to the server and its web workers, as a crash or an out-of-memory kill would end it."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
     def store(self) -> MlflowClient:
         """The server's own database, readable whether the server runs or not."""
@@ -136,16 +136,27 @@ def loss_steps(client: MlflowClient, run_id: str) -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, "loss_d")]
 
 
-def test_training_goes_on_when_the_tracking_server_dies_and_logs_all_once_it_is_back(tmp_path):
-    work = train_project(tmp_path / "project", steps=24)
-    server = MlflowServer(tmp_path / "server")
+def train_until_the_server_dies(work: Path, server: MlflowServer) -> tuple[Running, str]:
+    """The train stage logging to ``server``, which is killed once two losses are in: (the stage, its run id)."""
     server.start()
     stage = Running(TRAIN, work, {"MLFLOW_TRACKING_URI": server.uri})
     try:
         run_id = wait_for_losses(server.store(), 2)
-        stage.pause()
+        stage.pause()  # so that the kill falls mid-training whatever the machine's load
         server.kill()
         stage.resume()
+    except BaseException:
+        stage.stop()
+        server.kill()
+        raise
+    return stage, run_id
+
+
+def test_training_goes_on_when_the_tracking_server_dies_and_logs_all_once_it_is_back(tmp_path):
+    work = train_project(tmp_path / "project", steps=24)
+    server = MlflowServer(tmp_path / "server")
+    stage, run_id = train_until_the_server_dies(work, server)
+    try:
         stage.wait_for("stopped answering")  # training went on past the outage
         stage.pause()
         server.start()
@@ -172,13 +183,8 @@ def test_training_goes_on_when_the_tracking_server_dies_and_logs_all_once_it_is_
 def test_what_a_dead_tracking_server_missed_is_kept_and_sent_once_it_is_back(tmp_path):
     work = train_project(tmp_path / "project", steps=8)
     server = MlflowServer(tmp_path / "server")
-    server.start()
-    stage = Running(TRAIN, work, {"MLFLOW_TRACKING_URI": server.uri})
+    stage, run_id = train_until_the_server_dies(work, server)
     try:
-        run_id = wait_for_losses(server.store(), 2)
-        stage.pause()
-        server.kill()
-        stage.resume()
         assert stage.finish() == 0, stage.output  # the model is saved: the stage succeeds
     finally:
         stage.stop()

@@ -24,17 +24,10 @@ from PIL import Image
 
 from anime_avatar.core.params import merge
 from tests.conftest import free_port, make_project, run
+from tests.test_orchestration import TINY
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "data": {"synthetic": {"count": 10, "size": 512}},
-    "detect": {"image_size": 32},
-    "validate": {"min_count": 8},
-    "model": {"channels": 8, "attention": [16], "z_dim": 16},
-    "train": {"steps": 4, "batch_size": 8, "log_every": 1, "sample_every": 2, "checkpoint_every": 2},
-    "pipeline": {"retry_delay_s": 0},
-}
 TRAIN_OUTPUTS = ("models/generator.pt", "models/run.json", "metrics/train.json", "plots/losses.csv",
                  "plots/samples/step-0000002.png", "plots/samples/step-0000004.png")  # fmt: skip
 
@@ -162,6 +155,11 @@ def test_the_flows_check_the_tracking_server_and_the_archive_before_any_stage(wo
     (tmp_path / "site/faces.zip").write_bytes(buffer.getvalue())
     wrong = hashlib.sha256(b"another archive").hexdigest()
     env = {**prefect_server, "ANIME_AVATAR_CACHE": str(tmp_path / "cache")}
+    nowhere = f"http://127.0.0.1:{free_port()}/faces.zip"
+    with params_changed(workspace, {"data": {"source": "url", "url": nowhere}}):
+        proc = run(["anime-avatar", "pipeline"], workspace, check=False, env=env)
+    assert proc.returncode == 1 and nowhere in proc.stderr  # the download's own one-line reason
+    assert "Running stage" not in proc.stdout + proc.stderr
     with serving(tmp_path / "site") as base:
         changes = {"data": {"source": "url", "url": f"{base}/faces.zip", "sha256": wrong}}
         with params_changed(workspace, changes):
