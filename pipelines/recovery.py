@@ -9,8 +9,8 @@ leaves the workspace without the previous ``data/raw`` or ``models/generator.pt`
   download cache and sha256-checked);
 - keep hard links to the stage's outputs that DVC does not cache (run records, metrics, plots:
   only ever in the workspace) while the stage runs;
-- after a failure, put the previous outputs back: ``dvc checkout`` of the cached ones (``dvc.lock``
-  still records them), the kept links for the others.
+- after a failure, put back the previous outputs it left missing: ``dvc checkout`` of the cached
+  ones (``dvc.lock`` still records them), the kept links for the others.
 """
 
 from __future__ import annotations
@@ -76,9 +76,13 @@ class KeptOutputs:
     uncached: list[str] = field(default_factory=list)  # kept as hard links under ``folder``
 
     def restore(self) -> tuple[list[str], list[str]]:
-        """Put back the previous outputs over whatever the failed run left; (restored paths, problems)."""
+        """Put back the previous outputs the failed run left missing; (restored paths, problems).
+
+        An output the failed run did write stays (the stages write atomically, so it is whole and
+        meant, e.g. the report of a failed validation).
+        """
         restored, problems = [], []
-        if cached := restorable_paths(self.stage, self.root):
+        if cached := [p for p in restorable_paths(self.stage, self.root) if not (self.root / p).exists()]:
             proc = subprocess.run(
                 [dvc_executable(), "checkout", "--force", *cached], cwd=self.root, capture_output=True, text=True
             )
@@ -88,14 +92,10 @@ class KeptOutputs:
                 error = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
                 problems.append(f"dvc checkout {' '.join(cached)}: {error}")
         for path in self.uncached:
-            target = self.root / path
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.folder / path, target)
-            restored.append(path)
+            if not (self.root / path).exists():
+                (self.root / path).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.folder / path, self.root / path)
+                restored.append(path)
         return restored, problems
 
 
