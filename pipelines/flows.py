@@ -119,13 +119,17 @@ def run_keeping_outputs(task, stage: str, root: Path, force: bool, env: dict[str
         try:
             return task(stage, str(root), force=force, env=env)
         except StageFailed as err:
-            restored, problems = kept.restore()
+            done = kept.restore()
             logger = get_run_logger()
             note = ""
-            if restored:
-                logger.warning("restored the previous outputs of stage %s: %s", stage, ", ".join(restored))
-                note = f"\nthe previous outputs of stage {stage} were restored: {', '.join(restored)}"
-            for problem in problems:
+            if done.paths:
+                logger.warning("restored the previous outputs of stage %s: %s", stage, ", ".join(done.paths))
+                note = f"\nthe previous outputs of stage {stage} were restored: {', '.join(done.paths)}"
+            if done.set_aside:
+                where = done.failed_dir.relative_to(root) if done.failed_dir else ""
+                logger.warning("what the failed run wrote is in %s: %s", where, ", ".join(done.set_aside))
+                note += f"\nwhat the failed run wrote is in {where}: {', '.join(done.set_aside)}"
+            for problem in done.problems:
                 logger.error("could not restore an output of stage %s: %s", stage, problem)
                 note += f"\ncould not restore: {problem}"
             raise StageFailed(f"{err}{note}") from None

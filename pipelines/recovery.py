@@ -7,10 +7,12 @@ leaves the workspace without the previous ``data/raw`` or ``models/generator.pt`
 - check first what can be checked before DVC removes anything: the params, the tracking store,
   and, when the download stage will run for an archive URL, the archive itself (fetched into the
   download cache and sha256-checked);
-- keep hard links to the stage's outputs that DVC does not cache (run records, metrics, plots:
-  only ever in the workspace) while the stage runs;
-- after a failure, put back the previous outputs it left missing: ``dvc checkout`` of the cached
-  ones (``dvc.lock`` still records them), the kept links for the others.
+- keep copies of the stage's outputs that DVC does not cache (run records, metrics, plots: small,
+  and only ever in the workspace) while the stage runs;
+- after a failure, put the previous outputs back: ``dvc checkout`` of the cached ones (``dvc.lock``
+  still records them), the kept copies for the others; what the failed run wrote in their place
+  (a failed validation's report, the sample grids of a diverged training) is moved aside to
+  ``.dvc/tmp/anime-avatar-failed/<stage>/``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from anime_avatar.ops.tracking import tracking_uri
 from anime_avatar.ops.tracking_store import check_tracking_store
 
 KEPT_DIR = Path(".dvc/tmp/anime-avatar-kept")  # DVC's own scratch folder: git-ignored, same file system
+FAILED_DIR = Path(".dvc/tmp/anime-avatar-failed")  # what a failed run wrote, set aside for a look
 
 
 def download_will_fetch(root: Path, params: Params, force: bool) -> bool:
@@ -50,20 +53,35 @@ def preflight(root: Path, params: Params, force_download: bool) -> None:
         url_archive(params.data)  # in the cache now: the download stage reuses it
 
 
-def _hard_copy(source: Path, target: Path) -> None:
-    """Hard links where the file system allows them (no bytes copied), else copies."""
-
-    def link(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
+def _copy(source: Path, target: Path) -> None:
+    """A copy, not a hard link: a process writing to the output in place must not change the kept one."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
-        shutil.copytree(source, target, copy_function=link, symlinks=True)
+        shutil.copytree(source, target, symlinks=True)
     else:
-        link(str(source), str(target))
+        shutil.copy2(source, target)
+
+
+Fingerprint = tuple[tuple[str, int, int, int], ...]
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """(name, inode, size, mtime) of every file of an output: equal before and after means untouched."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    found = []
+    for file in files:
+        stat = file.stat()
+        found.append((file.relative_to(path).as_posix() if path.is_dir() else "", stat.st_ino, stat.st_size,
+                      stat.st_mtime_ns))  # fmt: skip
+    return tuple(found)
+
+
+@dataclass
+class Restored:
+    paths: list[str] = field(default_factory=list)  # back as they were before the failed run
+    set_aside: list[str] = field(default_factory=list)  # what the failed run wrote, moved to ``failed_dir``
+    failed_dir: Path | None = None
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -73,30 +91,43 @@ class KeptOutputs:
     root: Path
     stage: str
     folder: Path
-    uncached: list[str] = field(default_factory=list)  # kept as hard links under ``folder``
+    uncached: list[str] = field(default_factory=list)  # kept as copies under ``folder``
+    before: dict[str, Fingerprint] = field(default_factory=dict)
 
-    def restore(self) -> tuple[list[str], list[str]]:
-        """Put back the previous outputs the failed run left missing; (restored paths, problems).
+    def restore(self) -> Restored:
+        """Put back the previous outputs; what the failed run wrote in their place is moved to FAILED_DIR.
 
-        An output the failed run did write stays (the stages write atomically, so it is whole and
-        meant, e.g. the report of a failed validation).
+        Nothing is lost either way: the workspace holds again what ``dvc.lock`` records, and the
+        failed run's own outputs (e.g. the report of a failed validation) stay at hand.
         """
-        restored, problems = [], []
+        done = Restored()
+        failed_dir = self.root / FAILED_DIR / self.stage
+        shutil.rmtree(failed_dir, ignore_errors=True)
+        for out in removed_outputs(self.stage, self.root):
+            target = self.root / out.path
+            if target.is_dir() and not any(target.iterdir()):
+                target.rmdir()  # made, then left empty: nothing to keep
+            if not target.exists() or fingerprint(target) == self.before.get(out.path):
+                continue  # removed (restored below), or never touched: DVC did not get to run the stage
+            (failed_dir / out.path).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target, failed_dir / out.path)
+            done.set_aside.append(out.path)
+            done.failed_dir = failed_dir
         if cached := [p for p in restorable_paths(self.stage, self.root) if not (self.root / p).exists()]:
             proc = subprocess.run(
                 [dvc_executable(), "checkout", "--force", *cached], cwd=self.root, capture_output=True, text=True
             )
             if proc.returncode == 0:
-                restored += cached
+                done.paths += cached
             else:
                 error = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-                problems.append(f"dvc checkout {' '.join(cached)}: {error}")
+                done.problems.append(f"dvc checkout {' '.join(cached)}: {error}")
         for path in self.uncached:
             if not (self.root / path).exists():
                 (self.root / path).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(self.folder / path, self.root / path)
-                restored.append(path)
-        return restored, problems
+                done.paths.append(path)
+        return done
 
 
 def dvc_executable() -> str:
@@ -106,14 +137,16 @@ def dvc_executable() -> str:
 
 @contextlib.contextmanager
 def kept_outputs(root: Path, stage: str) -> Iterator[KeptOutputs]:
-    """Keep the stage's uncached outputs (hard links) for as long as the block runs."""
+    """Keep copies of the stage's uncached outputs, and every output's fingerprint, while the block runs."""
     folder = root / KEPT_DIR / stage
     shutil.rmtree(folder, ignore_errors=True)
     kept = KeptOutputs(root, stage, folder)
     for out in removed_outputs(stage, root):
-        if not out.cached and (root / out.path).exists():
-            _hard_copy(root / out.path, folder / out.path)
-            kept.uncached.append(out.path)
+        if (root / out.path).exists():
+            kept.before[out.path] = fingerprint(root / out.path)
+            if not out.cached:
+                _copy(root / out.path, folder / out.path)
+                kept.uncached.append(out.path)
     try:
         yield kept
     finally:

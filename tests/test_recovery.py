@@ -28,27 +28,39 @@ def workspace(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_missing_outputs_come_back_and_those_the_failed_run_wrote_stay(tmp_path):
+def test_the_previous_outputs_come_back_and_what_the_failed_run_wrote_is_set_aside(tmp_path):
     root = workspace(tmp_path)
     with kept_outputs(root, "make") as kept:
         assert kept.uncached == ["report.json"]
         shutil.rmtree(root / "out")  # what DVC does before running the stage again
         (root / "report.json").unlink()
-        restored, problems = kept.restore()
-    assert (restored, problems) == (["out", "report.json"], [])
+        (root / "out").mkdir()  # the failed run made a folder and wrote nothing in it
+        done = kept.restore()
+    assert (done.paths, done.set_aside, done.problems) == (["out", "report.json"], [], [])
     assert (root / "out/model.bin").read_text() == "model v1" and (root / "report.json").read_text() == '{"ok": 1}'
     assert "up to date" in run(["dvc", "status"], root).stdout
-    assert not any((root / ".dvc/tmp").rglob("report.json"))  # the kept links are gone
+    assert not any((root / ".dvc/tmp").rglob("report.json"))  # the kept copies are gone
 
     with kept_outputs(root, "make") as kept:
         shutil.rmtree(root / "out")
         (root / "report.json").write_text('{"ok": 0, "failed": "an expectation"}')  # the failed run's report
-        restored, _ = kept.restore()
-    assert restored == ["out"]
-    assert (root / "report.json").read_text() == '{"ok": 0, "failed": "an expectation"}'
+        done = kept.restore()
+    assert (done.paths, done.set_aside) == (["out", "report.json"], ["report.json"])
+    assert (root / "report.json").read_text() == '{"ok": 1}'
+    assert (done.failed_dir / "report.json").read_text() == '{"ok": 0, "failed": "an expectation"}'
+    assert "up to date" in run(["dvc", "status"], root).stdout
+
+
+def test_outputs_dvc_never_removed_are_left_alone(tmp_path):
+    root = workspace(tmp_path)
+    with kept_outputs(root, "make") as kept:
+        done = kept.restore()  # e.g. DVC stopped before running the stage
+    assert (done.paths, done.set_aside, done.problems) == ([], [], [])
+    assert (root / "out/model.bin").read_text() == "model v1" and (root / "report.json").read_text() == '{"ok": 1}'
 
 
 def test_a_stage_that_never_ran_has_nothing_to_restore(tmp_path):
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
     with kept_outputs(tmp_path, "make") as kept:
-        assert kept.restore() == ([], [])
+        done = kept.restore()
+    assert (done.paths, done.set_aside, done.problems) == ([], [], [])
