@@ -89,7 +89,7 @@ def _mlflow(args: argparse.Namespace):  # -> (MlflowClient, Params)
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise UserError(f"no MLflow database at {uri.removeprefix('sqlite:///')}: run the pipeline first (dvc repro)")
-    check_tracking_store(uri)  # seconds, not minutes of retries, when the server is away
+    check_tracking_store(uri, write=False)  # seconds, not minutes of retries, when the server is away
     fail_fast_http()
     return MlflowClient(uri), params
 

@@ -24,7 +24,7 @@ from anime_avatar.core.errors import UserError
 from anime_avatar.ops.run_journal import RunJournal, send_pending
 from anime_avatar.ops.stale_runs import HOST_TAG, PID_TAG, REASON_TAG, STARTED_TAG, mark_stale_runs, process_tags
 from anime_avatar.ops.tracking_store import check_tracking_store, sqlite_path
-from tests.conftest import ROOT, free_port
+from tests.conftest import BIN, ROOT, free_port, venv_env
 
 
 def store(tmp_path: Path) -> tuple[str, MlflowClient, str]:
@@ -236,3 +236,19 @@ def test_restore_hint_names_the_cached_outputs_dvc_removed(tmp_path):
         "remakes them)"
     )
     assert restore_hint("download", root) == ""  # never ran: nothing to restore
+
+
+def test_runs_lists_a_read_only_mlflow_db_and_warns_that_it_cannot_settle_it(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    tags = {**process_tags(), PID_TAG: str(ended.pid), "stage": "train"}
+    run_id = client.create_run(client.create_experiment("anime-avatar"), tags=tags).info.run_id
+
+    command = read_only_command(tmp_path / "mlflow.db", [str(BIN / "anime-avatar"), "runs"])
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=venv_env())
+    assert proc.returncode == 0, proc.stderr
+    row = proc.stdout.splitlines()[1].split()
+    assert row[0] == run_id[:12] and row[3] == "RUNNING"  # listed as it is: marking it KILLED needs a write
+    assert "could not settle earlier runs (" in proc.stderr and "readonly database" in proc.stderr

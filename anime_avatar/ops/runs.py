@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -12,6 +13,8 @@ from pathlib import Path
 from anime_avatar.core.errors import UserError
 from anime_avatar.ops.data_versions import data_version_tag
 from anime_avatar.ops.registry import champion
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("run_id", "start", "status", "data_version", "arch", "steps", "fid", "kid", "champion")
 
@@ -66,10 +69,15 @@ def training_runs(client, experiment: str, model_name: str) -> list[RunRow]:
 
 def settle_runs(client, experiment: str) -> None:
     """Send what earlier runs kept while the tracking store was away, and mark runs whose process is gone
-    KILLED, so that the table shows every run complete and in its true state."""
+    KILLED, so that the table shows every run complete and in its true state (a warning if the store
+    takes no writes: the table is shown all the same)."""
     from anime_avatar.ops.run_journal import recover
 
-    recover(client.tracking_uri, [experiment_id(client, experiment)], client=client)
+    ids = [experiment_id(client, experiment)]
+    try:
+        recover(client.tracking_uri, ids, client=client)
+    except Exception as err:  # e.g. a read-only mlflow.db
+        log.warning("could not settle earlier runs (%s)", (str(err).strip().splitlines() or [type(err).__name__])[0])
 
 
 def sort_rows(rows: list[RunRow], by: str) -> list[RunRow]:

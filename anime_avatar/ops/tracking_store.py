@@ -76,8 +76,8 @@ def server_problem(uri: str, timeout: float = CHECK_TIMEOUT_S) -> str | None:
     return None
 
 
-def check_sqlite(path: Path) -> None:
-    """The SQLite file MLflow would use opens as a database and takes a write; or one line saying why not."""
+def check_sqlite(path: Path, write: bool = True) -> None:
+    """The SQLite file MLflow would use opens as a database (and takes a write): or one line saying why not."""
     if not path.exists():
         folder = path.parent if str(path.parent) else Path()
         try:  # MLflow will create the file: the folder must take one
@@ -94,6 +94,8 @@ def check_sqlite(path: Path) -> None:
         raise UserError(f"cannot open the MLflow database {path} ({err}): {STORE_FIX}") from None
     try:
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if not write:
+            return
         # A table created and rolled back: the cheapest real write (BEGIN alone succeeds on read-only files).
         con.execute("BEGIN IMMEDIATE")
         con.execute("CREATE TABLE anime_avatar_write_probe (x)")
@@ -115,10 +117,10 @@ def check_sqlite(path: Path) -> None:
         con.close()
 
 
-def check_tracking_store(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
-    """Raise UserError in one line unless MLflow can record runs at ``uri``; takes seconds, not minutes."""
+def check_tracking_store(uri: str, timeout: float = CHECK_TIMEOUT_S, write: bool = True) -> None:
+    """Raise UserError in one line unless MLflow can read (and ``write``) runs at ``uri``; takes seconds."""
     if (path := sqlite_path(uri)) is not None:
-        check_sqlite(path)
+        check_sqlite(path, write)
     elif is_http(uri) and (problem := server_problem(uri, timeout)):
         raise UserError(f"the MLflow tracking server {uri} does not answer ({problem}): {SERVER_FIX}")
     from mlflow import MlflowClient
