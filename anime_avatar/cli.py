@@ -113,11 +113,14 @@ def _mlflow(args: argparse.Namespace):  # -> (MlflowClient, Params)
     from mlflow import MlflowClient
 
     from anime_avatar.ops.tracking import missing_tracking_db, tracking_uri
+    from anime_avatar.ops.tracking_store import check_tracking_store, fail_fast_http
 
     params = load_params(args.params)
     uri = tracking_uri()
     if missing := missing_tracking_db(uri):
         raise UserError(f"no MLflow database at {missing}: run the pipeline first (dvc repro)")
+    check_tracking_store(uri, write=False)  # seconds, not minutes of retries, when the server is away
+    fail_fast_http()
     return MlflowClient(uri), params
 
 
@@ -129,8 +132,9 @@ def cmd_runs(args: argparse.Namespace) -> None:
     from anime_avatar.ops import runs
 
     client, params = _mlflow(args)
-    rows = runs.sort_rows(runs.training_runs(client, args.experiment or params.tracking.experiment,
-                                             params.tracking.model_name), args.sort)  # fmt: skip
+    experiment = args.experiment or params.tracking.experiment
+    runs.settle_runs(client, experiment)
+    rows = runs.sort_rows(runs.training_runs(client, experiment, params.tracking.model_name), args.sort)
     print(runs.to_csv(rows) if args.csv else runs.format_table(rows), end="" if args.csv else "\n")
     if args.plot:
         runs.plot(rows, runs.fid_histories(client, rows), args.plot)

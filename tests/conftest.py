@@ -23,6 +23,16 @@ GETCHU = SHARED_DATA / "faces" / "getchu-64"
 BIN = Path(sys.executable).parent
 
 
+class WritesMarker:
+    """Unpickling this object would create the folder ``marker``: the proof that a loader ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (str(self.marker),))
+
+
 def synthetic_jobs(folder: Path, seed: int, count: int, size: int = 256) -> list:
     """``count`` synthetic illustrations saved in ``folder``, as detection jobs (fake, distinct hashes)."""
     from anime_avatar.data.detection import FileJob

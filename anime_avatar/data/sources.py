@@ -291,8 +291,17 @@ def no_images_message(params: DataParams, result: Collected) -> str:
     )
 
 
+def url_archive(params: DataParams) -> Path:
+    """The archive at ``data.url`` in the download cache, fetched and sha256-checked if need be.
+
+    The flows call it before ``dvc repro download`` too, so that a wrong sha256 or an unreachable
+    URL stops them before DVC removes the previous data/raw.
+    """
+    return download(params.url, params.sha256, policy=DownloadPolicy.from_params(params))
+
+
 def collect_url(params: DataParams, out: Path) -> Collected:
-    archive = download(params.url, params.sha256, policy=DownloadPolicy.from_params(params))
+    archive = url_archive(params)
     return collect_from_path(archive, params, out, source=f"url:{params.url}")
 
 
