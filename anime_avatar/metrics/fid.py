@@ -30,7 +30,7 @@ import re
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,6 +175,11 @@ class InceptionFeatures(torch.nn.Module):
             where = export_dir() if cache_dir is None else cache_dir
             self.backend, runner = select_runner(backend, net, inception_path(), where, self.device)
         self._net = (runner,)  # a tuple hides it from nn.Module's registration
+
+    @property
+    def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The network alone: float (N, 3, 299, 299) input from :func:`to_network_input` -> (N, 2048) features."""
+        return self._net[0]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _check_images(images)
