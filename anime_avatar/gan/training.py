@@ -87,8 +87,11 @@ class TrainState:
 
 def build_state(config: NetConfig, t: TrainParams, device: torch.device) -> TrainState:
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    g = build_generator(config).to(device)
-    d = build_discriminator(config).to(device)
+    # channels_last: with NHWC weights and activations oneDNN (CPU) and cuDNN pick faster convolution kernels
+    # (x1.28 per step here, README Speed). It changes float rounding, not the maths: runs stay deterministic and
+    # exactly resumable. The training batches are NHWC arrays permuted to NCHW, so they already have this layout.
+    g = build_generator(config).to(device, memory_format=torch.channels_last)
+    d = build_discriminator(config).to(device, memory_format=torch.channels_last)
     return TrainState(
         config=config,
         generator=g,
