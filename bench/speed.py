@@ -58,7 +58,7 @@ from anime_avatar.metrics import fid  # noqa: E402
 # Inception v3 (FID graph) at 299x299: 5.71 GMAC per image, counted with torch.utils.flop_counter; 2 FLOP per MAC.
 INCEPTION_FLOP = 11.42e9
 FID_BATCH = 50
-STEPS_PER_RUN = 10  # the project's default log_every: its step reads the losses once per 10 steps
+STEPS_PER_RUN = 5  # training steps per timed run; the project's step reads the losses once per run
 
 
 def alternate(runs: dict[str, Callable[[], None]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
@@ -166,9 +166,12 @@ class ReferenceStep:
         float(loss_d.detach()), float(loss_g.detach())  # what a plain loop does to log or show the losses
 
 
-def bench_train_config(params: Params, arch: str, side: int, batch: int, rounds: int) -> dict[str, float]:
+def bench_train_config(
+    params: Params, arch: str, side: int, batch: int, rounds: int, threads: int | None = None
+) -> dict[str, float]:
+    """Project step against the reference step; ``threads`` overrides train.threads for the project's step."""
     model = params.model.model_copy(update={"arch": arch})
-    t = params.train.model_copy(update={"batch_size": batch})
+    t = params.train.model_copy(update={"batch_size": batch} | ({} if threads is None else {"threads": threads}))
     config = net_config(model, side)
     rng = np.random.default_rng(0)
     data = torch.from_numpy(rng.integers(0, 256, size=(4 * batch, side, side, 3), dtype=np.uint8))
@@ -201,9 +204,10 @@ def bench_train_config(params: Params, arch: str, side: int, batch: int, rounds:
 
     seconds = alternate({"reference": reference_run, "project": project_run}, rounds)
     table = summarise(seconds, "reference", STEPS_PER_RUN * batch)
-    return {"arch": arch, "side": side, "batch": batch, "project_img_s": table["project"]["img_s"],
-            "reference_img_s": table["reference"]["img_s"], "ratio": table["project"]["ratio"],
-            "ratio_min": table["project"]["ratio_min"], "ratio_max": table["project"]["ratio_max"]}  # fmt: skip
+    project, reference = table["project"], table["reference"]
+    return {"arch": arch, "side": side, "batch": batch, "threads": t.threads, "project_img_s": project["img_s"],
+            "reference_img_s": reference["img_s"], "ratio": project["ratio"], "ratio_min": project["ratio_min"],
+            "ratio_max": project["ratio_max"]}  # fmt: skip
 
 
 def bench_train(params: Params, rounds: int, full: bool) -> dict[str, Any]:
@@ -216,6 +220,11 @@ def bench_train(params: Params, rounds: int, full: bool) -> dict[str, Any]:
         row = bench_train_config(params, arch, side, batch, rounds)
         print(f"  train {arch} {side}px batch {batch}: x{row['ratio']:.2f}", flush=True)
         rows.append(row)
+    if full and torch.get_num_threads() > 1:
+        # One thread per process: on a CPU shared with other work, PyTorch's thread pool loses more to waiting for
+        # descheduled threads than the second thread gains (train.threads: 1 in params.yaml).
+        rows.append(bench_train_config(params, *default, rounds, threads=1))
+        print(f"  train default config, train.threads=1: x{rows[-1]['ratio']:.2f}", flush=True)
     headline = {k: rows[0][k] for k in ("project_img_s", "reference_img_s", "ratio")}
     default_config = {"arch": default[0], "side": default[1], "batch": default[2]}
     return {**headline, "default_config": default_config, "configs": rows}
@@ -247,6 +256,7 @@ def print_table(result: dict[str, Any]) -> None:
     if "train_step" in result:
         for row in result["train_step"]["configs"]:
             name = f"train step {row['arch']} {row['side']}px b{row['batch']}"
+            name += f" threads={row['threads']}" if row["threads"] else ""
             print(f"{name:38s} {row['project_img_s']:14.1f} {row['reference_img_s']:16.1f} {row['ratio']:6.2f}x"
                   f"  [{row['ratio_min']:.2f}-{row['ratio_max']:.2f}]")  # fmt: skip
     if "inception" in result:
