@@ -193,12 +193,12 @@ def bench_train_config(
 
     threads = torch.get_num_threads()
     if t.threads:  # the project's train() applies train.threads; the reference keeps PyTorch's default
-        project = project_run
+        default_threads_run = project_run
 
         def project_run() -> None:  # noqa: F811 - the same run under the project's thread setting
             torch.set_num_threads(t.threads)
             try:
-                project()
+                default_threads_run()
             finally:
                 torch.set_num_threads(threads)
 
