@@ -65,11 +65,11 @@ def stylize_eval(params: Params) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device, key="stylize_eval.device")
+    trained = stylizer_methods(STYLIZER)  # fails first, and says which stage to run, when there is none
     pairs = evaluation_pairs(cfg, device)
     log.info("%d pairs at %d px, methods %s", len(pairs), cfg.image_size, ", ".join(cfg.methods))
     choice = LAYERS[SCORING_NETWORK]
     scorer = Scorer(build_features(SCORING_NETWORK, choice.content + choice.style, device), params.gatys.temperature)
-    trained = stylizer_methods(STYLIZER)
     results: list[MethodResult] = []
     metrics: dict = {}
     for name in cfg.methods:

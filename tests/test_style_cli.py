@@ -129,6 +129,15 @@ def test_user_errors_are_one_line(files, tmp_path, caplog, monkeypatch, change, 
     assert not (tmp_path / "out.png").exists()
 
 
+def test_without_a_trained_stylizer_the_network_method_says_how_to_get_one(files, tmp_path, caplog, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no models/stylizer.pt, no mlflow.db here
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(SystemExit):
+        main("stylize", "--content", str(files["faces"] / "face0.png"), "--style", files["style"], "--out", "o.png")
+    assert "no stylizer: models/stylizer.pt does not exist" in caplog.text and "dvc repro stylize_train" in caplog.text
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_bad_numbers_are_refused_by_the_parser(files, capsys):
     with pytest.raises(SystemExit):
         main("stylize", "--content", "x.png", "--style", "y.png", "--out", "z.png", "--steps", "0")

@@ -76,14 +76,18 @@ def _download(uri: str) -> Path:
     """The ``stylizer.pt`` artifact of a logged stylizer model (its code is not run, nothing is unpickled)."""
     import mlflow
 
-    from anime_avatar.ops.tracking import mlflow_client
+    from anime_avatar.ops.tracking import mlflow_client, tracking_uri
 
+    hint = "train one with `dvc repro stylize_train`, or pass --model FILE"
+    database = tracking_uri().removeprefix("sqlite:///")
+    if tracking_uri().startswith("sqlite:///") and not Path(database).is_file():  # do not create an empty store
+        raise UserError(f"no stylizer: {STYLIZER} does not exist and there is no MLflow database {database} ({hint})")
     mlflow_client()
     try:
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as err:  # MLflow raises many types for a missing model or version
-        raise UserError(f"no stylizer at {STYLIZER} and cannot load MLflow model {uri}: {err} "
-                        "(train one with `dvc repro stylize_train`, or pass --model)") from None  # fmt: skip
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load the stylizer {uri}: {reason} ({hint})") from None
     weights = folder / "artifacts" / STYLIZER.name
     if not weights.is_file():
         raise UserError(f"{uri} holds no artifacts/{STYLIZER.name}: not a stylizer logged by the stylize_train stage")

@@ -208,7 +208,7 @@ def train_stylizers(
     if resume(checkpoint, state, fp, cfg.steps, device):
         log.info("resumed from %s at step %d", checkpoint, state.step)
     last = cfg.steps if stop_after is None else min(cfg.steps, state.step + stop_after)
-    bar = progress_bar(total=cfg.steps, initial=state.step, desc="stylize_train", unit="step")
+    bar = progress_bar(total=cfg.steps, initial=state.step, desc="stylizer", unit="step")
     with StopFlag() as stop:
         while state.step < last:
             losses = train_step(state, cfg, batches)
