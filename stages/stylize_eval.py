@@ -36,6 +36,7 @@ from anime_avatar.style.evaluation import (
     comparison_sheet,
     make_pairs,
     run_method,
+    seconds_with_cached_style,
     style_at_equal_content,
     tradeoff,
     unchanged,
@@ -88,8 +89,11 @@ def stylize_eval(params: Params) -> None:
         results.append(run_method(name, method, pairs, scorer, repeats))
         metrics[name] = results[-1].summary()
     metrics["unchanged"] = unchanged(pairs, scorer).summary()
-    curves = {m: tradeoff(load_stylizer(STYLIZER, m, device).net, pairs, scorer, cfg.alphas)
-              for m in FUSION_METHODS if m in cfg.methods}  # fmt: skip
+    curves = {}
+    for name in (m for m in FUSION_METHODS if m in cfg.methods):
+        net = load_stylizer(STYLIZER, name, device).net
+        metrics[name]["seconds_cached_style"] = round(seconds_with_cached_style(net, pairs, cfg.timing_repeats), 6)
+        curves[name] = tradeoff(net, pairs, scorer, cfg.alphas)
     metrics |= comparisons(metrics, curves)
     atomic_write_json(STYLIZE_METRICS, metrics)
     write_csv(STYLIZE_TRADEOFF_CSV, [{"method": m, **p} for m, points in curves.items() for p in points],
@@ -104,10 +108,13 @@ def comparisons(metrics: dict, curves: dict[str, list[dict[str, float]]]) -> dic
     found: dict = {}
     if {"attention", "adain"} <= set(curves):
         found["attention_vs_adain"] = style_at_equal_content(curves["attention"], curves["adain"])
-    net = metrics.get("attention", {}).get("seconds")
+    attention = metrics.get("attention", {})
     for gatys in ("gatys-inception-softmax", "gatys-inception"):
-        if net and "seconds" in metrics.get(gatys, {}):
-            found[f"speedup_attention_vs_{gatys}"] = round(metrics[gatys]["seconds"] / net, 1)
+        if "seconds" in attention and "seconds" in metrics.get(gatys, {}):
+            found[f"speedup_attention_vs_{gatys}"] = round(metrics[gatys]["seconds"] / attention["seconds"], 1)
+            found[f"speedup_attention_cached_style_vs_{gatys}"] = round(
+                metrics[gatys]["seconds"] / attention["seconds_cached_style"], 1
+            )
     return found
 
 

@@ -87,3 +87,21 @@ def test_fusion_config_round_trips_and_rejects_unknown_methods(encoder):
 
 def test_patch_discriminator_scores_patches():
     assert PatchDiscriminator()(torch.rand(2, 3, 64, 64)).shape == (2, 1, 8, 8)
+
+
+def curve(*points: tuple[float, float, float]) -> list[dict[str, float]]:
+    return [{"alpha": a, "content_loss": c, "style_loss": s} for a, c, s in points]
+
+
+def test_style_at_equal_content_interpolates_the_candidate_at_the_baselines_content_losses():
+    from anime_avatar.style.evaluation import style_at_equal_content
+
+    candidate = curve((0.0, 1.0, 4.0), (1.0, 2.0, 2.0))  # style loss 4 - 2 * (content - 1) along the curve
+    baseline = curve((0.0, 1.5, 6.0), (1.0, 3.0, 1.0))  # only its first point lies in [1, 2]
+    found = style_at_equal_content(candidate, baseline)
+    assert found["matched_points"] == 1 and found["style_loss_ratio"] == pytest.approx(3.0 / 6.0)
+    # Without overlap: no ratio at equal content, but the closest points in content loss are compared.
+    apart = style_at_equal_content(curve((1.0, 1.2, 1.1), (0.5, 1.3, 2.0)), curve((1.0, 1.1, 0.5), (0.0, 1.0, 1.5)))
+    assert apart["matched_points"] == 0 and "style_loss_ratio" not in apart
+    assert (apart["nearest_candidate_alpha"], apart["nearest_baseline_alpha"]) == (1.0, 1.0)
+    assert apart["nearest_style_loss_ratio"] == pytest.approx(1.1 / 0.5)

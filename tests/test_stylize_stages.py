@@ -45,7 +45,9 @@ def test_dvc_repro_trains_evaluates_and_registers_the_stylizer(project):
     assert metrics["unchanged"]["content_loss"] == 0.0 and metrics["unchanged"]["structure"] == pytest.approx(1.0)
     assert "vgg19-dcbb9e9d.pth" in metrics["gatys-vgg19"]["skipped"]
     assert "matched_points" in metrics["attention_vs_adain"]
+    assert metrics["attention"]["seconds_cached_style"] > 0 and metrics["adain"]["seconds_cached_style"] > 0
     assert metrics["speedup_attention_vs_gatys-inception-softmax"] > 0
+    assert metrics["speedup_attention_cached_style_vs_gatys-inception"] > 0
     assert len(read_csv(work / "plots/stylize_tradeoff.csv")) == 4  # two nets at two strengths
     sheet = Image.open(work / "reports/stylize.png")
     assert sheet.size == ((2 + 4) * 192, 16 + 2 * 192)  # content | style | four methods, one row per pair

@@ -160,21 +160,41 @@ def style_at_equal_content(candidate: list[dict[str, float]], baseline: list[dic
     """The candidate's style loss relative to the baseline's at equal content loss.
 
     Each baseline point whose content loss lies within the candidate curve's content range is compared
-    with the candidate's style loss interpolated (linearly, in content loss) at that content loss. Returns
-    the mean ratio candidate/baseline (< 1: the candidate stylises more for the same content kept), the
-    number of matched points and the content-loss overlap; no overlap gives ``matched_points`` 0.
+    with the candidate's style loss interpolated (linearly, in content loss) at that content loss:
+    ``style_loss_ratio`` is the mean ratio candidate/baseline (< 1: the candidate stylises more for the same
+    content kept) over ``matched_points`` such points (0 when the curves' content ranges do not overlap).
+    Always given: the pair of points closest in content loss, one per curve (``nearest_*``), and the ratio of
+    their style losses, so a comparison exists even without overlap.
     """
     ordered = sorted(candidate, key=lambda p: p["content_loss"])
     xs = np.array([p["content_loss"] for p in ordered])
     ys = np.array([p["style_loss"] for p in ordered])
+    near_c, near_b = min(((c, b) for c in candidate for b in baseline),
+                         key=lambda cb: abs(cb[0]["content_loss"] - cb[1]["content_loss"]))  # fmt: skip
+    found = {
+        "nearest_candidate_alpha": near_c["alpha"], "nearest_candidate_content_loss": near_c["content_loss"],
+        "nearest_baseline_alpha": near_b["alpha"], "nearest_baseline_content_loss": near_b["content_loss"],
+        "nearest_style_loss_ratio": round(near_c["style_loss"] / near_b["style_loss"], 4),
+    }  # fmt: skip
     matched = [p for p in baseline if xs[0] <= p["content_loss"] <= xs[-1]]
-    base_xs = [p["content_loss"] for p in baseline]
-    overlap = (max(xs[0], min(base_xs)), min(xs[-1], max(base_xs)))
-    span = {"content_overlap_low": float(overlap[0]), "content_overlap_high": float(overlap[1])}
     if not matched:
-        return {"matched_points": 0, **span}
+        return {"matched_points": 0, **found}
     ratios = [float(np.interp(p["content_loss"], xs, ys)) / p["style_loss"] for p in matched]
-    return {"matched_points": len(matched), "style_loss_ratio": round(statistics.fmean(ratios), 4), **span}
+    return {"matched_points": len(matched), "style_loss_ratio": round(statistics.fmean(ratios), 4), **found}
+
+
+def seconds_with_cached_style(net: Stylizer, pairs: Sequence[Pair], repeats: int) -> float:
+    """A net's median seconds per image when the style's features are computed once beforehand (as when
+    many contents share one style): the encoder then runs on the content only."""
+    seconds = []
+    for pair in pairs:
+        style_features = net.encode(pair.style)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            with torch.no_grad():
+                net(pair.content, style_features=style_features)
+            seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
 
 
 def comparison_sheet(pairs: Sequence[Pair], results: Sequence[MethodResult], cell: int = 192) -> Image.Image:
