@@ -40,6 +40,7 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/data_pipeline.py
+	$(BIN)/python bench/large_images.py
 	@echo "quality (about 45 min): $(BIN)/python bench/quality.py --minutes 60 --eval-every 20 --set detect.image_size=64 --set model.attention=[16]"
 	@echo "style transfer on the fixed set (about 50 min): $(BIN)/python bench/stylize.py --set stylize.steps=500"
 

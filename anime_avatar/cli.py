@@ -6,6 +6,8 @@ import argparse
 import inspect
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,19 +41,34 @@ def cmd_faces(args: argparse.Namespace) -> None:
     if args.detector:
         cfg = cfg.model_copy(update={"detector": args.detector})
     detector = build_detector(cfg)
-    args.out.mkdir(parents=True, exist_ok=True)
     total = 0
+    unreadable: list[str] = []
     for image in args.images:
-        if not image.is_file():
-            raise UserError(f"{image}: no such file")
-        result = detect_file(FileJob(str(image), str(image), sha256_file(image)), detector, cfg.margin, cfg.image_size)
+        job = FileJob(str(image), str(image), sha256_file(image))
+        result = detect_file(job, detector, cfg.margin, cfg.image_size, cfg.max_side)
         if result.error:
-            log.warning("%s: %s", image, result.error)
+            unreadable.append(f"{image}: {result.error}")
+            continue
         for crop in result.crops:
-            (args.out / f"{crop.face_id}.png").write_bytes(crop.png)
-            print(f"{image}\t{crop.box}\t{crop.score:.3f}\t{args.out / (crop.face_id + '.png')}")
+            path = args.out / f"{crop.face_id}.png"
+            _write(path, crop.png)
+            print(f"{image}\t{crop.box}\t{crop.score:.3f}\t{path}")
         total += len(result.crops)
-    log.info("%d faces from %d images with %s", total, len(args.images), detector.name)
+    if len(unreadable) < len(args.images):
+        log.info("%d faces from %d images with %s", total, len(args.images) - len(unreadable), detector.name)
+    if unreadable:  # the readable ones are done; the exit status says that some were not
+        raise UserError(unreadable[0] if len(unreadable) == 1 else f"{len(unreadable)} of {len(args.images)} "
+                        f"images could not be read: {'; '.join(unreadable)}")  # fmt: skip
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write an output file atomically; a folder in the way or a read-only place is one clear error."""
+    from anime_avatar.core.fsutil import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -61,16 +78,18 @@ def cmd_generate(args: argparse.Namespace) -> None:
     (models:/NAME@champion), else models/generator.pt, or --model FILE | models:/NAME/VERSION | runs:/ID/generator.
     Example: anime-avatar generate --n 16 --seed 0 --truncation 0.7 --grid avatars.png
     """
-    from torchvision.transforms.functional import to_pil_image
-    from torchvision.utils import make_grid
+    a_file = bool(args.model) and ":/" not in args.model
+    if not a_file and not Path(args.params).is_file():  # checked before the slow imports below
+        raise UserError(f"no {args.params} here: run inside the project (for its champion model), or pass --model FILE")
 
-    from anime_avatar.gan.inference import avatars, walk
+    from torchvision.transforms.functional import to_pil_image
+
+    from anime_avatar.data.images import png_bytes
+    from anime_avatar.gan.inference import avatars, grid_png, walk
     from anime_avatar.ops.registry import resolve_generator
 
-    if args.model and ":/" not in args.model:
-        generator = resolve_generator(args.model, "")  # a file: no project needed
-    elif not Path(args.params).is_file():
-        raise UserError(f"no {args.params} here: run inside the project (for its champion model), or pass --model FILE")
+    if a_file:
+        generator = resolve_generator(args.model, "")  # no project needed
     else:
         generator = resolve_generator(args.model, load_params(args.params).tracking.model_name)
     if args.interpolate:
@@ -83,14 +102,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if args.style:
         images = _stylize_avatars(args, images)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
         for label, image in zip(labels, images, strict=True):
-            to_pil_image(image).save(args.out / f"{label}.png")
+            _write(args.out / f"{label}.png", png_bytes(to_pil_image(image)))
         log.info("%d avatars in %s", len(images), args.out)
     if args.grid:
-        args.grid.parent.mkdir(parents=True, exist_ok=True)
         nrow = len(images) if args.interpolate else max(1, int(len(images) ** 0.5))
-        to_pil_image(make_grid(images, nrow=nrow, padding=2)).save(args.grid)
+        _write(args.grid, grid_png(images, nrow=nrow))
         log.info("grid written to %s", args.grid)
 
 
@@ -224,21 +241,6 @@ def cmd_avatar(args: argparse.Namespace) -> None:
         print(target)
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    """An argparse type: a number of ``kind`` above zero."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above zero, got {text}")
-        return value
-
-    return parse
-
-
 def _add_style_options(p: argparse.ArgumentParser) -> None:
     """The options every stylising command shares."""
     p.add_argument(
@@ -251,22 +253,25 @@ def _add_style_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", choices=["inception", "vgg19"], default="inception",
                    help="gatys: the feature network (vgg19 needs its torchvision download)")  # fmt: skip
     p.add_argument("--plain", action="store_true", help="gatys: plain Gram matrices, no softmax transform")
-    p.add_argument("--steps", type=_positive(int), help="gatys: network evaluations (default: gatys.steps)")
-    p.add_argument("--style-weight", type=_positive(float), help="gatys: style weight (default: gatys.style_weight)")
+    p.add_argument("--steps", type=_int_at_least(1), help="gatys: network evaluations (default: gatys.steps)")
+    p.add_argument("--style-weight", type=_positive_float, help="gatys: style weight (default: gatys.style_weight)")
     p.add_argument(
-        "--content-weight", type=_positive(float), help="gatys: content weight (default: gatys.content_weight)"
+        "--content-weight", type=_positive_float, help="gatys: content weight (default: gatys.content_weight)"
     )
 
 
 def _mlflow(args: argparse.Namespace):  # -> (MlflowClient, Params)
     from mlflow import MlflowClient
 
-    from anime_avatar.ops.tracking import tracking_uri
+    from anime_avatar.ops.tracking import missing_tracking_db, tracking_uri
+    from anime_avatar.ops.tracking_store import check_tracking_store, fail_fast_http
 
     params = load_params(args.params)
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise UserError(f"no MLflow database at {uri.removeprefix('sqlite:///')}: run the pipeline first (dvc repro)")
+    if missing := missing_tracking_db(uri):
+        raise UserError(f"no MLflow database at {missing}: run the pipeline first (dvc repro)")
+    check_tracking_store(uri, write=False)  # seconds, not minutes of retries, when the server is away
+    fail_fast_http()
     return MlflowClient(uri), params
 
 
@@ -278,8 +283,9 @@ def cmd_runs(args: argparse.Namespace) -> None:
     from anime_avatar.ops import runs
 
     client, params = _mlflow(args)
-    rows = runs.sort_rows(runs.training_runs(client, args.experiment or params.tracking.experiment,
-                                             params.tracking.model_name), args.sort)  # fmt: skip
+    experiment = args.experiment or params.tracking.experiment
+    runs.settle_runs(client, experiment)
+    rows = runs.sort_rows(runs.training_runs(client, experiment, params.tracking.model_name), args.sort)
     print(runs.to_csv(rows) if args.csv else runs.format_table(rows), end="" if args.csv else "\n")
     if args.plot:
         runs.plot(rows, runs.fid_histories(client, rows), args.plot)
@@ -315,7 +321,6 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
     Example: anime-avatar ui --port 5000, then open http://127.0.0.1:5000
     """
-    import os
     import shutil
 
     from anime_avatar.ops.tracking import tracking_uri
@@ -325,6 +330,71 @@ def cmd_ui(args: argparse.Namespace) -> None:
     cmd = [mlflow, "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     log.info("MLflow UI on http://%s:%d (tracking %s)", args.host, args.port, uri)
     os.execvp(cmd[0], cmd)
+
+
+# --- argument types: a bad value is a usage error (exit 2) named by argparse -------------------
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is less than {low}")
+        return value
+
+    return parse
+
+
+def _seed(text: str) -> int:
+    value = _int_at_least(0)(text)
+    if value >= 2**62:
+        raise argparse.ArgumentTypeError(f"{value} is not below 2**62")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0.0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0.0:
+        raise argparse.ArgumentTypeError(f"{text} is not above zero")
+    return value
+
+
+def _image_file(text: str) -> Path:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: pass image files (e.g. {path / '*.png'})")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
+
+def _output_folder(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return path
+
+
+def _png_file(text: str) -> Path:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: name the .png file to write")
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text}: the grid is a PNG image; name a .png file")
+    return path
 
 
 # A command group adds sub-commands to the parser (the Prefect flows add theirs from pipelines/).
@@ -362,43 +432,44 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
     p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
 
     p = add_command(sub, cmd_faces)
-    p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, default=Path("faces"), help="folder for the crops (default: faces/)")
+    p.add_argument("images", nargs="+", type=_image_file)
+    p.add_argument("--out", type=_output_folder, default=Path("faces"), help="folder for the crops (default: faces/)")
     p.add_argument("--detector", choices=["lbp", "animeface", "none"], help="override detect.detector")
 
     p = add_command(sub, cmd_generate)
-    p.add_argument("--n", type=int, default=16, help="number of avatars (seeds SEED..SEED+N-1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, help="folder for one PNG per avatar")
-    p.add_argument("--grid", type=Path, help="write all avatars as one grid PNG")
+    p.add_argument("--n", type=_int_at_least(1), default=16, help="number of avatars (seeds SEED..SEED+N-1)")
+    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--out", type=_output_folder, help="folder for one PNG per avatar")
+    p.add_argument("--grid", type=_png_file, help="write all avatars as one grid PNG")
     p.add_argument("--model", help="generator file or MLflow URI (default: champion, else models/generator.pt)")
-    p.add_argument("--truncation", type=float, default=0.0, help="redraw latents beyond ±T (0: off; 0.7 is typical)")
-    p.add_argument("--interpolate", type=int, nargs=2, metavar=("A", "B"), help="latent walk from seed A to B")
-    p.add_argument("--steps", type=int, default=8, help="images in the walk")
-    p.add_argument("--style", type=Path, metavar="IMG", help="stylise the avatars in the style of this image")
+    p.add_argument("--truncation", type=_non_negative_float, default=0.0,
+                   help="redraw latents beyond ±T (0: off; 0.7 is typical)")  # fmt: skip
+    p.add_argument("--interpolate", type=_seed, nargs=2, metavar=("A", "B"), help="latent walk from seed A to B")
+    p.add_argument("--steps", type=_int_at_least(2), default=8, help="images in the walk")
+    p.add_argument("--style", type=_image_file, metavar="IMG", help="stylise the avatars in the style of this image")
     p.add_argument("--style-method", choices=["gatys", "network", "adain"], default="network",
                    help="with --style: gatys, network (default) or adain")  # fmt: skip
     p.add_argument(
-        "--style-size", type=_positive(int), default=256, help="with --style: the stylised avatars' side in pixels"
+        "--style-size", type=_int_at_least(1), default=256, help="with --style: the stylised avatars' side in pixels"
     )
     p.add_argument("--style-model", help="with --style: stylizer file or MLflow URI (default: models/stylizer.pt)")
 
     p = add_command(sub, cmd_stylize)
     p.add_argument("--content", type=Path, required=True, metavar="IMG|DIR", help="image or folder of images")
-    p.add_argument("--style", type=Path, required=True, metavar="IMG", help="the style image")
+    p.add_argument("--style", type=_image_file, required=True, metavar="IMG", help="the style image")
     p.add_argument("--out", type=Path, required=True, metavar="PATH", help="output image (a folder for a folder)")
     p.add_argument(
-        "--size", type=_positive(int), default=256, help="the content's shorter side in pixels (default: 256)"
+        "--size", type=_int_at_least(1), default=256, help="the content's shorter side in pixels (default: 256)"
     )
     _add_style_options(p)
 
     p = add_command(sub, cmd_avatar)
-    p.add_argument("--photo", type=Path, required=True, help="a photo of a person")
-    p.add_argument("--style", type=Path, required=True, metavar="IMG", help="the style image")
+    p.add_argument("--photo", type=_image_file, required=True, help="a photo of a person")
+    p.add_argument("--style", type=_image_file, required=True, metavar="IMG", help="the style image")
     p.add_argument(
         "--out", type=Path, required=True, metavar="AVATAR.png", help="the avatar (AVATAR-N.png for several)"
     )
-    p.add_argument("--size", type=_positive(int), default=256, help="the avatar's side in pixels (default: 256)")
+    p.add_argument("--size", type=_int_at_least(1), default=256, help="the avatar's side in pixels (default: 256)")
     p.add_argument("--no-detect", action="store_true", help="stylise the whole picture, without looking for a face")
     p.add_argument("--largest", action="store_true", help="one avatar, of the largest face, when there are several")
     _add_style_options(p)
@@ -422,15 +493,25 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
 
 
 def main(argv: list[str] | None = None, groups: Sequence[CommandGroup] = ()) -> None:
-    args = build_parser(groups).parse_args(argv)
+    parser = build_parser(groups)
+    args = parser.parse_args(argv)
     setup_logging(args.verbose)
     if args.command == "generate" and not (args.out or args.grid):
         args.out = Path("avatars")
+        if args.out.exists() and not args.out.is_dir():
+            parser.error(f"{args.out} (the default --out) is a file, not a folder: pass --out FOLDER")
     try:
         args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit where it cannot be handled
     except UserError as err:
         log.error("%s", err)
         sys.exit(1)
+    except BrokenPipeError:
+        # `anime-avatar params | head`: the reader left. Point stdout at /dev/null so that the
+        # interpreter's final flush does not fail again, and exit as a tool killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        log.error("output closed early (broken pipe)")
+        sys.exit(128 + signal.SIGPIPE)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,7 +34,11 @@ from anime_avatar.core.errors import UserError
 from anime_avatar.core.params import Params, load_params
 from anime_avatar.core.stage import NO_LOG_TIME_ENV
 from anime_avatar.ops.lock import workspace_lock
+from anime_avatar.ops.run_journal import recover
+from anime_avatar.ops.stale_runs import process_tags
 from anime_avatar.ops.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, tracking_uri
+from anime_avatar.ops.tracking_store import fail_fast_http
+from pipelines.recovery import dvc_executable, kept_outputs, preflight
 
 
 class StageFailed(UserError):
@@ -60,8 +62,7 @@ class PipelineResult:
 
 
 def dvc_command(stage: str, force: bool) -> list[str]:
-    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or shutil.which("dvc") or "dvc"
-    return [dvc, "repro", "--single-item", stage, *(["--force"] if force else [])]
+    return [dvc_executable(), "repro", "--single-item", stage, *(["--force"] if force else [])]
 
 
 @task(name="dvc-repro", cache_policy=NO_CACHE)
@@ -126,8 +127,11 @@ class StageOutput:
 
 
 def failure_excerpt(lines: list[str], limit: int = 8) -> list[str]:
-    """The stage's own error (our stages log one ERROR line with its details below), else the last lines."""
-    start = next((i for i, line in enumerate(lines) if " ERROR " in f" {line}"), max(0, len(lines) - 5))
+    """The stage's own error (our stages log one ERROR line with its details below), else the last lines
+    (with DVC's own error, e.g. a declared output the stage did not write)."""
+    start = next((i for i, line in enumerate(lines) if " ERROR " in f" {line}"), None)
+    if start is None:
+        return lines[max(0, len(lines) - 5) :]
     return [line for line in lines[start : start + limit] if not line.startswith("ERROR: failed to reproduce")]
 
 
@@ -146,6 +150,28 @@ def pipeline_stages(root: Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"{root} holds no dvc.yaml: run the flows from the project's root")
     return list((yaml.safe_load(path.read_text()) or {}).get("stages", {}))
+
+
+def run_keeping_outputs(task, stage: str, root: Path, force: bool, env: dict[str, str]) -> StageOutcome:
+    """Run the stage's task; if it fails, put back the previous outputs DVC removed, and say so."""
+    with kept_outputs(root, stage) as kept:
+        try:
+            return task(stage, str(root), force=force, env=env)
+        except StageFailed as err:
+            done = kept.restore()
+            logger = get_run_logger()
+            note = ""
+            if done.paths:
+                logger.warning("restored the previous outputs of stage %s: %s", stage, ", ".join(done.paths))
+                note = f"\nthe previous outputs of stage {stage} were restored: {', '.join(done.paths)}"
+            if done.set_aside:
+                where = done.failed_dir.relative_to(root) if done.failed_dir else ""
+                logger.warning("what the failed run wrote is in %s: %s", where, ", ".join(done.set_aside))
+                note += f"\nwhat the failed run wrote is in {where}: {', '.join(done.set_aside)}"
+            for problem in done.problems:
+                logger.error("could not restore an output of stage %s: %s", stage, problem)
+                note += f"\ncould not restore: {problem}"
+            raise StageFailed(f"{err}{note}") from None
 
 
 def _flow_run_id() -> str:
@@ -173,8 +199,9 @@ def parent_run(root: Path, params: Params, flow_name: str, flow_run_id: str, ope
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(root))
-    mlflow.set_experiment(params.tracking.experiment)
-    tags = {"stage": "pipeline", "flow": flow_name, "prefect.flow_run_id": flow_run_id}
+    experiment = mlflow.set_experiment(params.tracking.experiment)
+    recover(tracking_uri(root), [experiment.experiment_id])  # earlier runs' kept records, killed runs marked
+    tags = {"stage": "pipeline", "flow": flow_name, "prefect.flow_run_id": flow_run_id, **process_tags()}
     with mlflow.start_run(run_name=f"{flow_name} {flow_run.get_name() or ''}".strip(), tags=tags) as parent:
         yield parent.info.run_id
 
@@ -183,6 +210,8 @@ def run_pipeline(root: Path, flow_name: str, force_download: bool) -> PipelineRe
     """The body of both flows: the stages under one MLflow parent run (when any has work to do), then the
     results artifact. The caller holds the lock."""
     params = load_params(root / "params.yaml")
+    preflight(root, params, force_download)  # before DVC removes any output
+    fail_fast_http()
     flow_run_id = _flow_run_id()
     result = PipelineResult()
     work_to_do = force_download or stale_stages(root) != []
@@ -192,7 +221,8 @@ def run_pipeline(root: Path, flow_name: str, force_download: bool) -> PipelineRe
         try:
             for stage in pipeline_stages(root):
                 task = stage_task(stage, params)
-                result.stages.append(task(stage, str(root), force=force_download and stage == "download", env=env))
+                force = force_download and stage == "download"
+                result.stages.append(run_keeping_outputs(task, stage, root, force, env))
         finally:
             if parent_id:
                 import mlflow

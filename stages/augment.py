@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 
-from anime_avatar.artifacts.faces import FACES_DIR, load_faces
+from anime_avatar.artifacts.faces import FACES_DIR, load_faces, read_face_info
 from anime_avatar.artifacts.trainset import TRAIN_DIR, write_train_set
 from anime_avatar.core.fsutil import atomic_dir
 from anime_avatar.core.params import Params
 from anime_avatar.core.stage import run_stage
-from anime_avatar.data.augment import augment_faces, build_pipeline, per_face
+from anime_avatar.data.augment import augment_faces, check_transforms, per_face
 
 log = logging.getLogger(__name__)
 
 
 def augment(params: Params) -> None:
     cfg = params.augment
-    build_pipeline(cfg)  # fail on bad transforms before any work
+    check_transforms(cfg, read_face_info(FACES_DIR).image_size)  # before any work: names a transform that cannot apply
     faces, ids = load_faces(FACES_DIR)
     images, variants = augment_faces(faces, ids, cfg)
     with atomic_dir(TRAIN_DIR) as out:

@@ -9,7 +9,7 @@ from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_dir
 from anime_avatar.core.params import Params
 from anime_avatar.core.stage import run_stage
-from anime_avatar.data.sources import collect
+from anime_avatar.data.sources import collect, no_images_message
 
 log = logging.getLogger(__name__)
 
@@ -18,11 +18,7 @@ def download(params: Params) -> None:
     with atomic_dir(RAW_DIR) as out:
         result = collect(params.data, out)
         if not result.images:
-            raise UserError(
-                f"no readable images from data.source={params.data.source!r} "
-                f"({len(result.rejected)} files rejected; see the reasons above)"
-                + "".join(f"\n  {r.relpath}: {r.reason}" for r in result.rejected[:10])
-            )
+            raise UserError(no_images_message(params.data, result))
         write_raw_set(out, result.images, result.rejected)
     log.info("%d images in %s, %d rejected", len(result.images), RAW_DIR, len(result.rejected))
 

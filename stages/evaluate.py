@@ -23,9 +23,10 @@ from anime_avatar.core.params import Params
 from anime_avatar.core.stage import run_stage
 from anime_avatar.data.fetch import cache_dir
 from anime_avatar.gan.inference import generate_images, grid_png
-from anime_avatar.metrics.fid import compute_fid_kid, real_features
+from anime_avatar.metrics.fid import FidKid, compute_fid_kid, real_features
 from anime_avatar.ops.data_versions import data_version
-from anime_avatar.ops.tracking import mlflow_client
+from anime_avatar.ops.run_journal import RunJournal
+from anime_avatar.ops.tracking_store import fail_fast_http
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +51,22 @@ def evaluate(params: Params) -> None:
     write_eval_metrics({"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std,
                         "n_samples": scores.n_fake, "n_real": scores.n_real})  # fmt: skip
     atomic_write_bytes(SAMPLES_PNG, grid_png(torch.from_numpy(fakes[:64]).permute(0, 3, 1, 2)))
-    record = read_run_file()
-    if record:
-        mlflow = mlflow_client(record.tracking_uri)
-        with mlflow.start_run(run_id=record.run_id):
-            mlflow.log_metrics(
-                {"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std}, step=generator.step
-            )
-            mlflow.log_artifact(str(SAMPLES_PNG))
-    else:
-        log.warning("models/run.json is missing: the scores were not logged to MLflow")
+    log_scores(scores, generator.step)
     print(f"FID {scores.fid:.2f}  KID {scores.kid_mean:.4f} ± {scores.kid_std:.4f}  "
           f"({scores.n_fake} generated vs {scores.n_real} real)")  # fmt: skip
+
+
+def log_scores(scores: FidKid, step: int) -> None:
+    """The scores and samples, on the training's run; kept for later if its tracking store does not answer."""
+    record = read_run_file()
+    if not record:
+        log.warning("models/run.json is missing: the scores were not logged to MLflow")
+        return
+    fail_fast_http()
+    journal = RunJournal(record.tracking_uri, record.run_id)
+    journal.log_metrics({"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std}, step=step)
+    journal.log_artifact(SAMPLES_PNG)
+    journal.finish()
 
 
 if __name__ == "__main__":

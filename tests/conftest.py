@@ -23,6 +23,16 @@ GETCHU = SHARED_DATA / "faces" / "getchu-64"
 BIN = Path(sys.executable).parent
 
 
+class WritesMarker:
+    """Unpickling this object would create the folder ``marker``: the proof that a loader ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (str(self.marker),))
+
+
 # The stylize stages in seconds: for the tests that run the whole pipeline (dvc repro, the Prefect flows).
 TINY_STYLIZE = {
     "stylize": {"image_size": 48, "steps": 3, "batch_size": 2, "max_styles": 3, "max_faces": 6, "threads": 1,

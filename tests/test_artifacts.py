@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,16 +17,7 @@ from anime_avatar.artifacts.run import RunRecord, read_run_file, write_run_file
 from anime_avatar.core.errors import UserError
 from anime_avatar.data.images import png_bytes
 from anime_avatar.gan.nets import NetConfig, build_generator
-
-
-class _WritesMarker:
-    """Unpickling this object would create a file: the proof that a loader ran code."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.makedirs, (str(self.marker),))
+from tests.conftest import WritesMarker
 
 
 def crop(face_id: str, colour: int, size: int = 16) -> FaceCrop:
@@ -85,7 +74,7 @@ def test_generator_file_errors(tmp_path):
 def test_a_generator_file_that_would_run_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     evil = tmp_path / "generator.pt"
-    torch.save({"config": _WritesMarker(marker)}, evil)
+    torch.save({"config": WritesMarker(marker)}, evil)
     with pytest.raises(UserError, match="refused to load") as err:
         load_generator(evil)
     assert "\n" not in str(err.value)
@@ -95,7 +84,7 @@ def test_a_generator_file_that_would_run_code_is_refused_without_running_it(tmp_
 def test_a_checkpoint_that_would_run_code_is_ignored_without_running_it(tmp_path, caplog):
     marker = tmp_path / "pwned"
     evil = tmp_path / "last.pt"
-    torch.save({"format": 2, "step": _WritesMarker(marker)}, evil)
+    torch.save({"format": 2, "step": WritesMarker(marker)}, evil)
     with caplog.at_level(logging.WARNING):
         assert load_checkpoint(evil) is None
     assert not marker.exists()
@@ -122,3 +111,17 @@ def test_training_images_must_be_square_uint8(tmp_path):
 
     with pytest.raises(ValueError, match="uint8"):
         write_train_set(tmp_path, np.zeros((2, 8, 4, 3), np.uint8), [], 10, 1)
+
+
+def test_a_training_shard_that_would_run_code_is_refused_without_running_it(tmp_path):
+    from anime_avatar.artifacts.trainset import Variant, load_train_images, write_train_set
+
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    write_train_set(tmp_path, images, [Variant("a", 0), Variant("b", 0)], 10, 1)
+    marker = tmp_path / "pwned"
+    np.save(tmp_path / "images-00000.npy", np.array([WritesMarker(marker)], dtype=object), allow_pickle=True)
+    for mmap in (True, False):
+        with pytest.raises(UserError, match="not a training-image shard") as err:
+            load_train_images(tmp_path, mmap=mmap)
+        assert "\n" not in str(err.value)
+    assert not marker.exists()

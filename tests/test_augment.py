@@ -3,8 +3,8 @@ import pytest
 
 from anime_avatar.artifacts.trainset import Variant, load_train_images, read_train_info, write_train_set
 from anime_avatar.core.errors import ParamsError
-from anime_avatar.data.augment import augment_faces, build_pipeline, per_face
-from tests.conftest import section
+from anime_avatar.data.augment import augment_faces, build_pipeline, check_transforms, per_face
+from tests.conftest import params_with, section
 
 
 def faces(n: int = 5, size: int = 16) -> np.ndarray:
@@ -60,3 +60,45 @@ def test_training_set_round_trip_records_its_facts(tmp_path):
     assert read_train_info(tmp_path) == info
     assert (info.count, info.image_size, info.per_face) == (10, 16, 2)
     assert np.array_equal(np.asarray(load_train_images(tmp_path)), x)
+
+
+# --- a transform that cannot apply to the crops is named before any work ----------------------------
+
+
+def test_a_crop_larger_than_the_faces_is_named_even_when_rarely_drawn():
+    spec = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomCrop", "height": 64, "width": 64, "p": 0.01}]
+    params = section("augment", transforms=spec)
+    with pytest.raises(ParamsError) as err:
+        check_transforms(params, image_size=32)
+    assert str(err.value).startswith(
+        "augment.transforms[1] (RandomCrop) cannot apply to the 32x32 face crops (detect.image_size): "
+    )
+    check_transforms(params, image_size=64)  # fits crops of 64
+
+
+def test_a_transform_that_changes_the_size_is_named():
+    params = section("augment", transforms=[{"name": "Resize", "height": 8, "width": 16}])
+    with pytest.raises(ParamsError, match=r"augment.transforms\[0\] \(Resize\) must keep the crops' size and uint8 "
+                                          r"type: it turns 32x32 uint8 into 16x8 uint8"):  # fmt: skip
+        check_transforms(params, image_size=32)
+
+
+def test_usual_transforms_pass_the_check():
+    spec = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomCrop", "height": 32, "width": 32},
+            {"name": "Affine", "rotate": [-5, 5], "p": 0.5}]  # fmt: skip
+    check_transforms(section("augment", transforms=spec), image_size=32)
+
+
+def test_augment_stage_checks_the_transforms_before_loading_a_face(tmp_path, monkeypatch):
+    import stages.augment
+    from anime_avatar.artifacts.faces import FaceSetInfo
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "train" / "index.json").write_text("previous")
+    monkeypatch.setattr(stages.augment, "read_face_info", lambda folder: FaceSetInfo(32, 10, "animeface"))
+    monkeypatch.setattr(stages.augment, "load_faces", lambda folder: pytest.fail("faces loaded before the check"))
+    spec = [{"name": "RandomCrop", "height": 48, "width": 48}]
+    with pytest.raises(ParamsError, match=r"augment.transforms\[0\] \(RandomCrop\) cannot apply to the 32x32"):
+        stages.augment.augment(params_with({"augment": {"transforms": spec}}))
+    assert (tmp_path / "data" / "train" / "index.json").read_text() == "previous"

@@ -18,6 +18,7 @@ from anime_avatar.data.detection import (
     zero_faces_message,
 )
 from anime_avatar.data.executors import local_results
+from anime_avatar.data.images import crop_resize
 from anime_avatar.data.synthetic import render_illustration
 from tests.conftest import GRID, needs_shared, section, synthetic_jobs
 
@@ -98,19 +99,19 @@ def test_detect_file_crops_square_faces_with_stable_ids(tmp_path):
     path = tmp_path / "a.png"
     ill.image.save(path)
     job = FileJob("images/a.png", str(path), "ab" * 32)
-    result = detect_file(job, AnimefaceDetector(0.0, 24), margin=0.25, image_size=48)
+    result = detect_file(job, AnimefaceDetector(0.0, 24), margin=0.25, image_size=48, max_side=2048)
     assert result.crops and not result.error
     for k, crop in enumerate(result.crops):
         assert crop.face_id == f"{'ab' * 8}-{k:02d}"
         assert crop.crop[2] == crop.crop[3]
         assert Image.open(__import__("io").BytesIO(crop.png)).size == (48, 48)
-    assert detect_file(job, AnimefaceDetector(0.0, 24), 0.25, 48) == result
+    assert detect_file(job, AnimefaceDetector(0.0, 24), 0.25, 48, 2048) == result
 
 
 def test_unreadable_file_is_reported_not_raised(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
-    result = detect_file(FileJob("bad.png", str(bad), "0" * 64), WholeImageDetector(1), 0.0, 16)
+    result = detect_file(FileJob("bad.png", str(bad), "0" * 64), WholeImageDetector(1), 0.0, 16, 2048)
     assert result.crops == [] and result.error.startswith("unreadable")
 
 
@@ -131,7 +132,7 @@ def test_duplicates_are_dropped_after_the_first(tmp_path):
     for name, array in (("a", face), ("b", other), ("c", face)):
         Image.fromarray(array).save(tmp_path / f"{name}.png")
         jobs.append(FileJob(f"{name}.png", str(tmp_path / f"{name}.png"), name * 64))
-    results = [detect_file(j, WholeImageDetector(8), 0.0, 64) for j in jobs]
+    results = [detect_file(j, WholeImageDetector(8), 0.0, 64, 2048) for j in jobs]
     summary = collect_faces(results, dedup_distance=2)
     assert [c.source for c in summary.kept] == ["a.png", "b.png"]
     assert [(d.source, o.source, dist) for d, o, dist in summary.duplicates] == [("c.png", "a.png", 0)]
@@ -152,6 +153,118 @@ def test_cascade_resolution_order(tmp_path, monkeypatch, cascade):
         LbpDetector(bad, 1.1, 5, 24)
 
 
-def test_zero_faces_message_names_the_pillow_trap():
-    message = zero_faces_message(section("detect", detector="animeface"), 12)
-    assert "found no faces in 12 images" in message and "Pillow >= 12" in message
+def test_zero_faces_message_blames_pillow_only_when_pillow_12_is_installed(monkeypatch):
+    import PIL
+
+    params = section("detect", detector="animeface")
+    monkeypatch.setattr(PIL, "__version__", "11.3.0")
+    message = zero_faces_message(params, 12)
+    assert message == (
+        "detector 'animeface' found no faces in 12 images: "
+        "try a smaller detect.min_face or detect.min_score, or detect.detector=lbp"
+    )
+    monkeypatch.setattr(PIL, "__version__", "12.0.0")
+    message = zero_faces_message(params, 12)
+    assert "found no faces in 12 images" in message and "Pillow >= 12 (installed: 12.0.0)" in message
+    assert "Pillow" not in zero_faces_message(section("detect", detector="lbp"), 3)
+
+
+# --- inputs read correctly before detection, and huge images on a bounded copy ----------------------
+
+
+def faces_of(path, detector=None) -> list:
+    job = FileJob(path.name, str(path), "cd" * 32)
+    result = detect_file(job, detector or AnimefaceDetector(0.0, 24), 0.25, 32, 2048)
+    assert not result.error
+    return [(c.box, c.png) for c in result.crops]
+
+
+def test_photo_stored_sideways_with_exif_orientation_gives_the_upright_faces(tmp_path):
+    upright = render_illustration(0, 4).image
+    upright.save(tmp_path / "upright.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "shown turned 90 degrees clockwise": the pixels are stored turned the other way
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.png", exif=exif.tobytes())
+    expected = faces_of(tmp_path / "upright.png")
+    assert len(expected) == 3
+    assert faces_of(tmp_path / "sideways.png") == expected
+
+
+def test_16_bit_grayscale_png_gives_the_faces_of_its_8_bit_version(tmp_path):
+    gray = np.asarray(render_illustration(0, 2).image.convert("L"))
+    Image.fromarray(gray).save(tmp_path / "8bit.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "16bit.png")
+    assert Image.open(tmp_path / "16bit.png").mode == "I;16"
+    expected = faces_of(tmp_path / "8bit.png")
+    assert len(expected) == 3
+    assert faces_of(tmp_path / "16bit.png") == expected
+
+
+class RecordingDetector:
+    """Finds one face at a fixed place of whatever it is shown, and records the sizes it saw."""
+
+    name = "recording"
+
+    def __init__(self, box: tuple[int, int, int, int]) -> None:
+        self.box = box
+        self.seen: list[tuple[tuple[int, int], float]] = []
+
+    def detect(self, image, scale=1.0):
+        from anime_avatar.data.detection import Detection
+
+        self.seen.append((image.size, scale))
+        return [Detection(self.box, 0.9)]
+
+
+def test_large_image_is_detected_on_a_bounded_copy_and_boxes_map_back(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (1500, 3000, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+    detector = RecordingDetector((100, 50, 200, 100))
+    result = detect_file(FileJob("wide.png", str(tmp_path / "wide.png"), "ef" * 32), detector, 0.0, 64, 1000)
+
+    assert detector.seen == [((1000, 500), pytest.approx(1 / 3))]
+    [crop] = result.crops
+    assert crop.box == (300, 150, 600, 300), "the box is in the original's pixels"
+    assert crop.crop == (300, 0, 600, 600)
+    full_res = crop_resize(Image.fromarray(pixels), (300, 0, 600, 600), 64)
+    assert np.array_equal(np.asarray(Image.open(__import__("io").BytesIO(crop.png))), np.asarray(full_res)), (
+        "the crop is cut from the full-size image"
+    )
+    small = RecordingDetector((1, 1, 10, 10))
+    detect_file(FileJob("wide.png", str(tmp_path / "wide.png"), "ef" * 32), small, 0.0, 64, 3000)
+    assert small.seen == [((3000, 1500), 1.0)], "images within detect.max_side are seen as they are"
+
+
+def test_min_face_counts_original_pixels_on_a_downscaled_copy(tmp_path):
+    Image.new("RGB", (3000, 1500), (90, 90, 90)).save(tmp_path / "wide.png")
+    job = FileJob("wide.png", str(tmp_path / "wide.png"), "ef" * 32)
+    # The copy is 1000x500: its 500 px side stands for the original's 1500.
+    [crop] = detect_file(job, WholeImageDetector(1500), 0.0, 16, 1000).crops
+    assert crop.box == (0, 0, 3000, 1500)
+    assert detect_file(job, WholeImageDetector(1501), 0.0, 16, 1000).crops == []
+
+
+PEAK_MEMORY = """
+import json, resource, sys
+from anime_avatar.data.detection import AnimefaceDetector, FileJob, detect_file
+detector = AnimefaceDetector(0.0, 24)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = detect_file(FileJob("big", sys.argv[1], "0" * 64), detector, 0.25, 32, 2048)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"mib": (after - before) / 1024, "faces": len(result.crops), "error": result.error}))
+"""
+
+
+def test_an_8000_pixel_image_is_detected_in_bounded_memory(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "huge.jpg"
+    render_illustration(0, 4, size=1024).image.resize((8000, 8000), Image.Resampling.BILINEAR).save(path)
+    out = subprocess.run([sys.executable, "-c", PEAK_MEMORY, str(path)], capture_output=True, text=True, check=True)
+    measured = json.loads(out.stdout.strip().splitlines()[-1])
+    assert measured["error"] == "" and measured["faces"] >= 1
+    # Decoding takes 8000*8000*4 bytes = 244 MiB; detecting on the full image took another ~1.9 GiB.
+    assert measured["mib"] < 600, measured

@@ -18,7 +18,7 @@ from PIL import Image
 
 from anime_avatar.core.errors import UserError
 from anime_avatar.metrics import fid
-from tests.conftest import GETCHU, needs_shared
+from tests.conftest import GETCHU, WritesMarker, needs_shared
 
 N_PER_SET = 32  # images per set in the real-vs-noise test: 4 sets -> 128 Inception passes
 
@@ -213,3 +213,17 @@ def test_unreadable_cache_is_recomputed(tmp_path: Path) -> None:
 def test_dataset_hash_cannot_escape_the_cache_dir(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="plain file name"):
         fid.real_features(iter(()), tmp_path, "../evil", device="cpu", progress=False)
+
+
+def test_a_feature_cache_that_would_run_code_is_recomputed_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = np.array([WritesMarker(marker)], dtype=object)
+    np.savez(tmp_path / "abc.npz", features=evil, convention=np.array(fid.FEATURE_CONVENTION))
+    images = np.full((1, 32, 32, 3), 90, dtype=np.uint8)
+
+    features = fid.real_features(images, tmp_path, "abc", device="cpu", progress=False)
+
+    assert not marker.exists()
+    assert features.shape == (1, fid.FEATURE_DIM)
+    with np.load(tmp_path / "abc.npz", allow_pickle=False) as data:  # replaced by plain numbers
+        np.testing.assert_array_equal(data["features"], features)

@@ -1,14 +1,24 @@
+import struct
+import zlib
+from pathlib import Path
+
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from anime_avatar.data.images import (
+    UnreadableImage,
     check_image,
     crop_resize,
+    fit_within,
     image_stats,
     load_rgb,
     near_duplicates,
     phash64,
+    read_image,
     square_box,
 )
 
@@ -85,3 +95,203 @@ def test_image_stats():
     half = np.zeros((8, 8, 3), dtype=np.uint8)
     half[:, :4] = 255
     assert image_stats(half) == pytest.approx((0.5, 0.5), abs=1e-6)
+
+
+# --- reading every mode and bit depth, upright ------------------------------------------------------
+
+
+def saved(tmp_path, image: Image.Image, fmt: str, **options) -> Path:
+    path = tmp_path / f"image.{fmt.lower()}"
+    image.save(path, format=fmt, **options)
+    return path
+
+
+def on_white(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """What a viewer shows: colour over an opaque white background (0..255 floats)."""
+    a = alpha.astype(np.float64)[..., None] / 255.0
+    return colour.astype(np.float64) * a + 255.0 * (1.0 - a)
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    levels = np.array([[0, 257, 32896, 65535], [128, 12850, 50000, 65280]], dtype=np.uint16)
+    path = saved(tmp_path, Image.fromarray(levels), "PNG")
+    assert Image.open(path).mode == "I;16"
+    rgb = np.asarray(load_rgb(path))
+    assert rgb.shape == (2, 4, 3) and rgb.dtype == np.uint8
+    assert rgb[..., 0].tolist() == [[0, 1, 128, 255], [0, 50, 195, 254]]
+    assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+
+
+def test_32_bit_integer_and_float_images_are_scaled(tmp_path):
+    ints = np.array([[-5, 0, 257, 65535, 70000]], dtype=np.int32)
+    assert np.asarray(load_rgb(saved(tmp_path, Image.fromarray(ints), "TIFF")))[0, :, 0].tolist() == [0, 0, 1, 255, 255]
+    floats = np.array([[-0.5, 0.0, 0.5, 1.0, 3.0, np.nan]], dtype=np.float32)
+    path = saved(tmp_path, Image.fromarray(floats, "F"), "TIFF")
+    assert np.asarray(load_rgb(path))[0, :, 0].tolist() == [0, 0, 128, 255, 255, 0]
+
+
+@pytest.mark.parametrize(
+    ("mode", "pixel", "expected"),
+    [
+        ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
+        ("CMYK", (0, 0, 0, 255), (0, 0, 0)),
+        ("CMYK", (255, 0, 0, 0), (0, 255, 255)),  # pure cyan
+        ("LA", (40, 0), (255, 255, 255)),  # fully transparent: the white background
+        ("LA", (40, 255), (40, 40, 40)),
+        ("PA", (0, 128), None),  # checked below against its palette
+        ("RGBA", (255, 0, 0, 128), (255, 127, 127)),
+        ("YCbCr", (128, 128, 128), (128, 128, 128)),
+        ("1", 1, (255, 255, 255)),
+    ],
+)
+def test_other_modes_become_rgb_on_white(tmp_path, mode, pixel, expected):
+    image = Image.new(mode, (3, 2), pixel)
+    if mode == "PA":
+        image.putpalette([10, 20, 30] * 256)
+        expected = tuple(round(c * 128 / 255 + 255 * 127 / 255) for c in (10, 20, 30))
+    fmt = {"YCbCr": "JPEG", "CMYK": "TIFF", "PA": "TIFF"}.get(mode, "PNG")
+    rgb = np.asarray(load_rgb(saved(tmp_path, image, fmt)))
+    assert rgb.shape == (2, 3, 3)
+    assert np.abs(rgb.astype(int) - expected).max() <= 1
+
+
+def test_palette_with_a_transparent_index_and_rgb_with_a_transparent_colour(tmp_path):
+    palette = Image.new("P", (2, 1))
+    palette.putpalette([200, 0, 0, 0, 0, 200] + [0] * 762)
+    palette.putpixel((1, 0), 1)
+    rgb = np.asarray(load_rgb(saved(tmp_path, palette, "PNG", transparency=1)))
+    assert rgb.tolist() == [[[200, 0, 0], [255, 255, 255]]]
+    keyed = Image.new("RGB", (2, 1), (9, 9, 9))
+    keyed.putpixel((0, 0), (1, 2, 3))
+    rgb = np.asarray(load_rgb(saved(tmp_path, keyed, "PNG", transparency=(1, 2, 3))))
+    assert rgb.tolist() == [[[255, 255, 255], [9, 9, 9]]]
+
+
+# The displayed image for each EXIF orientation, from the stored pixels ``a`` (EXIF 2.3, tag 0x0112).
+ORIENTATIONS = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # mirrored left-right
+    3: lambda a: a[::-1, ::-1],  # rotated 180
+    4: lambda a: a[::-1],  # mirrored top-bottom
+    5: lambda a: a.swapaxes(0, 1),  # mirrored along the main diagonal
+    6: lambda a: np.rot90(a, -1),  # stored rotated: shown turned 90 degrees clockwise
+    7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # mirrored along the other diagonal
+    8: lambda a: np.rot90(a, 1),  # shown turned 90 degrees counter-clockwise
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    stored = np.random.default_rng(orientation).integers(0, 256, (2, 3, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = saved(tmp_path, Image.fromarray(stored), "PNG", exif=exif.tobytes())
+    shown = ORIENTATIONS[orientation](stored)
+    assert np.array_equal(np.asarray(load_rgb(path)), shown)
+    check = check_image(path, 1 << 20)
+    assert (check.height, check.width) == shown.shape[:2], "the manifest records the upright size"
+
+
+def test_damaged_exif_is_ignored_and_the_pixels_still_read(tmp_path):
+    stored = np.full((2, 2, 3), 7, dtype=np.uint8)
+    path = saved(tmp_path, Image.fromarray(stored), "PNG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff")
+    assert np.array_equal(np.asarray(load_rgb(path)), stored)
+
+
+def png_claiming(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims ``width`` x ``height`` (a decompression bomb, as the header is read)."""
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = 8 + 4  # signature, then the IHDR chunk's length
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 4 + 13 : ihdr + 4 + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 4 + 13])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("side", [9500, 20000])  # over Pillow's warning limit, and over its error limit
+def test_images_over_the_pixel_limit_are_refused_before_decoding(tmp_path, side):
+    path = png_claiming(tmp_path / "bomb.png", side, side)
+    with pytest.raises(UnreadableImage, match=r"more than 89\.5 megapixels: refused"):
+        read_image(path)
+    assert "more than 89.5 megapixels" in check_image(path, 1 << 20).reason
+
+
+def test_missing_and_unidentified_files_say_why(tmp_path):
+    with pytest.raises(UnreadableImage, match="cannot open: No such file"):
+        read_image(tmp_path / "gone.png")
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(UnreadableImage, match="^not an image$"):
+        read_image(tmp_path / "text.png")
+
+
+def test_read_image_reports_the_files_own_mode_and_channels(tmp_path):
+    decoded = read_image(saved(tmp_path, Image.new("LA", (2, 2)), "PNG"))
+    assert (decoded.mode, decoded.channels, decoded.rgb.mode) == ("LA", 2, "RGB")
+
+
+def test_fit_within_keeps_small_images_and_bounds_large_ones():
+    small = Image.new("RGB", (300, 200))
+    assert fit_within(small, 300) is small
+    assert fit_within(Image.new("RGB", (3000, 1000)), 1000).size == (1000, 333)
+    assert fit_within(Image.new("RGB", (10, 4000)), 100).size == (1, 100)
+
+
+# --- property: whatever Pillow saves, the reader returns HxWx3 uint8 at the right scale --------------
+
+
+@st.composite
+def stored_images(draw) -> tuple[Image.Image, str, np.ndarray]:
+    """An image of a random mode, size and content, a lossless format that keeps it, and what it should read as."""
+    mode = draw(st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I", "F", "CMYK"]))
+    height, width = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    formats = {"1": ["PNG", "TIFF", "BMP"], "L": ["PNG", "TIFF", "BMP"], "LA": ["PNG", "TIFF"],
+               "P": ["PNG", "TIFF", "BMP"], "RGB": ["PNG", "TIFF", "BMP"], "RGBA": ["PNG", "TIFF"],
+               "I;16": ["PNG", "TIFF"], "I": ["TIFF"], "F": ["TIFF"], "CMYK": ["TIFF"]}  # fmt: skip
+    fmt = draw(st.sampled_from(formats[mode]))
+    u8 = hnp.arrays(np.uint8, (height, width, Image.getmodebands(mode)))
+    if mode == "1":
+        bits = draw(hnp.arrays(np.bool_, (height, width)))
+        image = Image.fromarray(bits.astype(np.uint8) * 255, "L").convert("1")
+        gray = bits.astype(np.float64) * 255
+        return image, fmt, np.repeat(gray[..., None], 3, axis=2)
+    if mode == "I;16":
+        values = draw(hnp.arrays(np.uint16, (height, width)))
+        gray = values.astype(np.float64) / 257
+        return Image.fromarray(values), fmt, np.repeat(gray[..., None], 3, axis=2)
+    if mode == "I":
+        values = draw(hnp.arrays(np.int32, (height, width)))
+        gray = np.clip(values.astype(np.float64), 0, 65535) / 257
+        return Image.fromarray(values), fmt, np.repeat(gray[..., None], 3, axis=2)
+    if mode == "F":
+        values = draw(hnp.arrays(np.float32, (height, width), elements=st.floats(-2, 2, width=32)))
+        gray = np.clip(values.astype(np.float64), 0, 1) * 255
+        return Image.fromarray(values, "F"), fmt, np.repeat(gray[..., None], 3, axis=2)
+    if mode == "P":
+        indices = draw(hnp.arrays(np.uint8, (height, width)))
+        palette = draw(hnp.arrays(np.uint8, (256, 3)))
+        image = Image.fromarray(indices, "P")
+        image.putpalette(palette.ravel().tolist())
+        return image, fmt, palette[indices].astype(np.float64)
+    pixels = draw(u8)
+    image = Image.fromarray(pixels if mode != "L" else pixels[..., 0], mode)
+    if mode == "L":
+        return image, fmt, np.repeat(pixels[..., :1].astype(np.float64), 3, axis=2)
+    if mode == "LA":
+        return image, fmt, on_white(np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1])
+    if mode == "RGBA":
+        return image, fmt, on_white(pixels[..., :3], pixels[..., 3])
+    if mode == "CMYK":
+        c, k = pixels[..., :3].astype(np.float64), pixels[..., 3:].astype(np.float64)
+        return image, fmt, (255 - c) * (255 - k) / 255
+    return image, fmt, pixels.astype(np.float64)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=stored_images())
+def test_any_mode_and_depth_reads_back_as_rgb_uint8_at_the_right_scale(tmp_path, case):
+    image, fmt, expected = case
+    path = saved(tmp_path, image, fmt)
+    rgb = np.asarray(load_rgb(path))
+    assert rgb.dtype == np.uint8 and rgb.shape == (*expected.shape[:2], 3)
+    assert np.abs(rgb.astype(np.float64) - expected).max() <= 1.0

@@ -249,11 +249,11 @@ def test_runs_lists_training_runs_by_fid_with_the_champion(workspace, tmp_path):
     for row in rows:
         recorded = mlflow.get_run(row["run_id"])
         assert row["data_version"] == recorded.data.tags["data_version.train"]
-        assert row["arch"] == "sagan" and row["steps"] == "4"
+        assert row["arch"] == "sagan" and row["steps"] == "4" and row["status"] == "FINISHED"
         assert float(row["fid"]) == pytest.approx(recorded.data.metrics["fid"])
     assert (tmp_path / "runs.png").stat().st_size > 10_000
     table = run(["anime-avatar", "runs", "--sort", "start"], work).stdout.splitlines()
-    assert table[0].split() == ["run_id", "start", "data_version", "arch", "steps", "fid", "kid", "champion"]
+    assert table[0].split() == ["run_id", "start", "status", "data_version", "arch", "steps", "fid", "kid", "champion"]
     assert table[1].startswith(run_id_of(work)[:12])  # newest first
 
 

@@ -71,6 +71,8 @@ def test_a_failed_stage_is_reported_by_its_own_error_lines():
              "ERROR: failed to reproduce 'validate': failed to run: python -m stages.validate"]  # fmt: skip
     assert flows.failure_excerpt(lines) == lines[3:5]
     assert flows.failure_excerpt([f"line {i}" for i in range(20)]) == [f"line {i}" for i in range(15, 20)]
+    dvc_only = ["stage validate done in 8.9 s", "ERROR: failed to reproduce 'validate': output 'x' does not exist"]
+    assert flows.failure_excerpt(dvc_only) == dvc_only
 
 
 def test_stage_output_logs_a_running_stage_without_dvc_chatter_or_git_hints():

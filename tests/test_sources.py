@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import socket
 import stat
 import sys
 import tarfile
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anime_avatar.artifacts.raw import MANIFEST_FIELDS, REJECTED_FIELDS
+from anime_avatar.artifacts.raw import MANIFEST_FIELDS, REJECTED_FIELDS, write_raw_set
 from anime_avatar.core.errors import UserError
 from anime_avatar.data.sources import (
     SYNTHETIC_LICENSE,
@@ -32,7 +33,7 @@ from anime_avatar.data.sources import (
     collect_synthetic,
     extract_archive,
 )
-from tests.conftest import section
+from tests.conftest import params_with, section
 
 ESCAPES = "path escapes the archive folder"
 
@@ -224,16 +225,54 @@ def test_local_folder_rejects_files_over_max_image_mb(tmp_path):
     assert rejected_map(result) == {"big.png": "larger than 1 MiB"}
 
 
-def test_local_folder_does_not_follow_symlinks(tmp_path):
+def test_local_folder_lists_links_fifos_and_sockets_in_rejected_without_reading_them(tmp_path):
     src = tmp_path / "src"
-    src.mkdir()
-    outside = tmp_path / "outside.png"
-    outside.write_bytes(image_bytes(5))
+    (src / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(image_bytes(5))
     (src / "real.png").write_bytes(image_bytes(6))
-    os.symlink(outside, src / "link.png")
+    (src / "sub" / "inner.png").write_bytes(image_bytes(7))
+    os.symlink(outside / "secret.png", src / "link.png")
+    os.symlink(outside, src / "linked-folder")
+    os.mkfifo(src / "pipe.png")  # opening it to read would wait forever
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(src / "sub" / "control.sock"))
+        result = collect_from_path(src, local_params(src), tmp_path / "out", source="local:src")
+
+    assert [r.relpath for r in result.images] == ["images/real.png", "images/sub/inner.png"]
+    assert rejected_map(result) == {
+        "link.png": "symbolic link (not followed)",
+        "linked-folder": "symbolic link (not followed)",
+        "pipe.png": "a FIFO, not a regular file",
+        "sub/control.sock": "a socket, not a regular file",
+    }
+    assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
+
+
+def test_unreadable_subfolder_is_listed_and_the_rest_is_read(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    (src / "locked").mkdir(parents=True)
+    (src / "locked" / "a.png").write_bytes(image_bytes(30))
+    (src / "b.png").write_bytes(image_bytes(31))
+    real_scandir = os.scandir
+
+    def scandir(path):  # as for a folder without read permission (root reads those anyway)
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
     result = collect_from_path(src, local_params(src), tmp_path / "out", source="local:src")
-    assert [r.relpath for r in result.images] == ["images/real.png"]
-    assert result.rejected == []
+    assert [r.relpath for r in result.images] == ["images/b.png"]
+    assert rejected_map(result) == {"locked": "unreadable folder: Permission denied"}
+
+
+def test_local_data_path_that_is_a_fifo_is_refused_without_opening_it(tmp_path):
+    fifo = tmp_path / "images.zip"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match=r"data.path: .*images.zip is a FIFO, not a folder, archive or image"):
+        collect(local_params(fifo), tmp_path / "out")
 
 
 def test_local_missing_path_is_a_user_error(tmp_path):
@@ -246,6 +285,142 @@ def test_collect_dispatches_to_local_with_the_folder_name(tmp_path, messy_folder
     result = collect(local_params(messy_folder), tmp_path / "out")
     assert {r.source for r in result.images} == {"local:src"}
     assert len(result.images) == 2 and len(result.rejected) == 5
+
+
+# --- file names that are not UTF-8, and sources without images -----------------------------------
+
+
+def not_utf8(name: bytes) -> str:
+    """A file name as Python spells bytes that are not UTF-8 (lone surrogates)."""
+    return os.fsdecode(name)
+
+
+def test_names_that_are_not_utf8_are_kept_under_escaped_names_and_written_safely(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    cafe, notes = image_bytes(20), b"not a picture"
+    (src / not_utf8(b"caf\xe9.png")).write_bytes(cafe)
+    (src / not_utf8(b"notes\xff.txt")).write_bytes(notes)
+    (src / "ok.png").write_bytes(image_bytes(21))
+    out = tmp_path / "out"
+
+    result = collect_from_path(src, local_params(src), out, source="local:src")
+    write_raw_set(out, result.images, result.rejected)
+
+    assert [r.relpath for r in result.images] == ["images/caf\\xe9.png", "images/ok.png"]
+    assert (out / "images" / "caf\\xe9.png").read_bytes() == cafe, "the manifest names the file that is there"
+    assert rejected_map(result) == {"notes\\xff.txt": "not an image"}
+    manifest = (out / "manifest.csv").read_bytes().decode("utf-8")  # strict: valid UTF-8 throughout
+    assert "images/caf\\xe9.png" in manifest
+    assert "notes\\xff.txt" in (out / "rejected.csv").read_bytes().decode("utf-8")
+    assert all(p.name.isprintable() and "\udce9" not in p.name for p in out.rglob("*"))
+
+
+def test_escaped_name_that_equals_a_real_name_is_rejected_not_overwritten(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    literal = image_bytes(22)
+    (src / "caf\\xe9.png").write_bytes(literal)  # a real backslash: sorts first and is kept
+    (src / not_utf8(b"caf\xe9.png")).write_bytes(image_bytes(23))
+    out = tmp_path / "out"
+    result = collect_from_path(src, local_params(src), out, source="local:src")
+    assert [r.relpath for r in result.images] == ["images/caf\\xe9.png"]
+    assert (out / "images" / "caf\\xe9.png").read_bytes() == literal
+    assert rejected_map(result) == {"caf\\xe9.png": "another file already has this name once made valid UTF-8"}
+
+
+def test_tar_member_names_that_are_not_utf8_are_taken(tmp_path):
+    archive = tmp_path / "set.tar"
+    data = image_bytes(24)
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tf:
+        add_tar_member(tf, not_utf8(b"set/\x82\xa0.png"), data)  # Shift-JIS, not UTF-8
+        add_tar_member(tf, not_utf8(b"set/\xff-link"), kind=tarfile.SYMTYPE, linkname="x")
+    out = tmp_path / "out"
+    result = collect(local_params(archive), out)
+    assert [r.relpath for r in result.images] == ["images/set/\\x82\\xa0.png"]
+    assert (out / "images/set/\\x82\\xa0.png").read_bytes() == data
+    assert rejected_map(result) == {"set/\\xff-link": "link"}
+
+
+def test_zip_with_a_name_falsely_flagged_utf8_is_one_clear_error(tmp_path):
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("caf\u00e9.png", image_bytes(25))  # stored with the UTF-8 flag: b"caf\xc3\xa9.png"
+    archive.write_bytes(archive.read_bytes().replace(b"caf\xc3\xa9", b"caf\xe9\xff"))
+    with pytest.raises(UserError, match=r"set\.zip: damaged archive: a member name is flagged UTF-8 but is not"):
+        collect(local_params(archive), tmp_path / "out")
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    """A working folder with a previous data/raw, as the download stage finds it."""
+    monkeypatch.chdir(tmp_path)
+    previous = tmp_path / "data" / "raw"
+    previous.mkdir(parents=True)
+    (previous / "manifest.csv").write_text("previous\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("kind", ["folder", "empty.zip", "empty.tar.gz", "only-folders.zip"])
+def test_empty_source_says_it_holds_no_image_files(workspace, kind):
+    from stages.download import download
+
+    path = workspace / "src"
+    if kind == "folder":
+        (path / "sub").mkdir(parents=True)
+    elif kind == "only-folders.zip":
+        path = workspace / kind
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("a/", b"")
+    else:
+        path = write_archive(workspace / kind, {})
+    with pytest.raises(UserError) as err:
+        download(params_with({"data": {"source": "local", "path": str(path)}}))
+    assert str(err.value) == f"data.path {path} holds no image files: it is empty"
+    assert (workspace / "data/raw/manifest.csv").read_text() == "previous\n", "the previous data/raw stays"
+
+
+def test_source_without_readable_images_lists_the_reasons(workspace):
+    from stages.download import download
+
+    src = workspace / "src"
+    src.mkdir()
+    (src / "notes.txt").write_text("hello")
+    os.symlink(src / "notes.txt", src / "link.png")
+    with pytest.raises(UserError) as err:
+        download(params_with({"data": {"source": "local", "path": str(src)}}))
+    assert str(err.value).splitlines() == [
+        f"data.path {src} holds no image files: none of its 2 files is a readable image",
+        "  link.png: symbolic link (not followed)",
+        "  notes.txt: not an image",
+    ]
+
+
+def test_many_rejections_show_the_first_ten_and_a_count(workspace):
+    from stages.download import download
+
+    src = workspace / "src"
+    src.mkdir()
+    for i in range(12):
+        (src / f"note{i:02d}.txt").write_text("hello")
+    with pytest.raises(UserError) as err:
+        download(params_with({"data": {"source": "local", "path": str(src)}}))
+    lines = str(err.value).splitlines()
+    assert lines[0].endswith("none of its 12 files is a readable image")
+    assert lines[1:] == [f"  note{i:02d}.txt: not an image" for i in range(10)] + ["  ... and 2 more"]
+
+
+def test_download_stage_with_names_that_are_not_utf8_writes_a_readable_manifest(workspace):
+    from anime_avatar.artifacts.raw import read_manifest
+    from stages.download import download
+
+    src = workspace / "src"
+    src.mkdir()
+    (src / not_utf8(b"\xe9t\xe9.png")).write_bytes(image_bytes(26))
+    download(params_with({"data": {"source": "local", "path": str(src)}}))
+    [row] = read_manifest(workspace / "data" / "raw")
+    assert row.relpath == "images/\\xe9t\\xe9.png"
+    assert (workspace / "data" / "raw" / row.relpath).read_bytes() == image_bytes(26)
 
 
 # --- single image file ---------------------------------------------------------------------------

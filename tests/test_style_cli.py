@@ -138,7 +138,13 @@ def test_without_a_trained_stylizer_the_network_method_says_how_to_get_one(files
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_bad_numbers_are_refused_by_the_parser(files, capsys):
-    with pytest.raises(SystemExit):
-        main("stylize", "--content", "x.png", "--style", "y.png", "--out", "z.png", "--steps", "0")
-    assert "must be above zero" in capsys.readouterr().err
+def test_bad_numbers_and_missing_images_are_refused_by_the_parser(files, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main("stylize", "--content", "x.png", "--style", str(files["style"]), "--out", "z.png", "--steps", "0")
+    assert exit_.value.code == 2 and "0 is less than 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main("stylize", "--content", "x.png", "--style", str(files["style"]), "--out", "z.png", "--style-weight", "0")
+    assert exit_.value.code == 2 and "0 is not above zero" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main("avatar", "--photo", "missing.jpg", "--style", str(files["style"]), "--out", "a.png")
+    assert exit_.value.code == 2 and "missing.jpg" in capsys.readouterr().err

@@ -80,10 +80,19 @@ def read_train_info(folder: Path = TRAIN_DIR) -> TrainSetInfo:
         raise UserError(f"{path} is damaged or from an older version ({err}): run dvc repro -f augment") from None
 
 
+def _load_shard(path: Path, mmap: bool) -> np.ndarray:
+    """One shard, plain numbers only: an object array (which only pickle could build) is refused, never run."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{path}: not a training-image shard ({first}): run dvc repro -f augment") from None
+
+
 def load_train_images(folder: Path = TRAIN_DIR, mmap: bool = True) -> np.ndarray:
     """The training set as one (N, S, S, 3) uint8 array (memory-mapped shards, concatenated if several)."""
     info = read_train_info(folder)
-    arrays = [np.load(folder / name, mmap_mode="r" if mmap else None, allow_pickle=False) for name, _ in info.shards]
+    arrays = [_load_shard(folder / name, mmap) for name, _ in info.shards]
     images = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
     expected = (info.count, info.image_size, info.image_size, info.channels)
     if images.shape != expected or images.dtype != np.uint8:

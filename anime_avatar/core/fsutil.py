@@ -29,12 +29,41 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def utf8_name(name: str) -> str:
+    """A file name as valid UTF-8 text: bytes that are not UTF-8 become ``\\xNN`` escapes.
+
+    Python keeps such bytes of a file name as lone surrogates (surrogateescape), which cannot be
+    written to a CSV file, a JSON file or most tools; names that are valid UTF-8 are unchanged.
+    """
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name's byte
+        raw = name.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system tells (Linux), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            # mkstemp makes the file 0600 whatever the umask: give it the mode open() would have given it.
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -80,6 +109,7 @@ def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700 whatever the umask, as mkdir would not
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

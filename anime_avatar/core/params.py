@@ -47,7 +47,8 @@ DeviceSpec = Annotated[str, AfterValidator(_device_spec)]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: a NaN or infinite value (YAML .nan, .inf) is an error naming its key, not a silent nonsense run.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticParams(Section):
@@ -68,6 +69,10 @@ class DataParams(Section):
     max_files: int = Field(ge=0)
     max_extract_mb: int = Field(ge=1)
     max_image_mb: int = Field(ge=1)
+    # How hard a url download tries: never changes the bytes it gets (a sha256 or the size checks them).
+    download_retries: int = operational(ge=0, le=100)
+    stall_timeout_s: float = operational(gt=0.0, le=3600.0)
+    deadline_s: float = operational(gt=0.0)
     synthetic: SyntheticParams
 
     @field_validator("sha256")
@@ -93,6 +98,7 @@ class DetectParams(Section):
     image_size: int = Field(ge=8, le=1024)
     margin: float = Field(ge=0.0, le=2.0)
     min_face: int = Field(ge=4)
+    max_side: int = Field(ge=64, le=16384)
     cascade_path: str
     scale_factor: float = Field(gt=1.0, le=2.0)
     min_neighbors: int = Field(ge=0)
@@ -302,7 +308,9 @@ class Params(Section):
     tracking: TrackingParams
     pipeline: PipelineParams
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=(), allow_inf_nan=False
+    )
 
     @property
     def validation(self) -> ValidateParams:

@@ -1,4 +1,8 @@
-"""The common frame of every ``python -m stages.<name>``: logging, params, one-line errors."""
+"""The common frame of every ``python -m stages.<name>``: logging, params, one-line errors.
+
+Under ``dvc repro`` a failing stage's message also says how to restore the outputs DVC removed
+before the stage ran (``dvc checkout <path>``), since dvc.lock still records them.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from anime_avatar.core.dvcfiles import restore_hint, running_stage
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.params import DEFAULT_PARAMS, Params, load_params
 
@@ -29,6 +34,11 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def failure_hint(name: str) -> str:
+    """How to restore what DVC removed before running this stage ("" when DVC is not running it)."""
+    return restore_hint(name) if running_stage() == name else ""
+
+
 def run_stage(name: str, body: Callable[[Params], None], argv: list[str] | None = None) -> None:
     """Parse ``--params``, run ``body``, and turn a UserError into one message and exit status 1."""
     parser = argparse.ArgumentParser(prog=f"python -m stages.{name}")
@@ -40,9 +50,14 @@ def run_stage(name: str, body: Callable[[Params], None], argv: list[str] | None 
     try:
         body(load_params(args.params))
     except UserError as err:
-        log.error("stage %s failed: %s", name, err)
+        log.error("stage %s failed: %s%s", name, err, failure_hint(name))
         sys.exit(1)
     except KeyboardInterrupt:
-        log.error("stage %s interrupted; its outputs were left as they were", name)
+        log.error("stage %s interrupted%s", name, failure_hint(name) or "; its outputs were left as they were")
         sys.exit(130)
+    except Exception:
+        # A bug: keep the traceback, and still say how to get the previous outputs back.
+        if hint := failure_hint(name):
+            log.error("stage %s failed%s", name, hint)
+        raise
     log.info("stage %s done in %.1f s", name, time.perf_counter() - start)

@@ -10,32 +10,63 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from anime_avatar.artifacts.trainset import Variant
 from anime_avatar.core.errors import ParamsError
-from anime_avatar.core.params import AugmentParams
+from anime_avatar.core.params import AugmentParams, TransformSpec
+
+
+def _transform(spec: TransformSpec, key: str, **overrides: Any):  # -> albumentations.BasicTransform
+    """One albumentations transform from its spec; a bad name or argument raises ParamsError naming ``key``."""
+    import albumentations as A
+
+    cls = getattr(A, spec.name, None)
+    if not isinstance(cls, type) or not issubclass(cls, A.BasicTransform):
+        raise ParamsError(f"{key}.name: {spec.name!r} is not an albumentations transform")
+    try:
+        with warnings.catch_warnings():
+            # albumentations only warns about unknown arguments; a typo must not pass silently.
+            warnings.simplefilter("error", UserWarning)
+            return cls(**{**spec.kwargs, **overrides})
+    except (TypeError, ValueError, UserWarning) as err:
+        raise ParamsError(f"{key} ({spec.name}): {err}") from None
 
 
 def build_pipeline(params: AugmentParams):  # -> albumentations.Compose
     """An albumentations Compose from ``augment.transforms``; a bad entry raises ParamsError naming it."""
     import albumentations as A
 
-    transforms = []
-    for i, spec in enumerate(params.transforms):
-        key = f"augment.transforms[{i}]"
-        cls = getattr(A, spec.name, None)
-        if not isinstance(cls, type) or not issubclass(cls, A.BasicTransform):
-            raise ParamsError(f"{key}.name: {spec.name!r} is not an albumentations transform")
-        try:
-            with warnings.catch_warnings():
-                # albumentations only warns about unknown arguments; a typo must not pass silently.
-                warnings.simplefilter("error", UserWarning)
-                transforms.append(cls(**spec.kwargs))
-        except (TypeError, ValueError, UserWarning) as err:
-            raise ParamsError(f"{key} ({spec.name}): {err}") from None
+    transforms = [_transform(spec, f"augment.transforms[{i}]") for i, spec in enumerate(params.transforms)]
     return A.Compose(transforms, seed=params.seed)
+
+
+def check_transforms(params: AugmentParams, image_size: int) -> None:
+    """Apply every transform, forced on (p=1), to a sample crop of ``image_size``: one that cannot apply
+    to the crops, or that changes their size or type, raises ParamsError naming it.
+
+    The augment stage calls this first, before any face is loaded or anything is written.
+    """
+    import albumentations as A
+
+    build_pipeline(params)  # names and arguments first
+    sample = np.random.default_rng(0).integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
+    for i, spec in enumerate(params.transforms):
+        key = f"augment.transforms[{i}] ({spec.name})"
+        forced = _transform(spec, f"augment.transforms[{i}]", p=1.0)
+        try:
+            out = A.Compose([forced], seed=0)(image=sample)["image"]
+        except Exception as err:  # transforms raise their own types (CropSizeError, ...): all mean "cannot apply"
+            raise ParamsError(
+                f"{key} cannot apply to the {image_size}x{image_size} face crops (detect.image_size): {err}"
+            ) from None
+        if out.dtype != np.uint8 or out.shape != sample.shape:
+            raise ParamsError(
+                f"{key} must keep the crops' size and uint8 type: it turns {image_size}x{image_size} uint8 "
+                f"into {'x'.join(map(str, out.shape[:2][::-1]))} {out.dtype}"
+            )
 
 
 def augment_faces(

@@ -7,6 +7,7 @@ so it runs the same in this process, in a process pool, or on a cluster.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,7 +22,16 @@ from anime_avatar.artifacts.faces import Box, FaceCrop
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.params import DetectParams
 from anime_avatar.data.fetch import download
-from anime_avatar.data.images import crop_resize, load_rgb, near_duplicates, phash64, png_bytes, square_box
+from anime_avatar.data.images import (
+    UnreadableImage,
+    crop_resize,
+    fit_within,
+    load_rgb,
+    near_duplicates,
+    phash64,
+    png_bytes,
+    square_box,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +47,17 @@ class Detection:
 
 
 class Detector(Protocol):
+    """Finds faces at least ``min_face`` pixels wide in an image that is ``scale`` times the original's size
+    (so faces of ``min_face`` original pixels are ``min_face * scale`` here)."""
+
     name: str
 
-    def detect(self, image: Image.Image) -> list[Detection]: ...
+    def detect(self, image: Image.Image, scale: float = 1.0) -> list[Detection]: ...
+
+
+def scaled_min(min_face: int, scale: float) -> int:
+    """The smallest face side, in pixels of an image ``scale`` times the original, that maps back to ``min_face``."""
+    return max(1, math.ceil(min_face * scale - 1e-9))
 
 
 def resolve_cascade(cascade_path: str = "") -> Path:
@@ -76,11 +94,12 @@ class LbpDetector:
         self.min_neighbors = min_neighbors
         self.min_face = min_face
 
-    def detect(self, image: Image.Image) -> list[Detection]:
+    def detect(self, image: Image.Image, scale: float = 1.0) -> list[Detection]:
         cv2 = self._cv2
         gray = cv2.equalizeHist(cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY))
+        side = scaled_min(self.min_face, scale)
         boxes, neighbours = self._cascade.detectMultiScale2(
-            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(self.min_face, self.min_face)
+            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(side, side)
         )
         return [
             Detection((int(x), int(y), int(w), int(h)), float(n))
@@ -98,7 +117,7 @@ class AnimefaceDetector:
             import animeface
         except ImportError:
             raise UserError("detector 'animeface' needs the animeface package: pip install animeface") from None
-        if int(PIL.__version__.split(".")[0]) >= 12:
+        if pillow_major() >= 12:
             raise UserError(
                 f"detector 'animeface' finds no faces with Pillow {PIL.__version__}: install pillow<12 "
                 "(or use detect.detector=lbp)"
@@ -107,11 +126,12 @@ class AnimefaceDetector:
         self.min_score = min_score
         self.min_face = min_face
 
-    def detect(self, image: Image.Image) -> list[Detection]:
+    def detect(self, image: Image.Image, scale: float = 1.0) -> list[Detection]:
         found = []
+        side = scaled_min(self.min_face, scale)
         for face in self._animeface.detect(image):
             pos = face.face.pos
-            if min(pos.width, pos.height) >= self.min_face and face.likelihood >= self.min_score:
+            if min(pos.width, pos.height) >= side and face.likelihood >= self.min_score:
                 found.append(Detection((pos.x, pos.y, pos.width, pos.height), float(face.likelihood)))
         return found
 
@@ -124,9 +144,9 @@ class WholeImageDetector:
     def __init__(self, min_face: int) -> None:
         self.min_face = min_face
 
-    def detect(self, image: Image.Image) -> list[Detection]:
+    def detect(self, image: Image.Image, scale: float = 1.0) -> list[Detection]:
         width, height = image.size
-        if min(width, height) < self.min_face:
+        if min(width, height) < scaled_min(self.min_face, scale):
             return []
         return [Detection((0, 0, width, height), 1.0)]
 
@@ -154,13 +174,32 @@ class FileResult:
     error: str = ""
 
 
-def detect_file(job: FileJob, detector: Detector, margin: float, image_size: int) -> FileResult:
-    """Detect the faces of one image and return their square, resized crops."""
+def map_back(box: Box, sx: float, sy: float, width: int, height: int) -> Box:
+    """A box found in a copy scaled by (sx, sy), in the original's pixels: the smallest box covering it."""
+    x, y, w, h = box
+    left, top = math.floor(x / sx + 1e-9), math.floor(y / sy + 1e-9)
+    right, bottom = min(width, math.ceil((x + w) / sx - 1e-9)), min(height, math.ceil((y + h) / sy - 1e-9))
+    return left, top, right - left, bottom - top
+
+
+def detect_faces(detector: Detector, image: Image.Image, max_side: int) -> list[Detection]:
+    """Faces in original pixels, found on a copy no larger than ``max_side``: memory stays bounded on huge images."""
+    small = fit_within(image, max_side)
+    if small is image:
+        return detector.detect(image)
+    width, height = image.size
+    sx, sy = small.width / width, small.height / height
+    found = detector.detect(small, scale=max(sx, sy))
+    return [Detection(map_back(d.box, sx, sy, width, height), d.score) for d in found]
+
+
+def detect_file(job: FileJob, detector: Detector, margin: float, image_size: int, max_side: int) -> FileResult:
+    """Detect the faces of one image and return their square, resized crops (cut from the full-size image)."""
     try:
         image = load_rgb(job.path)
-    except (OSError, ValueError) as err:
+    except UnreadableImage as err:
         return FileResult(job.source, [], f"unreadable: {err}")
-    detections = sorted(detector.detect(image), key=lambda d: (d.box[1], d.box[0]))
+    detections = sorted(detect_faces(detector, image, max_side), key=lambda d: (d.box[1], d.box[0]))
     crops = []
     for k, det in enumerate(detections):
         square = square_box(det.box, margin, *image.size)
@@ -204,11 +243,17 @@ def collect_faces(results: Iterable[FileResult], dedup_distance: int) -> Detecti
     return DetectionSummary(kept, duplicates, errors, images)
 
 
+def pillow_major() -> int:
+    return int(PIL.__version__.split(".")[0])
+
+
 def zero_faces_message(params: DetectParams, images: int) -> str:
-    hint = {
-        "animeface": "animeface silently finds nothing with Pillow >= 12 (installed: "
-        f"{PIL.__version__}); try detect.detector=lbp",
-        "lbp": "try a smaller detect.min_face or detect.min_neighbors",
-        "none": f"every image is smaller than detect.min_face={params.min_face}",
-    }[params.detector]
+    if params.detector == "animeface" and pillow_major() >= 12:
+        hint = f"animeface silently finds nothing with Pillow >= 12 (installed: {PIL.__version__}); install pillow<12"
+    else:
+        hint = {
+            "animeface": "try a smaller detect.min_face or detect.min_score, or detect.detector=lbp",
+            "lbp": "try a smaller detect.min_face or detect.min_neighbors",
+            "none": f"every image is smaller than detect.min_face={params.min_face}",
+        }[params.detector]
     return f"detector {params.detector!r} found no faces in {images} images: {hint}"

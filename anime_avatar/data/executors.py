@@ -33,7 +33,7 @@ def _init_worker(params: DetectParams) -> None:
 
 def _detect_in_worker(job: FileJob) -> FileResult:
     params = _WORKER_PARAMS[0]
-    return detect_file(job, _detector(params), params.margin, params.image_size)
+    return detect_file(job, _detector(params), params.margin, params.image_size, params.max_side)
 
 
 def local_results(jobs: Sequence[FileJob], params: DetectParams) -> Iterator[FileResult]:
@@ -53,7 +53,7 @@ def dask_results(jobs: Sequence[FileJob], params: DetectParams) -> list[FileResu
     @task(name="detect-chunk", cache_policy=NO_CACHE)
     def detect_chunk(chunk: list[FileJob], params: DetectParams) -> list[FileResult]:
         detector = _detector(params)
-        return [detect_file(job, detector, params.margin, params.image_size) for job in chunk]
+        return [detect_file(job, detector, params.margin, params.image_size, params.max_side) for job in chunk]
 
     if params.dask_address:
         runner = DaskTaskRunner(address=params.dask_address)

@@ -9,9 +9,96 @@ from dataclasses import dataclass
 
 import imagehash
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+# Pillow's own decompression-bomb limit (about 9459x9459): larger images are refused, whatever
+# Image.MAX_IMAGE_PIXELS is set to, so one worker's decoded image stays below ~270 MB of RGB.
+MAX_PIXELS = 89_478_485
+ORIENTATION = 0x0112  # the EXIF tag
+TOO_LARGE = f"more than {MAX_PIXELS / 1e6:.1f} megapixels: refused (too large to decode safely)"
+
+
+class UnreadableImage(ValueError):
+    """A file that does not decode to an image we can use; the message is the reason, for rejected.csv."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image as every stage sees it: upright 8-bit RGB, plus the mode the file itself holds."""
+
+    rgb: Image.Image
+    mode: str  # the file's mode, e.g. "I;16", "CMYK", "P"
+
+    @property
+    def channels(self) -> int:
+        return Image.getmodebands(self.mode)
+
+
+def read_image(path: str | os.PathLike[str]) -> DecodedImage:
+    """Decode any mode and bit depth Pillow opens into upright 8-bit RGB; raise UnreadableImage with the reason.
+
+    The one way images are read (download checks, detection, loading crops, validation):
+    EXIF orientation is applied, 16-bit and 32-bit integer pixels are scaled from 0..65535,
+    float pixels from 0..1, and transparency is composited onto white.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as im:
+                width, height = im.size
+                if width * height > MAX_PIXELS:
+                    raise UnreadableImage(f"{width}x{height} is {TOO_LARGE}")
+                im.load()
+                mode = im.mode
+                return DecodedImage(_to_rgb(_upright(im)), mode)
+        except UnreadableImage:
+            raise
+        except UnidentifiedImageError:
+            raise UnreadableImage("not an image") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise UnreadableImage(TOO_LARGE) from None
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+            raise UnreadableImage(f"cannot open: {err.strerror}") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as err:
+            raise UnreadableImage(f"corrupt image: {err}") from None
+
+
+def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
+    """The image at ``path`` as upright 8-bit RGB (see :func:`read_image`)."""
+    return read_image(path).rgb
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag, so a photo taken sideways is detected upright."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": ignored below anyway
+            if im.getexif().get(ORIENTATION, 1) == 1:
+                return im  # upright already: no copy (it would double the memory of a huge image)
+            return ImageOps.exif_transpose(im)
+    except Exception:  # a damaged EXIF block raises many types; the pixels are still good
+        return im
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB with the full range of the source's bit depth; transparency composited onto white."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        # Pillow's own conversion clips these to 255 (a 16-bit image turns white): scale instead.
+        # "I" holds 16-bit data as Pillow reads it from 16-bit PGM and TIFF files; more is clipped.
+        pixels = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        return Image.fromarray(((pixels * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "F":
+        # Float images hold 0..1 (as TIFFs from scientific and HDR tools do); outside is clipped.
+        pixels = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0)
+        return Image.fromarray(np.rint(np.clip(pixels, 0.0, 1.0) * 255).astype(np.uint8), "L").convert("RGB")
+    if "A" in im.getbands() or "a" in im.mode or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
 
 
 @dataclass(frozen=True)
@@ -23,7 +110,10 @@ class ImageCheck:
 
 
 def check_image(path: str | os.PathLike[str], max_bytes: int) -> ImageCheck:
-    """Fully decode ``path`` to prove it is a usable image; say why when it is not."""
+    """Fully decode ``path`` the way the stages will, to prove it is usable; say why when it is not.
+
+    Width and height are those of the upright image (EXIF orientation applied).
+    """
     try:
         size = os.path.getsize(path)
     except OSError as err:
@@ -33,29 +123,14 @@ def check_image(path: str | os.PathLike[str], max_bytes: int) -> ImageCheck:
     if size == 0:
         return ImageCheck(False, "empty file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.verify()
-            with Image.open(path) as im:
-                im.load()
-                width, height = im.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return ImageCheck(False, "not an image (or an image too large to decode safely)")
+        width, height = read_image(path).rgb.size
+        with Image.open(path) as im:
+            im.verify()  # checksums that decoding alone does not look at (PNG CRCs)
+    except UnreadableImage as err:
+        return ImageCheck(False, str(err))
     except (OSError, SyntaxError, ValueError) as err:
         return ImageCheck(False, f"corrupt image: {err}")
     return ImageCheck(True, width=width, height=height)
-
-
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
-    """Open an image as 8-bit RGB, compositing any transparency onto white."""
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("RGBA", "LA", "P") and ("transparency" in im.info or im.mode != "P"):
-            im = im.convert("RGBA")
-            background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, im).convert("RGB")
-        return im.convert("RGB")
 
 
 def square_box(box: tuple[int, int, int, int], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -82,6 +157,16 @@ def crop_resize(image: Image.Image, square: tuple[int, int, int, int], size: int
     if crop.size != (size, size):
         crop = crop.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return crop
+
+
+def fit_within(image: Image.Image, max_side: int) -> Image.Image:
+    """``image`` downscaled (antialiased) so that its longer side is at most ``max_side``; smaller ones as they are."""
+    width, height = image.size
+    if max(width, height) <= max_side:
+        return image
+    scale = max_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
 def phash64(image: Image.Image) -> int:

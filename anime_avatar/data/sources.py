@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import lzma
+import os
 import posixpath
 import shutil
+import stat
 import tarfile
 import zipfile
 import zlib
@@ -21,10 +23,10 @@ from typing import Any, BinaryIO
 
 from anime_avatar.artifacts.raw import IMAGES, RawImage, Rejected
 from anime_avatar.core.errors import UserError
-from anime_avatar.core.fsutil import sha256_file
+from anime_avatar.core.fsutil import sha256_file, utf8_name
 from anime_avatar.core.parallel import parallel_map
 from anime_avatar.core.params import DataParams
-from anime_avatar.data.fetch import download
+from anime_avatar.data.fetch import DownloadPolicy, download
 from anime_avatar.data.images import check_image, png_bytes
 from anime_avatar.data.synthetic import render_illustration
 
@@ -124,9 +126,9 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
                     name = _safe_member_name(info.filename)
                     mode = info.external_attr >> 16
                     if name is None:
-                        rejected.append(Rejected(info.filename, "path escapes the archive folder"))
+                        rejected.append(Rejected(utf8_name(info.filename), "path escapes the archive folder"))
                     elif (mode & 0o170000) == 0o120000:
-                        rejected.append(Rejected(info.filename, "symbolic link"))
+                        rejected.append(Rejected(utf8_name(info.filename), "symbolic link"))
                     else:
                         with zf.open(info) as src:
                             budget.copy(src, dest / name)
@@ -137,11 +139,11 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
                         continue
                     name = _safe_member_name(member.name)
                     if name is None:
-                        rejected.append(Rejected(member.name, "path escapes the archive folder"))
+                        rejected.append(Rejected(utf8_name(member.name), "path escapes the archive folder"))
                     elif member.issym() or member.islnk():
-                        rejected.append(Rejected(member.name, "link"))
+                        rejected.append(Rejected(utf8_name(member.name), "link"))
                     elif not member.isfile():
-                        rejected.append(Rejected(member.name, "not a regular file"))
+                        rejected.append(Rejected(utf8_name(member.name), "not a regular file"))
                     else:
                         src = tf.extractfile(member)
                         if src is not None:
@@ -149,6 +151,8 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
                                 budget.copy(src, dest / name)
         else:
             raise UserError(f"{archive}: not a zip or tar archive")
+    except UnicodeDecodeError:  # zipfile decodes names flagged as UTF-8 strictly, before any member is read
+        raise UserError(f"{archive}: damaged archive: a member name is flagged UTF-8 but is not") from None
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
         raise UserError(f"{archive}: damaged archive: {err}") from None
     return rejected
@@ -173,9 +177,10 @@ def _ingest_files(
     seen: dict[str, str] = {}
     max_bytes = params.max_image_mb << 20
     license_ = params.license or "unknown"
-    for rel, path in files:
+    for original, path in files:
         if params.max_files and len(result.images) >= params.max_files:
             break
+        rel = utf8_name(original)  # a name that is not UTF-8 is kept under an escaped, UTF-8 name
         check = check_image(path, max_bytes)
         if not check.ok:
             result.rejected.append(Rejected(rel, check.reason))
@@ -185,6 +190,11 @@ def _ingest_files(
             result.rejected.append(Rejected(rel, f"duplicate of {seen[digest]}"))
             continue
         target = out / IMAGES / rel
+        if target.exists():  # only when an escaped name equals a real one
+            result.rejected.append(Rejected(rel, "another file already has this name once made valid UTF-8"))
+            continue
+        if rel != original:
+            log.warning("%s: the file name is not valid UTF-8; kept as %s", rel, target.relative_to(out).as_posix())
         target.parent.mkdir(parents=True, exist_ok=True)
         if move:
             shutil.move(path, target)
@@ -198,10 +208,46 @@ def _ingest_files(
     return result
 
 
-def _walk(folder: Path) -> list[tuple[str, Path]]:
-    return [
-        (p.relative_to(folder).as_posix(), p) for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()
-    ]
+def _special_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device")):  # fmt: skip
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _walk(folder: Path) -> tuple[list[tuple[str, Path]], list[Rejected]]:
+    """Every regular file under ``folder`` as (relpath, path), in path order, and what is not one.
+
+    Symbolic links are neither followed nor read, and FIFOs, sockets and devices are never opened
+    (reading a FIFO would wait forever): each is rejected with its kind.
+    """
+    files: list[tuple[str, Path]] = []
+    rejected: list[Rejected] = []
+
+    def visit(directory: Path) -> None:
+        try:
+            with os.scandir(directory) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError as err:
+            rejected.append(Rejected(utf8_name(directory.relative_to(folder).as_posix()),
+                                     f"unreadable folder: {err.strerror}"))  # fmt: skip
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            rel = path.relative_to(folder).as_posix()
+            if entry.is_symlink():
+                rejected.append(Rejected(utf8_name(rel), "symbolic link (not followed)"))
+            elif entry.is_dir(follow_symlinks=False):
+                visit(path)
+            elif entry.is_file(follow_symlinks=False):
+                files.append((rel, path))
+            else:
+                kind = _special_kind(entry.stat(follow_symlinks=False).st_mode)
+                rejected.append(Rejected(utf8_name(rel), f"{kind}, not a regular file"))
+
+    visit(folder)
+    return files, rejected
 
 
 def collect_from_path(path: Path, params: DataParams, out: Path, source: str) -> Collected:
@@ -209,21 +255,53 @@ def collect_from_path(path: Path, params: DataParams, out: Path, source: str) ->
     if not path.exists():
         raise UserError(f"data.path: {path} does not exist")
     if path.is_dir():
-        return _ingest_files(_walk(path), out, params, source, move=False)
+        files, special = _walk(path)
+        result = _ingest_files(files, out, params, source, move=False)
+        result.rejected[:0] = special
+        return result
+    if not path.is_file():  # a FIFO would block the first read
+        raise UserError(f"data.path: {path} is {_special_kind(path.stat().st_mode)}, not a folder, archive or image")
     if _is_archive(path) or zipfile.is_zipfile(path) or tarfile.is_tarfile(path):
         staging = out / ".staging"
         try:
             rejected = extract_archive(path, staging, params.max_extract_mb << 20)
-            result = _ingest_files(_walk(staging), out, params, source, move=True)
+            files, special = _walk(staging) if staging.is_dir() else ([], [])
+            result = _ingest_files(files, out, params, source, move=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        result.rejected[:0] = rejected
+        result.rejected[:0] = rejected + special
         return result
     return _ingest_files([(path.name, path)], out, params, source, move=False)
 
 
+def no_images_message(params: DataParams, result: Collected) -> str:
+    """Why the download stage has nothing to keep: an empty source, or files none of which is a readable image."""
+    where = {
+        "local": f"data.path {params.path}",
+        "url": f"the archive at data.url {params.url}",
+        "hf": f"the dataset data.hf_dataset {params.hf_dataset!r}",
+        "synthetic": "the synthetic source",
+    }[params.source]
+    if not result.rejected:
+        return f"{where} holds no image files: it is empty"
+    return (
+        f"{where} holds no image files: none of its {len(result.rejected)} files is a readable image"
+        + "".join(f"\n  {r.relpath}: {r.reason}" for r in result.rejected[:10])
+        + (f"\n  ... and {len(result.rejected) - 10} more" if len(result.rejected) > 10 else "")
+    )
+
+
+def url_archive(params: DataParams) -> Path:
+    """The archive at ``data.url`` in the download cache, fetched and sha256-checked if need be.
+
+    The flows call it before ``dvc repro download`` too, so that a wrong sha256 or an unreachable
+    URL stops them before DVC removes the previous data/raw.
+    """
+    return download(params.url, params.sha256, policy=DownloadPolicy.from_params(params))
+
+
 def collect_url(params: DataParams, out: Path) -> Collected:
-    archive = download(params.url, params.sha256)
+    archive = url_archive(params)
     return collect_from_path(archive, params, out, source=f"url:{params.url}")
 
 

@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from anime_avatar.artifacts.faces import face_path
 from anime_avatar.core.params import ValidateParams
 from anime_avatar.core.progress import progress_bar
-from anime_avatar.data.images import image_stats, phash64
+from anime_avatar.data.images import UnreadableImage, image_stats, phash64, read_image
 
 TABLE_COLUMNS = ("image", "readable", "width", "height", "channels", "brightness", "contrast", "hash")
 
@@ -38,14 +37,13 @@ def face_table(folder: Path, face_ids: Iterable[str]) -> pd.DataFrame:
     for face_id in progress_bar(iterable=list(face_ids), desc="inspect faces", unit="img", leave=False):
         path = face_path(folder, face_id)
         try:
-            with Image.open(path) as im:
-                im.load()
-                channels = len(im.getbands())
-                array = np.asarray(im.convert("RGB"))
-                phash = phash64(im.convert("RGB"))
-        except (OSError, ValueError):
+            image = read_image(path)
+        except UnreadableImage:
             rows.append(_unreadable(path.name))
             continue
+        channels = image.channels
+        array = np.asarray(image.rgb)
+        phash = phash64(image.rgb)
         brightness, contrast = image_stats(array)
         rows.append({"image": path.name, "readable": True, "width": array.shape[1], "height": array.shape[0],
                      "channels": channels, "brightness": brightness, "contrast": contrast,

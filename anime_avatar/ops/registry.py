@@ -149,8 +149,10 @@ def _load_mlflow(uri: str) -> nn.Module:
     is not run, and nothing is unpickled)."""
     import mlflow
 
-    from anime_avatar.ops.tracking import mlflow_client
+    from anime_avatar.ops.tracking import missing_tracking_db, mlflow_client, tracking_uri
 
+    if missing := missing_tracking_db(tracking_uri()):  # do not let MLflow create an empty one here
+        raise UserError(f"cannot load MLflow model {uri}: no MLflow database at {missing}")
     mlflow_client()
     try:
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))

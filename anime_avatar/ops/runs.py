@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -13,13 +14,16 @@ from anime_avatar.core.errors import UserError
 from anime_avatar.ops.data_versions import data_version_tag
 from anime_avatar.ops.registry import champion
 
-COLUMNS = ("run_id", "start", "data_version", "arch", "steps", "fid", "kid", "champion")
+log = logging.getLogger(__name__)
+
+COLUMNS = ("run_id", "start", "status", "data_version", "arch", "steps", "fid", "kid", "champion")
 
 
 @dataclass(frozen=True)
 class RunRow:
     run_id: str
     start: str  # UTC, minutes
+    status: str  # MLflow's: RUNNING, FINISHED, FAILED (an error), KILLED (interrupted, or its process vanished)
     data_version: str  # the DVC hash of data/train
     arch: str
     steps: int | None
@@ -51,6 +55,7 @@ def training_runs(client, experiment: str, model_name: str) -> list[RunRow]:
             RunRow(
                 run_id=run.info.run_id,
                 start=datetime.fromtimestamp(run.info.start_time / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+                status=run.info.status,
                 data_version=run.data.tags.get(data_version_tag("data/train"), ""),
                 arch=run.data.params.get("model.arch", ""),
                 steps=int(steps) if steps and steps.isdigit() else None,
@@ -60,6 +65,19 @@ def training_runs(client, experiment: str, model_name: str) -> list[RunRow]:
             )
         )
     return rows
+
+
+def settle_runs(client, experiment: str) -> None:
+    """Send what earlier runs kept while the tracking store was away, and mark runs whose process is gone
+    KILLED, so that the table shows every run complete and in its true state (a warning if the store
+    takes no writes: the table is shown all the same)."""
+    from anime_avatar.ops.run_journal import recover
+
+    ids = [experiment_id(client, experiment)]
+    try:
+        recover(client.tracking_uri, ids, client=client)
+    except Exception as err:  # e.g. a read-only mlflow.db
+        log.warning("could not settle earlier runs (%s)", (str(err).strip().splitlines() or [type(err).__name__])[0])
 
 
 def sort_rows(rows: list[RunRow], by: str) -> list[RunRow]:

@@ -28,6 +28,14 @@ def tracking_uri(root: Path | None = None) -> str:
     return f"sqlite:///{root.resolve() / 'mlflow.db'}" if root else "sqlite:///mlflow.db"
 
 
+def missing_tracking_db(uri: str) -> Path | None:
+    """The SQLite file ``uri`` names when it does not exist (MLflow would create it on first use), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    return None if path.is_file() else path
+
+
 def mlflow_client(uri: str | None = None):  # -> mlflow
     """The mlflow module, pointed at ``uri`` (default: :func:`tracking_uri`)."""
     import mlflow

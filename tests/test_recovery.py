@@ -1,0 +1,66 @@
+"""The flows' recovery after a failed stage, on a two-output DVC stage (one cached, one not)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from pipelines.recovery import kept_outputs
+from tests.conftest import run
+
+DVC_YAML = {
+    "stages": {
+        "make": {
+            "cmd": "python -c \"import pathlib; p = pathlib.Path('out'); p.mkdir(exist_ok=True); "
+            "(p / 'model.bin').write_text('model v1'); pathlib.Path('report.json').write_text('{\\\"ok\\\": 1}')\"",
+            "outs": ["out", {"report.json": {"cache": False}}],
+        }
+    }
+}
+
+
+def workspace(tmp_path: Path) -> Path:
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
+    run(["dvc", "init", "--no-scm", "-q"], tmp_path)
+    run(["dvc", "repro"], tmp_path)
+    return tmp_path
+
+
+def test_the_previous_outputs_come_back_and_what_the_failed_run_wrote_is_set_aside(tmp_path):
+    root = workspace(tmp_path)
+    with kept_outputs(root, "make") as kept:
+        assert kept.uncached == ["report.json"]
+        shutil.rmtree(root / "out")  # what DVC does before running the stage again
+        (root / "report.json").unlink()
+        (root / "out").mkdir()  # the failed run made a folder and wrote nothing in it
+        done = kept.restore()
+    assert (done.paths, done.set_aside, done.problems) == (["out", "report.json"], [], [])
+    assert (root / "out/model.bin").read_text() == "model v1" and (root / "report.json").read_text() == '{"ok": 1}'
+    assert "up to date" in run(["dvc", "status"], root).stdout
+    assert not any((root / ".dvc/tmp").rglob("report.json"))  # the kept copies are gone
+
+    with kept_outputs(root, "make") as kept:
+        shutil.rmtree(root / "out")
+        (root / "report.json").write_text('{"ok": 0, "failed": "an expectation"}')  # the failed run's report
+        done = kept.restore()
+    assert (done.paths, done.set_aside) == (["out", "report.json"], ["report.json"])
+    assert (root / "report.json").read_text() == '{"ok": 1}'
+    assert (done.failed_dir / "report.json").read_text() == '{"ok": 0, "failed": "an expectation"}'
+    assert "up to date" in run(["dvc", "status"], root).stdout
+
+
+def test_outputs_dvc_never_removed_are_left_alone(tmp_path):
+    root = workspace(tmp_path)
+    with kept_outputs(root, "make") as kept:
+        done = kept.restore()  # e.g. DVC stopped before running the stage
+    assert (done.paths, done.set_aside, done.problems) == ([], [], [])
+    assert (root / "out/model.bin").read_text() == "model v1" and (root / "report.json").read_text() == '{"ok": 1}'
+
+
+def test_a_stage_that_never_ran_has_nothing_to_restore(tmp_path):
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML))
+    with kept_outputs(tmp_path, "make") as kept:
+        done = kept.restore()
+    assert (done.paths, done.set_aside, done.problems) == ([], [], [])

@@ -1,0 +1,254 @@
+"""Tracking faults, piece by piece: the store checks, the run journal, stale runs, restore hints.
+
+The end-to-end cases (a real `mlflow server` killed mid-training, `dvc repro` and the flows after a
+failed stage) are in test_outages.py and test_stage_failures.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from anime_avatar.core.dvcfiles import restorable_paths, restore_hint, stage_outputs
+from anime_avatar.core.errors import UserError
+from anime_avatar.ops.run_journal import RunJournal, send_pending
+from anime_avatar.ops.stale_runs import HOST_TAG, PID_TAG, REASON_TAG, STARTED_TAG, mark_stale_runs, process_tags
+from anime_avatar.ops.tracking_store import check_tracking_store, sqlite_path
+from tests.conftest import BIN, ROOT, free_port, venv_env
+
+
+def store(tmp_path: Path) -> tuple[str, MlflowClient, str]:
+    """A fresh SQLite tracking store with one experiment: (uri, client, experiment id)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    return uri, client, client.create_experiment("faults")
+
+
+class Outage:
+    """An MlflowClient whose calls fail, as a dead server's do, while ``down`` is set."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client, self.down, self.calls = client, False, 0
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            self.calls += 1
+            if self.down:
+                raise ConnectionError("[Errno 111] Connection refused")
+            return attr(*args, **kwargs)
+
+        return call
+
+
+# --- the tracking store check ---------------------------------------------------------------
+
+
+def test_sqlite_paths_of_tracking_uris():
+    assert sqlite_path("sqlite:///mlflow.db") == Path("mlflow.db")
+    assert sqlite_path("sqlite:////abs/m.db") == Path("/abs/m.db")
+    assert sqlite_path("http://127.0.0.1:5000") is None and sqlite_path("sqlite:///:memory:") is None
+
+
+def test_unreachable_server_is_one_line_at_once():
+    uri = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(UserError) as err:
+        check_tracking_store(uri)
+    message = str(err.value)
+    assert message.startswith(f"the MLflow tracking server {uri} does not answer (") and "Connection refused" in message
+    assert "MLFLOW_TRACKING_URI" in message and "\n" not in message
+
+
+def test_server_that_accepts_but_never_answers_is_reported_after_the_timeout():
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(UserError, match=r"does not answer \(no answer within 1 s\)"):
+            check_tracking_store(uri, timeout=1)
+
+
+def test_corrupt_mlflow_db_is_one_line(tmp_path):
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"these bytes are no database" * 100)
+    with pytest.raises(UserError) as err:
+        check_tracking_store(f"sqlite:///{db}")
+    assert str(err.value).startswith(f"{db} is not a usable MLflow database (file is not a database)")
+    assert f"mv {db} {db}.broken" in str(err.value)
+
+
+def test_mlflow_db_in_a_missing_folder_is_one_line(tmp_path):
+    missing = r"cannot create the MLflow database .*/nowhere/mlflow.db \(No such file or directory\)"
+    with pytest.raises(UserError, match=missing):
+        check_tracking_store(f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}")
+
+
+def read_only_command(path: Path, command: list[str]) -> list[str]:
+    """``command`` run where ``path`` is read-only: file modes for ordinary users; for root (whom modes do not
+    stop), a read-only bind mount in a private mount namespace."""
+    path.chmod(0o444)
+    if os.geteuid() != 0:
+        return command
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        pytest.skip("running as root without user namespaces (unshare -rm): a file cannot be made read-only")
+    script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
+    return ["unshare", "-rm", "sh", "-c", script, str(path), *command]
+
+
+def test_read_only_mlflow_db_is_one_line(tmp_path):
+    uri, client, _ = store(tmp_path)
+    db = sqlite_path(uri)
+    code = f"from anime_avatar.ops.tracking_store import check_tracking_store; check_tracking_store({uri!r})"
+    proc = subprocess.run(
+        read_only_command(db, [sys.executable, "-c", code]), capture_output=True, text=True, cwd=ROOT
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert f"UserError: the MLflow database {db} is read-only (attempt to write a readonly database)" in proc.stderr
+
+
+# --- the run journal ------------------------------------------------------------------------
+
+
+def test_journal_keeps_records_in_order_while_the_store_is_away_and_sends_them_when_back(tmp_path, caplog):
+    uri, client, experiment = store(tmp_path)
+    run_id = client.create_run(experiment).info.run_id
+    outage, now = Outage(client), [0.0]
+    journal = RunJournal(uri, run_id, outage, clock=lambda: now[0])
+    sample = tmp_path / "step-2.png"
+    sample.write_bytes(b"png")
+
+    with caplog.at_level(logging.INFO, logger="anime_avatar.ops.run_journal"):
+        journal.log_metrics({"loss": 1.0}, step=1)
+        outage.down = True
+        journal.log_metrics({"loss": 2.0}, step=2)
+        journal.log_artifact(sample, "samples")
+        now[0] = 4.0  # before the first retry (5 s): kept without a call
+        calls = outage.calls
+        journal.log_metrics({"loss": 3.0}, step=3)
+        assert outage.calls == calls and len(journal.kept) == 3
+        outage.down = False
+        now[0] = 6.0
+        journal.log_metrics({"loss": 4.0}, step=4)
+
+    assert journal.kept == [] and journal.outages == 1
+    history = client.get_metric_history(run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
+    assert [a.path for a in client.list_artifacts(run_id, "samples")] == ["samples/step-2.png"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "stopped answering ([Errno 111] Connection refused)" in warnings[0]
+    assert "answers again: sent the 4 record(s) kept during the outage" in caplog.text
+
+
+def test_records_unsent_at_the_end_are_saved_and_sent_by_a_later_process(tmp_path):
+    uri, client, experiment = store(tmp_path)
+    run_id = client.create_run(experiment).info.run_id
+    outage = Outage(client)
+    outage.down = True
+    journal = RunJournal(uri, run_id, outage)
+    sample = tmp_path / "step-2.png"
+    sample.write_bytes(b"first grid")
+    journal.log_params({"train.steps": "4"})
+    journal.log_metrics({"loss": 2.0}, step=2)
+    journal.log_artifact(sample, "samples")
+
+    assert journal.finish("FINISHED", folder=tmp_path / "pending") is False
+    saved = tmp_path / "pending" / run_id
+    kinds = [json.loads(line)["kind"] for line in (saved / "records.jsonl").read_text().splitlines()]
+    assert kinds == ["params", "metrics", "artifact", "end"]
+    sample.write_bytes(b"the next run's grid")  # the kept copy is what gets logged
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    assert send_pending(uri, tmp_path / "pending", client) == [run_id]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.params == {"train.steps": "4"}
+    assert run.data.metrics == {"loss": 2.0}
+    logged = Path(client.download_artifacts(run_id, "samples/step-2.png", str(tmp_path / "dl")))
+    assert logged.read_bytes() == b"first grid"
+    assert not saved.exists()
+
+
+# --- runs whose process is gone -------------------------------------------------------------
+
+
+def test_runs_whose_process_is_gone_are_marked_killed_and_the_others_left(tmp_path):
+    _, client, experiment = store(tmp_path)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    mine = process_tags()
+    cases = {
+        "gone": {**mine, PID_TAG: str(ended.pid)},
+        "reused_pid": {**mine, STARTED_TAG: str(int(mine[STARTED_TAG]) - 3600)},
+        "alive": mine,
+        "other_host": {**mine, HOST_TAG: "another-machine", PID_TAG: str(ended.pid)},
+        "untagged": {},
+    }
+    ids = {name: client.create_run(experiment, tags=tags).info.run_id for name, tags in cases.items()}
+    finished = client.create_run(experiment, tags=cases["gone"]).info.run_id
+    client.set_terminated(finished, "FINISHED")
+
+    marked = mark_stale_runs(client, [experiment], keep=[])
+    assert sorted(marked) == sorted([ids["gone"], ids["reused_pid"]])
+    status = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
+    assert status == {"gone": "KILLED", "reused_pid": "KILLED", "alive": "RUNNING", "other_host": "RUNNING",
+                      "untagged": "RUNNING"}  # fmt: skip
+    assert client.get_run(finished).info.status == "FINISHED"
+    reason = client.get_run(ids["gone"]).data.tags[REASON_TAG]
+    assert f"process {ended.pid} on {mine[HOST_TAG]} ended without closing the run" in reason
+    assert mark_stale_runs(client, [experiment]) == []  # once
+
+
+# --- what a failed stage's message says -----------------------------------------------------
+
+
+def lock_with(tmp_path: Path, stages: dict) -> Path:
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
+    return tmp_path
+
+
+def test_restore_hint_names_the_cached_outputs_dvc_removed(tmp_path):
+    assert restore_hint("train", tmp_path) == ""  # no dvc.yaml: nothing known
+    root = lock_with(tmp_path, {
+        "train": {"outs": [{"path": "models/generator.pt", "md5": "a" * 32},
+                           {"path": "models/run.json", "md5": "b" * 32}]},
+        "validate": {"outs": [{"path": "reports/validation.json", "md5": "c" * 32}]},
+    })  # fmt: skip
+    assert {o.path for o in stage_outputs("train", root) if o.persist} == {"models/checkpoints"}
+    assert restorable_paths("train", root) == ["models/generator.pt", "models/run.json"]
+    hint = restore_hint("train", root)
+    assert "restore them with: dvc checkout models/generator.pt models/run.json (" in hint
+    assert "metrics/train.json" in hint and "the next successful `dvc repro train` remakes them" in hint
+    assert restore_hint("validate", root).endswith(
+        "(reports/validation.json, reports/data_docs: not cached by DVC, the next successful `dvc repro validate` "
+        "remakes them)"
+    )
+    assert restore_hint("download", root) == ""  # never ran: nothing to restore
+
+
+def test_runs_lists_a_read_only_mlflow_db_and_warns_that_it_cannot_settle_it(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    tags = {**process_tags(), PID_TAG: str(ended.pid), "stage": "train"}
+    run_id = client.create_run(client.create_experiment("anime-avatar"), tags=tags).info.run_id
+
+    command = read_only_command(tmp_path / "mlflow.db", [str(BIN / "anime-avatar"), "runs"])
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=venv_env())
+    assert proc.returncode == 0, proc.stderr
+    row = proc.stdout.splitlines()[1].split()
+    assert row[0] == run_id[:12] and row[3] == "RUNNING"  # listed as it is: marking it KILLED needs a write
+    assert "could not settle earlier runs (" in proc.stderr and "readonly database" in proc.stderr
