@@ -111,7 +111,6 @@ def test_generate_style_stylises_the_generated_avatars(files, tmp_path):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"--style": "missing.png"}, "--style: missing.png does not exist"),
         ({"--content": "notes.txt"}, "is not a readable image"),
         ({"--model": "nowhere.pt"}, "neither a file nor an MLflow model URI"),
         ({"--out": "avatar.xyz"}, "give the image file a suffix"),
