@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python bench/data_pipeline.py
 	$(BIN)/python bench/large_images.py
 	@echo "quality (about 45 min): $(BIN)/python bench/quality.py --minutes 60 --eval-every 20 --set detect.image_size=64 --set model.attention=[16]"
+	@echo "style transfer on the fixed set (about 50 min): $(BIN)/python bench/stylize.py --set stylize.steps=500"
 
 # MLflow UI on this project's tracking database: http://127.0.0.1:5000
 ui: setup
