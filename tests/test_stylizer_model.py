@@ -3,10 +3,7 @@ CLI writes, found again by `--model models:/...`, and requirements that cover th
 
 from __future__ import annotations
 
-import ast
 import io
-import sys
-from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +19,7 @@ from anime_avatar.style.features import LAYERS, build_features
 from anime_avatar.style.images import square
 from anime_avatar.style.nets import FusionHead, fusion_config
 from anime_avatar.style.transfer import make_method, stylize_image
-from tests.importgraph import closure
+from tests.importgraph import third_party_imports, unlisted_imports
 
 NAME = "anime-avatar-stylizer"
 
@@ -94,17 +91,7 @@ def test_the_logged_model_holds_code_and_tensors_and_resolves_for_the_cli(regist
 
 
 def test_requirements_cover_every_import_of_the_model_code():
-    stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    by_module = packages_distributions()
-    allowed = {d.lower() for d in STYLIZER_DISTRIBUTIONS}
-    imported: set[str] = set()
-    for path in closure(Path(pyfunc_stylizer.__file__)):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            imported.update(n.split(".")[0] for n in names)
-    third_party = imported - stdlib - {"anime_avatar"}
-    assert {"torch", "mlflow", "PIL", "torchvision"} <= third_party  # the scan sees lazy imports too
-    missing = {m for m in third_party if not {d.lower() for d in by_module.get(m, [m])} & allowed}
+    path = Path(pyfunc_stylizer.__file__)
+    assert {"torch", "mlflow", "PIL", "torchvision"} <= third_party_imports(path)  # the scan sees lazy imports too
+    missing = unlisted_imports(path, STYLIZER_DISTRIBUTIONS)
     assert not missing, f"the model code imports {missing}, which its requirements lack"
