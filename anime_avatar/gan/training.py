@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from anime_avatar.artifacts.checkpoint import load_checkpoint, save_checkpoint
+from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import StopFlag, TrainingInterrupted, step_generator
 from anime_avatar.core.params import ModelParams, TrainParams, semantic_values
@@ -140,16 +140,8 @@ def write_checkpoint(path: Path, state: TrainState, fp: dict[str, Any]) -> None:
 
 def resume(path: Path, state: TrainState, fp: dict[str, Any], steps: int, device: torch.device) -> bool:
     """Restore ``state`` from the checkpoint at ``path`` if it matches ``fp`` and lies at or before ``steps``."""
-    payload = load_checkpoint(path, device)
+    payload = load_resumable(path, fp, steps, "train.steps", device)
     if payload is None:
-        return False
-    if payload.get("fingerprint") != fp:
-        log.info("checkpoint %s was made with other params or data: starting from step 0", path)
-        return False
-    if int(payload["step"]) > steps:
-        # Resuming would hand back a generator trained longer than params.yaml says.
-        log.info("checkpoint %s is at step %d, beyond train.steps=%d: starting from step 0",
-                 path, payload["step"], steps)  # fmt: skip
         return False
     state.generator.load_state_dict(payload["generator"])
     state.discriminator.load_state_dict(payload["discriminator"])

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from anime_avatar.artifacts.checkpoint import load_checkpoint, save_checkpoint
+from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
 from anime_avatar.core.device import resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import StopFlag, TrainingInterrupted
@@ -169,15 +169,8 @@ def write_checkpoint(path: Path, state: StyleTrainState, fp: dict[str, Any]) -> 
 
 def resume(path: Path, state: StyleTrainState, fp: dict[str, Any], steps: int, device: torch.device) -> bool:
     """Restore ``state`` from ``path`` if it was made with the same params and data, at or before ``steps``."""
-    payload = load_checkpoint(path, device)
+    payload = load_resumable(path, fp, steps, "stylize.steps", device)
     if payload is None:
-        return False
-    if payload.get("fingerprint") != fp:
-        log.info("checkpoint %s was made with other params or data: starting from step 0", path)
-        return False
-    if int(payload["step"]) > steps:
-        log.info("checkpoint %s is at step %d, beyond stylize.steps=%d: starting from step 0",
-                 path, payload["step"], steps)  # fmt: skip
         return False
     for method, net in state.nets.items():
         net.load_state_dict(payload["nets"][method])
