@@ -44,6 +44,7 @@ bench: setup
 	# Training step and FID features against same-process references (~15 min; --quick: under 3).
 	$(BIN)/python bench/speed.py --json bench/results/speed.json
 	@echo "quality (about 45 min): $(BIN)/python bench/quality.py --minutes 60 --eval-every 20 --set detect.image_size=64 --set model.attention=[16]"
+	@echo "style transfer on the fixed set (about 50 min): $(BIN)/python bench/stylize.py --set stylize.steps=500"
 
 # MLflow UI on this project's tracking database: http://127.0.0.1:5000
 ui: setup

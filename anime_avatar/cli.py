@@ -99,6 +99,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
         seeds = list(range(args.seed, args.seed + args.n))
         images = avatars(generator, seeds, args.truncation)
         labels = [f"avatar-{s:06d}" for s in seeds]
+    if args.style:
+        images = _stylize_avatars(args, images)
     if args.out:
         for label, image in zip(labels, images, strict=True):
             _write(args.out / f"{label}.png", png_bytes(to_pil_image(image)))
@@ -107,6 +109,155 @@ def cmd_generate(args: argparse.Namespace) -> None:
         nrow = len(images) if args.interpolate else max(1, int(len(images) ** 0.5))
         _write(args.grid, grid_png(images, nrow=nrow))
         log.info("grid written to %s", args.grid)
+
+
+def _stylize_avatars(args: argparse.Namespace, images):  # images: uint8 (N, 3, H, W) -> the same, stylised
+    import numpy as np
+    import torch
+    from torchvision.transforms.functional import to_pil_image
+
+    from anime_avatar.core.progress import progress_bar
+    from anime_avatar.style.data import read_image
+    from anime_avatar.style.transfer import stylize_image
+
+    style = read_image(args.style, "--style")
+    method = _style_method(args.params, args.style_method, args.style_model)
+    stylised = [
+        torch.from_numpy(np.array(stylize_image(method, to_pil_image(image), style, args.style_size))).permute(2, 0, 1)
+        for image in progress_bar(iterable=images, desc="stylize", unit="img", disable=len(images) < 2)
+    ]
+    return torch.stack(stylised)
+
+
+def _style_method(
+    params_file: str,
+    cli_method: str,
+    model: str | None,
+    features: str = "inception",
+    plain: bool = False,
+    **gatys_overrides: float | None,
+):  # -> anime_avatar.style.transfer.Method
+    """The stylising function asked for: gatys with params.yaml's gatys section (and ``gatys_overrides``), or a
+    trained net from ``model`` (a file or an MLflow URI), else models/stylizer.pt, else the registered model."""
+    from anime_avatar.ops.stylizer_models import resolve_stylizer
+    from anime_avatar.style.transfer import make_method, method_name
+
+    name = method_name(cli_method, features, softmax=not plain)
+    has_params = Path(params_file).is_file()
+    if cli_method == "gatys":
+        if not has_params:
+            raise UserError(f"no {params_file} here: --method gatys takes its settings from the project's params "
+                            "(run inside the project, or pass --params)")  # fmt: skip
+        changes = {k: v for k, v in gatys_overrides.items() if v is not None}
+        return make_method(name, gatys=load_params(params_file).gatys.model_copy(update=changes))
+    if model and ":/" not in model:
+        return make_method(name, stylizer=resolve_stylizer(model, ""))  # a file: no project needed
+    if not has_params:
+        raise UserError(f"no {params_file} here: run inside the project (for models/stylizer.pt or the registered "
+                        "stylizer), or pass --model FILE")  # fmt: skip
+    return make_method(name, stylizer=resolve_stylizer(model, load_params(params_file).tracking.stylizer_model_name))
+
+
+def _method_from_options(args: argparse.Namespace):  # -> anime_avatar.style.transfer.Method
+    return _style_method(args.params, args.method, args.model, args.features, args.plain, steps=args.steps,
+                         style_weight=args.style_weight, content_weight=args.content_weight)  # fmt: skip
+
+
+def _save_image(image, path: Path) -> None:  # image: PIL.Image
+    """Write ``image`` atomically in the format its suffix names (.png, .jpg, ...)."""
+    import io
+
+    from PIL import Image
+
+    from anime_avatar.core.fsutil import atomic_write_bytes
+
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise UserError(f"--out {path}: give the image file a suffix such as .png or .jpg")
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def cmd_stylize(args: argparse.Namespace) -> None:
+    """Restyle a face or picture (or a folder of them) in the style of one illustration.
+
+    Methods: gatys (optimisation, Gatys et al., on --features with the softmax transform unless --plain;
+    its settings come from the gatys section of params.yaml), network (the trained attention net of
+    models/stylizer.pt, or --model), adain (the AdaIN baseline net of the same file). A folder as --content
+    stylises every image in it, and --out is then a folder.
+    Example: anime-avatar stylize --content face.png --style art.jpg --out avatar.png --method network
+    """
+    from anime_avatar.core.progress import progress_bar
+    from anime_avatar.style.data import image_files, read_image
+    from anime_avatar.style.transfer import stylize_image
+
+    if args.content.is_dir():
+        contents = image_files(args.content)
+        if not contents:
+            raise UserError(f"--content {args.content}: no images in this folder")
+        targets = [args.out / f"{c.relative_to(args.content).with_suffix('')}.png" for c in contents]
+    else:
+        contents, targets = [args.content], [args.out]
+    images = [read_image(c, "--content") for c in contents]
+    style = read_image(args.style, "--style")
+    method = _method_from_options(args)
+    for image, target in progress_bar(iterable=list(zip(images, targets, strict=True)), desc="stylize", unit="img",
+                                      disable=len(images) < 2):  # fmt: skip
+        _save_image(stylize_image(method, image, style, args.size), target)
+    log.info("%d image%s stylised with %s: %s", len(images), "s" * (len(images) != 1), args.method, args.out)
+
+
+def cmd_avatar(args: argparse.Namespace) -> None:
+    """An anime avatar from a photo of a person: find the face, crop a square around it, stylise it.
+
+    Faces are found with OpenCV's frontal-face Haar cascade. Several faces give one avatar each (AVATAR-1.png,
+    AVATAR-2.png, ... largest first), or only the largest with --largest; --no-detect uses the whole picture
+    (its central square). The methods are stylize's.
+    Example: anime-avatar avatar --photo me.jpg --style art.png --out avatar.png
+    """
+    from anime_avatar.style.data import read_image
+    from anime_avatar.style.images import square
+    from anime_avatar.style.photos import photo_faces
+    from anime_avatar.style.transfer import stylize_image
+
+    photo = read_image(args.photo, "--photo")
+    style = read_image(args.style, "--style")
+    if args.no_detect:
+        crops = [square(photo, args.size)]
+    else:
+        faces = photo_faces(photo, args.size, largest=args.largest)
+        crops = [face.crop for face in faces]
+        for i, face in enumerate(faces, 1):
+            log.info("face %d at x=%d y=%d, %dx%d px", i, *face.box)
+    method = _method_from_options(args)
+    targets = (
+        [args.out]
+        if len(crops) == 1
+        else [args.out.with_stem(f"{args.out.stem}-{i}") for i in range(1, len(crops) + 1)]
+    )
+    for crop, target in zip(crops, targets, strict=True):
+        _save_image(stylize_image(method, crop, style, args.size), target)
+        print(target)
+
+
+def _add_style_options(p: argparse.ArgumentParser) -> None:
+    """The options every stylising command shares."""
+    p.add_argument(
+        "--method",
+        choices=["gatys", "network", "adain"],
+        default="network",
+        help="gatys (optimisation), network (the trained attention net) or adain (default: network)",
+    )
+    p.add_argument("--model", help="stylizer file or MLflow URI (default: models/stylizer.pt, else the registered one)")
+    p.add_argument("--features", choices=["inception", "vgg19"], default="inception",
+                   help="gatys: the feature network (vgg19 needs its torchvision download)")  # fmt: skip
+    p.add_argument("--plain", action="store_true", help="gatys: plain Gram matrices, no softmax transform")
+    p.add_argument("--steps", type=_int_at_least(1), help="gatys: network evaluations (default: gatys.steps)")
+    p.add_argument("--style-weight", type=_positive_float, help="gatys: style weight (default: gatys.style_weight)")
+    p.add_argument(
+        "--content-weight", type=_positive_float, help="gatys: content weight (default: gatys.content_weight)"
+    )
 
 
 def _mlflow(args: argparse.Namespace):  # -> (MlflowClient, Params)
@@ -214,6 +365,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0.0:
+        raise argparse.ArgumentTypeError(f"{text} is not above zero")
+    return value
+
+
 def _image_file(text: str) -> Path:
     path = Path(text)
     if path.is_dir():
@@ -288,6 +446,33 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
                    help="redraw latents beyond ±T (0: off; 0.7 is typical)")  # fmt: skip
     p.add_argument("--interpolate", type=_seed, nargs=2, metavar=("A", "B"), help="latent walk from seed A to B")
     p.add_argument("--steps", type=_int_at_least(2), default=8, help="images in the walk")
+    p.add_argument("--style", type=_image_file, metavar="IMG", help="stylise the avatars in the style of this image")
+    p.add_argument("--style-method", choices=["gatys", "network", "adain"], default="network",
+                   help="with --style: gatys, network (default) or adain")  # fmt: skip
+    p.add_argument(
+        "--style-size", type=_int_at_least(1), default=256, help="with --style: the stylised avatars' side in pixels"
+    )
+    p.add_argument("--style-model", help="with --style: stylizer file or MLflow URI (default: models/stylizer.pt)")
+
+    p = add_command(sub, cmd_stylize)
+    p.add_argument("--content", type=Path, required=True, metavar="IMG|DIR", help="image or folder of images")
+    p.add_argument("--style", type=_image_file, required=True, metavar="IMG", help="the style image")
+    p.add_argument("--out", type=Path, required=True, metavar="PATH", help="output image (a folder for a folder)")
+    p.add_argument(
+        "--size", type=_int_at_least(1), default=256, help="the content's shorter side in pixels (default: 256)"
+    )
+    _add_style_options(p)
+
+    p = add_command(sub, cmd_avatar)
+    p.add_argument("--photo", type=_image_file, required=True, help="a photo of a person")
+    p.add_argument("--style", type=_image_file, required=True, metavar="IMG", help="the style image")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="AVATAR.png", help="the avatar (AVATAR-N.png for several)"
+    )
+    p.add_argument("--size", type=_int_at_least(1), default=256, help="the avatar's side in pixels (default: 256)")
+    p.add_argument("--no-detect", action="store_true", help="stylise the whole picture, without looking for a face")
+    p.add_argument("--largest", action="store_true", help="one avatar, of the largest face, when there are several")
+    _add_style_options(p)
 
     p = add_command(sub, cmd_runs)
     p.add_argument("--sort", choices=["fid", "kid", "start"], default="fid")

@@ -27,6 +27,10 @@ DEMO = {
     "validate": {"min_count": 50},
     "train": {"steps": 300, "sample_every": 100, "checkpoint_every": 100},
     "eval": {"n_samples": 100, "kid_subset_size": 50},
+    # The stylizer: a short run at 64 px (its outputs are barely stylised; `make run` trains longer).
+    "stylize": {"image_size": 64, "steps": 30},
+    "gatys": {"steps": 30},
+    "stylize_eval": {"image_size": 128},
 }
 COPIED = ("anime_avatar", "stages", "dvc.yaml")
 

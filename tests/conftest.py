@@ -33,6 +33,16 @@ class WritesMarker:
         return (os.makedirs, (str(self.marker),))
 
 
+# The stylize stages in seconds: for the tests that run the whole pipeline (dvc repro, the Prefect flows).
+TINY_STYLIZE = {
+    "stylize": {"image_size": 48, "steps": 3, "batch_size": 2, "max_styles": 3, "max_faces": 6, "threads": 1,
+                "checkpoint_every": 2, "log_every": 1, "key_dim": 8, "max_keys": 64, "decoder_width": 16},
+    "gatys": {"steps": 2},
+    "stylize_eval": {"image_size": 64, "n_content": 2, "n_styles": 1, "timing_repeats": 1, "alphas": [0.0, 1.0],
+                     "threads": 1, "methods": ["gatys-inception-softmax", "adain", "attention"]},
+}  # fmt: skip
+
+
 def synthetic_jobs(folder: Path, seed: int, count: int, size: int = 256) -> list:
     """``count`` synthetic illustrations saved in ``folder``, as detection jobs (fake, distinct hashes)."""
     from anime_avatar.data.detection import FileJob

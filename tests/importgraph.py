@@ -51,6 +51,29 @@ def imported_modules(path: Path) -> set[str]:
     return {name for name in found if _module_file(name) is not None}
 
 
+def third_party_imports(path: Path) -> set[str]:
+    """The top-level names of every module outside the standard library and the project that ``path``'s
+    closure imports, at the top or inside functions."""
+    imported: set[str] = set()
+    for file in closure(path):
+        for node in ast.walk(ast.parse(file.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            imported.update(n.split(".")[0] for n in names)
+    return imported - set(sys.stdlib_module_names) - {"__future__", *PACKAGES}
+
+
+def unlisted_imports(path: Path, distributions: tuple[str, ...] | list[str]) -> set[str]:
+    """The third-party modules ``path``'s closure imports that none of ``distributions`` provides (a module
+    may come from several distributions, e.g. mlflow from mlflow or mlflow-skinny: one of them is enough)."""
+    from importlib.metadata import packages_distributions
+
+    by_module = packages_distributions()
+    allowed = {d.lower() for d in distributions}
+    return {m for m in third_party_imports(path) if not {d.lower() for d in by_module.get(m, [m])} & allowed}
+
+
 def _with_parents(name: str) -> list[str]:
     """A module and the packages above it (importing a.b.c runs a/__init__ and a/b/__init__)."""
     parts = name.split(".")

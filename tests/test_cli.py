@@ -9,7 +9,19 @@ from anime_avatar import __version__
 from pipelines.cli import main
 from tests.conftest import ROOT, params_with
 
-COMMANDS = ["params", "faces", "generate", "runs", "audit", "ui", "pipeline", "retrain", "schedule"]
+COMMANDS = [
+    "params",
+    "faces",
+    "generate",
+    "stylize",
+    "avatar",
+    "runs",
+    "audit",
+    "ui",
+    "pipeline",
+    "retrain",
+    "schedule",
+]
 
 
 def test_version(capsys):

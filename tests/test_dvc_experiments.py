@@ -15,11 +15,11 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, commit, make_project, run
+from tests.conftest import ROOT, TINY_STYLIZE, commit, make_project, run
 
 pytestmark = pytest.mark.slow
 
-TINY = {
+TINY = TINY_STYLIZE | {
     "data": {"synthetic": {"count": 10, "size": 512}},
     "detect": {"image_size": 32},
     "validate": {"min_count": 8},

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anime_avatar.artifacts import checkpoint, faces, generator, raw, reports, run, trainset
+from anime_avatar.artifacts import checkpoint, faces, generator, raw, reports, run, stylizer, trainset
 from anime_avatar.core.params import merge, semantic_keys
 from tests.conftest import ROOT, make_project
 from tests.conftest import run as run_cmd
@@ -53,7 +53,8 @@ def test_each_stage_declares_the_output_changing_keys_it_reads(stage):
 def test_stages_read_only_their_own_sections():
     # Facts such as the image size come from the artifacts, not from another stage's params.
     owned = {"download": {"data"}, "detect": {"detect"}, "augment": {"augment"}, "validate": {"validate"},
-             "train": {"model", "train", "tracking"}, "evaluate": {"eval"}}  # fmt: skip
+             "train": {"model", "train", "tracking"}, "evaluate": {"eval"},
+             "stylize_train": {"stylize", "tracking"}, "stylize_eval": {"stylize_eval", "gatys"}}  # fmt: skip
     for stage, sections in owned.items():
         assert sections_read(ROOT / "stages" / f"{stage}.py") == sections, stage
 
@@ -63,6 +64,8 @@ def test_outputs_are_the_paths_the_artifact_modules_own():
         raw.RAW_DIR, faces.FACES_DIR, trainset.TRAIN_DIR, generator.GENERATOR, checkpoint.CHECKPOINT_DIR,
         run.RUN_FILE, reports.VALIDATION_REPORT, reports.DATA_DOCS_DIR, reports.SAMPLES_DIR, reports.SAMPLES_PNG,
         reports.TRAIN_METRICS, reports.LOSSES_CSV, reports.EVAL_METRICS,
+        stylizer.STYLIZER, stylizer.STYLIZER_CHECKPOINT_DIR, stylizer.STYLIZER_RUN_FILE, reports.STYLIZE_TRAIN_METRICS,
+        reports.STYLIZE_LOSSES_CSV, reports.STYLIZE_METRICS, reports.STYLIZE_TRADEOFF_CSV, reports.STYLIZE_SHEET,
     }  # fmt: skip
     declared = set()
     for stage in DVC.values():

@@ -4,10 +4,7 @@ input example; loaded by ``mlflow.pyfunc``, by ``anime-avatar generate --model m
 
 from __future__ import annotations
 
-import ast
 import subprocess
-import sys
-from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import httpx
@@ -23,7 +20,7 @@ from anime_avatar.ops import pyfunc_generator
 from anime_avatar.ops.registry import resolve_generator
 from anime_avatar.ops.tracking import MODEL_DISTRIBUTIONS, log_generator_model, model_requirements
 from tests.conftest import BIN, free_port, params_with, stop, venv_env, wait_http
-from tests.importgraph import closure
+from tests.importgraph import third_party_imports, unlisted_imports
 
 NAME = "anime-avatar-generator"
 
@@ -102,20 +99,9 @@ def test_logged_model_is_code_and_tensors_with_its_requirements(registered, monk
 def test_requirements_cover_every_import_of_the_model_code():
     """What the logged model runs (pyfunc_generator.py and its closure) imports, top-level or lazily, is in its
     requirements: enough to load it in a clean environment."""
-    stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    by_module = packages_distributions()
-    allowed = {d.lower() for d in MODEL_DISTRIBUTIONS}
-    imported: set[str] = set()
-    for path in closure(Path(pyfunc_generator.__file__)):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            imported.update(n.split(".")[0] for n in names)
-    third_party = imported - stdlib - {"anime_avatar"}
-    assert {"torch", "numpy", "mlflow", "pandas"} <= third_party  # the scan sees lazy imports too
-    # A module may come from several distributions (mlflow: mlflow, mlflow-skinny): one of them is required.
-    missing = {m for m in third_party if not {d.lower() for d in by_module.get(m, [m])} & allowed}
+    path = Path(pyfunc_generator.__file__)
+    assert {"torch", "numpy", "mlflow", "pandas"} <= third_party_imports(path)  # the scan sees lazy imports too
+    missing = unlisted_imports(path, MODEL_DISTRIBUTIONS)
     assert not missing, f"the model code imports {missing}, which its requirements lack"
 
 

@@ -25,11 +25,11 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from anime_avatar.ops.lock import workspace_lock
-from tests.conftest import BIN, commit, free_port, make_project, run, stop, venv_env, wait_http
+from tests.conftest import BIN, TINY_STYLIZE, commit, free_port, make_project, run, stop, venv_env, wait_http
 
 pytestmark = pytest.mark.slow
 
-TINY = {
+TINY = TINY_STYLIZE | {
     "data": {"synthetic": {"count": 10, "size": 512}},
     "detect": {"image_size": 32},
     "validate": {"min_count": 8},
@@ -38,7 +38,7 @@ TINY = {
     "eval": {"n_samples": 24, "batch_size": 12, "kid_subset_size": 8},
     "pipeline": {"retry_delay_s": 0},
 }
-STAGES = ["download", "detect", "augment", "validate", "train", "evaluate"]
+STAGES = ["download", "detect", "augment", "validate", "train", "evaluate", "stylize_train", "stylize_eval"]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,10 @@ def run_id_of(work: Path) -> str:
 
 def test_pipeline_flow_runs_each_stage_as_a_task_with_a_parent_mlflow_run(workspace):
     work, env = workspace["path"], workspace["env"]
-    assert "download ran, detect ran, augment ran, validate ran, train ran, evaluate ran; FID" in workspace["first"]
+    assert (
+        "download ran, detect ran, augment ran, validate ran, train ran, evaluate ran, stylize_train ran, "
+        "stylize_eval ran; FID"
+    ) in workspace["first"]
     scores = json.loads((work / "metrics/eval.json").read_text())
 
     mlflow = client(work)

@@ -195,7 +195,7 @@ def test_what_a_dead_tracking_server_missed_is_kept_and_sent_once_it_is_back(tmp
     assert (work / "models/generator.pt").is_file() and (work / "models/checkpoints/last.pt").is_file()
     assert json.loads((work / "models/run.json").read_text())["run_id"] == run_id
     records = (work / "mlflow-pending" / run_id / "records.jsonl").read_text().splitlines()
-    assert [json.loads(line)["kind"] for line in records][-3:] == ["artifact", "model", "end"]
+    assert [json.loads(line)["kind"] for line in records][-3:] == ["metrics", "model", "end"]
     client = server.store()
     assert client.get_run(run_id).info.status == "RUNNING" and len(loss_steps(client, run_id)) < 8
 

@@ -226,7 +226,7 @@ def test_restore_hint_names_the_cached_outputs_dvc_removed(tmp_path):
                            {"path": "models/run.json", "md5": "b" * 32}]},
         "validate": {"outs": [{"path": "reports/validation.json", "md5": "c" * 32}]},
     })  # fmt: skip
-    assert {o.path for o in stage_outputs("train", root) if o.persist} == {"models/checkpoints"}
+    assert {o.path for o in stage_outputs("train", root) if o.persist} == {"models/checkpoints", "plots/samples"}
     assert restorable_paths("train", root) == ["models/generator.pt", "models/run.json"]
     hint = restore_hint("train", root)
     assert "restore them with: dvc checkout models/generator.pt models/run.json (" in hint

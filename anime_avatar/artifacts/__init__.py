@@ -8,11 +8,13 @@ file name or guesses a fact the artifact already records (image size, z_dim, dat
 module         path                    written by          read by
 =============  ======================  ==================  ==========================
 ``raw``        ``data/raw/``           download            detect, audit
-``faces``      ``data/faces/``         detect              augment, validate, evaluate
+``faces``      ``data/faces/``         detect              augment, validate, evaluate, stylize_train
 ``trainset``   ``data/train/``         augment             validate, train
 ``generator``  ``models/generator.pt`` train               evaluate, generate
 ``checkpoint`` ``models/checkpoints/`` train               train (resume)
 ``run``        ``models/run.json``     train               evaluate, flows
-``reports``    ``metrics/``, ``plots/``, ``reports/``      validate, train, evaluate
+``stylizer``   ``models/stylizer.pt``  stylize_train       stylize_eval, stylize, avatar, generate --style
+               (+ checkpoints, run)
+``reports``    ``metrics/``, ``plots/``, ``reports/``      validate, train, evaluate, stylize_*
 =============  ======================  ==================  ==========================
 """

@@ -40,3 +40,22 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
         log.warning("%s was written by another version of the training code: starting from step 0", path)
         return None
     return payload
+
+
+def load_resumable(
+    path: Path, fingerprint: dict[str, Any], steps: int, steps_key: str, device: torch.device | str = "cpu"
+) -> dict[str, Any] | None:
+    """The checkpoint's contents if it was made with these params and data (``fingerprint``) at or before
+    ``steps`` (the value of the params key ``steps_key``); None, and the reason in the log, otherwise."""
+    payload = load_checkpoint(path, device)
+    if payload is None:
+        return None
+    if payload.get("fingerprint") != fingerprint:
+        log.info("checkpoint %s was made with other params or data: starting from step 0", path)
+        return None
+    if int(payload["step"]) > steps:
+        # Resuming would hand back a model trained longer than params.yaml says.
+        log.info("checkpoint %s is at step %d, beyond %s=%d: starting from step 0", path, payload["step"], steps_key,
+                 steps)  # fmt: skip
+        return None
+    return payload

@@ -17,6 +17,12 @@ SAMPLES_DIR = Path("plots/samples")
 EVAL_METRICS = Path("metrics/eval.json")
 SAMPLES_PNG = Path("reports/samples.png")
 SCORE_KEYS = ("fid", "kid_mean", "kid_std")
+STYLIZE_TRAIN_METRICS = Path("metrics/stylize_train.json")
+STYLIZE_LOSSES_CSV = Path("plots/stylize_losses.csv")
+STYLIZE_METRICS = Path("metrics/stylize.json")
+STYLIZE_TRADEOFF_CSV = Path("plots/stylize_tradeoff.csv")  # the nets' content/style loss at each style strength
+TRADEOFF_FIELDS = ("method", "alpha", "content_loss", "style_loss")
+STYLIZE_SHEET = Path("reports/stylize.png")  # content | style | each method, one row per pair
 
 
 def sample_grid_path(step: int) -> Path:

@@ -23,12 +23,13 @@ def write_run_file(record: RunRecord, path: Path = RUN_FILE) -> None:
     atomic_write_json(path, asdict(record))
 
 
-def read_run_file(root: Path = Path()) -> RunRecord | None:
-    """The record of the run behind ``models/generator.pt``, or None when there is none."""
-    path = root / RUN_FILE
+def read_run_file(root: Path = Path(), name: Path = RUN_FILE, stage: str = "train") -> RunRecord | None:
+    """The record of the run behind ``models/generator.pt`` (or the file ``name`` that ``stage`` writes),
+    or None when there is none."""
+    path = root / name
     if not path.is_file():
         return None
     try:
         return RunRecord(**json.loads(path.read_text()))
     except (ValueError, TypeError) as err:
-        raise UserError(f"{path} is damaged ({err}): run the train stage again (dvc repro -f train)") from None
+        raise UserError(f"{path} is damaged ({err}): run the {stage} stage again (dvc repro -f {stage})") from None

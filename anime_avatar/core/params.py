@@ -198,11 +198,95 @@ class EvalParams(Section):
     inception_backend: Literal["auto", "torchscript", "openvino", "onnxruntime"] = operational()
 
 
+# The style-transfer methods stylize_eval can compare (anime_avatar/style/transfer.py implements each).
+STYLE_METHODS = (
+    "gatys-inception", "gatys-inception-softmax", "gatys-vgg19", "gatys-vgg19-softmax", "adain", "attention",
+)  # fmt: skip
+FUSION_METHODS = ("attention", "adain")  # the trained nets (stylize_train)
+FeatureNetwork = Literal["inception", "vgg19"]
+
+
+class StylizeParams(Section):
+    """stylize_train: the attention fusion network and its AdaIN baseline."""
+
+    style_path: str = Field(min_length=1)
+    features: FeatureNetwork
+    methods: list[Literal[FUSION_METHODS]] = Field(min_length=1)  # type: ignore[valid-type]
+    image_size: int = Field(ge=32, le=1024)
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0.0, lt=1.0)
+    content_weight: float = Field(ge=0.0)
+    style_weight: float = Field(ge=0.0)
+    identity_pixel_weight: float = Field(ge=0.0)
+    identity_feature_weight: float = Field(ge=0.0)
+    adversarial_weight: float = Field(ge=0.0)
+    key_dim: int = Field(ge=1, le=1024)
+    max_keys: int = Field(ge=1)
+    decoder_width: int = Field(ge=16, le=1024)
+    max_faces: int = Field(ge=0)
+    max_styles: int = Field(ge=0)
+    seed: int
+    device: DeviceSpec = operational()
+    threads: int = operational(ge=0)
+    checkpoint_every: int = operational(ge=1)
+    log_every: int = operational(ge=1)
+
+    @field_validator("methods")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a method twice")
+        return value
+
+
+class GatysParams(Section):
+    """Optimisation-based transfer: stylize_eval's gatys-* methods and `anime-avatar stylize --method gatys`."""
+
+    steps: int = Field(ge=1)
+    optimizer: Literal["lbfgs", "adam"]
+    lr: float = Field(gt=0.0)
+    content_weight: float = Field(ge=0.0)
+    style_weight: float = Field(ge=0.0)
+    tv_weight: float = Field(ge=0.0)
+    temperature: float = Field(gt=0.0)
+
+
+class StylizeEvalParams(Section):
+    """stylize_eval: every method on one fixed content/style set."""
+
+    content_path: str = Field(min_length=1)
+    photos: list[str]
+    style_path: str = Field(min_length=1)
+    n_content: int = Field(ge=0)
+    n_styles: int = Field(ge=1)
+    image_size: int = Field(ge=64, le=1024)
+    methods: list[Literal[STYLE_METHODS]] = Field(min_length=1)  # type: ignore[valid-type]
+    alphas: list[float] = Field(min_length=2)
+    timing_repeats: int = operational(ge=1)
+    device: DeviceSpec = operational()
+    threads: int = operational(ge=0)
+
+    @field_validator("alphas")
+    @classmethod
+    def _blend_fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 <= a <= 1.0 for a in value):
+            raise ValueError("every alpha must lie in 0..1 (0 = the content's features, 1 = fully stylised)")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _has_contents(self) -> StylizeEvalParams:
+        if self.n_content == 0 and not self.photos:
+            raise ValueError("stylize_eval.n_content is 0 and stylize_eval.photos is empty: nothing to stylise")
+        return self
+
+
 class TrackingParams(Section):
     """Where runs and models are recorded: never changes an output."""
 
     experiment: str = operational(min_length=1)
     model_name: str = operational(min_length=1)
+    stylizer_model_name: str = operational(min_length=1)
     register_model: bool = operational()
 
 
@@ -221,6 +305,9 @@ class Params(Section):
     model: ModelParams
     train: TrainParams
     eval: EvalParams
+    stylize: StylizeParams
+    gatys: GatysParams
+    stylize_eval: StylizeEvalParams
     tracking: TrackingParams
     pipeline: PipelineParams
 

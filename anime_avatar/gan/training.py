@@ -9,11 +9,9 @@ uninterrupted one, on one process or many.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
-import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -28,8 +26,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from anime_avatar.artifacts.checkpoint import load_checkpoint, save_checkpoint
+from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
 from anime_avatar.core.errors import UserError
+from anime_avatar.core.loops import StopFlag, TrainingInterrupted, step_generator
 from anime_avatar.core.params import ModelParams, TrainParams, semantic_values
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.gan.diffaugment import diff_augment
@@ -43,13 +42,6 @@ log = logging.getLogger(__name__)
 
 # Purposes of the per-step random streams (part of their seeds).
 _LATENT_D, _LATENT_G, _AUGMENT, _PENALTY = range(4)
-
-
-def step_generator(seed: int, rank: int, step: int, purpose: int, device: torch.device) -> torch.Generator:
-    state = np.random.SeedSequence([seed, rank, step, purpose]).generate_state(1, dtype=np.uint64)[0]
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
-    return gen
 
 
 def batch_indices(n: int, batch: int, seed: int, info: DistInfo, start_step: int) -> Iterator[list[int]]:
@@ -153,16 +145,8 @@ def write_checkpoint(path: Path, state: TrainState, fp: dict[str, Any]) -> None:
 
 def resume(path: Path, state: TrainState, fp: dict[str, Any], steps: int, device: torch.device) -> bool:
     """Restore ``state`` from the checkpoint at ``path`` if it matches ``fp`` and lies at or before ``steps``."""
-    payload = load_checkpoint(path, device)
+    payload = load_resumable(path, fp, steps, "train.steps", device)
     if payload is None:
-        return False
-    if payload.get("fingerprint") != fp:
-        log.info("checkpoint %s was made with other params or data: starting from step 0", path)
-        return False
-    if int(payload["step"]) > steps:
-        # Resuming would hand back a generator trained longer than params.yaml says.
-        log.info("checkpoint %s is at step %d, beyond train.steps=%d: starting from step 0",
-                 path, payload["step"], steps)  # fmt: skip
         return False
     state.generator.load_state_dict(payload["generator"])
     state.discriminator.load_state_dict(payload["discriminator"])
@@ -173,31 +157,6 @@ def resume(path: Path, state: TrainState, fp: dict[str, Any], steps: int, device
     state.history = list(payload["history"])
     _set_rng_state(payload["rng"])
     return True
-
-
-class StopFlag:
-    """Turns SIGINT/SIGTERM into a request to stop after the current step (and checkpoint)."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopFlag:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.signal = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class TrainingInterrupted(UserError):
-    pass
 
 
 def autocast_for(device: torch.device, enabled: bool) -> AbstractContextManager[Any]:

@@ -67,3 +67,11 @@ def data_version(folder: Path, lock: Path = DVC_LOCK) -> str:
 def data_version_tag(folder: str) -> str:
     """The run tag holding a data folder's version: data/train -> data_version.train."""
     return f"data_version.{folder.split('/')[-1]}"
+
+
+def path_version(path: Path, lock: Path = DVC_LOCK) -> str:
+    """The version of a folder or file given by a setting (a style set): its dvc.lock hash when it is a
+    pipeline folder, else a content hash of the folder or the file."""
+    if path.is_dir():
+        return data_version(path, lock)
+    return "sha256:" + sha256_file(path)

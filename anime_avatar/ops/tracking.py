@@ -150,12 +150,12 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # anime_avatar/, shipped with
 MODEL_DISTRIBUTIONS = ("mlflow", "torch", "numpy", "pandas", "pillow", "torchvision")
 
 
-def model_requirements() -> list[str]:
-    """Pinned requirements of the logged model: the versions installed here (local builds' +tags dropped)."""
+def model_requirements(distributions: tuple[str, ...] = MODEL_DISTRIBUTIONS) -> list[str]:
+    """Pinned requirements of a logged model: the versions installed here (local builds' +tags dropped)."""
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
-    for dist in MODEL_DISTRIBUTIONS:
+    for dist in distributions:
         try:
             pins.append(f"{dist}=={version(dist).split('+')[0]}")
         except PackageNotFoundError:

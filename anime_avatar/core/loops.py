@@ -1,0 +1,53 @@
+"""What every training loop of the project shares: per-step random streams and stopping on a signal.
+
+Both loops (the GAN's and the stylizer's) draw each step's randomness from a generator seeded by
+(seed, rank, step, purpose) instead of a global stream, so a run resumed from the checkpoint of
+step t draws exactly what an uninterrupted run draws; and both turn SIGINT/SIGTERM into "checkpoint
+after this step, then stop".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from typing import Any
+
+import numpy as np
+import torch
+
+from anime_avatar.core.errors import UserError
+
+
+def step_generator(
+    seed: int, rank: int, step: int, purpose: int, device: torch.device | str = "cpu"
+) -> torch.Generator:
+    """A torch generator whose stream depends only on (seed, rank, step, purpose)."""
+    state = np.random.SeedSequence([seed, rank, step, purpose]).generate_state(1, dtype=np.uint64)[0]
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
+    return gen
+
+
+class StopFlag:
+    """Turns SIGINT/SIGTERM into a request to stop after the current step (and checkpoint)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class TrainingInterrupted(UserError):
+    """A loop stopped by a signal after writing its checkpoint: running the stage again resumes it."""

