@@ -13,6 +13,7 @@ import io
 import json
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from tests.conftest import ROOT, TINY_STYLIZE, commit, make_project, run
@@ -62,11 +63,15 @@ def baseline(tmp_path_factory):
 
 def test_outputs_of_a_run_are_committed_with_its_dvc_lock(baseline):
     tracked = set(run(["git", "ls-files"], baseline).stdout.split())
-    assert {"dvc.lock", "metrics/eval.json", "metrics/train.json", "plots/losses.csv", "models/run.json",
+    assert {"dvc.lock", "metrics/eval.json", "metrics/train.json", "plots/losses.csv", "models/stylizer_run.json",
             "plots/samples/step-0000002.png", "reports/validation.json", "reports/samples.png",
             "reports/data_docs/index.html"} <= tracked  # fmt: skip
     assert run(["git", "status", "--porcelain"], baseline).stdout == ""
-    assert "models/generator.pt" not in tracked and not any(p.startswith("data/") for p in tracked - {"data/.gitkeep"})
+    # The run record travels with the generator in DVC's cache: dvc.lock holds its hash at every commit.
+    lock = yaml.safe_load((baseline / "dvc.lock").read_text())
+    assert "models/run.json" in {out["path"] for out in lock["stages"]["train"]["outs"]}
+    assert "models/generator.pt" not in tracked and "models/run.json" not in tracked
+    assert not any(p.startswith("data/") for p in tracked - {"data/.gitkeep"})
 
 
 def test_failed_experiment_keeps_params_formatting_and_git_checkout_dvc_checkout_restore(baseline):
@@ -98,7 +103,8 @@ def test_experiment_is_compared_with_dvc_exp_show_metrics_diff_and_plots_diff(ba
     table = list(csv.DictReader(io.StringIO(run(["dvc", "exp", "show", "--only-changed", "--csv"], work).stdout)))
     rows = {row["Experiment"] or row["rev"]: row for row in table}
     assert float(rows["longer"]["fid"]) == pytest.approx(scores["fid"])
-    assert float(rows["longer"]["train.steps"]) == 4 and float(rows["longer"]["steps"]) == 4
+    # Two metrics files have a "steps" (train and stylize_train): DVC names the column by file then.
+    assert float(rows["longer"]["train.steps"]) == 4 and float(rows["longer"]["metrics/train.json:steps"]) == 4
     head = next(row for row in table if row["typ"] == "baseline" and row["rev"] != "workspace")
     assert float(head["fid"]) == pytest.approx(base_scores["fid"]) and float(head["train.steps"]) == 2
     assert "!" not in {value for row in table for value in row.values()}
