@@ -41,6 +41,8 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/data_pipeline.py
 	$(BIN)/python bench/large_images.py
+	# Training step and FID features against same-process references (~15 min; --quick: under 3).
+	$(BIN)/python bench/speed.py --json bench/results/speed.json
 	@echo "quality (about 45 min): $(BIN)/python bench/quality.py --minutes 60 --eval-every 20 --set detect.image_size=64 --set model.attention=[16]"
 	@echo "style transfer on the fixed set (about 50 min): $(BIN)/python bench/stylize.py --set stylize.steps=500"
 

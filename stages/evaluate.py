@@ -42,11 +42,13 @@ def evaluate(params: Params) -> None:
             "run the pipeline again (dvc repro)"
         )
     version = data_version(FACES_DIR).replace(":", "-")
-    features = real_features(reals, cache_dir() / "fid-stats", version, device, cfg.batch_size)
+    features = real_features(
+        reals, cache_dir() / "fid-stats", version, device, cfg.batch_size, backend=cfg.inception_backend
+    )
     fakes = generate_images(generator.net, cfg.n_samples, generator.z_dim, cfg.seed, cfg.batch_size)
     scores = compute_fid_kid(
         features, fakes, device, kid_subset_size=min(cfg.kid_subset_size, len(reals), len(fakes)),
-        batch_size=cfg.batch_size, seed=cfg.seed,
+        batch_size=cfg.batch_size, seed=cfg.seed, backend=cfg.inception_backend,
     )  # fmt: skip
     write_eval_metrics({"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std,
                         "n_samples": scores.n_fake, "n_real": scores.n_real})  # fmt: skip

@@ -193,6 +193,9 @@ class EvalParams(Section):
     kid_subset_size: int = Field(ge=2)
     seed: int
     device: DeviceSpec = operational()
+    # Operational: every backend computes the same float32 features to ~2e-6 relative (tested within 1e-4; FID
+    # moves by far less than 0.1), like a change of thread count does.
+    inception_backend: Literal["auto", "torchscript", "openvino", "onnxruntime"] = operational()
 
 
 # The style-transfer methods stylize_eval can compare (anime_avatar/style/transfer.py implements each).

@@ -47,15 +47,17 @@ class EMA:
         params = dict(model.named_parameters())
         if ema_params.keys() != params.keys():
             raise ValueError("EMA.update: the model's parameters do not match the averaged copy's")
-        for name, p in params.items():
-            # mul + add rather than lerp: decay 0 copies p exactly, decay 1 leaves p_ema exactly.
-            ema_params[name].mul_(decay).add_(p.detach(), alpha=1.0 - decay)
+        averaged = [ema_params[name] for name in params]
+        # mul + add rather than lerp: decay 0 copies p exactly, decay 1 leaves p_ema exactly. The _foreach_ forms
+        # do the same arithmetic on all tensors in one call each, instead of two Python-dispatched ops per tensor.
+        torch._foreach_mul_(averaged, decay)
+        torch._foreach_add_(averaged, [p.detach() for p in params.values()], alpha=1.0 - decay)
         ema_buffers = dict(self.model.named_buffers())
         buffers = dict(model.named_buffers())
         if ema_buffers.keys() != buffers.keys():
             raise ValueError("EMA.update: the model's buffers do not match the averaged copy's")
-        for name, b in buffers.items():
-            ema_buffers[name].copy_(b)
+        if buffers:
+            torch._foreach_copy_([ema_buffers[name] for name in buffers], list(buffers.values()))
         self.step += 1
         return decay
 

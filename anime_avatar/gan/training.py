@@ -79,15 +79,20 @@ class TrainState:
 
 def build_state(config: NetConfig, t: TrainParams, device: torch.device) -> TrainState:
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    g = build_generator(config).to(device)
-    d = build_discriminator(config).to(device)
+    # channels_last: with NHWC weights and activations oneDNN (CPU) and cuDNN pick faster convolution kernels
+    # (x1.28 per step here, README Speed). It changes float rounding, not the maths: runs stay deterministic and
+    # exactly resumable. The training batches are NHWC arrays permuted to NCHW, so they already have this layout.
+    g = build_generator(config).to(device, memory_format=torch.channels_last)
+    d = build_discriminator(config).to(device, memory_format=torch.channels_last)
     return TrainState(
         config=config,
         generator=g,
         discriminator=d,
         ema=EMA(g, warmup=True),
-        opt_g=torch.optim.Adam(g.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2)),
-        opt_d=torch.optim.Adam(d.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2)),
+        # foreach: one multi-tensor kernel per Adam operation instead of a Python loop over the parameters; the
+        # same arithmetic (bit-identical results), but PyTorch uses it by default only for CUDA tensors.
+        opt_g=torch.optim.Adam(g.parameters(), lr=t.lr_g, betas=(t.beta1, t.beta2), foreach=True),
+        opt_d=torch.optim.Adam(d.parameters(), lr=t.lr_d, betas=(t.beta1, t.beta2), foreach=True),
     )
 
 
@@ -175,6 +180,54 @@ def fixed_latents(seed: int, z_dim: int, n: int = 64) -> torch.Tensor:
     return torch.randn(n, z_dim, generator=gen)
 
 
+def train_step(
+    state: TrainState,
+    t: TrainParams,
+    real: torch.Tensor,
+    generators: list[torch.Generator],
+    nets: tuple[nn.Module, nn.Module] | None = None,
+    world_size: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One discriminator update, one generator update and the EMA update on the batch ``real`` (model range).
+
+    ``generators`` are the step's random streams (latents for D, latents for G, DiffAugment, penalty); ``nets`` the
+    (generator, discriminator) to train through, e.g. their DDP wrappers. Returns (loss_d, loss_g) as detached
+    tensors: reading them (``float``) makes the host wait for the device, so the loop does it only when it logs.
+    """
+    g, d = state.generator, state.discriminator
+    g_train, d_train = nets or (g, d)
+    gen_zd, gen_zg, gen_aug, gen_gp = generators
+    per_rank, z_dim, device = len(real), state.config.z_dim, real.device
+    # Discriminator: real and fake in one forward pass (one DDP reduction per backward).
+    with torch.no_grad(), autocast_for(device, t.amp):
+        fake = g(torch.randn(per_rank, z_dim, device=device, generator=gen_zd)).float()
+    d.requires_grad_(True)
+    with autocast_for(device, t.amp):
+        both = diff_augment(torch.cat([real, fake]), t.diffaugment, gen_aug)
+        logits = d_train(both).float()
+        loss_d = d_loss(t.loss, logits[:per_rank], logits[per_rank:])
+    if t.loss == "wgan-gp":
+        loss_d = loss_d + gradient_penalty(d, both[:per_rank], both[per_rank:], t.gp_weight, generator=gen_gp)
+    state.opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    state.opt_d.step()
+    # Generator: D frozen and unwrapped (its grads are not needed, nor synchronised).
+    d.requires_grad_(False)
+    with autocast_for(device, t.amp):
+        fake = g_train(torch.randn(per_rank, z_dim, device=device, generator=gen_zg))
+        loss_g = g_loss(t.loss, d(diff_augment(fake, t.diffaugment, gen_aug)).float())
+    state.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    state.opt_g.step()
+    if world_size > 1:
+        # BatchNorm statistics are updated from each rank's own batch: keep rank 0's everywhere,
+        # so that every rank holds the same model (and the EMA copies the same buffers).
+        for buffer in [*g.buffers(), *d.buffers()]:
+            dist.broadcast(buffer, src=0)
+    state.ema.update(g, t.ema)
+    return loss_d.detach(), loss_g.detach()
+
+
 def train(
     model: ModelParams,
     t: TrainParams,
@@ -210,12 +263,11 @@ def train(
         d_train: nn.Module = DistributedDataParallel(state.discriminator, device_ids=ddp_ids)
     else:
         g_train, d_train = state.generator, state.discriminator
-    g, d = state.generator, state.discriminator
+    d = state.discriminator
     data = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     per_rank = t.batch_size // info.world_size
     order = batch_indices(len(data), per_rank, t.seed, info, state.step)
-    z_dim = config.z_dim
-    z_fixed = fixed_latents(t.seed, z_dim)
+    z_fixed = fixed_latents(t.seed, config.z_dim)
     last = t.steps if stop_after is None else min(t.steps, state.step + stop_after)
     bar = progress_bar(total=t.steps, initial=state.step, desc="train", unit="step", disable=not info.is_main)
     started, images_seen = time.perf_counter(), 0
@@ -225,54 +277,31 @@ def train(
 
     with StopFlag() as stop:
         while state.step < last:
-            step = state.step
-            gen_zd, gen_zg, gen_aug, gen_gp = generators(step)
             real = to_model_range(data[next(order)])
-            # Discriminator: real and fake in one forward pass (one DDP reduction per backward).
-            with torch.no_grad(), autocast_for(device, t.amp):
-                fake = g(torch.randn(per_rank, z_dim, device=device, generator=gen_zd)).float()
-            d.requires_grad_(True)
-            with autocast_for(device, t.amp):
-                both = diff_augment(torch.cat([real, fake]), t.diffaugment, gen_aug)
-                logits = d_train(both).float()
-                loss_d = d_loss(t.loss, logits[:per_rank], logits[per_rank:])
-            if t.loss == "wgan-gp":
-                loss_d = loss_d + gradient_penalty(d, both[:per_rank], both[per_rank:], t.gp_weight, generator=gen_gp)
-            state.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            state.opt_d.step()
-            # Generator: D frozen and unwrapped (its grads are not needed, nor synchronised).
-            d.requires_grad_(False)
-            with autocast_for(device, t.amp):
-                fake = g_train(torch.randn(per_rank, z_dim, device=device, generator=gen_zg))
-                loss_g = g_loss(t.loss, d(diff_augment(fake, t.diffaugment, gen_aug)).float())
-            state.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            state.opt_g.step()
-            if info.world_size > 1:
-                # BatchNorm statistics are updated from each rank's own batch: keep rank 0's everywhere,
-                # so that every rank holds the same model (and the EMA copies the same buffers).
-                for buffer in [*g.buffers(), *d.buffers()]:
-                    dist.broadcast(buffer, src=0)
-            state.ema.update(g, t.ema)
+            loss_d, loss_g = train_step(state, t, real, generators(state.step), (g_train, d_train), info.world_size)
             state.step += 1
             images_seen += t.batch_size
 
             if info.is_main:
-                losses = {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach())}
-                if not all(math.isfinite(v) for v in losses.values()):
-                    raise UserError(f"training diverged at step {state.step} ({losses}): lower train.lr_g/lr_d")
-                if state.step % t.log_every == 0 or state.step == t.steps:
+                logs = state.step % t.log_every == 0 or state.step == t.steps
+                checkpoints = state.step % t.checkpoint_every == 0 or state.step == last
+                # The losses are read (a host sync on a GPU) only when they are logged or a checkpoint is due; a
+                # divergence is caught there, before any checkpoint could keep non-finite weights.
+                if logs or checkpoints:
+                    losses = {"loss_d": float(loss_d), "loss_g": float(loss_g)}
+                    if not all(math.isfinite(v) for v in losses.values()):
+                        raise UserError(f"training diverged by step {state.step} ({losses}): lower train.lr_g/lr_d")
+                if logs:
                     state.history.append({"step": state.step, **losses})
                     hooks.on_log(state.step, losses)
-                rate = images_seen / max(time.perf_counter() - started, 1e-9)
-                # refresh=False: the bar redraws at its own pace (every 30 s in a log), not at every step.
-                bar.set_postfix(loss_d=f"{losses['loss_d']:.3f}", loss_g=f"{losses['loss_g']:.3f}", img_s=f"{rate:.0f}",
-                                refresh=False)  # fmt: skip
+                    rate = images_seen / max(time.perf_counter() - started, 1e-9)
+                    # refresh=False: the bar redraws at its own pace (every 30 s in a log), not at every step.
+                    bar.set_postfix(loss_d=f"{losses['loss_d']:.3f}", loss_g=f"{losses['loss_g']:.3f}",
+                                    img_s=f"{rate:.0f}", refresh=False)  # fmt: skip
                 bar.update()
                 if state.step % t.sample_every == 0 or state.step == t.steps:
                     hooks.on_sample(state.step, sample(state.ema.model, z_fixed))
-                if state.step % t.checkpoint_every == 0 or state.step == last:
+                if checkpoints:
                     write_checkpoint(checkpoint, state, fp)
             if stop.signal is not None:
                 if info.is_main:

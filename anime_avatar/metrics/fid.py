@@ -30,7 +30,7 @@ import re
 import threading
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,8 @@ from anime_avatar.core.device import resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_bytes
 from anime_avatar.core.progress import progress_bar
+from anime_avatar.data.fetch import cache_dir as default_cache_dir
+from anime_avatar.metrics.inception_backends import select_runner
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +144,17 @@ def _check_images(images: torch.Tensor) -> None:
         raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
 
 
+def export_dir() -> Path:
+    """Where exports of the Inception net for faster runtimes are cached (see :mod:`.inception_backends`)."""
+    return default_cache_dir() / "inception"
+
+
 class InceptionFeatures(torch.nn.Module):
     """uint8 (N, 3, H, W) images in 0..255 -> (N, 2048) float32 pool features of the FID Inception net.
+
+    ``backend`` picks what runs the network (``torchscript``, ``openvino``, ``onnxruntime`` or ``auto``, see
+    :mod:`.inception_backends`); :attr:`backend` says which one does after fallbacks. Preprocessing is the same
+    torch code for all of them.
 
     Usable directly as ``feature=`` of torchmetrics' FID/KID with ``normalize=False`` (they then pass uint8 images;
     ``num_features`` spares FID its dummy forward). The net is shared per device through :func:`load_inception`
@@ -154,10 +165,21 @@ class InceptionFeatures(torch.nn.Module):
 
     num_features: int = FEATURE_DIM
 
-    def __init__(self, device: DeviceLike = None) -> None:
+    def __init__(self, device: DeviceLike = None, backend: str = "torchscript", cache_dir: Path | None = None) -> None:
         super().__init__()
         self.device = resolve_device(device)
-        self._net = (load_inception(self.device),)  # a tuple hides it from nn.Module's registration
+        net = load_inception(self.device)
+        if backend == "torchscript":  # no export folder, no hashing: the reference path stays as cheap as before
+            self.backend, runner = "torchscript", net
+        else:
+            where = export_dir() if cache_dir is None else cache_dir
+            self.backend, runner = select_runner(backend, net, inception_path(), where, self.device)
+        self._net = (runner,)  # a tuple hides it from nn.Module's registration
+
+    @property
+    def network(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The network alone: float (N, 3, 299, 299) input from :func:`to_network_input` -> (N, 2048) features."""
+        return self._net[0]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _check_images(images)
@@ -204,12 +226,14 @@ def extract_features(
     progress: bool = True,
     total: int | None = None,
     desc: str = "Inception features",
+    backend: str = "torchscript",
 ) -> np.ndarray:
     """(N, 2048) float32 Inception features of uint8 NHWC images, in batches with a progress bar.
 
-    ``total`` (number of images) only sizes the progress bar when ``images`` is a generator.
+    ``total`` (number of images) only sizes the progress bar when ``images`` is a generator. ``backend``: see
+    :class:`InceptionFeatures`.
     """
-    extractor = InceptionFeatures(device)
+    extractor = InceptionFeatures(device, backend)
     if total is None and isinstance(images, np.ndarray):
         total = len(images) if images.ndim == 4 else 1
     chunks: list[np.ndarray] = []
@@ -255,6 +279,7 @@ def real_features(
     batch_size: int = 64,
     progress: bool = True,
     total: int | None = None,
+    backend: str = "torchscript",
 ) -> np.ndarray:
     """Inception features of the real dataset, cached in ``<cache_dir>/<dataset_hash>.npz``.
 
@@ -267,7 +292,9 @@ def real_features(
     cached = _load_cached(path)
     if cached is not None:
         return cached
-    features = extract_features(images, device, batch_size, progress, total, desc="real Inception features")
+    features = extract_features(
+        images, device, batch_size, progress, total, desc="real Inception features", backend=backend
+    )
     buf = io.BytesIO()
     np.savez(buf, features=features.astype(np.float32), convention=np.array(FEATURE_CONVENTION))
     atomic_write_bytes(path, buf.getvalue())
@@ -334,12 +361,12 @@ def scores_from_features(
 
 
 def _as_features(
-    source: FeaturesOrImages, device: torch.device, batch_size: int, progress: bool, desc: str
+    source: FeaturesOrImages, device: torch.device, batch_size: int, progress: bool, desc: str, backend: str
 ) -> np.ndarray:
     """A 2-D array is taken as precomputed features; anything else as uint8 NHWC images to run through the net."""
     if isinstance(source, np.ndarray) and source.ndim == 2:
         return source
-    return extract_features(source, device, batch_size, progress, desc=desc)
+    return extract_features(source, device, batch_size, progress, desc=desc, backend=backend)
 
 
 def compute_fid_kid(
@@ -351,6 +378,7 @@ def compute_fid_kid(
     batch_size: int = 64,
     progress: bool = True,
     seed: int = 0,
+    backend: str = "torchscript",
 ) -> FidKid:
     """FID and KID of ``fake`` against ``real``; each is images (uint8 NHWC batches) or features from
     :func:`real_features` / :func:`extract_features`.
@@ -358,6 +386,6 @@ def compute_fid_kid(
     Each image goes through Inception once and its features feed both metrics (see :func:`scores_from_features`).
     """
     device = resolve_device(device)
-    real_f = _as_features(real, device, batch_size, progress, "real Inception features")
-    fake_f = _as_features(fake, device, batch_size, progress, "fake Inception features")
+    real_f = _as_features(real, device, batch_size, progress, "real Inception features", backend)
+    fake_f = _as_features(fake, device, batch_size, progress, "fake Inception features", backend)
     return scores_from_features(real_f, fake_f, device, kid_subset_size, kid_subsets, seed)
