@@ -44,12 +44,8 @@ from anime_avatar.gan.diffaugment import diff_augment  # noqa: E402
 from anime_avatar.gan.losses import d_loss, g_loss  # noqa: E402
 from anime_avatar.gan.nets import build_discriminator, build_generator  # noqa: E402
 from anime_avatar.gan.training import (  # noqa: E402
-    _AUGMENT,
-    _LATENT_D,
-    _LATENT_G,
-    _PENALTY,
     build_state,
-    step_generator,
+    step_generators,
     to_model_range,
     train_step,
 )
@@ -182,8 +178,7 @@ def bench_train_config(
 
     def project_run() -> None:
         for i in range(STEPS_PER_RUN):
-            gens = [step_generator(t.seed, 0, state.step, p, cpu) for p in (_LATENT_D, _LATENT_G, _AUGMENT, _PENALTY)]
-            loss_d, loss_g = train_step(state, t, batches[i % 4], gens)
+            loss_d, loss_g = train_step(state, t, batches[i % 4], step_generators(t.seed, 0, state.step, cpu))
             state.step += 1
         float(loss_d), float(loss_g)
 

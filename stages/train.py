@@ -27,12 +27,13 @@ from anime_avatar.artifacts.run import RunRecord, write_run_file
 from anime_avatar.artifacts.trainset import TRAIN_DIR, load_train_images
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json
+from anime_avatar.core.loops import TrainingInterrupted
 from anime_avatar.core.params import Params
 from anime_avatar.core.stage import run_stage
 from anime_avatar.gan.distributed import DistInfo
 from anime_avatar.gan.inference import grid_png
 from anime_avatar.gan.nets import count_parameters
-from anime_avatar.gan.training import Hooks, TrainingInterrupted, train
+from anime_avatar.gan.training import Hooks, train
 from anime_avatar.ops.data_versions import data_versions, folder_digest
 from anime_avatar.ops.run_journal import RunJournal, journaled_run, recover
 from anime_avatar.ops.tracking import (

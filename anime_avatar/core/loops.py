@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,20 @@ class StopFlag:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    def stop_if_signalled(self, step: int, checkpoint: Path, save: Callable[[], None] | None) -> None:
+        """After each step: if a signal has come, ``save()`` the checkpoint and raise TrainingInterrupted.
+
+        ``save`` is None in a process that writes no checkpoint (a DDP rank other than 0): it stops all the same.
+        """
+        if self.signal is None:
+            return
+        if save is not None:
+            save()
+        raise TrainingInterrupted(
+            f"stopped by signal {self.signal} at step {step}; checkpoint {checkpoint} saved, "
+            "run the stage again to resume"
+        )
 
 
 class TrainingInterrupted(UserError):

@@ -9,6 +9,7 @@ uninterrupted one, on one process or many.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -28,7 +29,7 @@ from torch.utils.data import DistributedSampler
 
 from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
 from anime_avatar.core.errors import UserError
-from anime_avatar.core.loops import StopFlag, TrainingInterrupted, step_generator
+from anime_avatar.core.loops import StopFlag, step_generator
 from anime_avatar.core.params import ModelParams, TrainParams, semantic_values
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.gan.diffaugment import diff_augment
@@ -42,6 +43,13 @@ log = logging.getLogger(__name__)
 
 # Purposes of the per-step random streams (part of their seeds).
 _LATENT_D, _LATENT_G, _AUGMENT, _PENALTY = range(4)
+
+
+def step_generators(seed: int, rank: int, step: int, device: torch.device) -> list[torch.Generator]:
+    """The random streams of one training step, in ``train_step``'s order: latents for D, latents for G,
+    DiffAugment, gradient penalty. Each depends only on (seed, rank, step), so a resumed run draws what an
+    uninterrupted one draws."""
+    return [step_generator(seed, rank, step, purpose, device) for purpose in (_LATENT_D, _LATENT_G, _AUGMENT, _PENALTY)]
 
 
 def batch_indices(n: int, batch: int, seed: int, info: DistInfo, start_step: int) -> Iterator[list[int]]:
@@ -272,13 +280,11 @@ def train(
     bar = progress_bar(total=t.steps, initial=state.step, desc="train", unit="step", disable=not info.is_main)
     started, images_seen = time.perf_counter(), 0
 
-    def generators(step: int) -> list[torch.Generator]:
-        return [step_generator(t.seed, info.rank, step, p, device) for p in (_LATENT_D, _LATENT_G, _AUGMENT, _PENALTY)]
-
-    with StopFlag() as stop:
+    with StopFlag() as stop, contextlib.closing(bar):
         while state.step < last:
             real = to_model_range(data[next(order)])
-            loss_d, loss_g = train_step(state, t, real, generators(state.step), (g_train, d_train), info.world_size)
+            streams = step_generators(t.seed, info.rank, state.step, device)
+            loss_d, loss_g = train_step(state, t, real, streams, (g_train, d_train), info.world_size)
             state.step += 1
             images_seen += t.batch_size
 
@@ -303,15 +309,8 @@ def train(
                     hooks.on_sample(state.step, sample(state.ema.model, z_fixed))
                 if checkpoints:
                     write_checkpoint(checkpoint, state, fp)
-            if stop.signal is not None:
-                if info.is_main:
-                    write_checkpoint(checkpoint, state, fp)
-                bar.close()
-                raise TrainingInterrupted(
-                    f"stopped by signal {stop.signal} at step {state.step}; checkpoint {checkpoint} saved, "
-                    "run the stage again to resume"
-                )
-    bar.close()
+            save = (lambda: write_checkpoint(checkpoint, state, fp)) if info.is_main else None
+            stop.stop_if_signalled(state.step, checkpoint, save)
     d.requires_grad_(True)
     state.history and log.info("step %d: %s", state.step, state.history[-1])
     return state

@@ -17,6 +17,7 @@ the loss history; nothing else is random, so a resumed run gives bit-identical w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
 from anime_avatar.core.device import resolve_device
 from anime_avatar.core.errors import UserError
-from anime_avatar.core.loops import StopFlag, TrainingInterrupted
+from anime_avatar.core.loops import StopFlag
 from anime_avatar.core.params import StylizeParams, semantic_values
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.style.data import StyleBatches
@@ -202,7 +203,7 @@ def train_stylizers(
         log.info("resumed from %s at step %d", checkpoint, state.step)
     last = cfg.steps if stop_after is None else min(cfg.steps, state.step + stop_after)
     bar = progress_bar(total=cfg.steps, initial=state.step, desc="stylizer", unit="step")
-    with StopFlag() as stop:
+    with StopFlag() as stop, contextlib.closing(bar):
         while state.step < last:
             losses = train_step(state, cfg, batches)
             if not all(math.isfinite(v) for v in losses.values()):
@@ -216,14 +217,7 @@ def train_stylizers(
             bar.update()
             if state.step % cfg.checkpoint_every == 0 or state.step == last:
                 write_checkpoint(checkpoint, state, fp)
-            if stop.signal is not None:
-                write_checkpoint(checkpoint, state, fp)
-                bar.close()
-                raise TrainingInterrupted(
-                    f"stopped by signal {stop.signal} at step {state.step}; checkpoint {checkpoint} saved, "
-                    "run the stage again to resume"
-                )
-    bar.close()
+            stop.stop_if_signalled(state.step, checkpoint, lambda: write_checkpoint(checkpoint, state, fp))
     for net in state.nets.values():
         net.head.eval()
     return state
