@@ -180,3 +180,15 @@ def prefect_server(tmp_path_factory) -> Iterator[dict[str, str]]:
     finally:
         stop(server)
         log.close()
+
+
+def code_model_files(model_uri: str) -> tuple[Path, set[str]]:
+    """Download a logged MLflow model (tracking URI from the environment): its folder and its files' relative
+    paths, after checking that it holds no pickle (the project logs models as code and tensors only)."""
+    import mlflow
+
+    folder = Path(mlflow.artifacts.download_artifacts(model_uri))
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    pickles = sorted(f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle")))
+    assert not pickles, f"{model_uri} holds pickles: {pickles}"
+    return folder, files

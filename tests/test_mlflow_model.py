@@ -19,7 +19,7 @@ from anime_avatar.gan.nets import build_generator, net_config
 from anime_avatar.ops import pyfunc_generator
 from anime_avatar.ops.registry import resolve_generator
 from anime_avatar.ops.tracking import MODEL_DISTRIBUTIONS, log_generator_model, model_requirements
-from tests.conftest import BIN, free_port, params_with, stop, venv_env, wait_http
+from tests.conftest import BIN, code_model_files, free_port, params_with, stop, venv_env, wait_http
 from tests.importgraph import third_party_imports, unlisted_imports
 
 NAME = "anime-avatar-generator"
@@ -76,12 +76,8 @@ def test_pyfunc_model_has_a_signature_an_example_and_the_generate_pixels(registe
 
 
 def test_logged_model_is_code_and_tensors_with_its_requirements(registered, monkeypatch):
-    import mlflow
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/1"))
-    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]
+    folder, files = code_model_files(f"models:/{NAME}/1")
     assert "pyfunc_generator.py" in files and "artifacts/generator.pt" in files
     assert "code/anime_avatar/gan/nets.py" in files
     # The weights file is the project's own format: tensors only, readable with weights_only=True.

@@ -19,6 +19,7 @@ from anime_avatar.style.features import LAYERS, build_features
 from anime_avatar.style.images import square
 from anime_avatar.style.nets import FusionHead, fusion_config
 from anime_avatar.style.transfer import make_method, stylize_image
+from tests.conftest import code_model_files
 from tests.importgraph import third_party_imports, unlisted_imports
 
 NAME = "anime-avatar-stylizer"
@@ -76,12 +77,8 @@ def test_pyfunc_model_stylises_rows_of_image_bytes_like_the_cli(registered, monk
 
 
 def test_the_logged_model_holds_code_and_tensors_and_resolves_for_the_cli(registered, monkeypatch):
-    import mlflow
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}/1"))
-    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]
+    folder, files = code_model_files(f"models:/{NAME}/1")
     assert {"pyfunc_stylizer.py", "artifacts/stylizer.pt", "code/anime_avatar/style/nets.py"} <= files
     path = resolve_stylizer(f"models:/{NAME}/1", NAME)
     assert load_stylizer(path, "adain").step == 3
