@@ -215,18 +215,20 @@ def main() -> None:
         sys.exit(f"the plain DCGAN run failed (exit status {reference.returncode})")
     draw_plot(args.out, args.n_fake, len(real_set), args.faces.name)
     if reference is not None:
-        print_comparison(rows, read_rows(args.out / f"{default_label('plain-dcgan', args.seed)}.csv"), label)
+        reference_label = default_label("plain-dcgan", args.seed)
+        print_comparison(rows, read_rows(args.out / f"{reference_label}.csv"), label, reference_label)
     print(f"wrote {args.out / (label + '.csv')} and {args.out / 'fid_vs_cpu_minutes.png'}")
     if tracker:
         tracker.log_artifact(str(args.out / "fid_vs_cpu_minutes.png"))
         tracker.end_run()
 
 
-def print_comparison(project: list[dict], reference: list[dict], label: str) -> None:
-    print(f"\n{'budget':>8} | {label + ' FID':>14} | {'plain-dcgan FID':>15} | ahead")
+def print_comparison(project: list[dict], reference: list[dict], label: str, reference_label: str) -> None:
+    a, b = len(label) + 4, len(reference_label) + 4
+    print(f"\n{'CPU-min':>8} | {label + ' FID':>{a}} | {reference_label + ' FID':>{b}} | ahead")
     for mine, theirs in zip(project, reference, strict=False):
         ahead = "yes" if mine["fid"] < theirs["fid"] else "NO"
-        print(f"{mine['cpu_minutes']:8.1f} | {mine['fid']:14.2f} | {theirs['fid']:15.2f} | {ahead}")
+        print(f"{mine['cpu_minutes']:8.1f} | {mine['fid']:{a}.2f} | {theirs['fid']:{b}.2f} | {ahead}")
 
 
 def start_tracking(experiment: str, params, args: argparse.Namespace):  # -> mlflow
