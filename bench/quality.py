@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from plain_dcgan import PlainDCGAN  # noqa: E402  (bench/ is this script's directory)
+from overrides import apply_sets  # noqa: E402  (bench/ is this script's directory)
+from plain_dcgan import PlainDCGAN  # noqa: E402
 
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
 from anime_avatar.core.params import load_params  # noqa: E402
@@ -43,14 +43,6 @@ from anime_avatar.metrics.fid import compute_fid_kid, real_features  # noqa: E40
 from anime_avatar.ops.data_versions import folder_digest  # noqa: E402
 
 COLUMNS = ["label", "cpu_minutes", "step", "images_seen", "fid", "kid_mean"]
-
-
-def set_key(tree: dict, dotted: str, value: str) -> None:
-    """Set one dotted key of a nested mapping (``--set model.channels=32``), the value read as YAML."""
-    *path, last = dotted.split(".")
-    for key in path:
-        tree = tree.setdefault(key, {})
-    tree[last] = yaml.safe_load(value)
 
 
 def default_label(model: str, seed: int) -> str:
@@ -152,11 +144,8 @@ def main() -> None:
         parser.error("--threads must be at least 1")
     label = args.label or default_label(args.model, args.seed)
 
-    raw: dict = {}
-    for item in ["train.steps=100000000", "train.checkpoint_every=100000000", f"train.threads={args.threads}",
-                 f"train.seed={args.seed}", *args.set]:  # fmt: skip
-        key, _, value = item.partition("=")
-        set_key(raw, key, value)
+    raw = apply_sets({}, ["train.steps=100000000", "train.checkpoint_every=100000000", f"train.threads={args.threads}",
+                          f"train.seed={args.seed}", *args.set])  # fmt: skip
     params = load_params(ROOT / "params.yaml", raw)
     torch.set_num_threads(args.threads)
     files = sorted(p for p in args.faces.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})

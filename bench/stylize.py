@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import yaml
+from overrides import apply_sets, set_key  # bench/ is this script's directory
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ANIME_AVATAR_SHARED", ROOT.parent / "shared")) / "data"
@@ -32,14 +33,6 @@ DANBOORU = SHARED / "faces/danbooru-256"
 ILLUSTRATIONS = SHARED / "illustrations"
 EVAL_FACES = ("mumei", "shiori")  # characters after the first ten (sorted): never in the training faces
 EVAL_STYLES = ("Anime2Sketch/saber.png", "CartoonSegmentation/612989.jpg")
-
-
-def set_key(tree: dict, dotted: str, value: str) -> None:
-    """Set one dotted key of a nested mapping (``--set stylize.steps=600``), the value read as YAML."""
-    *path, last = dotted.split(".")
-    for key in path:
-        tree = tree.setdefault(key, {})
-    tree[last] = yaml.safe_load(value)
 
 
 def prepare_sets(work: Path) -> dict:
@@ -96,9 +89,7 @@ def main() -> None:
     for key, value in (("data.source", "local"), ("data.path", str(DANBOORU)), ("data.max_files", args.train_faces),
                        ("detect.detector", "none"), ("detect.image_size", args.size)):  # fmt: skip
         set_key(overrides, key, yaml.safe_dump(value))
-    for item in args.set:
-        key, _, value = item.partition("=")
-        set_key(overrides, key, value)
+    apply_sets(overrides, args.set)
     for section, values in overrides.items():
         changes[section] = {**changes.get(section, {}), **values}
     work = args.out / "project"
