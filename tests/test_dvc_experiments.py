@@ -63,14 +63,17 @@ def baseline(tmp_path_factory):
 
 def test_outputs_of_a_run_are_committed_with_its_dvc_lock(baseline):
     tracked = set(run(["git", "ls-files"], baseline).stdout.split())
-    assert {"dvc.lock", "metrics/eval.json", "metrics/train.json", "plots/losses.csv", "models/stylizer_run.json",
+    assert {"dvc.lock", "metrics/eval.json", "metrics/train.json", "plots/losses.csv",
             "plots/samples/step-0000002.png", "reports/validation.json", "reports/samples.png",
             "reports/data_docs/index.html"} <= tracked  # fmt: skip
     assert run(["git", "status", "--porcelain"], baseline).stdout == ""
-    # The run record travels with the generator in DVC's cache: dvc.lock holds its hash at every commit.
+    # Each run record travels with its model in DVC's cache: dvc.lock holds both hashes at every commit.
     lock = yaml.safe_load((baseline / "dvc.lock").read_text())
-    assert "models/run.json" in {out["path"] for out in lock["stages"]["train"]["outs"]}
-    assert "models/generator.pt" not in tracked and "models/run.json" not in tracked
+    for stage, model, record in [("train", "models/generator.pt", "models/run.json"),
+                                 ("stylize_train", "models/stylizer.pt", "models/stylizer_run.json")]:  # fmt: skip
+        assert {model, record} <= {out["path"] for out in lock["stages"][stage]["outs"]}
+        assert model not in tracked and record not in tracked
+        assert (baseline / record).is_file()
     assert not any(p.startswith("data/") for p in tracked - {"data/.gitkeep"})
 
 
