@@ -43,7 +43,7 @@ bench: setup
 	$(BIN)/python bench/large_images.py
 	# Training step and FID features against same-process references (~15 min; --quick: under 3).
 	$(BIN)/python bench/speed.py --json bench/results/speed.json
-	@echo "quality per CPU-minute against a plain DCGAN (about 80 min on 2 cores): $(BIN)/python bench/quality.py --with-reference --budgets 5,20,60 --set detect.image_size=64 --set model.arch=dcgan --set model.channels=16 --set train.batch_size=64"
+	@echo "quality per CPU-minute against a plain DCGAN (about 80 min on 2 cores): $(BIN)/python bench/quality.py --with-reference --budgets 5,20,60 --set detect.image_size=64 --set model.arch=dcgan --set model.channels=16 --set train.batch_size=64 --set train.loss=bce --set train.lr_g=0.0002 --set train.lr_d=0.0002 --set train.beta1=0.5 --set train.beta2=0.999"
 	@echo "style transfer on the fixed set (about 50 min): $(BIN)/python bench/stylize.py --set stylize.steps=500"
 
 # MLflow UI on this project's tracking database: http://127.0.0.1:5000
