@@ -13,7 +13,9 @@ spread between rounds is large; the ratio, measured between neighbouring runs, i
   selects. ``peak_fraction``: achieved FLOP/s over the CPU's fp32 peak (assumption printed with the table).
 * train_step: images/s of ``anime_avatar.gan.training.train_step`` (the project's step with its per-step random
   streams, losses read every log_every steps) against a plain eager step of the same networks, losses and
-  DiffAugment: ``torch.optim.Adam`` with default settings, a per-parameter EMA loop, the losses read every step.
+  DiffAugment: ``torch.optim.Adam`` with default settings, a per-parameter EMA loop, the losses read every step,
+  float32 throughout. The project's step runs under ``train.amp`` (bfloat16 autocast where the CPU has bf16
+  instructions; each row names its precision), so where it is bf16 a second row gives the float32 step alone.
   The default configuration (params.yaml) is the headline; the full run also covers sagan/dcgan x 32/64 px x
   batch 32/64.
 """
@@ -44,6 +46,7 @@ from anime_avatar.gan.diffaugment import diff_augment  # noqa: E402
 from anime_avatar.gan.losses import d_loss, g_loss  # noqa: E402
 from anime_avatar.gan.nets import build_discriminator, build_generator  # noqa: E402
 from anime_avatar.gan.training import (  # noqa: E402
+    autocast_for,
     build_state,
     step_generators,
     to_model_range,
@@ -163,16 +166,19 @@ class ReferenceStep:
 
 
 def bench_train_config(
-    params: Params, arch: str, side: int, batch: int, rounds: int, threads: int | None = None
-) -> dict[str, float]:
-    """Project step against the reference step; ``threads`` overrides train.threads for the project's step."""
+    params: Params, arch: str, side: int, batch: int, rounds: int, threads: int | None = None, amp: bool | None = None
+) -> dict[str, Any]:
+    """Project step against the reference step; ``threads`` and ``amp`` override train.threads and train.amp for
+    the project's step (the reference is always the float32 step)."""
     model = params.model.model_copy(update={"arch": arch})
-    t = params.train.model_copy(update={"batch_size": batch} | ({} if threads is None else {"threads": threads}))
+    overrides = {"threads": threads, "amp": amp}
+    t = params.train.model_copy(update={"batch_size": batch} | {k: v for k, v in overrides.items() if v is not None})
     config = net_config(model, side)
     rng = np.random.default_rng(0)
     data = torch.from_numpy(rng.integers(0, 256, size=(4 * batch, side, side, 3), dtype=np.uint8))
     batches = [to_model_range(data[i * batch : (i + 1) * batch]) for i in range(4)]
     cpu = torch.device("cpu")
+    precision = "bf16" if isinstance(autocast_for(cpu, t.amp), torch.autocast) else "fp32"
     state = build_state(config, t, cpu)
     reference = ReferenceStep(config, t)
 
@@ -200,9 +206,9 @@ def bench_train_config(
     seconds = alternate({"reference": reference_run, "project": project_run}, rounds)
     table = summarise(seconds, "reference", STEPS_PER_RUN * batch)
     project, reference = table["project"], table["reference"]
-    return {"arch": arch, "side": side, "batch": batch, "threads": t.threads, "project_img_s": project["img_s"],
-            "reference_img_s": reference["img_s"], "ratio": project["ratio"], "ratio_min": project["ratio_min"],
-            "ratio_max": project["ratio_max"]}  # fmt: skip
+    return {"arch": arch, "side": side, "batch": batch, "threads": t.threads, "precision": precision,
+            "project_img_s": project["img_s"], "reference_img_s": reference["img_s"], "ratio": project["ratio"],
+            "ratio_min": project["ratio_min"], "ratio_max": project["ratio_max"]}  # fmt: skip
 
 
 def bench_train(params: Params, rounds: int, full: bool) -> dict[str, Any]:
@@ -213,8 +219,12 @@ def bench_train(params: Params, rounds: int, full: bool) -> dict[str, Any]:
     rows = []
     for arch, side, batch in configs:
         row = bench_train_config(params, arch, side, batch, rounds)
-        print(f"  train {arch} {side}px batch {batch}: x{row['ratio']:.2f}", flush=True)
+        print(f"  train {arch} {side}px batch {batch} ({row['precision']}): x{row['ratio']:.2f}", flush=True)
         rows.append(row)
+    if rows[0]["precision"] != "fp32":
+        # What the float32 part of the work gains on its own: the same step with train.amp off.
+        rows.append(bench_train_config(params, *default, rounds, amp=False))
+        print(f"  train default config, train.amp=false (fp32): x{rows[-1]['ratio']:.2f}", flush=True)
     if full and torch.get_num_threads() > 1:
         # One thread per process: on a CPU shared with other work, PyTorch's thread pool loses more to waiting for
         # descheduled threads than the second thread gains (train.threads: 1 in params.yaml).
@@ -250,7 +260,7 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"{'benchmark':38s} {'project img/s':>14s} {'reference img/s':>16s} {'ratio':>7s}  {'[min-max]':>11s}")
     if "train_step" in result:
         for row in result["train_step"]["configs"]:
-            name = f"train step {row['arch']} {row['side']}px b{row['batch']}"
+            name = f"train step {row['arch']} {row['side']}px b{row['batch']} {row['precision']}"
             name += f" threads={row['threads']}" if row["threads"] else ""
             print(f"{name:38s} {row['project_img_s']:14.1f} {row['reference_img_s']:16.1f} {row['ratio']:6.2f}x"
                   f"  [{row['ratio_min']:.2f}-{row['ratio_max']:.2f}]")  # fmt: skip

@@ -12,9 +12,10 @@ import torch
 from anime_avatar.core.device import resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import TrainingInterrupted
+from anime_avatar.gan import training
 from anime_avatar.gan.distributed import DistInfo
 from anime_avatar.gan.nets import net_config
-from anime_avatar.gan.training import Hooks, batch_indices, build_state, train
+from anime_avatar.gan.training import Hooks, autocast_for, batch_indices, build_state, train
 from tests.conftest import BIN, ROOT, params_with, run
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
@@ -59,6 +60,31 @@ def test_k_steps_resume_k_steps_equals_2k_steps(tmp_path, arch, loss):
     assert_same(weights(straight), weights(resumed))
     assert [h["step"] for h in resumed.history] == list(range(1, 7))
     assert resumed.history == straight.history
+
+
+def test_amp_autocasts_to_bf16_only_where_the_device_has_it(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    context = autocast_for(cpu, True)
+    assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
+    assert not isinstance(autocast_for(cpu, False), torch.autocast)
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)  # emulated bf16 is slower than float32
+    assert not isinstance(autocast_for(cpu, True), torch.autocast)
+    assert not isinstance(autocast_for(torch.device("mps"), True), torch.autocast)
+
+
+def test_bf16_training_on_the_cpu_resumes_exactly(tmp_path, monkeypatch):
+    # Forced on, so that the bf16 path is tested on CPUs without bf16 instructions too (there it is emulated).
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    straight = fit(tiny(), tmp_path / "a.pt")
+    fit(tiny(), tmp_path / "b.pt", stop_after=3)
+    resumed = fit(tiny(), tmp_path / "b.pt")
+    assert_same(weights(straight), weights(resumed))
+    assert resumed.history == straight.history
+    float32 = fit(tiny(amp=False), tmp_path / "c.pt")
+    w32, w16 = weights(float32), weights(straight)
+    assert all(v.dtype == w32[k].dtype for k, v in w16.items()), "weights stay float32 under autocast"
+    assert any(not torch.equal(w32[k], w16[k]) for k in w32), "train.amp changed nothing: no autocast on the CPU"
 
 
 def test_training_changes_weights_and_seed_matters(tmp_path):

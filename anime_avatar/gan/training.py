@@ -167,10 +167,20 @@ def resume(path: Path, state: TrainState, fp: dict[str, Any], steps: int, device
     return True
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX). With them oneDNN's bf16 convolutions run
+    1.5-2x faster than float32 (README Speed); without them it emulates bf16, slower than float32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own (private) CPUID checks
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
 def autocast_for(device: torch.device, enabled: bool) -> AbstractContextManager[Any]:
-    """bfloat16 autocast on CUDA GPUs that support it; full precision elsewhere (CPU, MPS)."""
+    """bfloat16 autocast (``train.amp``) on CUDA GPUs and CPUs that support it natively; float32 elsewhere (MPS,
+    CPUs without bf16 instructions). Weights, optimiser state and losses stay float32 either way."""
     if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if enabled and device.type == "cpu" and cpu_has_native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -222,7 +232,8 @@ def train_step(
     # Generator: D frozen and unwrapped (its grads are not needed, nor synchronised).
     d.requires_grad_(False)
     with autocast_for(device, t.amp):
-        fake = g_train(torch.randn(per_rank, z_dim, device=device, generator=gen_zg))
+        # float32 fakes, as in the D step: DiffAugment treats real and fake images at one precision.
+        fake = g_train(torch.randn(per_rank, z_dim, device=device, generator=gen_zg)).float()
         loss_g = g_loss(t.loss, d(diff_augment(fake, t.diffaugment, gen_aug)).float())
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
