@@ -46,11 +46,11 @@ from anime_avatar.gan.diffaugment import diff_augment  # noqa: E402
 from anime_avatar.gan.losses import d_loss, g_loss  # noqa: E402
 from anime_avatar.gan.nets import build_discriminator, build_generator  # noqa: E402
 from anime_avatar.gan.training import (  # noqa: E402
-    autocast_for,
     build_state,
     step_generators,
     to_model_range,
     train_step,
+    training_precision,
 )
 from anime_avatar.metrics import fid  # noqa: E402
 
@@ -178,7 +178,7 @@ def bench_train_config(
     data = torch.from_numpy(rng.integers(0, 256, size=(4 * batch, side, side, 3), dtype=np.uint8))
     batches = [to_model_range(data[i * batch : (i + 1) * batch]) for i in range(4)]
     cpu = torch.device("cpu")
-    precision = "bf16" if isinstance(autocast_for(cpu, t.amp), torch.autocast) else "fp32"
+    precision = training_precision(cpu, t.amp)
     state = build_state(config, t, cpu)
     reference = ReferenceStep(config, t)
 
@@ -221,10 +221,10 @@ def bench_train(params: Params, rounds: int, full: bool) -> dict[str, Any]:
         row = bench_train_config(params, arch, side, batch, rounds)
         print(f"  train {arch} {side}px batch {batch} ({row['precision']}): x{row['ratio']:.2f}", flush=True)
         rows.append(row)
-    if rows[0]["precision"] != "fp32":
+    if rows[0]["precision"] != "float32":
         # What the float32 part of the work gains on its own: the same step with train.amp off.
         rows.append(bench_train_config(params, *default, rounds, amp=False))
-        print(f"  train default config, train.amp=false (fp32): x{rows[-1]['ratio']:.2f}", flush=True)
+        print(f"  train default config, train.amp=false (float32): x{rows[-1]['ratio']:.2f}", flush=True)
     if full and torch.get_num_threads() > 1:
         # One thread per process: on a CPU shared with other work, PyTorch's thread pool loses more to waiting for
         # descheduled threads than the second thread gains (train.threads: 1 in params.yaml).

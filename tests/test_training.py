@@ -85,6 +85,11 @@ def test_bf16_training_on_the_cpu_resumes_exactly(tmp_path, monkeypatch):
     w32, w16 = weights(float32), weights(straight)
     assert all(v.dtype == w32[k].dtype for k, v in w16.items()), "weights stay float32 under autocast"
     assert any(not torch.equal(w32[k], w16[k]) for k in w32), "train.amp changed nothing: no autocast on the CPU"
+    # The same params on a CPU without bf16 instructions train in float32: that checkpoint is not resumed here.
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    fit(tiny(), tmp_path / "d.pt", stop_after=3)
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert_same(weights(straight), weights(fit(tiny(), tmp_path / "d.pt")))
 
 
 def test_training_changes_weights_and_seed_matters(tmp_path):

@@ -104,11 +104,13 @@ def build_state(config: NetConfig, t: TrainParams, device: torch.device) -> Trai
     )
 
 
-def fingerprint(config: NetConfig, t: TrainParams, data_version: str) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed: the model, the optimisation (all but the step count), the data."""
+def fingerprint(config: NetConfig, t: TrainParams, data_version: str, precision: str) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the model, the optimisation (all but the step count), the
+    arithmetic it ran in (``training_precision``: the same train.amp is bf16 on one machine, float32 on another),
+    the data."""
     optimisation = {k: v for k, v in semantic_values(t).items() if k != "steps"}
     return {"model": {**asdict(config), "attention": list(config.attention)}, "train": optimisation,
-            "data": data_version}  # fmt: skip
+            "precision": precision, "data": data_version}  # fmt: skip
 
 
 def _rng_state() -> dict[str, Any]:
@@ -182,6 +184,11 @@ def autocast_for(device: torch.device, enabled: bool) -> AbstractContextManager[
     if enabled and device.type == "cpu" and cpu_has_native_bf16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def training_precision(device: torch.device, amp: bool) -> str:
+    """What training on ``device`` computes in: "bfloat16" where ``autocast_for`` autocasts, else "float32"."""
+    return "bfloat16" if isinstance(autocast_for(device, amp), torch.autocast) else "float32"
 
 
 @dataclass
@@ -273,7 +280,7 @@ def train(
         raise UserError(str(err)) from None
     device = init_distributed(info, t.device)
     state = build_state(config, t, device)
-    fp = fingerprint(config, t, data_version)
+    fp = fingerprint(config, t, data_version, training_precision(device, t.amp))
     if resume(checkpoint, state, fp, t.steps, device):
         log.info("resumed from %s at step %d", checkpoint, state.step)
     if info.world_size > 1:
