@@ -48,18 +48,24 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
-@pytest.mark.parametrize(("arch", "loss"), [("sagan", "hinge"), ("dcgan", "wgan-gp"), ("sagan", "bce")])
-def test_k_steps_resume_k_steps_equals_2k_steps(tmp_path, arch, loss):
-    changes = tiny(loss=loss)
-    changes["model"]["arch"] = arch
-    straight = fit(changes, tmp_path / "a.pt")
-    first = fit(changes, tmp_path / "b.pt", stop_after=3)
-    assert first.step == 3 and (tmp_path / "b.pt").is_file()
-    resumed = fit(changes, tmp_path / "b.pt")
+def assert_resume_is_exact(changes: dict, tmp_path):
+    """3 steps, a stop, 3 more from the checkpoint: the same run as 6 steps straight. Returns the straight run."""
+    straight = fit(changes, tmp_path / "straight.pt")
+    first = fit(changes, tmp_path / "stopped.pt", stop_after=3)
+    assert first.step == 3 and (tmp_path / "stopped.pt").is_file()
+    resumed = fit(changes, tmp_path / "stopped.pt")
     assert resumed.step == straight.step == 6
     assert_same(weights(straight), weights(resumed))
     assert [h["step"] for h in resumed.history] == list(range(1, 7))
     assert resumed.history == straight.history
+    return straight
+
+
+@pytest.mark.parametrize(("arch", "loss"), [("sagan", "hinge"), ("dcgan", "wgan-gp"), ("sagan", "bce")])
+def test_k_steps_resume_k_steps_equals_2k_steps(tmp_path, arch, loss):
+    changes = tiny(loss=loss)
+    changes["model"]["arch"] = arch
+    assert_resume_is_exact(changes, tmp_path)
 
 
 def test_amp_autocasts_to_bf16_only_where_the_device_has_it(monkeypatch):
@@ -76,11 +82,7 @@ def test_amp_autocasts_to_bf16_only_where_the_device_has_it(monkeypatch):
 def test_bf16_training_on_the_cpu_resumes_exactly(tmp_path, monkeypatch):
     # Forced on, so that the bf16 path is tested on CPUs without bf16 instructions too (there it is emulated).
     monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
-    straight = fit(tiny(), tmp_path / "a.pt")
-    fit(tiny(), tmp_path / "b.pt", stop_after=3)
-    resumed = fit(tiny(), tmp_path / "b.pt")
-    assert_same(weights(straight), weights(resumed))
-    assert resumed.history == straight.history
+    straight = assert_resume_is_exact(tiny(), tmp_path)
     float32 = fit(tiny(amp=False), tmp_path / "c.pt")
     w32, w16 = weights(float32), weights(straight)
     assert all(v.dtype == w32[k].dtype for k, v in w16.items()), "weights stay float32 under autocast"
