@@ -22,8 +22,8 @@ from anime_avatar.core.fsutil import atomic_write_bytes
 from anime_avatar.core.params import Params
 from anime_avatar.core.stage import run_stage
 from anime_avatar.data.fetch import cache_dir
-from anime_avatar.gan.inference import generate_images, grid_png
-from anime_avatar.metrics.fid import FidKid, compute_fid_kid, real_features
+from anime_avatar.gan.inference import grid_png
+from anime_avatar.metrics.fid import FidKid, real_features, score_generator
 from anime_avatar.ops.data_versions import data_version
 from anime_avatar.ops.run_journal import RunJournal
 from anime_avatar.ops.tracking_store import fail_fast_http
@@ -45,11 +45,7 @@ def evaluate(params: Params) -> None:
     features = real_features(
         reals, cache_dir() / "fid-stats", version, device, cfg.batch_size, backend=cfg.inception_backend
     )
-    fakes = generate_images(generator.net, cfg.n_samples, generator.z_dim, cfg.seed, cfg.batch_size)
-    scores = compute_fid_kid(
-        features, fakes, device, kid_subset_size=min(cfg.kid_subset_size, len(reals), len(fakes)),
-        batch_size=cfg.batch_size, seed=cfg.seed, backend=cfg.inception_backend,
-    )  # fmt: skip
+    scores, fakes = score_generator(generator.net, generator.z_dim, features, cfg, device)
     write_eval_metrics({"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std,
                         "n_samples": scores.n_fake, "n_real": scores.n_real})  # fmt: skip
     atomic_write_bytes(SAMPLES_PNG, grid_png(torch.from_numpy(fakes[:64]).permute(0, 3, 1, 2)))

@@ -31,6 +31,7 @@ import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -42,8 +43,12 @@ from anime_avatar.core.device import resolve_device
 from anime_avatar.core.fsutil import atomic_write_bytes
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.data.fetch import cache_dir as default_cache_dir
+from anime_avatar.gan.inference import generate_images
 from anime_avatar.metrics.inception import DeviceLike, inception_path, load_inception
 from anime_avatar.metrics.inception_backends import select_runner
+
+if TYPE_CHECKING:
+    from anime_avatar.core.params import EvalParams
 
 log = logging.getLogger(__name__)
 
@@ -341,3 +346,16 @@ def compute_fid_kid(
     real_f = _as_features(real, device, batch_size, progress, "real Inception features", backend)
     fake_f = _as_features(fake, device, batch_size, progress, "fake Inception features", backend)
     return scores_from_features(real_f, fake_f, device, kid_subset_size, kid_subsets, seed)
+
+
+def score_generator(
+    generator: torch.nn.Module, z_dim: int, real: np.ndarray, cfg: EvalParams, device: torch.device
+) -> tuple[FidKid, np.ndarray]:
+    """FID/KID of ``cfg.n_samples`` images of ``generator`` (latents from ``cfg.seed``) against the ``real``
+    features, as the evaluate stage scores the trained generator; also returns the images (uint8 NHWC)."""
+    fakes = generate_images(generator, cfg.n_samples, z_dim, cfg.seed, cfg.batch_size)
+    scores = compute_fid_kid(
+        real, fakes, device, kid_subset_size=min(cfg.kid_subset_size, len(real), len(fakes)),
+        batch_size=cfg.batch_size, seed=cfg.seed, backend=cfg.inception_backend,
+    )  # fmt: skip
+    return scores, fakes
