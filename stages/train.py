@@ -25,6 +25,7 @@ from anime_avatar.artifacts.reports import (
 )
 from anime_avatar.artifacts.run import RunRecord, write_run_file
 from anime_avatar.artifacts.trainset import TRAIN_DIR, load_train_images
+from anime_avatar.core.device import resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json
 from anime_avatar.core.loops import TrainingInterrupted
@@ -33,7 +34,7 @@ from anime_avatar.core.stage import run_stage
 from anime_avatar.gan.distributed import DistInfo
 from anime_avatar.gan.inference import grid_png
 from anime_avatar.gan.nets import count_parameters
-from anime_avatar.gan.training import Hooks, train
+from anime_avatar.gan.training import Hooks, train, training_precision
 from anime_avatar.ops.data_versions import data_versions, folder_digest
 from anime_avatar.ops.run_journal import RunJournal, journaled_run, recover
 from anime_avatar.ops.tracking import (
@@ -81,7 +82,10 @@ def train_stage(params: Params) -> None:
     killed = (TrainingInterrupted, KeyboardInterrupt)
     name = run_name(params.model.arch, images.shape[1], params.train.steps)
     with journaled_run(mlflow, uri, killed, run_name=name, parent_run_id=parent_run_id) as (run, journal):
-        journal.set_tags(run_tags(params, "train", versions | {TRAIN_DIR.as_posix(): data_version}) | flow_tags)
+        # bf16 and float32 runs of the same params differ (README Speed): the run says which one it was.
+        precision = training_precision(resolve_device(params.train.device, key="train.device"), params.train.amp)
+        tags = run_tags(params, "train", versions | {TRAIN_DIR.as_posix(): data_version})
+        journal.set_tags(tags | flow_tags | {"precision": precision})
         journal.log_params(flatten(params_dict(params)))
         try:
             log_training_data(mlflow, images, TRAIN_DIR, data_version)

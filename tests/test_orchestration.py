@@ -20,10 +20,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
+from anime_avatar.gan.training import training_precision
 from anime_avatar.ops.lock import workspace_lock
 from tests.conftest import BIN, TINY_STYLIZE, commit, free_port, make_project, run, stop, venv_env, wait_http
 
@@ -133,6 +135,8 @@ print(json.dumps({"params": r.data.params, "tags": r.data.tags, "metrics": r.dat
     assert record["tags"]["stage"] == "train" and len(record["tags"]["mlflow.source.git.commit"]) == 40
     assert record["tags"]["git.dirty"] == "false" and record["name"] == "sagan-32px-4"
     assert record["datasets"] == ["data/train"]
+    amp = yaml.safe_load((work / "params.yaml").read_text())["train"]["amp"]
+    assert record["tags"]["precision"] == training_precision(torch.device("cpu"), amp)
     assert "generator.pt" not in record["root_arts"]  # logged once, inside the model
     assert record["steps"] == [1, 2, 3, 4]
     assert {"fid", "kid_mean", "kid_std"} <= set(record["metrics"])
