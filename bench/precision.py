@@ -10,7 +10,8 @@ the step float32 reaches in bf16's time to --eval-at). Runs go --jobs at a time,
 
     .venv/bin/python bench/precision.py --seeds 0,1,2,3 --eval-at 1960
 
-Writes ``<out>/precision.csv`` (one row per run and step) and prints the FIDs side by side.
+Writes ``<out>/precision.csv`` (one row per run and step, rewritten as each run finishes) and prints the FIDs
+side by side.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import io
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -125,13 +126,15 @@ def main() -> None:
     real_set(params)  # cached before the runs start, so they read it instead of each computing it
 
     runs = [(seed, precision) for seed in args.seeds for precision in PRECISIONS]
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         futures = [
             pool.submit(run_one, params, seed, precision, args.eval_at, args.threads) for seed, precision in runs
         ]
-        rows = [row for future in futures for row in future.result()]
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_rows(args.out / "precision.csv", rows)
+        for future in as_completed(futures):  # the CSV grows run by run: a later failure keeps the finished ones
+            rows += future.result()
+            write_rows(args.out / "precision.csv", rows)
     print_table(rows)
     print(f"wrote {args.out / 'precision.csv'}")
 
