@@ -39,13 +39,17 @@ from anime_avatar.artifacts.trainset import TRAIN_DIR, load_train_images  # noqa
 from anime_avatar.core.device import resolve_device  # noqa: E402
 from anime_avatar.core.fsutil import atomic_write_text  # noqa: E402
 from anime_avatar.core.params import Params, load_params  # noqa: E402
-from anime_avatar.data.fetch import cache_dir  # noqa: E402
 from anime_avatar.gan.training import train, training_precision  # noqa: E402
-from anime_avatar.metrics.fid import real_features, score_generator  # noqa: E402
+from anime_avatar.metrics.fid import eval_real_features, score_generator  # noqa: E402
 from anime_avatar.ops.data_versions import data_version  # noqa: E402
 
 COLUMNS = ["seed", "precision", "step", "train_cpu_s", "fid", "kid_mean"]
 PRECISIONS = {"bfloat16": True, "float32": False}  # the train.amp value that trains in each
+
+
+def in_row_order(rows: list[dict]) -> list[dict]:
+    """Rows by seed, precision, step: how the CSV and the table list them."""
+    return sorted(rows, key=lambda r: (r["seed"], r["precision"], r["step"]))
 
 
 def int_list(text: str) -> list[int]:
@@ -58,13 +62,10 @@ def int_list(text: str) -> list[int]:
     return values
 
 
-def real_set(params: Params) -> np.ndarray:
-    """data/faces' Inception features, as the evaluate stage caches them (computed once, read by every run)."""
+def real_set(params: Params, device: torch.device) -> np.ndarray:
+    """data/faces' Inception features, cached as the evaluate stage caches them (computed once, read by every run)."""
     reals, _ = load_faces(FACES_DIR)
-    version = data_version(FACES_DIR).replace(":", "-")
-    cfg = params.eval
-    return real_features(reals, cache_dir() / "fid-stats", version, torch.device("cpu"), cfg.batch_size,
-                         backend=cfg.inception_backend)  # fmt: skip
+    return eval_real_features(reals, data_version(FACES_DIR), params.eval, device)
 
 
 def run_one(params: Params, seed: int, precision: str, eval_at: list[int], threads: int) -> list[dict]:
@@ -72,8 +73,8 @@ def run_one(params: Params, seed: int, precision: str, eval_at: list[int], threa
     torch.set_num_threads(threads)
     t = params.train.model_copy(update={"seed": seed, "amp": PRECISIONS[precision], "threads": threads})
     images = np.asarray(load_train_images(TRAIN_DIR, mmap=False))
-    real = real_set(params)
     device = resolve_device(params.eval.device, key="eval.device")
+    real = real_set(params, device)
     rows, cpu = [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / "checkpoint.pt"
@@ -96,13 +97,13 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS)
     writer.writeheader()
-    writer.writerows(sorted(rows, key=lambda r: (r["seed"], r["precision"], r["step"])))
+    writer.writerows(in_row_order(rows))
     atomic_write_text(path, buf.getvalue())
 
 
 def print_table(rows: list[dict]) -> None:
     print(f"\n{'seed':>4} {'precision':9} {'step':>6} {'CPU s':>7} {'FID':>7} {'KID':>7}")
-    for r in sorted(rows, key=lambda r: (r["seed"], r["precision"], r["step"])):
+    for r in in_row_order(rows):
         print(f"{r['seed']:>4} {r['precision']:9} {r['step']:>6} {r['train_cpu_s']:>7.0f} {r['fid']:>7.2f} "
               f"{r['kid_mean']:>7.4f}")  # fmt: skip
 
@@ -123,7 +124,7 @@ def main() -> None:
     device = resolve_device(params.train.device, key="train.device")
     if training_precision(device, amp=True) != "bfloat16":
         sys.exit(f"train.amp trains in float32 on this {device.type} (no bf16 instructions): nothing to compare")
-    real_set(params)  # cached before the runs start, so they read it instead of each computing it
+    real_set(params, resolve_device(params.eval.device, key="eval.device"))  # cached before the runs start
 
     runs = [(seed, precision) for seed in args.seeds for precision in PRECISIONS]
     args.out.mkdir(parents=True, exist_ok=True)

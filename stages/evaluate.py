@@ -21,9 +21,8 @@ from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_bytes
 from anime_avatar.core.params import Params
 from anime_avatar.core.stage import run_stage
-from anime_avatar.data.fetch import cache_dir
 from anime_avatar.gan.inference import grid_png
-from anime_avatar.metrics.fid import FidKid, real_features, score_generator
+from anime_avatar.metrics.fid import FidKid, eval_real_features, score_generator
 from anime_avatar.ops.data_versions import data_version
 from anime_avatar.ops.run_journal import RunJournal
 from anime_avatar.ops.tracking_store import fail_fast_http
@@ -41,10 +40,7 @@ def evaluate(params: Params) -> None:
             f"{GENERATOR} makes {generator.resolution}px images but {FACES_DIR} holds {reals.shape[1]}px faces: "
             "run the pipeline again (dvc repro)"
         )
-    version = data_version(FACES_DIR).replace(":", "-")
-    features = real_features(
-        reals, cache_dir() / "fid-stats", version, device, cfg.batch_size, backend=cfg.inception_backend
-    )
+    features = eval_real_features(reals, data_version(FACES_DIR), cfg, device)
     scores, fakes = score_generator(generator.net, generator.z_dim, features, cfg, device)
     write_eval_metrics({"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std,
                         "n_samples": scores.n_fake, "n_real": scores.n_real})  # fmt: skip

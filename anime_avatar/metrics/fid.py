@@ -348,6 +348,13 @@ def compute_fid_kid(
     return scores_from_features(real_f, fake_f, device, kid_subset_size, kid_subsets, seed)
 
 
+def eval_real_features(reals: ImageSource, version: str, cfg: EvalParams, device: DeviceLike = None) -> np.ndarray:
+    """The evaluate stage's real features: ``reals`` (data/faces) cached in the fid-stats cache under their DVC
+    ``version``, so every evaluation of the same faces reads them instead of recomputing them."""
+    return real_features(reals, default_cache_dir() / "fid-stats", version.replace(":", "-"), device, cfg.batch_size,
+                         backend=cfg.inception_backend)  # fmt: skip
+
+
 def score_generator(
     generator: torch.nn.Module, z_dim: int, real: np.ndarray, cfg: EvalParams, device: torch.device
 ) -> tuple[FidKid, np.ndarray]:
