@@ -39,7 +39,8 @@ from anime_avatar.data.fetch import cache_dir  # noqa: E402
 from anime_avatar.data.images import load_rgb  # noqa: E402
 from anime_avatar.gan.inference import generate_images  # noqa: E402
 from anime_avatar.gan.training import train  # noqa: E402
-from anime_avatar.metrics.fid import compute_fid_kid, real_features  # noqa: E402
+from anime_avatar.metrics.feature_cache import real_features  # noqa: E402
+from anime_avatar.metrics.fid import compute_fid_kid  # noqa: E402
 from anime_avatar.ops.data_versions import folder_digest  # noqa: E402
 
 COLUMNS = ["label", "cpu_minutes", "step", "images_seen", "fid", "kid_mean"]
@@ -222,12 +223,14 @@ def print_comparison(project: list[dict], reference: list[dict], label: str, ref
 
 def start_tracking(experiment: str, params, args: argparse.Namespace):  # -> mlflow
     """An MLflow run tagged like the train stage's, so `anime-avatar runs --experiment` lists it."""
-    from anime_avatar.ops.tracking import flatten, mlflow_client, params_dict, run_tags
+    from anime_avatar.ops.tracking import flatten, gan_tags, mlflow_client, params_dict, stage_tags
 
     mlflow = mlflow_client()
     mlflow.set_experiment(experiment)
     mlflow.start_run(run_name=f"quality {params.model.arch} {args.faces.name}")
-    mlflow.set_tags(run_tags(params, "train", {"data/train": folder_digest(args.faces)}) | {"bench": "quality"})
+    mlflow.set_tags(
+        stage_tags("train", {"data/train": folder_digest(args.faces)}) | gan_tags(params) | {"bench": "quality"}
+    )
     mlflow.log_params(flatten(params_dict(params)) | {"train.steps": "budget", "bench.budgets": str(args.budgets)})
     return mlflow
 

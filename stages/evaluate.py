@@ -13,19 +13,20 @@ import logging
 import torch
 
 from anime_avatar.artifacts.faces import FACES_DIR, load_faces
-from anime_avatar.artifacts.generator import GENERATOR, load_generator
+from anime_avatar.artifacts.generator import GENERATOR
 from anime_avatar.artifacts.reports import SAMPLES_PNG, write_eval_metrics
-from anime_avatar.artifacts.run import read_run_file
+from anime_avatar.artifacts.run import RUN_FILE
 from anime_avatar.core.device import resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_bytes
 from anime_avatar.core.params import Params
 from anime_avatar.core.stage import run_stage
-from anime_avatar.gan.inference import grid_png
-from anime_avatar.metrics.fid import FidKid, eval_real_features, score_generator
+from anime_avatar.gan.evaluation import score_generator
+from anime_avatar.gan.model_file import load_generator
+from anime_avatar.metrics.feature_cache import eval_real_features
+from anime_avatar.nn.images import grid_png
 from anime_avatar.ops.data_versions import data_version
-from anime_avatar.ops.run_journal import RunJournal
-from anime_avatar.ops.tracking_store import fail_fast_http
+from anime_avatar.ops.stage_run import log_to_recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +43,12 @@ def evaluate(params: Params) -> None:
         )
     features = eval_real_features(reals, data_version(FACES_DIR), cfg, device)
     scores, fakes = score_generator(generator.net, generator.z_dim, features, cfg, device)
-    write_eval_metrics({"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std,
-                        "n_samples": scores.n_fake, "n_real": scores.n_real})  # fmt: skip
+    scored = {"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std}
+    write_eval_metrics(scored | {"n_samples": scores.n_fake, "n_real": scores.n_real})
     atomic_write_bytes(SAMPLES_PNG, grid_png(torch.from_numpy(fakes[:64]).permute(0, 3, 1, 2)))
-    log_scores(scores, generator.step)
+    log_to_recorded_run(RUN_FILE, "train", scored, (SAMPLES_PNG,), step=generator.step)
     print(f"FID {scores.fid:.2f}  KID {scores.kid_mean:.4f} ± {scores.kid_std:.4f}  "
           f"({scores.n_fake} generated vs {scores.n_real} real)")  # fmt: skip
-
-
-def log_scores(scores: FidKid, step: int) -> None:
-    """The scores and samples, on the training's run; kept for later if its tracking store does not answer."""
-    record = read_run_file()
-    if not record:
-        log.warning("models/run.json is missing: the scores were not logged to MLflow")
-        return
-    fail_fast_http()
-    journal = RunJournal(record.tracking_uri, record.run_id)
-    journal.log_metrics({"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std}, step=step)
-    journal.log_artifact(SAMPLES_PNG)
-    journal.finish()
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 per method), plots/stylize_tradeoff.csv, reports/stylize.png (the comparison sheet).
 
 Contents: stylize_eval.n_content faces of stylize_eval.content_path, plus the face of each photo in
-stylize_eval.photos; styles: stylize_eval.n_styles images of stylize_eval.style_path; every content meets
-every style. The numbers and the sheet are also logged to the stylizer's MLflow run.
+stylize_eval.photos (found and cropped as the photo_faces section says); styles: stylize_eval.n_styles images
+of stylize_eval.style_path; every content meets every style. The numbers and the sheet are also logged to
+the stylizer's MLflow run.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from anime_avatar.artifacts.reports import (
     STYLIZE_TRADEOFF_CSV,
     TRADEOFF_FIELDS,
 )
-from anime_avatar.artifacts.run import read_run_file
-from anime_avatar.artifacts.stylizer import STYLIZER, STYLIZER_RUN_FILE, load_stylizer, stylizer_methods
+from anime_avatar.artifacts.stylizer import STYLIZER, STYLIZER_RUN_FILE, stylizer_methods
 from anime_avatar.core.device import resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json, write_csv
-from anime_avatar.core.params import FUSION_METHODS, Params, StylizeEvalParams
+from anime_avatar.core.params import FUSION_METHODS, Params, PhotoFacesParams, StylizeEvalParams
 from anime_avatar.core.stage import run_stage
+from anime_avatar.data.image_sets import load_image_set
 from anime_avatar.data.images import load_rgb, png_bytes
-from anime_avatar.ops.tracking import flatten, mlflow_client
-from anime_avatar.style.data import load_image_set
+from anime_avatar.data.photos import photo_faces
+from anime_avatar.ops.stage_run import log_to_recorded_run
+from anime_avatar.ops.tracking import flatten
 from anime_avatar.style.evaluation import (
     MethodResult,
     Pair,
@@ -42,20 +44,20 @@ from anime_avatar.style.evaluation import (
     unchanged,
 )
 from anime_avatar.style.features import LAYERS, build_features
-from anime_avatar.style.photos import photo_faces
+from anime_avatar.style.model_file import load_stylizer
 from anime_avatar.style.transfer import is_gatys, make_method
 
 log = logging.getLogger(__name__)
 SCORING_NETWORK = "inception"  # every method is scored in the same feature space
 
 
-def evaluation_pairs(cfg: StylizeEvalParams, device: torch.device) -> list[Pair]:
+def evaluation_pairs(cfg: StylizeEvalParams, faces: PhotoFacesParams, device: torch.device) -> list[Pair]:
     contents = load_image_set(Path(cfg.content_path), "stylize_eval.content_path", cfg.n_content)[: cfg.n_content]
     for photo in cfg.photos:
         path = Path(photo).expanduser()
         if not path.is_file():
             raise UserError(f"stylize_eval.photos: {path} does not exist")
-        face = photo_faces(load_rgb(path), cfg.image_size, largest=True)[0]
+        face = photo_faces(load_rgb(path), cfg.image_size, faces, largest=True)[0]
         contents.append((path.stem, face.crop))
     styles = load_image_set(Path(cfg.style_path), "stylize_eval.style_path", cfg.n_styles)
     return make_pairs(contents, styles, cfg.image_size, device)
@@ -67,7 +69,7 @@ def stylize_eval(params: Params) -> None:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device, key="stylize_eval.device")
     trained = stylizer_methods(STYLIZER)  # fails first, and says which stage to run, when there is none
-    pairs = evaluation_pairs(cfg, device)
+    pairs = evaluation_pairs(cfg, params.photo_faces, device)
     log.info("%d pairs at %d px, methods %s", len(pairs), cfg.image_size, ", ".join(cfg.methods))
     choice = LAYERS[SCORING_NETWORK]
     scorer = Scorer(build_features(SCORING_NETWORK, choice.content + choice.style, device), params.gatys.temperature)
@@ -120,16 +122,8 @@ def comparisons(metrics: dict, curves: dict[str, list[dict[str, float]]]) -> dic
 
 def log_to_training_run(metrics: dict) -> None:
     """The numbers, the sheet and the trade-off curves on the stylizer's MLflow run."""
-    record = read_run_file(name=STYLIZER_RUN_FILE, stage="stylize_train")
-    if record is None:
-        log.warning("%s is missing: the evaluation was not logged to MLflow", STYLIZER_RUN_FILE)
-        return
-    numbers = {k: float(v) for k, v in flatten({"eval": metrics}).items() if _is_number(v)}
-    mlflow = mlflow_client(record.tracking_uri)
-    with mlflow.start_run(run_id=record.run_id):
-        mlflow.log_metrics({k.replace("/", "_"): v for k, v in numbers.items()})
-        mlflow.log_artifact(str(STYLIZE_SHEET))
-        mlflow.log_artifact(str(STYLIZE_TRADEOFF_CSV))
+    numbers = {k.replace("/", "_"): float(v) for k, v in flatten({"eval": metrics}).items() if _is_number(v)}
+    log_to_recorded_run(STYLIZER_RUN_FILE, "stylize_train", numbers, (STYLIZE_SHEET, STYLIZE_TRADEOFF_CSV))
 
 
 def _is_number(value: str) -> bool:

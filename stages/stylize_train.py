@@ -14,16 +14,15 @@ from pathlib import Path
 
 from anime_avatar.artifacts.faces import FACES_DIR, load_faces
 from anime_avatar.artifacts.reports import STYLIZE_LOSSES_CSV, STYLIZE_TRAIN_METRICS
-from anime_avatar.artifacts.run import RunRecord, write_run_file
-from anime_avatar.artifacts.stylizer import STYLIZER, STYLIZER_CHECKPOINT, STYLIZER_RUN_FILE, save_stylizer
+from anime_avatar.artifacts.stylizer import STYLIZER, STYLIZER_CHECKPOINT, STYLIZER_RUN_FILE
 from anime_avatar.core.fsutil import atomic_write_json, write_csv
-from anime_avatar.core.loops import TrainingInterrupted
 from anime_avatar.core.params import Params
 from anime_avatar.core.stage import run_stage
-from anime_avatar.ops.data_versions import data_version, data_version_tag, path_version
-from anime_avatar.ops.stylizer_models import log_stylizer_model
-from anime_avatar.ops.tracking import flatten, flow_context, mlflow_client, source_tags, tracking_uri
-from anime_avatar.style.data import StyleBatches, load_image_set, spread
+from anime_avatar.data.image_sets import load_image_set, spread
+from anime_avatar.ops.data_versions import data_version, path_version
+from anime_avatar.ops.stage_run import training_run
+from anime_avatar.style.data import StyleBatches
+from anime_avatar.style.model_file import save_stylizer
 from anime_avatar.style.training import LOSS_PARTS, StyleTrainState, train_stylizers
 
 log = logging.getLogger(__name__)
@@ -39,33 +38,23 @@ def stylize_train(params: Params) -> None:
     versions = {FACES_DIR.as_posix(): data_version(FACES_DIR), "styles": path_version(Path(cfg.style_path))}
     version = ";".join(f"{k}={v}" for k, v in versions.items())
 
-    uri = tracking_uri()
-    mlflow = mlflow_client(uri)
-    mlflow.set_experiment(params.tracking.experiment)
-    parent_run_id, flow_tags = flow_context()
     name = f"stylizer-{cfg.features}-{cfg.image_size}px-{cfg.steps}"
-    with mlflow.start_run(run_name=name, parent_run_id=parent_run_id) as run:
-        tags = {"stage": "stylize_train", "features": cfg.features, **source_tags(), **flow_tags}
-        mlflow.set_tags(tags | {data_version_tag(folder): v for folder, v in versions.items()})
-        mlflow.log_params(flatten({"stylize": cfg.model_dump(mode="json")}))
+    logged = {"stylize": cfg.model_dump(mode="json")}
+    with training_run("stylize_train", name, params.tracking.experiment, logged, versions,
+                      {"features": cfg.features}, STYLIZER_RUN_FILE) as run:  # fmt: skip
         started = time.perf_counter()
-        try:
-            state = train_stylizers(cfg, batches, STYLIZER_CHECKPOINT, version,
-                                    on_log=lambda step, losses: mlflow.log_metrics(losses, step=step))  # fmt: skip
-        except TrainingInterrupted:
-            mlflow.set_tag("interrupted", "true")
-            raise
+        state = train_stylizers(cfg, batches, STYLIZER_CHECKPOINT, version,
+                                on_log=lambda step, losses: run.log_metrics(losses, step))  # fmt: skip
         seconds = time.perf_counter() - started
         heads = {method: net.head for method, net in state.nets.items()}
-        save_stylizer(STYLIZER, heads, state.step, cfg.image_size, run.info.run_id, version)
+        save_stylizer(STYLIZER, heads, state.step, cfg.image_size, run.run_id, version)
         atomic_write_json(STYLIZE_TRAIN_METRICS, train_metrics(state, seconds))
         fields = ["step", *(f"{m}_{part}" for m in state.nets for part in LOSS_PARTS)]
         write_csv(STYLIZE_LOSSES_CSV, [{k: h.get(k) for k in fields} for h in state.history], fields)
-        mlflow.log_metrics({"train_seconds": seconds})
+        run.log_metrics({"train_seconds": seconds})
         tracking = params.tracking
-        log_stylizer_model(mlflow, STYLIZER, tracking.stylizer_model_name if tracking.register_model else None)
-        write_run_file(RunRecord(run.info.run_id, run.info.experiment_id, uri), STYLIZER_RUN_FILE)
-    log.info("stylizer saved to %s (MLflow run %s)", STYLIZER, run.info.run_id)
+        run.log_model("stylizer", STYLIZER, tracking.stylizer_model_name if tracking.register_model else None)
+    log.info("stylizer saved to %s (MLflow run %s)", STYLIZER, run.run_id)
 
 
 def train_metrics(state: StyleTrainState, seconds: float) -> dict:

@@ -11,11 +11,12 @@ from PIL import Image
 
 from anime_avatar.artifacts.checkpoint import load_checkpoint, save_checkpoint
 from anime_avatar.artifacts.faces import FaceCrop, face_ids, load_faces, read_face_info, write_face_set
-from anime_avatar.artifacts.generator import load_generator, save_generator
+from anime_avatar.artifacts.generator import save_generator
 from anime_avatar.artifacts.raw import RawImage, Rejected, read_manifest, write_raw_set
 from anime_avatar.artifacts.run import RunRecord, read_run_file, write_run_file
 from anime_avatar.core.errors import UserError
 from anime_avatar.data.images import png_bytes
+from anime_avatar.gan.model_file import load_generator
 from anime_avatar.gan.nets import NetConfig, build_generator
 from tests.conftest import WritesMarker
 
@@ -53,7 +54,7 @@ def test_generator_file_says_what_rebuilds_it(tmp_path):
     torch.manual_seed(0)
     g = build_generator(config).eval()
     path = tmp_path / "generator.pt"
-    save_generator(path, config, g.state_dict(), g.state_dict(), step=12, run_id="r1", data_version="md5:x")
+    save_generator(path, config.to_dict(), g.state_dict(), g.state_dict(), step=12, run_id="r1", data_version="md5:x")
     loaded = load_generator(path)
     assert loaded.config == config and (loaded.step, loaded.run_id, loaded.data_version) == (12, "r1", "md5:x")
     assert (loaded.z_dim, loaded.resolution) == (16, 32)

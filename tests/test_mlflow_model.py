@@ -13,12 +13,14 @@ import pandas as pd
 import pytest
 import torch
 
-from anime_avatar.artifacts.generator import load_generator, save_generator
+from anime_avatar.artifacts.generator import save_generator
 from anime_avatar.gan.inference import avatars
+from anime_avatar.gan.model_file import load_generator
 from anime_avatar.gan.nets import build_generator, net_config
 from anime_avatar.ops import pyfunc_generator
+from anime_avatar.ops.generator_models import MODEL_DISTRIBUTIONS, log_generator_model
 from anime_avatar.ops.registry import resolve_generator
-from anime_avatar.ops.tracking import MODEL_DISTRIBUTIONS, log_generator_model, model_requirements
+from anime_avatar.ops.tracking import model_requirements
 from tests.conftest import BIN, code_model_files, free_port, params_with, stop, venv_env, wait_http
 from tests.importgraph import third_party_imports, unlisted_imports
 
@@ -36,11 +38,11 @@ def registered(tmp_path_factory) -> dict:
     config = net_config(params_with({"model": {"channels": 8, "z_dim": 16}}).model, 32)
     net = build_generator(config)
     generator_file = work / "generator.pt"
-    save_generator(generator_file, config, net.state_dict(), net.state_dict(), step=4)
+    save_generator(generator_file, config.to_dict(), net.state_dict(), net.state_dict(), step=4)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("model-test")
     with mlflow.start_run() as run:
-        log_generator_model(mlflow, generator_file, config.resolution, NAME)
+        log_generator_model(mlflow, generator_file, NAME)
     mlflow.set_tracking_uri(None)
     return {"uri": uri, "file": generator_file, "run_id": run.info.run_id, "work": work}
 
@@ -87,7 +89,7 @@ def test_logged_model_is_code_and_tensors_with_its_requirements(registered, monk
     example = pd.read_json(folder / "input_example.json", orient="split")
     assert list(example.columns) == ["seed", "truncation"]
     requirements = (folder / "requirements.txt").read_text().split()
-    assert requirements == model_requirements()
+    assert requirements == model_requirements(MODEL_DISTRIBUTIONS)
     assert {r.split("==")[0] for r in requirements} == set(MODEL_DISTRIBUTIONS)
     assert "torch==" + torch.__version__.split("+")[0] in requirements
 

@@ -11,12 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from anime_avatar.artifacts.stylizer import load_stylizer, save_stylizer, stylizer_methods
+from anime_avatar.artifacts.stylizer import stylizer_methods
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import TrainingInterrupted
-from anime_avatar.style.data import StyleBatches, load_image_set, spread
+from anime_avatar.data.image_sets import load_image_set, spread
+from anime_avatar.style.data import StyleBatches
 from anime_avatar.style.features import LAYERS, build_features
 from anime_avatar.style.gatys import gatys_transfer
+from anime_avatar.style.model_file import load_stylizer, save_stylizer
 from anime_avatar.style.training import build_state, loss_layers, train_step, train_stylizers
 from tests.conftest import section
 

@@ -8,9 +8,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from anime_avatar.artifacts.stylizer import load_stylizer, stylizer_methods
+from anime_avatar.artifacts.stylizer import stylizer_methods
 from anime_avatar.core.fsutil import read_csv
 from anime_avatar.core.params import merge
+from anime_avatar.style.model_file import load_stylizer
 from tests.conftest import TINY_STYLIZE, free_port, run
 
 METHODS = ["gatys-inception", "gatys-inception-softmax", "gatys-vgg19", "adain", "attention"]  # the default set
@@ -94,3 +95,69 @@ def test_stylize_eval_without_a_trained_stylizer_says_which_stage_to_run(project
     proc = run(["python", "-m", "stages.stylize_eval"], work, check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "models/stylizer.pt: no such stylizer file (run the stylize_train stage first" in proc.stderr
+
+
+def stylize_project(project, steps: int):
+    """A project with 6 tiny face crops in data/faces and 3 style images, the stylizer logging every step."""
+    import numpy as np
+
+    work = project(merge(TINY_STYLIZE, {"stylize": {"steps": steps, "style_path": "styles", "checkpoint_every": 1,
+                                                    "image_size": 32}}))  # fmt: skip
+    rng = np.random.default_rng(0)
+    faces, styles = work / "data/faces", work / "styles"
+    faces.mkdir(parents=True)
+    styles.mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(faces / f"f{i}.png")
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(styles / f"s{i}.png")
+    (faces / "faces.json").write_text(json.dumps({"count": 6, "detector": "none", "image_size": 32}))
+    (faces / "faces.csv").write_text("face_id\n" + "".join(f"f{i}\n" for i in range(6)))
+    return work
+
+
+def test_a_stylizer_run_killed_outright_is_marked_killed_and_a_signalled_one_ends_killed(project):
+    """The stylizer tracks through the same seam as the GAN: outage journal, process tags, KILLED marking."""
+    import signal
+    import subprocess
+    import time
+
+    from mlflow import MlflowClient
+
+    from tests.conftest import venv_env
+
+    work = stylize_project(project, steps=10_000)
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+
+    def running_run_with_losses(proc: subprocess.Popen, other_than: str = "") -> str:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            experiment = client.get_experiment_by_name("anime-avatar")
+            runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'") if experiment else []
+            for run_ in runs:
+                if run_.info.run_id != other_than and client.get_metric_history(run_.info.run_id, "attention_total"):
+                    return run_.info.run_id
+            time.sleep(0.5)
+        raise AssertionError("no stylizer run logged a loss within 300 s")
+
+    cmd = ["python", "-m", "stages.stylize_train"]
+    stage = subprocess.Popen(cmd, cwd=work, env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = running_run_with_losses(stage)
+    stage.kill()  # SIGKILL: nothing gets to tell MLflow
+    stage.wait()
+    assert client.get_run(killed).info.status == "RUNNING"
+
+    stage = subprocess.Popen(
+        cmd, cwd=work, env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    # Once the second run logs, the first has been settled: a run starts after the store's leftovers are.
+    signalled = running_run_with_losses(stage, other_than=killed)
+    assert client.get_run(killed).info.status == "KILLED"
+    assert "ended without closing the run" in client.get_run(killed).data.tags["killed.reason"]
+    stage.send_signal(signal.SIGTERM)  # checkpoint after this step, then stop
+    _, stderr = stage.communicate(timeout=120)
+    assert stage.returncode == 1 and "stopped by signal" in stderr and "Traceback" not in stderr
+    ended = client.get_run(signalled)
+    assert ended.info.status == "KILLED" and ended.data.tags["interrupted"] == "true"
+    assert ended.data.tags["stage"] == "stylize_train" and ended.data.tags["process.pid"] == str(stage.pid)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from anime_avatar.artifacts.stylizer import load_stylizer, save_stylizer
+from anime_avatar.data.images import center_square
 from anime_avatar.ops import pyfunc_stylizer
 from anime_avatar.ops.stylizer_models import STYLIZER_DISTRIBUTIONS, log_stylizer_model, resolve_stylizer
 from anime_avatar.style.features import LAYERS, build_features
-from anime_avatar.style.images import square
+from anime_avatar.style.model_file import load_stylizer, save_stylizer
 from anime_avatar.style.nets import FusionHead, fusion_config
 from anime_avatar.style.transfer import make_method, stylize_image
 from tests.conftest import code_model_files
@@ -69,7 +69,7 @@ def test_pyfunc_model_stylises_rows_of_image_bytes_like_the_cli(registered, monk
     for method in ("attention", "adain"):
         out = model.predict(frame, params={"method": method, "size": 48})
         assert out.dtype == np.uint8 and out.shape == (2, 48, 48, 3)
-        expected = stylize_image(make_method(method, stylizer=registered["file"]), square(a, 48), style, 48)
+        expected = stylize_image(make_method(method, stylizer=registered["file"]), center_square(a, 48), style, 48)
         assert np.array_equal(out[0], np.asarray(expected))
     with pytest.raises(Exception, match="method 'gatys'"):
         model.predict(frame, params={"method": "gatys"})

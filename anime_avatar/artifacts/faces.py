@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_json, read_csv, write_csv
@@ -106,13 +107,11 @@ def face_ids(folder: Path = FACES_DIR) -> list[str]:
 
 def load_faces(folder: Path = FACES_DIR) -> tuple[np.ndarray, list[str]]:
     """Every crop of the face set as one (N, S, S, 3) uint8 array, with their ids (S from faces.json)."""
-    from anime_avatar.data.images import load_rgb
-
     size = read_face_info(folder).image_size
     ids = face_ids(folder)
     faces = np.empty((len(ids), size, size, 3), dtype=np.uint8)
     for i, face_id in enumerate(progress_bar(iterable=ids, desc="load faces", unit="img", leave=False)):
-        image = load_rgb(face_path(folder, face_id))
+        image = _read_crop(face_path(folder, face_id))
         if image.size != (size, size):
             raise UserError(
                 f"{face_path(folder, face_id)} is {image.size[0]}x{image.size[1]}, not the {size}x{size} "
@@ -120,3 +119,12 @@ def load_faces(folder: Path = FACES_DIR) -> tuple[np.ndarray, list[str]]:
             )
         faces[i] = np.asarray(image)
     return faces, ids
+
+
+def _read_crop(path: Path) -> Image.Image:
+    """A crop the detect stage wrote (8-bit RGB PNG): plain Pillow, not the data package's reader for any image."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} is unreadable ({err}): run the detect stage again (dvc repro -f detect)") from None

@@ -8,8 +8,8 @@ the networks' code: the data stages do not depend on the GAN's implementation.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from anime_avatar.core.params import ModelParams
@@ -70,6 +70,14 @@ class NetConfig:
     def width(self, r: int) -> int:
         """Channels of the feature maps at side ``r``."""
         return min(self.channels * (self.resolution // r), self.max_channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (``attention`` as a list), as model files and checkpoint fingerprints store them."""
+        return {**asdict(self), "attention": list(self.attention)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> NetConfig:
+        return cls(**{**raw, "attention": tuple(raw["attention"])})
 
 
 def net_config(model: ModelParams, resolution: int, key: str = "resolution") -> NetConfig:

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from anime_avatar.artifacts.generator import load_generator
 from anime_avatar.gan.inference import latent, sample
+from anime_avatar.gan.model_file import load_generator
 
 ARTIFACT = "generator"  # the key of generator.pt in the model's artifacts
 

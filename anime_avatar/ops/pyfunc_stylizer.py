@@ -22,8 +22,7 @@ import pandas as pd
 from PIL import Image
 
 from anime_avatar.artifacts.stylizer import stylizer_methods
-from anime_avatar.data.images import load_rgb
-from anime_avatar.style.images import square
+from anime_avatar.data.images import center_square, load_rgb
 from anime_avatar.style.transfer import make_method, stylize_image
 
 ARTIFACT = "stylizer"  # the key of stylizer.pt in the model's artifacts
@@ -53,7 +52,7 @@ class StylizerModel(mlflow.pyfunc.PythonModel):
         if not {"content", "style"} <= set(frame.columns):
             raise ValueError("the input needs a 'content' and a 'style' column (image bytes, one avatar per row)")
         images = [
-            np.asarray(stylize_image(self.methods[name], square(decode_image(c), size), decode_image(s), size))
+            np.asarray(stylize_image(self.methods[name], center_square(decode_image(c), size), decode_image(s), size))
             for c, s in zip(frame["content"], frame["style"], strict=True)
         ]
         return np.stack(images) if images else np.zeros((0, size, size, 3), dtype=np.uint8)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from torch import nn
 
-from anime_avatar.artifacts.generator import GENERATOR, load_generator
+from anime_avatar.artifacts.generator import GENERATOR
 from anime_avatar.core.errors import UserError
+from anime_avatar.gan.model_file import load_generator
 
 log = logging.getLogger(__name__)
 

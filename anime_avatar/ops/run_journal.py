@@ -76,9 +76,10 @@ class RunJournal:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.submit(Record("artifact", {"path": str(path), "artifact_path": artifact_path}))
 
-    def log_model(self, generator_file: Path, model_name: str | None) -> None:
-        """Log the generator saved at ``generator_file`` as the run's MLflow model (registered unless None)."""
-        self.submit(Record("model", {"path": str(generator_file), "model_name": model_name}))
+    def log_model(self, model_file: Path, model_name: str | None, kind: str = "generator") -> None:
+        """Log the model file (a ``kind`` of :data:`~anime_avatar.ops.model_logging.MODEL_KINDS`) as the run's
+        MLflow model (registered as ``model_name`` unless None)."""
+        self.submit(Record("model", {"path": str(model_file), "model_name": model_name, "kind": kind}))
 
     def finish(self, status: str | None = None, folder: Path = PENDING_DIR) -> bool:
         """End the run with ``status`` (None: leave it), send what is kept, else save it for later; True if all sent."""
@@ -152,28 +153,27 @@ class RunJournal:
         elif record.kind == "artifact":
             self.client.log_artifact(self.run_id, data["path"], data["artifact_path"])
         elif record.kind == "model":
-            self._send_model(Path(data["path"]), data["model_name"])
+            # Journals saved before models had kinds hold generators.
+            self._send_model(Path(data["path"]), data["model_name"], data.get("kind", "generator"))
         elif record.kind == "end":
             self._end(data["status"], data["end_time"])
         else:
             raise ValueError(f"unknown record kind {record.kind!r}")
 
-    def _send_model(self, generator_file: Path, model_name: str | None) -> None:
+    def _send_model(self, model_file: Path, model_name: str | None, kind: str) -> None:
         """MLflow's model logging works on the active run: this run, made active here if it is not."""
         import mlflow
 
-        from anime_avatar.artifacts.generator import load_generator
-        from anime_avatar.ops.tracking import log_generator_model
+        from anime_avatar.ops.model_logging import log_model_file
 
-        resolution = load_generator(generator_file).resolution  # also refuses a file that is not a generator
         mlflow.set_tracking_uri(self.uri)
         active = mlflow.active_run()
         if active is not None and active.info.run_id == self.run_id:
-            log_generator_model(mlflow, generator_file, resolution, model_name)
+            log_model_file(mlflow, kind, model_file, model_name)
             return
         mlflow.start_run(run_id=self.run_id)
         try:
-            log_generator_model(mlflow, generator_file, resolution, model_name)
+            log_model_file(mlflow, kind, model_file, model_name)
         finally:
             with contextlib.suppress(Exception):  # the run's own end record sets its status
                 mlflow.end_run()

@@ -90,32 +90,14 @@ def source_tags(cwd: Path | None = None) -> dict[str, str]:
     return {GIT_COMMIT_TAG: git_commit(cwd), GIT_DIRTY_TAG: "unknown" if dirty is None else str(dirty).lower()}
 
 
-def run_name(arch: str, resolution: int, steps: int) -> str:
-    """A training run's name in the MLflow UI: ``sagan-32px-3000``."""
-    return f"{arch}-{resolution}px-{steps}"
+def stage_tags(stage: str, versions: dict[str, str]) -> dict[str, str]:
+    """The tags every run of the project carries: its stage, its source (git), its data versions (folder -> version)."""
+    return {"stage": stage, **source_tags(), **{data_version_tag(folder): v for folder, v in versions.items()}}
 
 
-def run_tags(params: Params, stage: str, versions: dict[str, str]) -> dict[str, str]:
-    tags = {
-        "stage": stage,
-        **source_tags(),
-        "arch": params.model.arch,
-        "data_source": params.data.source,
-    }
-    for folder, version in versions.items():
-        tags[data_version_tag(folder)] = version
-    return tags
-
-
-def log_training_data(mlflow, images, folder: Path, version: str) -> None:
-    """The training set as an MLflow dataset input (the run page's Datasets): its folder, DVC version, schema."""
-    import warnings
-
-    digest = version.removeprefix("md5:").removesuffix(".dir")[:36]  # MLflow keeps at most 36 characters
-    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (all of them local)
-        warnings.simplefilter("ignore", UserWarning)
-        dataset = mlflow.data.from_numpy(images, source=str(folder.resolve()), name=folder.as_posix(), digest=digest)
-    mlflow.log_input(dataset, context="training", tags={"dvc_version": version})
+def gan_tags(params: Params) -> dict[str, str]:
+    """What a GAN training run adds: the architecture and the data source, for filtering runs."""
+    return {"arch": params.model.arch, "data_source": params.data.source}
 
 
 def flow_context() -> tuple[str | None, dict[str, str]]:
@@ -125,32 +107,10 @@ def flow_context() -> tuple[str | None, dict[str, str]]:
     return parent, ({"prefect.flow_run_id": flow_run_id} if flow_run_id else {})
 
 
-def log_generator_model(mlflow, generator_file: Path, resolution: int, model_name: str | None) -> None:
-    """Log ``generator_file`` as an MLflow pyfunc model (code + tensors, no pickle) with a signature and an
-    input example; registered as ``model_name`` unless that is None."""
-    import pandas as pd
-
-    from anime_avatar.ops import pyfunc_generator
-
-    mlflow.pyfunc.log_model(
-        name="generator",
-        python_model=str(Path(pyfunc_generator.__file__)),  # models from code: the file runs on load
-        artifacts={pyfunc_generator.ARTIFACT: str(generator_file)},
-        code_paths=[str(PACKAGE_DIR)],
-        signature=generator_signature(resolution),
-        input_example=pd.DataFrame({"seed": [0, 1], "truncation": [0.0, 0.7]}),
-        pip_requirements=model_requirements(),
-        registered_model_name=model_name,
-    )
-
-
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # anime_avatar/, shipped with the model as code
-# What the logged model imports (pyfunc_generator.py and its closure in anime_avatar), by distribution;
-# tests/test_mlflow_model.py checks that the closure imports nothing else.
-MODEL_DISTRIBUTIONS = ("mlflow", "torch", "numpy", "pandas", "pillow", "torchvision")
 
 
-def model_requirements(distributions: tuple[str, ...] = MODEL_DISTRIBUTIONS) -> list[str]:
+def model_requirements(distributions: tuple[str, ...]) -> list[str]:
     """Pinned requirements of a logged model: the versions installed here (local builds' +tags dropped)."""
     from importlib.metadata import PackageNotFoundError, version
 
@@ -161,14 +121,3 @@ def model_requirements(distributions: tuple[str, ...] = MODEL_DISTRIBUTIONS) -> 
         except PackageNotFoundError:
             pins.append(dist)
     return pins
-
-
-def generator_signature(resolution: int):  # -> mlflow.models.ModelSignature
-    """Input: one row per avatar, ``seed`` (int) and optional ``truncation`` (float). Output: uint8 images."""
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema, TensorSpec
-
-    inputs = Schema([ColSpec("long", "seed"), ColSpec("double", "truncation", required=False)])
-    outputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, resolution, resolution, 3))])
-    return ModelSignature(inputs=inputs, outputs=outputs)

@@ -1,0 +1,42 @@
+"""The generator in MLflow: logged as a pyfunc model (registered as ``anime-avatar-generator``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from anime_avatar.artifacts.generator import read_generator
+from anime_avatar.ops.tracking import PACKAGE_DIR, model_requirements
+
+# What the logged model imports (pyfunc_generator.py and its closure in anime_avatar), by distribution;
+# tests/test_mlflow_model.py checks that the closure imports nothing else.
+MODEL_DISTRIBUTIONS = ("mlflow", "torch", "numpy", "pandas", "pillow", "torchvision")
+
+
+def log_generator_model(mlflow, generator_file: Path, model_name: str | None) -> None:
+    """Log ``generator_file`` as an MLflow pyfunc model (code + tensors, no pickle) with a signature and an
+    input example; registered as ``model_name`` unless that is None."""
+    import pandas as pd
+
+    from anime_avatar.ops import pyfunc_generator
+
+    mlflow.pyfunc.log_model(
+        name="generator",
+        python_model=str(Path(pyfunc_generator.__file__)),  # models from code: the file runs on load
+        artifacts={pyfunc_generator.ARTIFACT: str(generator_file)},
+        code_paths=[str(PACKAGE_DIR)],
+        signature=generator_signature(int(read_generator(generator_file).config["resolution"])),
+        input_example=pd.DataFrame({"seed": [0, 1], "truncation": [0.0, 0.7]}),
+        pip_requirements=model_requirements(MODEL_DISTRIBUTIONS),
+        registered_model_name=model_name,
+    )
+
+
+def generator_signature(resolution: int):  # -> mlflow.models.ModelSignature
+    """Input: one row per avatar, ``seed`` (int) and optional ``truncation`` (float). Output: uint8 images."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    inputs = Schema([ColSpec("long", "seed"), ColSpec("double", "truncation", required=False)])
+    outputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, resolution, resolution, 3))])
+    return ModelSignature(inputs=inputs, outputs=outputs)

@@ -1,0 +1,143 @@
+"""The one way a training or evaluation stage tracks its work in MLflow.
+
+A training stage opens :func:`training_run`: the tracking store is checked in seconds (before anything is
+trained), what earlier runs kept during an outage is sent and runs whose process vanished are marked KILLED,
+and the run starts with the project's tags (stage, git commit, data versions, process, Prefect flow) and
+params. Everything the stage logs then goes through a :class:`~anime_avatar.ops.run_journal.RunJournal`, so a
+tracking store that goes away never stops the work, and the run ends FINISHED, KILLED (a signal, Ctrl-C) or
+FAILED. The run's record (``models/*run.json``) is written when the run ends well.
+
+An evaluation stage logs its scores to the run of the model it scored with :func:`log_to_recorded_run`.
+
+A new method gets all of this by calling these two; no stage imports mlflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anime_avatar.artifacts.run import RunRecord, read_run_file, write_run_file
+from anime_avatar.core.errors import UserError
+from anime_avatar.core.loops import TrainingInterrupted
+from anime_avatar.ops.run_journal import RunJournal, journaled_run, recover
+from anime_avatar.ops.tracking import flatten, flow_context, mlflow_client, stage_tags, tracking_uri
+from anime_avatar.ops.tracking_store import check_tracking_store, fail_fast_http
+
+log = logging.getLogger(__name__)
+
+# What ends a run as KILLED rather than FAILED: a signal turned into a checkpoint and a stop, or Ctrl-C.
+KILLED = (TrainingInterrupted, KeyboardInterrupt)
+
+
+def tracking_ready(uri: str, experiment: str):  # -> mlflow
+    """The tracking store checked in seconds, earlier runs' leftovers settled, the experiment set: the mlflow
+    module, ready to start a run."""
+    check_tracking_store(uri)
+    fail_fast_http()  # a server that goes away later costs a refused connection, not minutes of retries
+    mlflow = mlflow_client(uri)
+    try:
+        experiment_id = mlflow.set_experiment(experiment).experiment_id
+    except Exception as err:  # e.g. an experiment of that name was deleted
+        raise UserError(f"tracking.experiment {experiment!r}: {str(err).strip().splitlines()[0]}") from None
+    recover(uri, [experiment_id])
+    return mlflow
+
+
+@dataclass
+class TrainingRun:
+    """A stage's open MLflow run: what it may log, all of it through the journal."""
+
+    run_id: str
+    experiment_id: str
+    uri: str
+    journal: RunJournal
+    _mlflow: Any
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        self.journal.log_metrics(metrics, step=step)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.journal.set_tags(tags)
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        self.journal.log_artifact(path, artifact_path=folder)
+
+    def log_model(self, kind: str, path: Path, registered_name: str | None) -> None:
+        """Log the model file ``path`` (a ``generator``, ``stylizer`` or ``translator``) as the run's MLflow
+        model, registered as ``registered_name`` unless that is None."""
+        self.journal.log_model(path, registered_name, kind)
+
+    def log_input(self, images, folder: Path, version: str) -> None:
+        """The training set as the run's dataset input (the run page's Datasets); never worth stopping for."""
+        try:
+            log_dataset(self._mlflow, images, folder, version)
+        except Exception as err:
+            log.warning("MLflow did not take the training-set input %s (%s): training goes on", folder, err)
+
+    @property
+    def record(self) -> RunRecord:
+        return RunRecord(self.run_id, self.experiment_id, self.uri)
+
+
+@contextlib.contextmanager
+def training_run(
+    stage: str,
+    name: str,
+    experiment: str,
+    params: dict[str, Any],
+    versions: dict[str, str],
+    tags: dict[str, str] | None = None,
+    run_file: Path | None = None,
+) -> Iterator[TrainingRun]:
+    """An MLflow run of ``stage`` named ``name``: tagged with the stage, source, data ``versions`` (folder ->
+    version) and ``tags``, with ``params`` (a nested dict, flattened) logged; ``run_file`` gets its record when
+    the stage's body ends well. A signal-stopped body leaves the run KILLED and tagged ``interrupted``."""
+    uri = tracking_uri()
+    mlflow = tracking_ready(uri, experiment)
+    parent_run_id, flow_tags = flow_context()
+    with journaled_run(mlflow, uri, KILLED, run_name=name, parent_run_id=parent_run_id) as (run, journal):
+        tracked = TrainingRun(run.info.run_id, run.info.experiment_id, uri, journal, mlflow)
+        journal.set_tags(stage_tags(stage, versions) | flow_tags | (tags or {}))
+        journal.log_params(flatten(params))
+        try:
+            yield tracked
+        except TrainingInterrupted:
+            journal.set_tags({"interrupted": "true"})
+            raise
+        if run_file is not None:
+            write_run_file(tracked.record, run_file)
+
+
+def log_to_recorded_run(
+    run_file: Path, stage: str, metrics: dict[str, float], artifacts: tuple[Path, ...] = (), step: int = 0
+) -> bool:
+    """An evaluation's ``metrics`` and ``artifacts`` on the run recorded in ``run_file`` (written by ``stage``),
+    on the tracking store that run was recorded on; kept for later if the store does not answer.
+    False (and a warning) when there is no record."""
+    record = read_run_file(name=run_file, stage=stage)
+    if record is None:
+        log.warning("%s is missing: the evaluation was not logged to MLflow", run_file)
+        return False
+    fail_fast_http()
+    journal = RunJournal(record.tracking_uri, record.run_id)
+    journal.log_metrics(metrics, step=step)
+    for path in artifacts:
+        journal.log_artifact(path)
+    journal.finish()
+    return True
+
+
+def log_dataset(mlflow, images, folder: Path, version: str) -> None:
+    """A training set as an MLflow dataset input: its folder, DVC version, schema."""
+    import warnings
+
+    digest = version.removeprefix("md5:").removesuffix(".dir")[:36]  # MLflow keeps at most 36 characters
+    with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (all of them local)
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_numpy(images, source=str(folder.resolve()), name=folder.as_posix(), digest=digest)
+    mlflow.log_input(dataset, context="training", tags={"dvc_version": version})
