@@ -39,8 +39,10 @@ from anime_avatar.artifacts.trainset import TRAIN_DIR, load_train_images  # noqa
 from anime_avatar.core.device import resolve_device  # noqa: E402
 from anime_avatar.core.fsutil import atomic_write_text  # noqa: E402
 from anime_avatar.core.params import Params, load_params  # noqa: E402
-from anime_avatar.gan.training import train, training_precision  # noqa: E402
-from anime_avatar.metrics.fid import eval_real_features, score_generator  # noqa: E402
+from anime_avatar.gan.evaluation import score_generator  # noqa: E402
+from anime_avatar.gan.training import train  # noqa: E402
+from anime_avatar.metrics.feature_cache import eval_real_features  # noqa: E402
+from anime_avatar.nn.precision import training_precision  # noqa: E402
 from anime_avatar.ops.data_versions import data_version  # noqa: E402
 
 COLUMNS = ["seed", "precision", "step", "train_cpu_s", "fid", "kid_mean"]

@@ -43,7 +43,6 @@ from anime_avatar.core.architecture import NetConfig, net_config  # noqa: E402
 from anime_avatar.core.fsutil import atomic_write_json  # noqa: E402
 from anime_avatar.core.params import Params, TrainParams, load_params  # noqa: E402
 from anime_avatar.gan.diffaugment import diff_augment  # noqa: E402
-from anime_avatar.gan.losses import d_loss, g_loss  # noqa: E402
 from anime_avatar.gan.nets import build_discriminator, build_generator  # noqa: E402
 from anime_avatar.gan.training import (  # noqa: E402
     build_state,
@@ -52,7 +51,8 @@ from anime_avatar.gan.training import (  # noqa: E402
     train_step,
     training_precision,
 )
-from anime_avatar.metrics import fid  # noqa: E402
+from anime_avatar.metrics import features, inception  # noqa: E402
+from anime_avatar.nn.losses import d_loss, g_loss  # noqa: E402
 
 # Inception v3 (FID graph) at 299x299: 5.71 GMAC per image, counted with torch.utils.flop_counter; 2 FLOP per MAC.
 INCEPTION_FLOP = 11.42e9
@@ -91,19 +91,19 @@ def summarise(seconds: dict[str, list[float]], reference: str, items: int) -> di
 def bench_inception(params: Params, rounds: int, backends: list[str], peak_flop_s: float) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 256, size=(FID_BATCH, 3, 64, 64), dtype=np.uint8))
-    x = fid.to_network_input(images)
-    reference = fid.load_inception("cpu")
+    x = features.to_network_input(images)
+    reference = inception.load_inception("cpu")
     built: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
     build_s: dict[str, float] = {}
     requested = params.eval.inception_backend
     start = time.perf_counter()
-    extractor = fid.InceptionFeatures("cpu", requested)
+    extractor = features.InceptionFeatures("cpu", requested)
     build_s[requested], built[requested], project = time.perf_counter() - start, extractor.network, extractor.backend
     for name in backends:
         if name in (requested, project):
             continue
         start = time.perf_counter()
-        extractor = fid.InceptionFeatures("cpu", name)
+        extractor = features.InceptionFeatures("cpu", name)
         if extractor.backend != name:
             print(f"  inception backend {name}: unavailable, left out")
             continue

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from anime_avatar.core.params import load_params
-from anime_avatar.gan.distributed import DistInfo
 from anime_avatar.gan.training import train
+from anime_avatar.nn.distributed import DistInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {

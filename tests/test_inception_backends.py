@@ -20,7 +20,8 @@ from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from anime_avatar.core.params import EvalParams, is_operational
-from anime_avatar.metrics import fid
+from anime_avatar.metrics import features as extraction
+from anime_avatar.metrics import fid, inception
 from anime_avatar.metrics import inception_backends as ib
 from tests.conftest import GETCHU, needs_shared
 
@@ -37,7 +38,7 @@ def fresh_runner_cache() -> None:
 @pytest.fixture(scope="session")
 def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("inception-export")
-    ib.export_onnx(fid.load_inception("cpu"), ib.export_path(cache, fid.inception_path()))
+    ib.export_onnx(inception.load_inception("cpu"), ib.export_path(cache, inception.inception_path()))
     return cache
 
 
@@ -51,7 +52,7 @@ def faces() -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def torchscript_features(faces: torch.Tensor) -> torch.Tensor:
-    return fid.InceptionFeatures("cpu")(faces)
+    return extraction.InceptionFeatures("cpu")(faces)
 
 
 def fid_of_halves(features: torch.Tensor) -> float:
@@ -69,7 +70,8 @@ def torchscript_fid(torchscript_features: torch.Tensor) -> float:
 
 
 def select(backend: str, cache: Path, device: str = "cpu") -> tuple[str, ib.Runner]:
-    return ib.select_runner(backend, fid.load_inception("cpu"), fid.inception_path(), cache, torch.device(device))
+    net = inception.load_inception("cpu")
+    return ib.select_runner(backend, net, inception.inception_path(), cache, torch.device(device))
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -82,12 +84,12 @@ def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_features_and_fid_equal_torchscript_on_real_faces(
     backend: str, export_cache: Path, faces: torch.Tensor, torchscript_features: torch.Tensor, torchscript_fid: float
 ) -> None:
-    extractor = fid.InceptionFeatures("cpu", backend, cache_dir=export_cache)
+    extractor = extraction.InceptionFeatures("cpu", backend, cache_dir=export_cache)
     assert extractor.backend == backend  # no silent fallback
 
     features = extractor(faces)
 
-    assert features.shape == (N_FACES, fid.FEATURE_DIM) and features.dtype == torch.float32
+    assert features.shape == (N_FACES, extraction.FEATURE_DIM) and features.dtype == torch.float32
     assert ib.relative_error(features, torchscript_features) <= 1e-4
     assert torchscript_features.abs().max() > 0.1  # not a comparison of two near-zero outputs
     assert torchscript_fid > 1.0
@@ -164,7 +166,7 @@ def test_missing_runtime_falls_back_to_torchscript_with_one_warning(
     (message,) = warnings_of(caplog)
     assert "openvino is not installed" in message and "pip install 'openvino" in message
     probe = ib.probe_batch()[:1]
-    assert torch.equal(runner(probe), fid.load_inception("cpu")(probe))
+    assert torch.equal(runner(probe), inception.load_inception("cpu")(probe))
 
 
 def test_failed_export_falls_back_to_torchscript(
@@ -184,7 +186,7 @@ def test_runtime_that_disagrees_with_torchscript_is_not_used(
     export_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def off_by_a_little(model: Path, threads: int) -> ib.Runner:
-        net = fid.load_inception("cpu")
+        net = inception.load_inception("cpu")
         return lambda x: net(x) * 1.001
 
     monkeypatch.setitem(ib._LOADERS, "onnxruntime", off_by_a_little)

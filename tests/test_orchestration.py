@@ -25,7 +25,7 @@ import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
-from anime_avatar.gan.training import training_precision
+from anime_avatar.nn.precision import training_precision
 from anime_avatar.ops.lock import workspace_lock
 from tests.conftest import BIN, TINY_STYLIZE, commit, free_port, make_project, run, stop, venv_env, wait_http
 

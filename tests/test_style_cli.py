@@ -10,9 +10,9 @@ from PIL import Image
 
 from anime_avatar import cli
 from anime_avatar.artifacts.generator import save_generator
-from anime_avatar.artifacts.stylizer import save_stylizer
 from anime_avatar.gan.nets import build_generator, net_config
 from anime_avatar.style.features import LAYERS, build_features
+from anime_avatar.style.model_file import save_stylizer
 from anime_avatar.style.nets import FusionHead, fusion_config
 from tests.conftest import ROOT, params_with, run
 
@@ -31,7 +31,7 @@ def files(tmp_path_factory) -> dict:
     save_stylizer(work / "stylizer.pt", heads, step=0, image_size=64)
     config = net_config(params_with({"model": {"channels": 8, "z_dim": 16}}).model, 32)
     generator = build_generator(config)
-    save_generator(work / "generator.pt", config, generator.state_dict(), generator.state_dict(), step=1)
+    save_generator(work / "generator.pt", config.to_dict(), generator.state_dict(), generator.state_dict(), step=1)
     Image.fromarray(data.astronaut()).save(work / "astronaut.png")
     Image.fromarray(data.chelsea()).save(work / "style.jpg")  # a cat: any picture can be a style
     faces = work / "faces"
@@ -67,7 +67,7 @@ def test_avatar_finds_the_one_face_in_the_photo(files, tmp_path, caplog):
     out = tmp_path / "avatar.png"
     with caplog.at_level(logging.INFO):
         main("avatar", "--photo", str(files["photo"]), "--style", files["style"], "--out", str(out),
-             "--model", files["stylizer"], "--size", "64")  # fmt: skip
+             "--method", "network", "--model", files["stylizer"], "--size", "64")  # fmt: skip
     assert Image.open(out).size == (64, 64)
     assert "face 1 at x=177 y=67, 93x93 px" in caplog.text
 
@@ -76,8 +76,8 @@ def test_avatar_without_a_face_fails_with_one_message_and_no_detect_uses_the_pic
     blank = tmp_path / "wall.png"
     Image.new("RGB", (200, 160), (200, 190, 180)).save(blank)
     out = tmp_path / "avatar.png"
-    args = ["avatar", "--photo", str(blank), "--style", files["style"], "--out", str(out), "--model", files["stylizer"],
-            "--size", "64"]  # fmt: skip
+    args = ["avatar", "--photo", str(blank), "--style", files["style"], "--out", str(out), "--method", "network",
+            "--model", files["stylizer"], "--size", "64"]  # fmt: skip
     proc = run(["anime-avatar", *args], tmp_path, check=False)  # the installed command, as a user runs it
     assert proc.returncode == 1 and not out.exists()
     assert proc.stderr.strip().endswith("or use --no-detect to stylise the whole picture")
@@ -91,8 +91,8 @@ def test_avatar_makes_one_avatar_per_face_or_only_the_largest(files, tmp_path):
     photo.paste(Image.open(files["photo"]), (0, 0))
     photo.paste(Image.open(files["photo"]).resize((400, 400)), (560, 50))
     photo.save(tmp_path / "two.png")
-    args = ["avatar", "--photo", str(tmp_path / "two.png"), "--style", files["style"], "--model", files["stylizer"],
-            "--size", "48"]  # fmt: skip
+    args = ["avatar", "--photo", str(tmp_path / "two.png"), "--style", files["style"], "--method", "network",
+            "--model", files["stylizer"], "--size", "48"]  # fmt: skip
     main(*args, "--out", str(tmp_path / "all" / "avatar.png"))
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["avatar-1.png", "avatar-2.png"]
     main(*args, "--out", str(tmp_path / "one" / "avatar.png"), "--largest")

@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.models._api import Weights, WeightsEnum
 
 from anime_avatar.core.errors import UserError
-from anime_avatar.metrics.fid import load_inception
+from anime_avatar.metrics.inception import load_inception
 from anime_avatar.style.features import (
     INCEPTION_STAGES,
     LAYERS,

@@ -7,14 +7,12 @@ import math
 import pytest
 import torch
 
+from anime_avatar.nn.norm import adain, mean_std, mean_variance_norm
 from anime_avatar.style.losses import (
-    adain,
     content_loss,
     gram_distance,
     gram_matrix,
-    mean_std,
     mean_std_loss,
-    mean_variance_norm,
     relative_weights,
     softmax_transform,
     style_loss,

@@ -13,9 +13,10 @@ from anime_avatar.core.device import resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import TrainingInterrupted
 from anime_avatar.gan import training
-from anime_avatar.gan.distributed import DistInfo
 from anime_avatar.gan.nets import net_config
-from anime_avatar.gan.training import Hooks, autocast_for, batch_indices, build_state, train
+from anime_avatar.gan.training import Hooks, batch_indices, build_state, train
+from anime_avatar.nn.distributed import DistInfo
+from anime_avatar.nn.precision import autocast_for
 from tests.conftest import BIN, ROOT, params_with, run
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)

@@ -159,6 +159,13 @@ def crop_resize(image: Image.Image, square: tuple[int, int, int, int], size: int
     return crop
 
 
+def center_square(image: Image.Image, size: int) -> Image.Image:
+    """The central square of ``image`` (its shorter side) resized to ``size``: the square, with no margin, around
+    a box that is the whole picture, as the ``none`` detector crops a picture that is one face."""
+    width, height = image.size
+    return crop_resize(image, square_box((0, 0, width, height), 0.0, width, height), size)
+
+
 def fit_within(image: Image.Image, max_side: int) -> Image.Image:
     """``image`` downscaled (antialiased) so that its longer side is at most ``max_side``; smaller ones as they are."""
     width, height = image.size

@@ -6,8 +6,6 @@ model need these and nothing of training.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 from torch import nn
@@ -15,11 +13,7 @@ from torch.nn.utils import parametrize
 
 from anime_avatar.core.errors import UserError
 from anime_avatar.gan.nets import build_generator
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) in [-1, 1] -> uint8, same layout."""
-    return images.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+from anime_avatar.nn.images import to_uint8
 
 
 @torch.no_grad()
@@ -28,16 +22,6 @@ def sample(generator: nn.Module, z: torch.Tensor, batch: int = 64) -> torch.Tens
     device = next(generator.parameters()).device
     out = [to_uint8(generator(z[i : i + batch].to(device))).cpu() for i in range(0, len(z), batch)]
     return torch.cat(out)
-
-
-def grid_png(images: torch.Tensor, nrow: int = 8) -> bytes:
-    """A PNG grid of uint8 (N, 3, H, W) images."""
-    from torchvision.transforms.functional import to_pil_image
-    from torchvision.utils import make_grid
-
-    buf = io.BytesIO()
-    to_pil_image(make_grid(images, nrow=nrow, padding=2)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def latent(seed: int, z_dim: int, truncation: float = 0.0) -> torch.Tensor:

@@ -35,27 +35,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from anime_avatar.core.architecture import BASE, RESOLUTIONS, NetConfig, net_config
+from anime_avatar.nn.layers import spectral_norm_init
 
 __all__ = ["BASE", "RESOLUTIONS", "NetConfig", "net_config", "build_discriminator", "build_generator"]
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Trainable parameters (spectral norm's u/v vectors are buffers and do not count)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
 # --------------------------------------------------------------------------- layers
-
-
-def _sn(layer: nn.Module) -> nn.Module:
-    """Orthogonal init, zero bias, then spectral norm on ``weight``."""
-    nn.init.orthogonal_(layer.weight)
-    if getattr(layer, "bias", None) is not None:
-        nn.init.zeros_(layer.bias)
-    return spectral_norm(layer)
 
 
 def _dcgan_init(module: nn.Module) -> None:
@@ -79,7 +66,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int, sn: bool = True) -> None:
         super().__init__()
-        wrap = _sn if sn else (lambda layer: layer)
+        wrap = spectral_norm_init if sn else (lambda layer: layer)
         inner, value = max(channels // 8, 1), max(channels // 2, 1)
         self.query = wrap(nn.Conv2d(channels, inner, 1, bias=False))
         self.key = wrap(nn.Conv2d(channels, inner, 1, bias=False))
@@ -106,9 +93,9 @@ class _GBlock(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.bn1, self.bn2 = nn.BatchNorm2d(cin), nn.BatchNorm2d(cout)
-        self.conv1 = _sn(nn.Conv2d(cin, cout, 3, padding=1))
-        self.conv2 = _sn(nn.Conv2d(cout, cout, 3, padding=1))
-        self.shortcut = _sn(nn.Conv2d(cin, cout, 1)) if cin != cout else nn.Identity()
+        self.conv1 = spectral_norm_init(nn.Conv2d(cin, cout, 3, padding=1))
+        self.conv2 = spectral_norm_init(nn.Conv2d(cout, cout, 3, padding=1))
+        self.shortcut = spectral_norm_init(nn.Conv2d(cin, cout, 1)) if cin != cout else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         h = F.interpolate(F.relu(self.bn1(x)), scale_factor=2.0, mode="nearest")
@@ -126,9 +113,9 @@ class _DBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.conv1 = _sn(nn.Conv2d(cin, cin, 3, padding=1))
-        self.conv2 = _sn(nn.Conv2d(cin, cout, 3, padding=1))
-        self.shortcut = _sn(nn.Conv2d(cin, cout, 1)) if cin != cout else nn.Identity()
+        self.conv1 = spectral_norm_init(nn.Conv2d(cin, cin, 3, padding=1))
+        self.conv2 = spectral_norm_init(nn.Conv2d(cin, cout, 3, padding=1))
+        self.shortcut = spectral_norm_init(nn.Conv2d(cin, cout, 1)) if cin != cout else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv2(F.relu(self.conv1(F.relu(x))))
@@ -151,7 +138,9 @@ class Generator(nn.Module):
         res = cfg.resolutions
         w0 = cfg.width(BASE)
         if sagan:
-            self.stem = nn.Sequential(_sn(nn.Linear(cfg.z_dim, w0 * BASE * BASE)), nn.Unflatten(1, (w0, BASE, BASE)))
+            self.stem = nn.Sequential(
+                spectral_norm_init(nn.Linear(cfg.z_dim, w0 * BASE * BASE)), nn.Unflatten(1, (w0, BASE, BASE))
+            )
         else:
             self.stem = nn.Sequential(
                 nn.Unflatten(1, (cfg.z_dim, 1, 1)),
@@ -177,7 +166,9 @@ class Generator(nn.Module):
         self.blocks = nn.Sequential(*layers)
         wr = cfg.width(cfg.resolution)
         if sagan:
-            self.to_rgb = nn.Sequential(nn.BatchNorm2d(wr), nn.ReLU(), _sn(nn.Conv2d(wr, 3, 3, padding=1)), nn.Tanh())
+            self.to_rgb = nn.Sequential(
+                nn.BatchNorm2d(wr), nn.ReLU(), spectral_norm_init(nn.Conv2d(wr, 3, 3, padding=1)), nn.Tanh()
+            )
         else:
             self.to_rgb = nn.Sequential(nn.Conv2d(wr, 3, 3, padding=1), nn.Tanh())
             self.apply(_dcgan_init)
@@ -200,7 +191,7 @@ class Discriminator(nn.Module):
         wr = cfg.width(cfg.resolution)
         layers: list[nn.Module] = []
         if sagan:
-            layers.append(_sn(nn.Conv2d(3, wr, 3, padding=1)))
+            layers.append(spectral_norm_init(nn.Conv2d(3, wr, 3, padding=1)))
             if cfg.resolution in cfg.attention:
                 layers.append(SelfAttention(wr))
         else:  # no normalisation on the first layer (DCGAN)
@@ -220,7 +211,7 @@ class Discriminator(nn.Module):
         self.blocks = nn.Sequential(*layers)
         w0 = cfg.width(BASE)
         if sagan:
-            self.head = _sn(nn.Linear(w0, 1))
+            self.head = spectral_norm_init(nn.Linear(w0, 1))
         else:
             self.head = nn.Conv2d(w0, 1, BASE)
             self.apply(_dcgan_init)

@@ -15,8 +15,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,13 @@ from anime_avatar.core.loops import StopFlag, step_generator
 from anime_avatar.core.params import ModelParams, TrainParams, semantic_values
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.gan.diffaugment import diff_augment
-from anime_avatar.gan.distributed import DistInfo, init_distributed
 from anime_avatar.gan.ema import EMA
 from anime_avatar.gan.inference import sample
-from anime_avatar.gan.losses import d_loss, g_loss, gradient_penalty
 from anime_avatar.gan.nets import NetConfig, build_discriminator, build_generator, net_config
+from anime_avatar.nn.distributed import DistInfo, init_distributed
+from anime_avatar.nn.images import to_model_range
+from anime_avatar.nn.losses import d_loss, g_loss, gradient_penalty
+from anime_avatar.nn.precision import autocast_for, training_precision
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,6 @@ def batch_indices(n: int, batch: int, seed: int, info: DistInfo, start_step: int
         for b in range(offset, per_epoch):
             yield order[b * batch : (b + 1) * batch]
         epoch, offset = epoch + 1, 0
-
-
-def to_model_range(images_uint8_nhwc: torch.Tensor) -> torch.Tensor:
-    return images_uint8_nhwc.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 @dataclass
@@ -109,7 +106,7 @@ def fingerprint(config: NetConfig, t: TrainParams, data_version: str, precision:
     arithmetic it ran in (``training_precision``: the same train.amp is bf16 on one machine, float32 on another),
     the data."""
     optimisation = {k: v for k, v in semantic_values(t).items() if k != "steps"}
-    return {"model": {**asdict(config), "attention": list(config.attention)}, "train": optimisation,
+    return {"model": config.to_dict(), "train": optimisation,
             "precision": precision, "data": data_version}  # fmt: skip
 
 
@@ -167,28 +164,6 @@ def resume(path: Path, state: TrainState, fp: dict[str, Any], steps: int, device
     state.history = list(payload["history"])
     _set_rng_state(payload["rng"])
     return True
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX). With them oneDNN's bf16 convolutions run
-    1.5-2x faster than float32 (README Speed); without them it emulates bf16, slower than float32."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own (private) CPUID checks
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-
-
-def autocast_for(device: torch.device, enabled: bool) -> AbstractContextManager[Any]:
-    """bfloat16 autocast (``train.amp``) on CUDA GPUs and CPUs that support it natively; float32 elsewhere (MPS,
-    CPUs without bf16 instructions). Weights, optimiser state and losses stay float32 either way."""
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if enabled and device.type == "cpu" and cpu_has_native_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def training_precision(device: torch.device, amp: bool) -> str:
-    """What training on ``device`` computes in: "bfloat16" where ``autocast_for`` autocasts, else "float32"."""
-    return "bfloat16" if isinstance(autocast_for(device, amp), torch.autocast) else "float32"
 
 
 @dataclass

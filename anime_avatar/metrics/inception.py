@@ -1,7 +1,7 @@
 """The FID Inception network itself: where its TorchScript file lies and loading it once per device.
 
-Apart from :mod:`.fid` so that code which only needs the network's layers (the style-transfer features) does
-not import the FID machinery, its metrics library and its optional runtimes. See :mod:`.fid` for why this
+Apart from :mod:`.features` so that code which only needs the network's layers (the style-transfer features) does
+not import the FID machinery, its metrics library and its optional runtimes. See :mod:`.features` for why this
 network and how its input is prepared.
 """
 

@@ -3,7 +3,7 @@ OpenVINO or ONNX Runtime instead of eager TorchScript.
 
 Why: on the project's 2-core CPU both runtimes compute the same 2048-d features about 2.4x faster than the
 TorchScript module (README, Speed), and feature extraction is most of the evaluate stage. Only the network changes:
-resizing and scaling stay in torch (``fid.to_network_input``), so every backend sees the identical input tensor.
+resizing and scaling stay in torch (``features.to_network_input``), so every backend sees the identical input tensor.
 
 Accuracy: both run in float32 and agree with TorchScript to about 2e-6 relative. OpenVINO is told so explicitly:
 on CPUs with AVX-512 BF16 its CPU plugin would otherwise infer in bf16 and miss the 1e-4 tolerance by 300x.

@@ -28,10 +28,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from anime_avatar.core.progress import progress_bar
+from anime_avatar.data.images import center_square
 from anime_avatar.metrics.stylize import colour_distance, structure_score
+from anime_avatar.nn.norm import mean_variance_norm
 from anime_avatar.style.features import LAYERS, FeatureNet
-from anime_avatar.style.images import resize_short, square, to_image, to_tensor
-from anime_avatar.style.losses import gram_matrix, mean_std_loss, mean_variance_norm, softmax_transform
+from anime_avatar.style.images import resize_short, to_image, to_tensor
+from anime_avatar.style.losses import gram_matrix, mean_std_loss, softmax_transform
 from anime_avatar.style.nets import Stylizer
 from anime_avatar.style.transfer import Method
 
@@ -54,7 +56,7 @@ def make_pairs(contents: Sequence[tuple[str, Image.Image]], styles: Sequence[tup
                device: torch.device | str = "cpu") -> list[Pair]:  # fmt: skip
     """Every content (square, ``size`` px) with every style (shorter side ``size`` px)."""
 
-    content_tensors = [(name, to_tensor(square(image, size)).to(device)) for name, image in contents]
+    content_tensors = [(name, to_tensor(center_square(image, size)).to(device)) for name, image in contents]
     style_tensors = [(name, to_tensor(resize_short(image, size)).to(device)) for name, image in styles]
     return [Pair(c, s, ct, st) for c, ct in content_tensors for s, st in style_tensors]
 

@@ -1,4 +1,7 @@
-"""Images <-> tensors for style transfer: float (N, 3, H, W) in [0, 1], resizing by the shorter side."""
+"""Images <-> tensors for style transfer: float (N, 3, H, W) in [0, 1], resizing by the shorter side.
+
+Square crops (of a face, of a whole picture) live in :mod:`anime_avatar.data.images`.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +16,6 @@ def resize_short(image: Image.Image, short: int) -> Image.Image:
     scale = short / min(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
-
-
-def square(image: Image.Image, size: int) -> Image.Image:
-    """The central square of ``image`` resized to ``size`` pixels."""
-    w, h = image.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    crop = image.crop((left, top, left + side, top + side))
-    return crop if crop.size == (size, size) else crop.resize((size, size), Image.Resampling.LANCZOS)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-EPS = 1e-5  # inside the std's square root: dead (all-zero) ReLU channels keep a finite gradient
+from anime_avatar.nn.norm import mean_std
 
 
 def softmax_transform(features: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -96,32 +96,13 @@ def relative_weights(
     return content, style
 
 
-def mean_std(features: torch.Tensor, eps: float = EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel spatial mean and standard deviation, each (N, C, 1, 1)."""
-    mean = features.mean(dim=(2, 3), keepdim=True)
-    var = features.var(dim=(2, 3), keepdim=True, unbiased=False)
-    return mean, (var + eps).sqrt()
-
-
-def mean_variance_norm(features: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Each channel normalised to zero mean and unit standard deviation over its positions."""
-    mean, std = mean_std(features, eps)
-    return (features - mean) / std
-
-
-def adain(content: torch.Tensor, style: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Adaptive instance normalisation (Huang & Belongie 2017): the normalised content with the style's
-    per-channel mean and standard deviation."""
-    style_mean, style_std = mean_std(style, eps)
-    return mean_variance_norm(content, eps) * style_std + style_mean
-
-
 def mean_std_loss(
     features: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], layers: tuple[str, ...]
 ) -> torch.Tensor:
     """Sum over layers of MSE(means) + MSE(stds): the feed-forward nets' style loss (AdaIN, SANet).
 
-    It is the statistic AdaIN transfers, which keeps the AdaIN / attention comparison fair.
+    It is the statistic AdaIN (:func:`anime_avatar.nn.norm.adain`) transfers, which keeps the AdaIN / attention
+    comparison fair.
     """
     total = torch.zeros((), device=features[layers[0]].device)
     for name in layers:

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anime_avatar.nn.norm import adain, mean_variance_norm
 from anime_avatar.style.features import FeatureMaps, FeatureNet
-from anime_avatar.style.losses import adain, mean_variance_norm
 
 
 @dataclass(frozen=True)

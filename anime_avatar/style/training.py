@@ -9,7 +9,8 @@ and the step), encodes it once with the frozen encoder, and updates each net wit
 * style: mean/std matching over the training style layers (the same for both nets);
 * identity: the net fed (content, content) must give back the content, and (style, style) the style, in
   pixels and in every encoder layer: this is what teaches the decoder to keep the face;
-* adversarial (``stylize.adversarial_weight`` > 0): hinge loss of a patch discriminator on style images.
+* adversarial (``stylize.adversarial_weight`` > 0): hinge loss (:mod:`anime_avatar.nn.losses`) of a patch
+  discriminator on style images.
 
 Exact resume: the checkpoint holds each net's weights and optimiser (and discriminator), the step and
 the loss history; nothing else is random, so a resumed run gives bit-identical weights.
@@ -34,9 +35,11 @@ from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import StopFlag
 from anime_avatar.core.params import StylizeParams, semantic_values
 from anime_avatar.core.progress import progress_bar
+from anime_avatar.nn.losses import d_loss, g_loss
+from anime_avatar.nn.norm import mean_variance_norm
 from anime_avatar.style.data import StyleBatches
 from anime_avatar.style.features import LAYERS, FeatureMaps, FeatureNet, build_features
-from anime_avatar.style.losses import mean_std_loss, mean_variance_norm
+from anime_avatar.style.losses import mean_std_loss
 from anime_avatar.style.nets import FusionHead, PatchDiscriminator, fusion_config
 
 log = logging.getLogger(__name__)
@@ -127,7 +130,7 @@ def net_losses(net: NetState, cfg: StylizeParams, encoder: FeatureNet, content: 
     parts = {name: float(value.detach()) for name, value in
              (("content", lc), ("style", ls), ("id_pixel", l_pixel), ("id_feature", l_feature))}  # fmt: skip
     if net.discriminator is not None:
-        l_adv = -net.discriminator(out).mean()  # hinge generator loss
+        l_adv = g_loss("hinge", net.discriminator(out))
         total = total + cfg.adversarial_weight * l_adv
         parts["adversarial"] = float(l_adv.detach())
     parts["total"] = float(total.detach())
@@ -136,11 +139,11 @@ def net_losses(net: NetState, cfg: StylizeParams, encoder: FeatureNet, content: 
 
 def discriminator_step(net: NetState, style: torch.Tensor, fake: torch.Tensor) -> float:
     assert net.discriminator is not None and net.d_optimizer is not None
-    d_loss = F.relu(1 - net.discriminator(style)).mean() + F.relu(1 + net.discriminator(fake.detach())).mean()
+    loss = d_loss("hinge", net.discriminator(style), net.discriminator(fake.detach()))
     net.d_optimizer.zero_grad(set_to_none=True)
-    d_loss.backward()
+    loss.backward()
     net.d_optimizer.step()
-    return float(d_loss.detach())
+    return float(loss.detach())
 
 
 def train_step(state: StyleTrainState, cfg: StylizeParams, batches: StyleBatches) -> dict[str, float]:

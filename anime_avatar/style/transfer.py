@@ -55,7 +55,8 @@ def make_method(name: str, gatys: GatysParams | None = None, stylizer: Path | No
         choice = LAYERS[network]
         features = build_features(network, choice.content + choice.style, device)
         return lambda content, style: gatys_transfer(content, style, features, gatys, softmax, progress).image
-    from anime_avatar.artifacts.stylizer import STYLIZER, load_stylizer
+    from anime_avatar.artifacts.stylizer import STYLIZER
+    from anime_avatar.style.model_file import load_stylizer
 
     net = load_stylizer(stylizer or STYLIZER, name, device).net
 

@@ -1,7 +1,8 @@
 """Faces in photos of people: OpenCV's frontal-face Haar cascade, and square crops around them.
 
-The cascade file ships inside opencv-python(-headless) (``cv2.data.haarcascades``): no download. On
-scikit-image's public-domain ``astronaut`` photo (512x512) it finds exactly one face, at (177, 67, 93, 93).
+The cascade file ships inside opencv-python(-headless) (``cv2.data.haarcascades``): no download. Its settings
+and the crop's margin are the ``photo_faces`` section of params.yaml. On scikit-image's public-domain
+``astronaut`` photo (512x512) it finds exactly one face, at (177, 67, 93, 93).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import numpy as np
 from PIL import Image
 
 from anime_avatar.core.errors import UserError
+from anime_avatar.core.params import PhotoFacesParams
 from anime_avatar.data.images import crop_resize, square_box
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
-MARGIN = 0.4  # context per side, as a fraction of the box: Haar boxes are tight on eyes-to-mouth, avatars show hair
 
 
 @dataclass(frozen=True)
@@ -37,38 +38,39 @@ def _cascade():  # -> cv2.CascadeClassifier
     return cascade
 
 
-def detect_photo_faces(photo: Image.Image, min_size: float = 0.1, scale_factor: float = 1.1,
-                       min_neighbors: int = 5) -> list[tuple[int, int, int, int]]:  # fmt: skip
+def detect_photo_faces(photo: Image.Image, cfg: PhotoFacesParams) -> list[tuple[int, int, int, int]]:
     """Frontal faces (x, y, w, h) in an RGB photo, largest first.
 
     The grey image is histogram-equalised (the cascade was trained on equalised windows); faces smaller
-    than ``min_size`` of the photo's shorter side are ignored, which removes small false positives in
+    than ``cfg.min_size`` of the photo's shorter side are ignored, which removes small false positives in
     textured backgrounds whatever the photo's resolution.
     """
     import cv2
 
     gray = cv2.equalizeHist(cv2.cvtColor(np.asarray(photo.convert("RGB")), cv2.COLOR_RGB2GRAY))
-    side = max(1, int(min(gray.shape) * min_size))
-    found = _cascade().detectMultiScale(gray, scaleFactor=scale_factor, minNeighbors=min_neighbors,
+    side = max(1, int(min(gray.shape) * cfg.min_size))
+    found = _cascade().detectMultiScale(gray, scaleFactor=cfg.scale_factor, minNeighbors=cfg.min_neighbors,
                                         minSize=(side, side))  # fmt: skip
     boxes = [(int(x), int(y), int(w), int(h)) for x, y, w, h in (found if len(found) else [])]
     return sorted(boxes, key=lambda b: (-b[2] * b[3], b[0], b[1]))
 
 
-def photo_faces(photo: Image.Image, size: int, margin: float = MARGIN, largest: bool = False) -> list[PhotoFace]:
-    """Square crops (``size`` px) of the faces in ``photo``, largest first (only it with ``largest``).
+def photo_faces(photo: Image.Image, size: int, cfg: PhotoFacesParams, largest: bool = False) -> list[PhotoFace]:
+    """Square crops (``size`` px, grown by ``cfg.margin`` per side) of the faces in ``photo``, largest first
+    (only it with ``largest``).
 
     No face found: a UserError that suggests --no-detect.
     """
-    boxes = detect_photo_faces(photo)
+    boxes = detect_photo_faces(photo, cfg)
     if not boxes:
         raise UserError(
             f"no face found in the photo ({photo.width}x{photo.height}): the detector looks for frontal faces at "
-            "least a tenth of the picture's shorter side; crop the photo around the face, or use --no-detect "
-            "to stylise the whole picture"
+            f"least {cfg.min_size:.0%} of the picture's shorter side; crop the photo around the face, or use "
+            "--no-detect to stylise the whole picture"
         )
     if largest:
         boxes = boxes[:1]
     return [
-        PhotoFace(box, crop_resize(photo, square_box(box, margin, photo.width, photo.height), size)) for box in boxes
+        PhotoFace(box, crop_resize(photo, square_box(box, cfg.margin, photo.width, photo.height), size))
+        for box in boxes
     ]

@@ -1,4 +1,6 @@
-"""Adversarial losses (``train.loss``) and the WGAN-GP gradient penalty.
+"""Adversarial losses and the WGAN-GP gradient penalty, shared by the methods: the GAN picks one with
+``train.loss``; the stylizer's patch discriminator (``stylize.adversarial_weight``) uses hinge; the translator
+least squares (LSGAN, Mao et al. 2017, as CycleGAN and U-GAT-IT).
 
 =========  =============================================  ==========================
 kind       discriminator                                  generator
@@ -7,9 +9,11 @@ bce        BCE-with-logits, real -> 1, fake -> 0          softplus(-fake), i.e. 
            = softplus(-real) + softplus(fake)             non-saturating loss
 hinge      relu(1 - real) + relu(1 + fake)                -fake
 wgan-gp    fake - real (+ ``gradient_penalty``)           -fake
+lsgan      (real - 1)^2 + fake^2                          (fake - 1)^2
 =========  =============================================  ==========================
 
-Each term is a mean over the batch; the two discriminator terms are summed.
+Each term is a mean over the batch; the two discriminator terms are summed. lsgan computes in float32 whatever
+the logits' precision (the translator's critics may run under bf16 autocast).
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LOSSES = ("bce", "hinge", "wgan-gp")
+LOSSES = ("bce", "hinge", "wgan-gp", "lsgan")
 
 
 def _check(kind: str) -> None:
     if kind not in LOSSES:
-        raise ValueError(f"train.loss must be one of {', '.join(LOSSES)} (got {kind!r})")
+        raise ValueError(f"the adversarial loss must be one of {', '.join(LOSSES)} (got {kind!r})")
 
 
 def d_loss(kind: str, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -37,6 +41,8 @@ def d_loss(kind: str, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         return real + fake
     if kind == "hinge":
         return F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
+    if kind == "lsgan":
+        return (real_logits.float() - 1.0).square().mean() + fake_logits.float().square().mean()
     return fake_logits.mean() - real_logits.mean()  # wgan-gp: negated Wasserstein estimate
 
 
@@ -45,6 +51,8 @@ def g_loss(kind: str, fake_logits: Tensor) -> Tensor:
     _check(kind)
     if kind == "bce":
         return F.softplus(-fake_logits).mean()  # = BCE(fake, 1): non-saturating
+    if kind == "lsgan":
+        return (fake_logits.float() - 1.0).square().mean()
     return -fake_logits.mean()
 
 

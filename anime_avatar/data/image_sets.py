@@ -1,0 +1,69 @@
+"""Sets of images named by a setting: a folder (read recursively), an archive (unpacked safely) or one image file.
+
+What the style sets, the translator's domains and the commands' --content folders are read with; every error
+names the setting it came from.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from PIL import Image
+
+from anime_avatar.core.errors import UserError
+from anime_avatar.data.images import IMAGE_SUFFIXES, load_rgb
+
+T = TypeVar("T")
+MAX_ARCHIVE_BYTES = 4 << 30  # an archive of style images may not unpack to more than this
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (recursively, by suffix), in name order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def spread(items: Sequence[T], n: int) -> list[T]:
+    """``n`` items evenly spread over ``items`` (all of them when n is 0 or at least their number)."""
+    if n <= 0 or n >= len(items):
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+def load_image_set(path: Path, key: str, limit: int = 0) -> list[tuple[str, Image.Image]]:
+    """(name, RGB image) pairs from a folder (recursively), an archive (unpacked safely) or one image file;
+    the name is the file's path inside the folder, without its suffix.
+
+    ``limit`` > 0 keeps that many, evenly spread in name order. ``key`` names the setting in errors.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{key}: {path} does not exist")
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        return [(path.stem, read_image(path, key))]
+    if path.is_file():
+        from anime_avatar.data.sources import extract_archive
+
+        with tempfile.TemporaryDirectory(prefix="anime-avatar-styles-") as tmp:
+            extract_archive(path, Path(tmp), MAX_ARCHIVE_BYTES)
+            return _read_all(Path(tmp), f"{key} ({path})", limit)
+    return _read_all(path, key, limit)
+
+
+def _read_all(folder: Path, key: str, limit: int) -> list[tuple[str, Image.Image]]:
+    files = image_files(folder)
+    if not files:
+        raise UserError(f"{key}: no images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return [(p.relative_to(folder).with_suffix("").as_posix(), read_image(p, key)) for p in spread(files, limit)]
+
+
+def read_image(path: Path, key: str) -> Image.Image:
+    """An image file as RGB; a missing or unreadable file raises one UserError naming ``key`` (the setting)."""
+    if not Path(path).is_file():
+        raise UserError(f"{key}: {path} does not exist" if not Path(path).exists() else f"{key}: {path} is not a file")
+    try:
+        return load_rgb(path)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise UserError(f"{key}: {path} is not a readable image ({err})") from None
