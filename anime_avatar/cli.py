@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from anime_avatar.core.errors import UserError
-from anime_avatar.core.params import DEFAULT_PARAMS, load_params
+from anime_avatar.core.params import DEFAULT_PARAMS, PhotoFacesParams, load_params
 from anime_avatar.core.stage import setup_logging
 
 log = logging.getLogger("anime_avatar")
@@ -85,7 +85,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from torchvision.transforms.functional import to_pil_image
 
     from anime_avatar.data.images import png_bytes
-    from anime_avatar.gan.inference import avatars, grid_png, walk
+    from anime_avatar.gan.inference import avatars, walk
+    from anime_avatar.nn.images import grid_png
     from anime_avatar.ops.registry import resolve_generator
 
     if a_file:
@@ -117,7 +118,7 @@ def _stylize_avatars(args: argparse.Namespace, images):  # images: uint8 (N, 3, 
     from torchvision.transforms.functional import to_pil_image
 
     from anime_avatar.core.progress import progress_bar
-    from anime_avatar.style.data import read_image
+    from anime_avatar.data.image_sets import read_image
     from anime_avatar.style.transfer import stylize_image
 
     style = read_image(args.style, "--style")
@@ -189,7 +190,7 @@ def cmd_stylize(args: argparse.Namespace) -> None:
     Example: anime-avatar stylize --content face.png --style art.jpg --out avatar.png --method network
     """
     from anime_avatar.core.progress import progress_bar
-    from anime_avatar.style.data import image_files, read_image
+    from anime_avatar.data.image_sets import image_files, read_image
     from anime_avatar.style.transfer import stylize_image
 
     if args.content.is_dir():
@@ -208,48 +209,128 @@ def cmd_stylize(args: argparse.Namespace) -> None:
     log.info("%d image%s stylised with %s: %s", len(images), "s" * (len(images) != 1), args.method, args.out)
 
 
+# The photo_faces section of the project's params.yaml, for `avatar` run outside a project (no params file): a
+# test keeps the two equal.
+SHIPPED_PHOTO_FACES = {"margin": 0.4, "min_size": 0.1, "scale_factor": 1.1, "min_neighbors": 5}
+
+
+def _photo_faces_settings(params_file: str) -> PhotoFacesParams:
+    """The photo_faces section of ``params_file``, or the one the project ships when there is no such file."""
+    if Path(params_file).is_file():
+        return load_params(params_file).photo_faces
+    return PhotoFacesParams(**SHIPPED_PHOTO_FACES)
+
+
 def cmd_avatar(args: argparse.Namespace) -> None:
-    """An anime avatar from a photo of a person: find the face, crop a square around it, stylise it.
+    """An anime avatar from a photo of a person: find the face, crop a square around it, turn it into anime.
 
-    Faces are found with OpenCV's frontal-face Haar cascade. Several faces give one avatar each (AVATAR-1.png,
-    AVATAR-2.png, ... largest first), or only the largest with --largest; --no-detect uses the whole picture
-    (its central square). The methods are stylize's.
-    Example: anime-avatar avatar --photo me.jpg --style art.png --out avatar.png
+    Methods: translate (the default: the photo -> anime translator of models/translator.pt, or --model, else the
+    one that ships with the package; the face is translated at the translator's resolution and written at --size),
+    and stylize's network, adain and gatys, which need --style. Faces are found with OpenCV's frontal-face Haar
+    cascade, set by the photo_faces section of params.yaml (outside a project, the values the project ships).
+    Several faces give one avatar each (AVATAR-1.png, AVATAR-2.png, ... largest first), or only the largest with
+    --largest; --no-detect uses the whole picture (its central square).
+    Example: anime-avatar avatar --photo me.jpg --out avatar.png
     """
-    from anime_avatar.style.data import read_image
-    from anime_avatar.style.images import square
-    from anime_avatar.style.photos import photo_faces
-    from anime_avatar.style.transfer import stylize_image
+    from anime_avatar.data.image_sets import read_image
+    from anime_avatar.data.images import center_square
+    from anime_avatar.data.photos import photo_faces
 
+    if args.method != "translate" and args.style is None:
+        raise UserError(f"--method {args.method} restyles the face after an example: give it --style IMG (or use "
+                        "--method translate, which needs none)")  # fmt: skip
     photo = read_image(args.photo, "--photo")
-    style = read_image(args.style, "--style")
-    if args.no_detect:
-        crops = [square(photo, args.size)]
+    if args.method == "translate":
+        translator = _translator(args.model, "anime")
+        crop_size = translator.image_size
+        log.info("translator %s (%d px, step %d)", translator.path, translator.image_size, translator.step)
     else:
-        faces = photo_faces(photo, args.size, largest=args.largest)
+        style, method, crop_size = read_image(args.style, "--style"), _method_from_options(args), args.size
+    if args.no_detect:
+        crops = [center_square(photo, crop_size)]
+    else:
+        faces = photo_faces(photo, crop_size, _photo_faces_settings(args.params), largest=args.largest)
         crops = [face.crop for face in faces]
         for i, face in enumerate(faces, 1):
             log.info("face %d at x=%d y=%d, %dx%d px", i, *face.box)
-    method = _method_from_options(args)
     targets = (
         [args.out]
         if len(crops) == 1
         else [args.out.with_stem(f"{args.out.stem}-{i}") for i in range(1, len(crops) + 1)]
     )
     for crop, target in zip(crops, targets, strict=True):
-        _save_image(stylize_image(method, crop, style, args.size), target)
+        if args.method == "translate":
+            from anime_avatar.translate.inference import translate_picture
+
+            _save_image(translate_picture(translator.net, crop, args.size), target)
+        else:
+            from anime_avatar.style.transfer import stylize_image
+
+            _save_image(stylize_image(method, crop, style, args.size), target)
         print(target)
 
 
-def _add_style_options(p: argparse.ArgumentParser) -> None:
-    """The options every stylising command shares."""
-    p.add_argument(
-        "--method",
-        choices=["gatys", "network", "adain"],
-        default="network",
-        help="gatys (optimisation), network (the trained attention net) or adain (default: network)",
-    )
-    p.add_argument("--model", help="stylizer file or MLflow URI (default: models/stylizer.pt, else the registered one)")
+def _translator(model: str | None, to: str):  # -> anime_avatar.translate.model_file.TrainedTranslator
+    """The translator of ``model`` (a file), else the workspace's models/translator.pt, else the shipped one."""
+    from anime_avatar.translate.model_file import load_translator
+
+    if model is not None and not Path(model).is_file():
+        raise UserError(f"--model {model}: no such translator file")
+    return load_translator(Path(model) if model else None, to)
+
+
+def cmd_translate(args: argparse.Namespace) -> None:
+    """Translate a face picture (or a folder of them) into an anime face, or an anime face into a photo (--to photo).
+
+    Each picture's central square is translated at the translator's resolution and written at --size. The
+    translator: --model FILE, else models/translator.pt (dvc repro translate_train), else the shipped one.
+    Pictures should show one face filling most of the frame (use `avatar` to find and crop it in a photo).
+    Example: anime-avatar translate --content face.png --out anime.png
+    """
+    from anime_avatar.core.progress import progress_bar
+    from anime_avatar.data.image_sets import image_files, read_image
+    from anime_avatar.data.images import center_square
+    from anime_avatar.translate.inference import translate_picture
+
+    if args.content.is_dir():
+        contents = image_files(args.content)
+        if not contents:
+            raise UserError(f"--content {args.content}: no images in this folder")
+        targets = [args.out / f"{c.relative_to(args.content).with_suffix('')}.png" for c in contents]
+    else:
+        contents, targets = [args.content], [args.out]
+    translator = _translator(args.model, args.to)
+    size = args.size or translator.image_size
+    for content, target in progress_bar(iterable=list(zip(contents, targets, strict=True)), desc="translate",
+                                        unit="img", disable=len(contents) < 2):  # fmt: skip
+        square = center_square(read_image(content, "--content"), translator.image_size)
+        _save_image(translate_picture(translator.net, square, size), target)
+    log.info("%d image%s translated to %s by %s: %s", len(contents), "s" * (len(contents) != 1), args.to,
+             translator.path, args.out)  # fmt: skip
+
+
+def _add_style_options(p: argparse.ArgumentParser, translate: bool = False) -> None:
+    """The options every stylising command shares (``translate``: also the translator, as the default method)."""
+    if translate:
+        p.add_argument(
+            "--method",
+            choices=["translate", "network", "adain", "gatys"],
+            default="translate",
+            help="translate (the photo -> anime translator), or a style method that needs --style: "
+            "network (the trained attention net), adain, gatys (optimisation) (default: translate)",
+        )
+        p.add_argument("--model", help="translate: translator file (default: models/translator.pt, else the shipped "
+                                       "one); other methods: stylizer file or MLflow URI")  # fmt: skip
+    else:
+        p.add_argument(
+            "--method",
+            choices=["gatys", "network", "adain"],
+            default="network",
+            help="gatys (optimisation), network (the trained attention net) or adain (default: network)",
+        )
+        p.add_argument(
+            "--model", help="stylizer file or MLflow URI (default: models/stylizer.pt, else the registered one)"
+        )
     p.add_argument("--features", choices=["inception", "vgg19"], default="inception",
                    help="gatys: the feature network (vgg19 needs its torchvision download)")  # fmt: skip
     p.add_argument("--plain", action="store_true", help="gatys: plain Gram matrices, no softmax transform")
@@ -465,14 +546,21 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
 
     p = add_command(sub, cmd_avatar)
     p.add_argument("--photo", type=_image_file, required=True, help="a photo of a person")
-    p.add_argument("--style", type=_image_file, required=True, metavar="IMG", help="the style image")
+    p.add_argument("--style", type=_image_file, metavar="IMG", help="the style image (style methods only)")
     p.add_argument(
         "--out", type=Path, required=True, metavar="AVATAR.png", help="the avatar (AVATAR-N.png for several)"
     )
     p.add_argument("--size", type=_int_at_least(1), default=256, help="the avatar's side in pixels (default: 256)")
     p.add_argument("--no-detect", action="store_true", help="stylise the whole picture, without looking for a face")
     p.add_argument("--largest", action="store_true", help="one avatar, of the largest face, when there are several")
-    _add_style_options(p)
+    _add_style_options(p, translate=True)
+
+    p = add_command(sub, cmd_translate)
+    p.add_argument("--content", type=Path, required=True, metavar="IMG|DIR", help="face picture or folder of them")
+    p.add_argument("--out", type=Path, required=True, metavar="PATH", help="output image (a folder for a folder)")
+    p.add_argument("--to", choices=["anime", "photo"], default="anime", help="the direction (default: anime)")
+    p.add_argument("--size", type=_int_at_least(1), help="output side in pixels (default: the translator's)")
+    p.add_argument("--model", help="translator file (default: models/translator.pt, else the shipped one)")
 
     p = add_command(sub, cmd_runs)
     p.add_argument("--sort", choices=["fid", "kid", "start"], default="fid")

@@ -33,13 +33,17 @@ class WritesMarker:
         return (os.makedirs, (str(self.marker),))
 
 
-# The stylize stages in seconds: for the tests that run the whole pipeline (dvc repro, the Prefect flows).
-TINY_STYLIZE = {
+# The stylize and translate stages in seconds: for the tests that run the whole pipeline (dvc repro, the flows).
+TINY_METHODS = {
     "stylize": {"image_size": 48, "steps": 3, "batch_size": 2, "max_styles": 3, "max_faces": 6, "threads": 1,
                 "checkpoint_every": 2, "log_every": 1, "key_dim": 8, "max_keys": 64, "decoder_width": 16},
     "gatys": {"steps": 2},
     "stylize_eval": {"image_size": 64, "n_content": 2, "n_styles": 1, "timing_repeats": 1, "alphas": [0.0, 1.0],
                      "threads": 1, "methods": ["gatys-inception-softmax", "adain", "attention"]},
+    "photos": {"synthetic": {"count": 8, "size": 128}},
+    "translate": {"image_size": 16, "channels": 4, "n_blocks": 2, "steps": 3, "batch_size": 2, "max_images": 8,
+                  "checkpoint_every": 2, "sample_every": 2, "log_every": 1},
+    "translate_eval": {"n_images": 6, "image_size": 32, "kid_subset_size": 4, "timing_repeats": 1},
 }  # fmt: skip
 
 

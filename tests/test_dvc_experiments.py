@@ -16,11 +16,11 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, TINY_STYLIZE, commit, make_project, run
+from tests.conftest import ROOT, TINY_METHODS, commit, make_project, run
 
 pytestmark = pytest.mark.slow
 
-TINY = TINY_STYLIZE | {
+TINY = TINY_METHODS | {
     "data": {"synthetic": {"count": 10, "size": 512}},
     "detect": {"image_size": 32},
     "validate": {"min_count": 8},

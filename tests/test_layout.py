@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from anime_avatar.artifacts import checkpoint, faces, generator, raw, reports, run, stylizer, trainset
+from anime_avatar.artifacts import checkpoint, faces, generator, raw, reports, run, stylizer, trainset, translator
 from anime_avatar.core.params import merge, semantic_keys
 from tests.conftest import ROOT, make_project
 from tests.conftest import run as run_cmd
@@ -54,7 +54,9 @@ def test_stages_read_only_their_own_sections():
     # Facts such as the image size come from the artifacts, not from another stage's params.
     owned = {"download": {"data"}, "detect": {"detect"}, "augment": {"augment"}, "validate": {"validate"},
              "train": {"model", "train", "tracking"}, "evaluate": {"eval"},
-             "stylize_train": {"stylize", "tracking"}, "stylize_eval": {"stylize_eval", "gatys"}}  # fmt: skip
+             "stylize_train": {"stylize", "tracking"},
+             "stylize_eval": {"stylize_eval", "gatys", "photo_faces"}, "download_photos": {"photos"},
+             "translate_train": {"translate", "tracking"}, "translate_eval": {"translate_eval"}}  # fmt: skip
     for stage, sections in owned.items():
         assert sections_read(ROOT / "stages" / f"{stage}.py") == sections, stage
 
@@ -66,6 +68,9 @@ def test_outputs_are_the_paths_the_artifact_modules_own():
         reports.TRAIN_METRICS, reports.LOSSES_CSV, reports.EVAL_METRICS,
         stylizer.STYLIZER, stylizer.STYLIZER_CHECKPOINT_DIR, stylizer.STYLIZER_RUN_FILE, reports.STYLIZE_TRAIN_METRICS,
         reports.STYLIZE_LOSSES_CSV, reports.STYLIZE_METRICS, reports.STYLIZE_TRADEOFF_CSV, reports.STYLIZE_SHEET,
+        raw.PHOTOS_DIR, translator.TRANSLATOR, translator.TRANSLATOR_CHECKPOINT_DIR, translator.TRANSLATOR_RUN_FILE,
+        reports.TRANSLATE_TRAIN_METRICS, reports.TRANSLATE_LOSSES_CSV, reports.TRANSLATE_SAMPLES_DIR,
+        reports.TRANSLATE_METRICS, reports.TRANSLATE_SHEET,
     }  # fmt: skip
     declared = set()
     for stage in DVC.values():
@@ -86,6 +91,22 @@ def test_the_library_never_imports_the_orchestration_layer():
 
 def test_no_import_cycles():
     assert cycles(graph("anime_avatar")) == []
+
+
+def test_methods_do_not_import_each_other():
+    # What two methods share (adversarial losses, layers, precision, images, normalisation operators, image sets,
+    # faces in photos) lives below them, in anime_avatar/nn, data or metrics.
+    methods = METHOD_PACKAGES
+    for method in methods:
+        others = tuple(f"anime_avatar.{other}" for other in methods if other != method)
+        for path in (ROOT / "anime_avatar" / method).rglob("*.py"):
+            assert not [m for m in imported_modules(path) if m.startswith(others)], path.relative_to(ROOT)
+
+
+def test_the_shared_building_blocks_import_no_method():
+    methods = tuple(f"anime_avatar.{name}" for name in ("gan", "style", "translate"))
+    for path in (ROOT / "anime_avatar" / "nn").rglob("*.py"):
+        assert not [m for m in imported_modules(path) if m.startswith(methods)], path.relative_to(ROOT)
 
 
 def test_the_data_stages_do_not_depend_on_the_gan_code():
@@ -117,3 +138,28 @@ def test_operational_keys_leave_train_up_to_date_and_semantic_keys_make_it_stale
         assert "up to date" in status_after(operational), operational
     stale = status_after({"train": {"lr_g": 0.0005}})
     assert "modified:" in stale and "train.lr_g" in stale
+
+
+METHOD_PACKAGES = ("gan", "style", "translate")
+
+
+def _imports_of(folder: str) -> dict[str, set[str]]:
+    return {path.relative_to(ROOT).as_posix(): set(imported_modules(path)) for path in (ROOT / folder).rglob("*.py")}
+
+
+def test_artifacts_is_a_plain_layer_that_imports_no_method_and_no_data_code():
+    # Paths, metadata and reading/writing files only: rebuilding a network from its file is its method's.
+    below = tuple(f"anime_avatar.{name}" for name in (*METHOD_PACKAGES, "data", "metrics", "ops"))
+    offenders = {path: sorted(m for m in mods if m.startswith(below)) for path, mods in _imports_of(
+        "anime_avatar/artifacts").items()}  # fmt: skip
+    assert {path: mods for path, mods in offenders.items() if mods} == {}
+
+
+def test_no_stage_talks_to_mlflow_directly():
+    # Every stage tracks through anime_avatar.ops.stage_run (journal, outage safety, KILLED marking).
+    for path in (ROOT / "stages").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert not {name for name in imported if name.split(".")[0] == "mlflow"}, path.name
+        assert "mlflow_client" not in path.read_text(), path.name

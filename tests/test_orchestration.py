@@ -27,11 +27,11 @@ from PIL import Image
 
 from anime_avatar.nn.precision import training_precision
 from anime_avatar.ops.lock import workspace_lock
-from tests.conftest import BIN, TINY_STYLIZE, commit, free_port, make_project, run, stop, venv_env, wait_http
+from tests.conftest import BIN, TINY_METHODS, commit, free_port, make_project, run, stop, venv_env, wait_http
 
 pytestmark = pytest.mark.slow
 
-TINY = TINY_STYLIZE | {
+TINY = TINY_METHODS | {
     "data": {"synthetic": {"count": 10, "size": 512}},
     "detect": {"image_size": 32},
     "validate": {"min_count": 8},

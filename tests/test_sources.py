@@ -758,7 +758,7 @@ def test_hf_without_datasets_installed_in_this_environment(tmp_path):
         pass
     else:
         pytest.skip("the 'datasets' package is installed here")
-    with pytest.raises(UserError, match=r"data.source 'hf' needs .*\[hf\]"):
+    with pytest.raises(UserError, match=r"the 'hf' source needs .*\[hf\]"):
         collect(hf_params(), tmp_path / "out")
 
 

@@ -12,10 +12,10 @@ from anime_avatar.artifacts.stylizer import stylizer_methods
 from anime_avatar.core.fsutil import read_csv
 from anime_avatar.core.params import merge
 from anime_avatar.style.model_file import load_stylizer
-from tests.conftest import TINY_STYLIZE, free_port, run
+from tests.conftest import TINY_METHODS, free_port, run
 
 METHODS = ["gatys-inception", "gatys-inception-softmax", "gatys-vgg19", "adain", "attention"]  # the default set
-TINY = merge(TINY_STYLIZE, {"data": {"synthetic": {"count": 8, "size": 256}}, "stylize_eval": {"methods": METHODS}})
+TINY = merge(TINY_METHODS, {"data": {"synthetic": {"count": 8, "size": 256}}, "stylize_eval": {"methods": METHODS}})
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,7 @@ def stylize_project(project, steps: int):
     """A project with 6 tiny face crops in data/faces and 3 style images, the stylizer logging every step."""
     import numpy as np
 
-    work = project(merge(TINY_STYLIZE, {"stylize": {"steps": steps, "style_path": "styles", "checkpoint_every": 1,
+    work = project(merge(TINY_METHODS, {"stylize": {"steps": steps, "style_path": "styles", "checkpoint_every": 1,
                                                     "image_size": 32}}))  # fmt: skip
     rng = np.random.default_rng(0)
     faces, styles = work / "data/faces", work / "styles"

@@ -11,6 +11,7 @@ from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import read_csv, write_csv
 
 RAW_DIR = Path("data/raw")
+PHOTOS_DIR = Path("data/photos")  # the translator's photo domain (download_photos), laid out as data/raw
 IMAGES = "images"  # every image lies under data/raw/images/
 MANIFEST = "manifest.csv"
 REJECTED = "rejected.csv"

@@ -23,6 +23,12 @@ STYLIZE_METRICS = Path("metrics/stylize.json")
 STYLIZE_TRADEOFF_CSV = Path("plots/stylize_tradeoff.csv")  # the nets' content/style loss at each style strength
 TRADEOFF_FIELDS = ("method", "alpha", "content_loss", "style_loss")
 STYLIZE_SHEET = Path("reports/stylize.png")  # content | style | each method, one row per pair
+TRANSLATE_TRAIN_METRICS = Path("metrics/translate_train.json")
+TRANSLATE_LOSSES_CSV = Path("plots/translate_losses.csv")
+TRANSLATE_LOSS_FIELDS = ("step", "loss_g", "loss_d", "adv", "cycle", "identity", "cam")
+TRANSLATE_SAMPLES_DIR = Path("plots/translate_samples")  # photo | anime | cycle | attention sheets by step
+TRANSLATE_METRICS = Path("metrics/translate.json")
+TRANSLATE_SHEET = Path("reports/translate.png")  # test photo | translation | attention, one column per photo
 
 
 def sample_grid_path(step: int) -> Path:

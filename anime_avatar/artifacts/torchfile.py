@@ -41,3 +41,21 @@ def load_tensors(path: Path, what: str, device: torch.device | str = "cpu") -> d
     if not isinstance(payload, dict):
         raise UserError(f"{path}: not a {what}")
     return payload
+
+
+def mismatched_tensors(expected: dict[str, torch.Size], state: dict[str, Any]) -> str:
+    """What differs between the tensor shapes a net needs (``expected``, e.g. from a net built on the ``meta``
+    device, which allocates nothing) and the tensors of a saved state dict; "" when they match.
+
+    Checked before a net is built for real, so a file whose config asks for a huge net is refused without
+    allocating it."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        return f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+    for name, shape in expected.items():
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != shape:
+            got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            return f"{name} is {got}, the config needs {tuple(shape)}"
+    return ""

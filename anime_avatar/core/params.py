@@ -17,7 +17,7 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -58,6 +58,7 @@ class SyntheticParams(Section):
 
 
 class DataParams(Section):
+    section: ClassVar[str] = "data"  # the params section, for messages: photos reads the same keys
     source: Literal["synthetic", "local", "url", "hf"]
     path: str
     url: str
@@ -87,10 +88,17 @@ class DataParams(Section):
     def _source_has_its_location(self) -> DataParams:
         needed = {"local": "path", "url": "url", "hf": "hf_dataset"}.get(self.source)
         if needed and not getattr(self, needed):
-            raise ValueError(f"data.source is {self.source!r} but data.{needed} is empty")
+            raise ValueError(f"{self.section}.source is {self.source!r} but {self.section}.{needed} is empty")
         if self.source == "url" and not self.url.startswith(("http://", "https://")):
-            raise ValueError("data.url must start with http:// or https://")
+            raise ValueError(f"{self.section}.url must start with http:// or https://")
         return self
+
+
+class PhotosParams(DataParams):
+    """download_photos: the translator's photo domain, from the same kinds of source as data (synthetic: procedural
+    photo-like faces)."""
+
+    section: ClassVar[str] = "photos"
 
 
 class DetectParams(Section):
@@ -252,6 +260,15 @@ class GatysParams(Section):
     temperature: float = Field(gt=0.0)
 
 
+class PhotoFacesParams(Section):
+    """Faces in photos of people (OpenCV's frontal-face Haar cascade): stylize_eval.photos and `anime-avatar avatar`."""
+
+    margin: float = Field(ge=0.0, le=2.0)
+    min_size: float = Field(gt=0.0, le=1.0)
+    scale_factor: float = Field(gt=1.0, le=2.0)
+    min_neighbors: int = Field(ge=0)
+
+
 class StylizeEvalParams(Section):
     """stylize_eval: every method on one fixed content/style set."""
 
@@ -281,12 +298,67 @@ class StylizeEvalParams(Section):
         return self
 
 
+TRANSLATE_ATTENTION = ("cam+mask", "cam", "mask", "none")  # anime_avatar/translate/nets.py builds each
+
+
+class TranslateParams(Section):
+    """translate_train: the photo <-> anime translator (cycle-consistent GAN with CAM attention and a mask)."""
+
+    photos: str = Field(min_length=1)
+    anime: str = Field(min_length=1)
+    image_size: int = Field(ge=16, le=512)
+    channels: int = Field(ge=1, le=256)
+    n_blocks: int = Field(ge=1, le=16)
+    attention: Literal[TRANSLATE_ATTENTION]  # type: ignore[valid-type]
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0.0, lt=1.0)
+    beta1: float = Field(ge=0.0, lt=1.0)
+    beta2: float = Field(ge=0.0, lt=1.0)
+    cycle_weight: float = Field(ge=0.0)
+    identity_weight: float = Field(ge=0.0)
+    cam_weight: float = Field(ge=0.0)
+    max_images: int = Field(ge=0)
+    seed: int
+    amp: bool
+    device: DeviceSpec = operational()
+    threads: int = operational(ge=0)
+    checkpoint_every: int = operational(ge=1)
+    sample_every: int = operational(ge=1)
+    log_every: int = operational(ge=1)
+
+    @field_validator("image_size")
+    @classmethod
+    def _halves_twice(cls, value: int) -> int:
+        if value % 4:
+            raise ValueError("must be a multiple of 4 (the generator halves it twice)")
+        return value
+
+
+class TranslateEvalParams(Section):
+    """translate_eval: the translator on test photos against test anime faces (KID, FID, face rate, structure)."""
+
+    photos: str = Field(min_length=1)
+    anime: str = Field(min_length=1)
+    reference: str = Field(min_length=1)
+    n_images: int = Field(ge=0)
+    image_size: int = Field(ge=32, le=512)
+    kid_subset_size: int = Field(ge=2)
+    detector_min_face: int = Field(ge=4)
+    seed: int
+    timing_repeats: int = operational(ge=1)
+    device: DeviceSpec = operational()
+    threads: int = operational(ge=0)
+    inception_backend: Literal["auto", "torchscript", "openvino", "onnxruntime"] = operational()
+
+
 class TrackingParams(Section):
     """Where runs and models are recorded: never changes an output."""
 
     experiment: str = operational(min_length=1)
     model_name: str = operational(min_length=1)
     stylizer_model_name: str = operational(min_length=1)
+    translator_model_name: str = operational(min_length=1)
     register_model: bool = operational()
 
 
@@ -307,7 +379,11 @@ class Params(Section):
     eval: EvalParams
     stylize: StylizeParams
     gatys: GatysParams
+    photo_faces: PhotoFacesParams
     stylize_eval: StylizeEvalParams
+    photos: PhotosParams
+    translate: TranslateParams
+    translate_eval: TranslateEvalParams
     tracking: TrackingParams
     pipeline: PipelineParams
 

@@ -56,7 +56,8 @@ class DownloadPolicy:
             retries=params.download_retries,
             stall_timeout_s=params.stall_timeout_s,
             deadline_s=params.deadline_s,
-            settings="data.download_retries, data.stall_timeout_s and data.deadline_s",
+            settings=", ".join(f"{params.section}.{k}" for k in ("download_retries", "stall_timeout_s"))
+            + f" and {params.section}.deadline_s",
         )
 
 

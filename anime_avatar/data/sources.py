@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from PIL import Image
+
 from anime_avatar.artifacts.raw import IMAGES, RawImage, Rejected
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import sha256_file, utf8_name
@@ -29,6 +31,7 @@ from anime_avatar.core.params import DataParams
 from anime_avatar.data.fetch import DownloadPolicy, download
 from anime_avatar.data.images import check_image, png_bytes
 from anime_avatar.data.synthetic import render_illustration
+from anime_avatar.data.synthetic_photos import render_photo
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +48,30 @@ class Collected:
 # --- synthetic -----------------------------------------------------------------------------
 
 
-def _render_one(job: tuple[int, int, int]) -> tuple[int, bytes, list[tuple[int, int, int, int]]]:
+def _render_illustration(job: tuple[int, int, int]) -> tuple[int, bytes, list[tuple[int, int, int, int]]]:
     seed, index, size = job
     illustration = render_illustration(seed, index, size)
     return index, png_bytes(illustration.image), illustration.face_boxes
 
 
-def collect_synthetic(params: DataParams, out: Path, workers: int = 0) -> Collected:
+def _render_photo(job: tuple[int, int, int]) -> tuple[int, bytes, list[tuple[int, int, int, int]]]:
+    seed, index, size = job
+    return index, png_bytes(Image.fromarray(render_photo(seed, index, size))), [(0, 0, size, size)]
+
+
+# What ``source: synthetic`` renders: anime illustrations (data, for the GAN) or photo-like faces (photos, for the
+# translator). Each renderer maps (seed, index, size) to (index, PNG bytes, true face boxes).
+SYNTHETIC_KINDS = {"illustrations": _render_illustration, "photos": _render_photo}
+
+
+def collect_synthetic(params: DataParams, out: Path, workers: int = 0, kind: str = "illustrations") -> Collected:
     cfg = params.synthetic
     count = min(cfg.count, params.max_files) if params.max_files else cfg.count
     folder = out / IMAGES / "synthetic"
     folder.mkdir(parents=True, exist_ok=True)
     result = Collected()
     jobs = [(cfg.seed, i, cfg.size) for i in range(count)]
-    for index, data, boxes in parallel_map(_render_one, jobs, workers, desc="render", unit="img"):
+    for index, data, boxes in parallel_map(SYNTHETIC_KINDS[kind], jobs, workers, desc="render", unit="img"):
         path = folder / f"{index:06d}.png"
         path.write_bytes(data)
         result.images.append(
@@ -253,14 +266,16 @@ def _walk(folder: Path) -> tuple[list[tuple[str, Path]], list[Rejected]]:
 def collect_from_path(path: Path, params: DataParams, out: Path, source: str) -> Collected:
     """Images from a folder, an archive, or a single image file."""
     if not path.exists():
-        raise UserError(f"data.path: {path} does not exist")
+        raise UserError(f"{params.section}.path: {path} does not exist")
     if path.is_dir():
         files, special = _walk(path)
         result = _ingest_files(files, out, params, source, move=False)
         result.rejected[:0] = special
         return result
     if not path.is_file():  # a FIFO would block the first read
-        raise UserError(f"data.path: {path} is {_special_kind(path.stat().st_mode)}, not a folder, archive or image")
+        raise UserError(
+            f"{params.section}.path: {path} is {_special_kind(path.stat().st_mode)}, not a folder, archive or image"
+        )
     if _is_archive(path) or zipfile.is_zipfile(path) or tarfile.is_tarfile(path):
         staging = out / ".staging"
         try:
@@ -277,9 +292,9 @@ def collect_from_path(path: Path, params: DataParams, out: Path, source: str) ->
 def no_images_message(params: DataParams, result: Collected) -> str:
     """Why the download stage has nothing to keep: an empty source, or files none of which is a readable image."""
     where = {
-        "local": f"data.path {params.path}",
-        "url": f"the archive at data.url {params.url}",
-        "hf": f"the dataset data.hf_dataset {params.hf_dataset!r}",
+        "local": f"{params.section}.path {params.path}",
+        "url": f"the archive at {params.section}.url {params.url}",
+        "hf": f"the dataset {params.section}.hf_dataset {params.hf_dataset!r}",
         "synthetic": "the synthetic source",
     }[params.source]
     if not result.rejected:
@@ -297,7 +312,8 @@ def url_archive(params: DataParams) -> Path:
     The flows call it before ``dvc repro download`` too, so that a wrong sha256 or an unreachable
     URL stops them before DVC removes the previous data/raw.
     """
-    return download(params.url, params.sha256, policy=DownloadPolicy.from_params(params))
+    return download(params.url, params.sha256, policy=DownloadPolicy.from_params(params),
+                    local_option=f"{params.section}.path")  # fmt: skip
 
 
 def collect_url(params: DataParams, out: Path) -> Collected:
@@ -313,7 +329,7 @@ def _load_hf_dataset(dataset_id: str, split: str) -> Iterable[dict[str, Any]]:
         import datasets  # type: ignore[import-not-found]
     except ImportError:
         raise UserError(
-            "data.source 'hf' needs the Hugging Face 'datasets' package: pip install 'anime-avatar[hf]'"
+            "the 'hf' source needs the Hugging Face 'datasets' package: pip install 'anime-avatar[hf]'"
         ) from None
     try:
         return datasets.load_dataset(dataset_id, split=split)
@@ -337,7 +353,8 @@ def collect_hf(
                 break
             if params.hf_image_column not in row:
                 raise UserError(
-                    f"data.hf_image_column: {params.hf_image_column!r} is not a column of {params.hf_dataset!r} "
+                    f"{params.section}.hf_image_column: {params.hf_image_column!r} is not a column of "
+                    f"{params.hf_dataset!r} "
                     f"(columns: {', '.join(sorted(row))})"
                 )
             image = row[params.hf_image_column]
@@ -354,10 +371,10 @@ def collect_hf(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def collect(params: DataParams, out: Path, workers: int = 0) -> Collected:
-    """Fill ``out`` from the source named by ``params.source``."""
+def collect(params: DataParams, out: Path, workers: int = 0, synthetic: str = "illustrations") -> Collected:
+    """Fill ``out`` from the source named by ``params.source`` (``synthetic``: which of :data:`SYNTHETIC_KINDS`)."""
     if params.source == "synthetic":
-        return collect_synthetic(params, out, workers)
+        return collect_synthetic(params, out, workers, synthetic)
     if params.source == "local":
         path = Path(params.path).expanduser()
         return collect_from_path(path, params, out, source=f"local:{path.name}")

@@ -1,6 +1,6 @@
 """Data versions: the DVC hashes of the data folders, as recorded in ``dvc.lock``.
 
-Every training run is tagged with them (``data_version.raw``, ``.faces``, ``.train``), and
+Every training run is tagged with them (``data_version.raw``, ``.faces``, ``.train``, ``.photos``), and
 the audit matches runs to the commits whose ``dvc.lock`` holds the same hashes.
 """
 
@@ -13,12 +13,13 @@ from pathlib import Path
 import yaml
 
 from anime_avatar.artifacts.faces import FACES_DIR
-from anime_avatar.artifacts.raw import RAW_DIR
+from anime_avatar.artifacts.raw import PHOTOS_DIR, RAW_DIR
 from anime_avatar.artifacts.trainset import TRAIN_DIR
 from anime_avatar.core.fsutil import sha256_file
 
 DVC_LOCK = Path("dvc.lock")
-DATA_DIRS = (RAW_DIR.as_posix(), FACES_DIR.as_posix(), TRAIN_DIR.as_posix())
+DATA_DIRS = (RAW_DIR.as_posix(), FACES_DIR.as_posix(), TRAIN_DIR.as_posix())  # the GAN's chain (what the audit shows)
+VERSIONED_DIRS = (*DATA_DIRS, PHOTOS_DIR.as_posix())  # every pipeline data folder dvc.lock records
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def lock_data(text: str) -> dict[str, DataVersion]:
     found = {}
     for stage in stages.values():
         for out in stage.get("outs", []):
-            if out.get("path") in DATA_DIRS and out.get("md5"):
+            if out.get("path") in VERSIONED_DIRS and out.get("md5"):
                 found[out["path"]] = DataVersion(out["md5"], out.get("nfiles"), out.get("size"))
     return found
 

@@ -1,0 +1,33 @@
+"""The translator's own losses (CycleGAN's and U-GAT-IT's), each a scalar mean, computed in float32.
+
+* adversarial: least squares (``lsgan`` of :mod:`anime_avatar.nn.losses`), as CycleGAN and U-GAT-IT use: its
+  gradient does not vanish for fakes the critic already rejects;
+* cycle: ``L1(g_ba(g_ab(a)), a)``: with unpaired data, the only thing that ties an output to its input;
+* identity: ``L1(g_ab(b), b)``: an image already in the target domain should pass unchanged (keeps colours);
+* cam: the generator's auxiliary classifier must tell its source domain (logit -> 1) from its target domain
+  (logit -> 0): what it learns to look at is the attention.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def cycle_loss(reconstructed: Tensor, original: Tensor) -> Tensor:
+    """Mean absolute error between an image and its round trip through both generators."""
+    return F.l1_loss(reconstructed.float(), original.float())
+
+
+def identity_loss(translated: Tensor, original: Tensor) -> Tensor:
+    """Mean absolute error between a target-domain image and its translation into the domain it is in already."""
+    return F.l1_loss(translated.float(), original.float())
+
+
+def cam_loss(logit_source: Tensor, logit_target: Tensor) -> Tensor:
+    """``BCE(logit_source, 1) + BCE(logit_target, 0)`` with logits: a generator's classifier logits on inputs from
+    its source domain should say 1, on inputs already in its target domain 0 (U-GAT-IT's G_cam_loss)."""
+    source, target = logit_source.float(), logit_target.float()
+    return (F.binary_cross_entropy_with_logits(source, torch.ones_like(source))
+            + F.binary_cross_entropy_with_logits(target, torch.zeros_like(target)))  # fmt: skip

@@ -1,0 +1,62 @@
+"""A trained translator rebuilt from its file (read and written by :mod:`anime_avatar.artifacts.translator`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anime_avatar.artifacts.torchfile import mismatched_tensors
+from anime_avatar.artifacts.translator import DIRECTIONS, WHAT, read_translator, translator_file, write_translator
+from anime_avatar.core.errors import UserError
+from anime_avatar.translate.nets import Generator, TranslatorConfig
+
+
+@dataclass(frozen=True)
+class TrainedTranslator:
+    """One direction of a translator file, in eval mode, with the facts its file records."""
+
+    net: Generator
+    config: TranslatorConfig
+    path: Path
+    step: int
+    run_id: str
+    data_version: str
+    info: dict[str, Any]
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+
+def save_translator(path: Path, g_ab: Generator, g_ba: Generator, step: int, run_id: str = "",
+                    data_version: str = "", info: dict[str, Any] | None = None) -> None:  # fmt: skip
+    generators = {"g_ab": g_ab.state_dict(), "g_ba": g_ba.state_dict()}
+    write_translator(path, g_ab.cfg.as_dict(), generators, step, run_id, data_version, info)
+
+
+def load_translator(
+    path: Path | None = None, to: str = "anime", device: torch.device | str = "cpu"
+) -> TrainedTranslator:
+    """The generator translating ``to`` anime (from photos) or ``to`` photo, from ``path`` (default: the workspace's
+    models/translator.pt, else the shipped one), frozen and in eval mode on ``device``."""
+    if to not in DIRECTIONS:
+        raise UserError(f"--to must be one of {', '.join(DIRECTIONS)} (got {to!r})")
+    path = translator_file(path)
+    payload = read_translator(path, device)
+    try:
+        config = TranslatorConfig.from_dict(payload["config"])
+        state = payload[DIRECTIONS[to]]
+        with torch.device("meta"):  # shapes only: a config asking for a huge net allocates nothing here
+            expected = {k: v.shape for k, v in Generator(config).state_dict().items()}
+        if problem := mismatched_tensors(expected, state):
+            raise ValueError(f"its weights do not fit its config: {problem}")
+        net = Generator(config)
+        net.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise UserError(f"{path}: not a {WHAT} ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    net = net.to(device).eval().requires_grad_(False)
+    return TrainedTranslator(net, config, path, int(payload.get("step", 0)), str(payload.get("run_id", "")),
+                             str(payload.get("data_version", "")), dict(payload.get("info", {})))  # fmt: skip

@@ -1,0 +1,70 @@
+"""Ship a translator that a workspace trained and evaluated: copy its models/translator.pt into the package
+(anime_avatar/translate/shipped/) with a JSON record of how it was made and what it scored.
+
+    .venv/bin/python bench/ship_translator.py WORKSPACE [--name selfie2anime]
+
+WORKSPACE ran `translate_train` and `translate_eval` (its metrics/translate.json is the score recorded). The
+record holds the file's sha256, its step, the translate params it was trained with, the digests of both
+domains, the evaluation's numbers and params, and the command that reproduces the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from anime_avatar.artifacts.translator import SHIPPED_TRANSLATOR, read_translator  # noqa: E402
+from anime_avatar.core.fsutil import atomic_write_text  # noqa: E402
+
+MAX_BYTES = 20 << 20
+
+
+def reproduce_command(params: dict) -> str:
+    keys = ("photos", "anime", "image_size", "channels", "n_blocks", "attention", "batch_size", "steps")
+    sets = " ".join(f"-S translate.{k}={params[k]}" for k in keys)
+    return f"dvc exp run translate_train {sets}  (every other translate key at its params.yaml default)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workspace", type=Path)
+    parser.add_argument("--name", default=SHIPPED_TRANSLATOR.stem)
+    args = parser.parse_args()
+    source = args.workspace / "models/translator.pt"
+    target = SHIPPED_TRANSLATOR.with_name(f"{args.name}.pt")
+    if source.stat().st_size > MAX_BYTES:
+        sys.exit(f"{source} is {source.stat().st_size / 2**20:.1f} MiB: the package ships at most 20 MiB")
+    payload = read_translator(source)  # weights only: refuses anything else
+    info = payload.get("info", {})
+    evaluation = json.loads((args.workspace / "metrics/translate.json").read_text())
+    eval_params = yaml.safe_load((args.workspace / "params.yaml").read_text())["translate_eval"]
+    record = {
+        "file": target.name,
+        "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "bytes": source.stat().st_size,
+        "step": int(payload["step"]),
+        "config": payload["config"],
+        "translate_params": info.get("params", {}),
+        "domains": info.get("domains", {}),
+        "evaluation": evaluation,
+        "evaluation_params": {k: v for k, v in eval_params.items() if k not in ("device", "threads")},
+        "reproduce": reproduce_command(info.get("params", {})),
+        "data_licence": "selfie2anime (U-GAT-IT, Kim et al. 2020): research use only; its selfies are all of women",
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    atomic_write_text(target.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
+    print(f"{target} ({record['bytes'] / 2**20:.1f} MiB, step {record['step']}) and {target.with_suffix('.json').name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The translation benchmark (bench/translate.py) and its reference, the plain CycleGAN of bench/plain_cyclegan.py,
+on tiny synthetic domains: the nets have the paper's sizes, training is seeded and learns, and the budget loop
+writes one CSV row per budget, computing the fixed sets' features once."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from plain_cyclegan import ImagePool, PlainCycleGAN, build_discriminator, build_generator  # noqa: E402
+from translate import (  # noqa: E402
+    COLUMNS,
+    PLOT,
+    REFERENCES,
+    CachedFeatures,
+    Clock,
+    EvalSets,
+    cached_faces,
+    measure,
+    project_contender,
+    reference_contender,
+    train_until,
+)
+
+from anime_avatar.translate.training import TranslateBatches  # noqa: E402
+from tests.conftest import params_with  # noqa: E402
+
+SIZE = 32
+
+
+def count(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def domain(colour: tuple[int, int, int], n: int, seed: int) -> np.ndarray:
+    """``n`` noisy images of one colour at varied brightness: two such sets are two easily told domains."""
+    rng = np.random.default_rng(seed)
+    base = np.array(colour, dtype=float)[None, None, None] * rng.uniform(0.6, 1.0, (n, 1, 1, 1))
+    return np.clip(base + rng.normal(0, 20, (n, SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def batches() -> TranslateBatches:
+    return TranslateBatches(domain((220, 60, 40), 8, 0), domain((40, 80, 220), 8, 1))
+
+
+def test_the_nets_have_the_papers_shapes_and_sizes():
+    # The paper's 256 px nets (ngf 64, 9 blocks; the 70x70 PatchGAN) have the official implementation's
+    # 11,378,179 and 2,764,737 weights, and the critic judges a 30x30 map of patches.
+    assert count(build_generator(64, 9)) == 11_378_179
+    assert count(build_discriminator(64)) == 2_764_737
+    g, d = build_generator(8, 2), build_discriminator(8)
+    images = g(torch.rand(2, 3, SIZE, SIZE) * 2 - 1)
+    assert images.shape == (2, 3, SIZE, SIZE) and images.abs().max() <= 1
+    assert d(images).shape == (2, 1, 2, 2)
+    with pytest.raises(ValueError, match="at least 32 px"):
+        PlainCycleGAN(16)
+
+
+def test_training_is_seeded_and_lowers_the_cycle_loss(batches):
+    a, b = PlainCycleGAN(SIZE, 8, 2, seed=3, ndf=8, batch_size=2), PlainCycleGAN(SIZE, 8, 2, seed=3, ndf=8)
+    first = [a.step(*batches.batch(0, i, 2)) for i in range(2)]
+    assert first == [b.step(*batches.batch(0, i, 2)) for i in range(2)]
+    assert set(first[0]) == {"loss_g", "loss_d", "adv", "cycle", "identity"}
+    cycle = [h["cycle"] for h in first] + [a.step(*batches.batch(0, i, 2))["cycle"] for i in range(2, 30)]
+    assert a.n_steps == 30
+    assert np.mean(cycle[-3:]) < 0.6 * np.mean(cycle[:3])
+    out = a.translate(domain((220, 60, 40), 3, 5))
+    assert out.shape == (3, SIZE, SIZE, 3) and out.dtype == np.uint8
+
+
+def test_the_pool_fills_then_swaps_half_the_fakes():
+    pool = ImagePool(4, torch.Generator().manual_seed(0))
+    first = torch.arange(4.0).reshape(4, 1, 1, 1)
+    assert torch.equal(pool.query(first), first)  # filling: D sees the new fakes
+    new = torch.arange(10.0, 210.0).reshape(200, 1, 1, 1)
+    returned = torch.cat([pool.query(fake[None]) for fake in new])
+    older = returned < new  # about half the time D gets a stored, older fake instead of the new one
+    assert 0.35 < older.float().mean() < 0.65
+    assert set(returned[older].tolist()) & {0.0, 1.0, 2.0, 3.0}  # the first fakes among them
+    assert torch.equal(ImagePool(0, torch.Generator()).query(first), first)
+
+
+def eval_sets() -> EvalSets:
+    return EvalSets(domain((200, 150, 120), 10, 7), domain((40, 80, 220), 10, 8), domain((40, 80, 220), 10, 9))
+
+
+def test_both_models_run_the_budget_loop_and_write_a_row_per_budget(batches, tmp_path):
+    extracted: list[int] = []
+
+    def extract(images: np.ndarray) -> np.ndarray:  # 4 features: mean colour and contrast
+        extracted.append(len(images))
+        x = images.reshape(len(images), -1, 3).astype(float)
+        return np.concatenate([x.mean(1), x.std(1).mean(1, keepdims=True)], axis=1)
+
+    looked: list[int] = []
+    finds_face = cached_faces(lambda image: looked.append(1) or bool(image.mean() < 128))
+    cfg = params_with({"translate": {"image_size": SIZE, "channels": 8, "n_blocks": 2, "batch_size": 2,
+                                     "device": "cpu", "threads": 1}}).translate  # fmt: skip
+    gan = PlainCycleGAN(SIZE, 8, 2, seed=0, ndf=8)
+    budgets = [0.004, 0.008]  # CPU-minutes: 0.24 s and 0.48 s
+    for label, contender in (("project", project_contender(cfg, batches)),
+                             ("plain", reference_contender(gan, batches, seed=0))):  # fmt: skip
+        features = CachedFeatures(extract)
+        extracted.clear()
+        rows = measure(label, contender, budgets, eval_sets(), tmp_path, features.scorer, finds_face,
+                       eval_size=SIZE, timing_repeats=1)  # fmt: skip
+        assert len(rows) == 2 and rows[0]["step"] < rows[1]["step"]
+        # The test anime, the photos and the reference once, each budget's translations once.
+        assert extracted == [10] * 5
+        with open(tmp_path / f"{label}.csv", newline="") as f:
+            written = list(csv.DictReader(f))
+        assert list(written[0]) == COLUMNS and [r["label"] for r in written] == [label, label]
+        for row, budget in zip(rows, budgets, strict=True):
+            assert row["cpu_minutes"] >= round(budget, 2) and row["images_seen"] == row["step"] * contender.batch_size
+            assert np.isfinite([row["kid_x100"], row["fid"], row["structure"], row["seconds_per_avatar"]]).all()
+            assert 0 <= row["face_rate"] <= 1
+            assert (tmp_path / f"{label}-{budget:g}min.png").stat().st_size > 0
+        assert len(contender.history) == rows[-1]["step"]
+    assert looked.count(1) == 10 + 10 + 2 * 2 * 10  # photos and reference once; 4 translated sets
+    assert (tmp_path / PLOT).stat().st_size > 0 and (tmp_path / REFERENCES).exists()
+
+
+def test_train_until_lands_on_the_budget(batches):
+    gan = PlainCycleGAN(SIZE, 8, 2, seed=0, ndf=8)
+    contender, clock = reference_contender(gan, batches, seed=0), Clock()
+    train_until(contender, 0.2, clock)
+    assert clock.cpu_used >= 0.2 and gan.n_steps == len(contender.history) >= 5
+    steps = gan.n_steps
+    train_until(contender, 0.2, clock)  # already there
+    assert gan.n_steps == steps

@@ -1,0 +1,157 @@
+"""The translator's data and training loop: seeded batches, learning, exact resume, the synthetic photo domain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from anime_avatar.core.errors import UserError
+from anime_avatar.data.synthetic_photos import synthetic_photos
+from anime_avatar.translate.data import load_domain
+from anime_avatar.translate.training import TranslateBatches, fingerprint, train_translator, translator_config
+from tests.conftest import BIN, ROOT, params_with, run
+
+TINY = {"image_size": 16, "channels": 8, "n_blocks": 2, "batch_size": 2, "steps": 6, "lr": 0.001, "device": "cpu",
+        "threads": 1, "log_every": 1, "checkpoint_every": 100, "sample_every": 100}  # fmt: skip
+
+
+def tiny(**changes):
+    return params_with({"translate": {**TINY, **changes}}).translate
+
+
+def domain(colour: tuple[int, int, int], n: int, seed: int, size: int = 16) -> np.ndarray:
+    """``n`` noisy images of one colour at varied brightness: two such sets are two easily told domains."""
+    rng = np.random.default_rng(seed)
+    base = np.array(colour, dtype=float)[None, None, None] * rng.uniform(0.6, 1.0, (n, 1, 1, 1))
+    return np.clip(base + rng.normal(0, 20, (n, size, size, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def batches() -> TranslateBatches:
+    return TranslateBatches(domain((220, 60, 40), 8, 0), domain((40, 80, 220), 8, 1))
+
+
+def test_batches_are_a_pure_function_of_seed_and_step(batches):
+    a1, b1 = batches.batch(3, 7, 5)
+    a2, b2 = TranslateBatches(batches.a.numpy(), batches.b.numpy()).batch(3, 7, 5)
+    assert torch.equal(a1, a2) and torch.equal(b1, b2)
+    assert not torch.equal(a1, batches.batch(3, 8, 5)[0]) and not torch.equal(a1, batches.batch(4, 7, 5)[0])
+    assert a1.shape == b1.shape == (5, 3, 16, 16) and a1.dtype == torch.float32
+    # Every drawn image is one of the set's, mirrored or not; over a few steps both happen.
+    originals = batches.a.permute(0, 3, 1, 2).float() / 127.5 - 1
+    flips = []
+    for step in range(6):
+        for image in batches.batch(0, step, 4)[0]:
+            plain = (originals == image).flatten(1).all(1).any()
+            mirrored = (originals.flip(-1) == image).flatten(1).all(1).any()
+            assert plain or mirrored
+            flips.append(bool(mirrored and not plain))
+    assert any(flips) and not all(flips)
+
+
+def test_batches_reject_mismatched_domains():
+    with pytest.raises(UserError, match="differ in size"):
+        TranslateBatches(domain((1, 2, 3), 2, 0, 16), domain((1, 2, 3), 2, 0, 32))
+    with pytest.raises(UserError, match="square RGB photos"):
+        TranslateBatches(np.zeros((2, 16, 8, 3), np.uint8), domain((1, 2, 3), 2, 0))
+
+
+def test_training_lowers_the_cycle_loss(batches, tmp_path):
+    state = train_translator(tiny(steps=30), batches, tmp_path / "last.pt")
+    cycle = [h["cycle"] for h in state.history]
+    assert len(state.history) == 30 and state.step == 30
+    assert set(state.history[0]) == {"step", "loss_g", "loss_d", "adv", "cycle", "identity", "cam"}
+    assert np.mean(cycle[-3:]) < 0.5 * np.mean(cycle[:3])
+
+
+@pytest.mark.parametrize("attention", ["cam+mask", "none"])
+def test_resume_gives_the_weights_of_an_uninterrupted_run(batches, tmp_path, attention):
+    cfg = tiny(attention=attention)
+    whole = train_translator(cfg, batches, tmp_path / "whole.pt")
+    first = train_translator(cfg, batches, tmp_path / "split.pt", stop_after=3)
+    assert first.step == 3
+    logged = []
+    second = train_translator(cfg, batches, tmp_path / "split.pt", on_log=lambda step, losses: logged.append(step))
+    assert second.step == 6 and logged == [4, 5, 6]
+    assert second.history == whole.history
+    for key, value in whole.nets.state_dict().items():
+        assert torch.equal(value, second.nets.state_dict()[key]), key
+    assert ("cam" in whole.history[-1]) == (attention != "none")
+
+
+def test_a_checkpoint_of_other_params_is_not_resumed(batches, tmp_path):
+    train_translator(tiny(), batches, tmp_path / "last.pt", stop_after=3)
+    other = train_translator(tiny(cycle_weight=5.0), batches, tmp_path / "last.pt", stop_after=2)
+    assert other.step == 2
+
+
+def test_samples_are_sheets_at_sample_every_and_at_the_end(batches, tmp_path):
+    sheets = {}
+    train_translator(tiny(steps=5, sample_every=2), batches, tmp_path / "last.pt",
+                     on_sample=lambda step, sheet: sheets.setdefault(step, sheet))  # fmt: skip
+    assert sorted(sheets) == [2, 4, 5]
+    rows, columns = 10, 4  # photo, anime, cycle, heatmap, mask; then from anime; one column per sample image
+    assert sheets[5].dtype == torch.uint8 and sheets[5].shape == (3, rows * 18 + 2, columns * 18 + 2)
+    assert not torch.equal(sheets[2], sheets[5])
+
+
+def test_divergence_names_the_learning_rate(batches, tmp_path):
+    with pytest.raises(UserError, match="translate.lr"):
+        train_translator(tiny(cycle_weight=1e39), batches, tmp_path / "last.pt")  # float32 overflow: inf loss
+
+
+def test_wrong_image_size_is_a_user_error(batches, tmp_path):
+    with pytest.raises(UserError, match="translate.image_size is 32"):
+        train_translator(tiny(image_size=32), batches, tmp_path / "last.pt")
+
+
+def test_fingerprint_ignores_steps_and_operational_keys():
+    base = fingerprint(tiny(), "v1", "float32")
+    assert fingerprint(tiny(steps=99, threads=2, log_every=5, device="auto"), "v1", "float32") == base
+    assert fingerprint(tiny(lr=0.01), "v1", "float32") != base
+    assert fingerprint(tiny(), "v2", "float32") != base and fingerprint(tiny(), "v1", "bfloat16") != base
+    assert base["nets"]["disc_layers"] == 2  # 16 px: a 70x70 patch critic would leave no patch
+
+
+def test_translator_config_follows_the_params():
+    cfg = translator_config(tiny(image_size=64, channels=12, attention="mask"))
+    assert (cfg.image_size, cfg.channels, cfg.disc_channels, cfg.disc_layers, cfg.attention) == (64, 12, 12, 3, "mask")
+
+
+def test_synthetic_photos_are_deterministic_per_seed():
+    faces = synthetic_photos(4, 32, seed=1)
+    assert faces.shape == (4, 32, 32, 3) and faces.dtype == np.uint8
+    assert np.array_equal(faces, synthetic_photos(4, 32, seed=1))
+    assert np.array_equal(faces[:2], synthetic_photos(2, 32, seed=1))  # face i does not depend on the count
+    assert not np.array_equal(faces, synthetic_photos(4, 32, seed=2))
+    assert len({face.tobytes() for face in faces}) == 4 and faces.std() > 20  # varied, not flat
+    centre, corner = faces[:, 12:20, 12:20].astype(float), faces[:, :4, :4].astype(float)
+    assert np.abs(centre.mean(axis=(1, 2)) - corner.mean(axis=(1, 2))).max() > 10  # a face on a background
+
+
+def test_load_domain_reads_squares_from_a_folder(tmp_path):
+    for i, (w, h) in enumerate([(40, 30), (20, 50), (32, 32)]):
+        Image.new("RGB", (w, h), (10 * i, 100, 200)).save(tmp_path / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    images = load_domain(str(tmp_path), "translate.anime", 16, 0)
+    assert images.shape == (3, 16, 16, 3) and images.dtype == np.uint8
+    assert images[1, 8, 8].tolist() == [10, 100, 200]
+    assert load_domain(str(tmp_path), "translate.anime", 16, 2).shape == (2, 16, 16, 3)
+    with pytest.raises(UserError, match="translate.photos"):
+        load_domain(str(tmp_path / "missing"), "translate.photos", 16, 0)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
+    """Each rank takes half of every batch and DDP averages the gradients: the same maths as one process."""
+    worker = str(ROOT / "tests" / "ddp_translate_worker.py")
+    run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", worker, str(tmp_path)], ROOT)
+    run([str(BIN / "python"), worker, str(tmp_path)], ROOT)
+    r0, r1, alone = (torch.load(tmp_path / f"{name}.pt") for name in ("world2-rank0", "world2-rank1", "world1-rank0"))
+    assert r0["step"] == r1["step"] == alone["step"] == 3
+    for key, value in alone["nets"].items():
+        assert torch.equal(r0["nets"][key], r1["nets"][key]), key
+        torch.testing.assert_close(r0["nets"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    assert len(r0["history"]) == 3 and r1["history"] == []  # only the main process logs
