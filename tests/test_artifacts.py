@@ -126,3 +126,17 @@ def test_a_training_shard_that_would_run_code_is_refused_without_running_it(tmp_
             load_train_images(tmp_path, mmap=mmap)
         assert "\n" not in str(err.value)
     assert not marker.exists()
+
+
+def test_a_generator_file_whose_config_asks_for_a_huge_net_is_refused_before_building_it(tmp_path):
+    from anime_avatar.artifacts.generator import read_generator
+
+    config = NetConfig("sagan", 32, z_dim=16, channels=8, attention=(16,), max_channels=64)
+    g = build_generator(config)
+    save_generator(tmp_path / "g.pt", config.to_dict(), g.state_dict(), g.state_dict(), step=1)
+    saved = read_generator(tmp_path / "g.pt")
+    huge = {**saved.config, "channels": 4096, "max_channels": 4096}  # > 8 GiB of weights if it were built
+    save_generator(tmp_path / "huge.pt", huge, saved.ema, saved.generator, step=1)
+    with pytest.raises(UserError, match="its weights do not fit its config") as err:
+        load_generator(tmp_path / "huge.pt")
+    assert "\n" not in str(err.value)
