@@ -42,6 +42,7 @@ TINY_METHODS = {
                      "threads": 1, "methods": ["gatys-inception-softmax", "adain", "attention"]},
     "photos": {"synthetic": {"count": 8, "size": 128}},
     "translate": {"image_size": 16, "channels": 4, "n_blocks": 2, "steps": 3, "batch_size": 2, "max_images": 8,
+                  "attention": "cam+mask",
                   "checkpoint_every": 2, "sample_every": 2, "log_every": 1},
     "translate_eval": {"n_images": 6, "image_size": 32, "kid_subset_size": 4, "timing_repeats": 1},
 }  # fmt: skip
