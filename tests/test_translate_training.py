@@ -14,6 +14,7 @@ from anime_avatar.translate.training import TranslateBatches, fingerprint, train
 from tests.conftest import BIN, ROOT, params_with, run
 
 TINY = {"image_size": 16, "channels": 8, "n_blocks": 2, "batch_size": 2, "steps": 6, "lr": 0.001, "device": "cpu",
+        "attention": "cam+mask",
         "threads": 1, "log_every": 1, "checkpoint_every": 100, "sample_every": 100}  # fmt: skip
 
 
