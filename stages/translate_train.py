@@ -27,11 +27,11 @@ from anime_avatar.core.params import Params, TranslateParams
 from anime_avatar.core.stage import run_stage
 from anime_avatar.nn.distributed import DistInfo
 from anime_avatar.nn.images import grid_png
+from anime_avatar.nn.layers import count_parameters
 from anime_avatar.ops.data_versions import path_version
 from anime_avatar.ops.stage_run import training_run
 from anime_avatar.translate.data import load_domain
 from anime_avatar.translate.model_file import save_translator
-from anime_avatar.translate.nets import count_parameters
 from anime_avatar.translate.training import TranslateBatches, TranslateTrainState, train_translator
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from anime_avatar.nn.layers import count_parameters
 from anime_avatar.nn.losses import d_loss, g_loss
 from anime_avatar.translate.inference import heatmap_image, sample_sheet, translate
 from anime_avatar.translate.losses import cam_loss, cycle_loss, identity_loss
@@ -19,7 +20,6 @@ from anime_avatar.translate.nets import (
     TranslatorConfig,
     TranslatorNets,
     clip_rho_,
-    count_parameters,
 )
 
 

@@ -49,7 +49,12 @@ def test_dvc_repro_trains_evaluates_and_registers_the_translator(project):
     assert metrics["untranslated"]["structure"] == pytest.approx(1.0)
     assert 0.0 < metrics["translated"]["structure"] < 1.0
     assert metrics["real_anime"]["structure"] is None
-    assert (metrics["n_photos"], metrics["n_anime"], metrics["image_size"], metrics["model_image_size"]) == (6, 6, 32, 16)
+    assert (metrics["n_photos"], metrics["n_anime"], metrics["image_size"], metrics["model_image_size"]) == (
+        6,
+        6,
+        32,
+        16,
+    )
     assert metrics["seconds_per_avatar"] > 0 and metrics["model"]["step"] == 3
     assert Image.open(work / "reports/translate.png").size[0] == 2 + 6 * 18  # one column per test photo
 

@@ -43,12 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from anime_avatar.nn.layers import count_parameters, spectral_norm_init
-
-__all__ = [
-    "ATTENTION_MODES", "Discriminator", "Generator", "Translated", "TranslatorConfig", "TranslatorNets", "clip_rho_",
-    "count_parameters",
-]  # fmt: skip
+from anime_avatar.nn.layers import spectral_norm_init
 
 ATTENTION_MODES = ("cam+mask", "cam", "mask", "none")
 EPS = 1e-5

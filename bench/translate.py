@@ -1,0 +1,415 @@
+"""Translation benchmark: KID and FID of photo -> anime translation versus training CPU-minutes on selfie2anime.
+
+Trains one model on selfie2anime's trainA (3,400 selfies) and trainB (3,400 anime faces), both at
+--image-size px, and stops at each of --budgets CPU-minutes (cumulative CPU time of this process spent
+training: loading and evaluation are not counted) to evaluate it as the translate_eval stage does
+(:func:`anime_avatar.translate.evaluation.evaluate_translator`): the 100 testA photos translated, scored at
+128 px against the 100 testB anime faces (KID x100 with subsets of 50, FID), the anime face detector's rate on
+the translations (AnimefaceDetector, min_score 0, faces of at least 24 px), the edge-SSIM structure score
+against the photo, and seconds per avatar (one photo, median of 5). The untranslated photos and a 100-image
+evenly spread sample of trainB are scored the same way once: the ceiling of doing nothing and the real-vs-real
+floor (``<out>/references.json``, dashed lines on the plot). Inception features of those fixed sets are
+computed once per process; each budget computes only the translations'.
+
+Models, fed the same batches (random images of each domain, mirrored at random; a pure function of --seed
+and the step):
+
+* ``--model project``: the pipeline's translator and training step
+  (:mod:`anime_avatar.translate.training`) with params.yaml's ``translate`` section, overridden by
+  ``--set translate.key=value``; translate.photos/anime are set to trainA/trainB.
+* ``--model plain-cyclegan``: the reference of bench/plain_cyclegan.py (the paper's ResNet generator, 70x70
+  PatchGAN, least squares, cycle 10, identity 5, Adam 2e-4/0.5, pool of 50 fakes), at the light setting
+  for 64 px used here by default: ngf 32 with 6 residual blocks (the paper's 128 px depth at half its
+  width), critics of the paper's width (ndf 64), batch 1 as in the paper (--ngf, --n-blocks, --batch-size).
+
+Each run writes ``<out>/<label>.csv`` (one row per budget: label, cpu_minutes, step, images_seen,
+kid_x100, fid, face_rate, structure, seconds_per_avatar), ``<out>/<label>-<budget>min.png`` (the first 8
+test photos over their translations, at the model's size) and redraws ``<out>/kid_vs_cpu_minutes.png`` with
+every CSV of the folder as one curve. One run at a time on a 2-core machine, one thread each:
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/translate.py --model project --label project-cam-mask \\
+        --budgets 5,15 --image-size 64 --set translate.channels=16 --set translate.batch_size=4
+    OMP_NUM_THREADS=1 .venv/bin/python bench/translate.py --model project --label project-no-attention \\
+        --budgets 5,15 --image-size 64 --set translate.channels=16 --set translate.batch_size=4 \\
+        --set translate.attention=none
+    OMP_NUM_THREADS=1 .venv/bin/python bench/translate.py --model plain-cyclegan --label plain-cyclegan \\
+        --budgets 5,15 --image-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from overrides import apply_sets  # noqa: E402  (bench/ is this script's directory)
+from plain_cyclegan import PlainCycleGAN  # noqa: E402
+
+from anime_avatar.core.device import resolve_device  # noqa: E402
+from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
+from anime_avatar.core.params import TranslateParams, load_params  # noqa: E402
+from anime_avatar.nn.images import grid_png, resize_images  # noqa: E402
+from anime_avatar.translate.data import load_domain  # noqa: E402
+from anime_avatar.translate.evaluation import (  # noqa: E402
+    FaceFinder,
+    Scorer,
+    Translator,
+    evaluate_translator,
+    net_translator,
+)
+from anime_avatar.translate.training import TranslateBatches, build_state, train_step  # noqa: E402
+
+COLUMNS = ["label", "cpu_minutes", "step", "images_seen", "kid_x100", "fid", "face_rate", "structure",
+           "seconds_per_avatar"]  # fmt: skip
+EVAL_SIZE = 128  # the selfie2anime protocol
+N_REFERENCE = 100  # trainB images in the real-vs-real floor
+SHEET_PHOTOS = 8
+PLOT = "kid_vs_cpu_minutes.png"
+REFERENCES = "references.json"
+
+
+def default_label(model: str, seed: int) -> str:
+    return model if seed == 0 else f"{model}-seed{seed}"
+
+
+def budgets_arg(text: str) -> list[float]:
+    try:
+        values = sorted({float(v) for v in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CPU-minutes separated by commas (15,30), got {text!r}") from None
+    if not values or values[0] <= 0:
+        raise argparse.ArgumentTypeError(f"budgets must be positive CPU-minutes, got {text!r}")
+    return values
+
+
+# --------------------------------------------------------------------------- the models under test
+
+
+@dataclass
+class Contender:
+    """One model under test: ``advance(n)`` trains n steps and returns their losses; ``translating()`` is a
+    context in which the model is a :data:`Translator` of photos at ``image_size`` px."""
+
+    advance: Callable[[int], list[dict[str, float]]]
+    translating: Callable[[], AbstractContextManager[Translator]]
+    step: Callable[[], int]
+    batch_size: int
+    image_size: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def project_contender(cfg: TranslateParams, batches: TranslateBatches) -> Contender:
+    """The pipeline's nets and training step, driven one step at a time."""
+    state = build_state(cfg, resolve_device(cfg.device, key="translate.device"))
+
+    def advance(steps: int) -> list[dict[str, float]]:
+        return [train_step(state, cfg, batches) for _ in range(steps)]
+
+    @contextlib.contextmanager
+    def translating() -> Iterator[Translator]:
+        state.nets.eval()
+        try:
+            yield net_translator(state.nets.g_ab)
+        finally:
+            state.nets.train()
+
+    return Contender(advance, translating, lambda: state.step, cfg.batch_size, cfg.image_size)
+
+
+def reference_contender(gan: PlainCycleGAN, batches: TranslateBatches, seed: int) -> Contender:
+    """The plain CycleGAN on the same batches as the project (same seed, same step: same images)."""
+
+    def advance(steps: int) -> list[dict[str, float]]:
+        return [gan.step(*batches.batch(seed, gan.n_steps, gan.batch_size)) for _ in range(steps)]
+
+    return Contender(advance, lambda: contextlib.nullcontext(gan.translate), lambda: gan.n_steps, gan.batch_size,
+                     gan.image_size)  # fmt: skip
+
+
+@dataclass
+class Clock:
+    """Training CPU seconds spent so far, and the last measured pace (CPU seconds per step)."""
+
+    cpu_used: float = 0.0
+    seconds_per_step: float | None = None
+
+
+def train_until(contender: Contender, budget_s: float, clock: Clock) -> None:
+    """Train until ``clock`` has spent ``budget_s`` CPU seconds in training, in chunks sized to land on it: a
+    few steps to measure the pace, then what is left (at most 50 steps between looks at the clock)."""
+    while clock.cpu_used < budget_s:
+        left = budget_s - clock.cpu_used
+        steps = 5 if clock.seconds_per_step is None else max(1, min(50, math.ceil(left / clock.seconds_per_step)))
+        start = time.process_time()
+        losses = contender.advance(steps)
+        spent = time.process_time() - start
+        clock.cpu_used += spent
+        clock.seconds_per_step = spent / steps
+        contender.history.extend(losses)
+        if not all(math.isfinite(v) for v in losses[-1].values()):
+            raise SystemExit(f"training diverged at step {contender.step()}: {losses[-1]}")
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def digest(images: np.ndarray) -> str:
+    array = np.ascontiguousarray(images)
+    return f"{array.dtype}{array.shape}" + hashlib.sha1(array.data).hexdigest()
+
+
+class CachedFeatures:
+    """Inception features by image content: each distinct image set goes through ``extract`` once per process,
+    so the fixed real sets (test anime faces, the trainB sample, the untranslated photos) are computed at the
+    first budget only. :meth:`scorer` is the evaluation's (real, fake) -> (KID, FID); the scores of a pair of
+    sets already scored (the references, at every budget) are remembered too."""
+
+    def __init__(self, extract: Callable[[np.ndarray], np.ndarray], kid_subset_size: int = 50) -> None:
+        self.extract, self.kid_subset_size = extract, kid_subset_size
+        self.cache: dict[str, np.ndarray] = {}
+        self.scores: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def features(self, images: np.ndarray, key: str = "") -> np.ndarray:
+        key = key or digest(images)
+        if key not in self.cache:
+            self.cache[key] = self.extract(images)
+        return self.cache[key]
+
+    def scorer(self, real: np.ndarray, fake: np.ndarray) -> tuple[float, float]:
+        from anime_avatar.metrics.fid import compute_fid_kid
+
+        pair = (digest(real), digest(fake))
+        if pair not in self.scores:
+            scores = compute_fid_kid(self.features(real, pair[0]), self.features(fake, pair[1]), progress=False,
+                                     kid_subset_size=self.kid_subset_size, backend="auto")  # fmt: skip
+            self.scores[pair] = (scores.kid_mean, scores.fid)
+        return self.scores[pair]
+
+
+def cached_faces(finds_face: FaceFinder) -> FaceFinder:
+    """``finds_face`` remembered by image content: the fixed sets are searched at the first budget only."""
+    seen: dict[str, bool] = {}
+
+    def find(image: np.ndarray) -> bool:
+        key = digest(image)
+        if key not in seen:
+            seen[key] = bool(finds_face(image))
+        return seen[key]
+
+    return find
+
+
+def anime_face_finder() -> FaceFinder:
+    """The detect stage's anime face detector, as translate_eval uses it."""
+    from PIL import Image
+
+    from anime_avatar.data.detection import AnimefaceDetector
+
+    detector = AnimefaceDetector(min_score=0.0, min_face=24)
+    return lambda image: bool(detector.detect(Image.fromarray(image)))
+
+
+@dataclass(frozen=True)
+class EvalSets:
+    photos: np.ndarray  # testA, at least EVAL_SIZE px
+    anime: np.ndarray  # testB at EVAL_SIZE
+    reference: np.ndarray  # the trainB sample at EVAL_SIZE
+
+
+def load_eval_sets(data: Path, model_size: int) -> EvalSets:
+    return EvalSets(
+        photos=load_domain(str(data / "testA"), "testA", max(model_size, EVAL_SIZE), 0),
+        anime=load_domain(str(data / "testB"), "testB", EVAL_SIZE, 0),
+        reference=load_domain(str(data / "trainB"), "trainB", EVAL_SIZE, N_REFERENCE),
+    )
+
+
+def measure(
+    label: str,
+    contender: Contender,
+    budgets: list[float],
+    sets: EvalSets,
+    out: Path,
+    scorer: Scorer,
+    finds_face: FaceFinder,
+    eval_size: int = EVAL_SIZE,
+    timing_repeats: int = 5,
+) -> list[dict]:
+    """Train ``contender`` to each of ``budgets`` (CPU-minutes, ascending) and evaluate it there; after each
+    evaluation write the CSV, the sample sheet, the references and the plot. Returns the rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    clock = Clock()
+    for budget in budgets:
+        train_until(contender, budget * 60, clock)
+        step = contender.step()
+        if rows and rows[-1]["step"] == step:
+            continue  # the last chunk already passed this budget too
+        start = time.perf_counter()
+        with contender.translating() as translator:
+            metrics, outputs = evaluate_translator(
+                translator, contender.image_size, sets.photos, sets.anime, sets.reference, eval_size, scorer,
+                finds_face, timing_repeats,
+            )  # fmt: skip
+        scores = metrics["translated"]
+        rows.append({"label": label, "cpu_minutes": round(clock.cpu_used / 60, 2), "step": step,
+                     "images_seen": step * contender.batch_size, "kid_x100": scores["kid_x100"], "fid": scores["fid"],
+                     "face_rate": scores["face_rate"], "structure": scores["structure"],
+                     "seconds_per_avatar": metrics["seconds_per_avatar"]})  # fmt: skip
+        print(f"{label}: {clock.cpu_used / 60:6.1f} CPU-min  step {step:6d}  KIDx100 {scores['kid_x100']:6.2f}  "
+              f"FID {scores['fid']:6.1f}  faces {scores['face_rate']:.2f}  structure {scores['structure']:.3f}  "
+              f"({time.perf_counter() - start:.0f} s to evaluate)", flush=True)  # fmt: skip
+        write_rows(out / f"{label}.csv", rows)
+        photos = resize_images(sets.photos[:SHEET_PHOTOS], contender.image_size)
+        sheet = torch.from_numpy(np.concatenate([photos, outputs[:SHEET_PHOTOS]])).permute(0, 3, 1, 2)
+        atomic_write_bytes(out / f"{label}-{budget:g}min.png", grid_png(sheet, nrow=len(photos)))
+        atomic_write_json(out / REFERENCES, {"untranslated": metrics["untranslated"],
+                                             "real_anime": metrics["real_anime"], "image_size": eval_size,
+                                             "n_photos": metrics["n_photos"], "n_anime": metrics["n_anime"],
+                                             "n_reference": metrics["n_reference"]})  # fmt: skip
+        draw_plot(out)
+    return rows
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: (v if k == "label" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def draw_plot(out: Path) -> None:
+    """Every ``<out>/*.csv`` as one curve of KID x100 against CPU-minutes, with the references as dashed lines;
+    written atomically (runs share the file)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for path in sorted(out.glob("*.csv")):
+        rows = read_rows(path)
+        if rows:
+            ax.plot([r["cpu_minutes"] for r in rows], [r["kid_x100"] for r in rows], marker="o", label=path.stem)
+    if (out / REFERENCES).exists():
+        references = json.loads((out / REFERENCES).read_text())
+        for name, text, style in (("untranslated", "photos untranslated", "--"),
+                                  ("real_anime", "real anime (trainB sample)", ":")):  # fmt: skip
+            kid = references[name]["kid_x100"]
+            ax.axhline(kid, color="grey", linestyle=style, label=f"{text}: {kid:.2f}")
+    ax.set_xlabel("training CPU-minutes")
+    ax.set_ylabel("KID x100, translated testA vs testB (128 px)")
+    ax.set_title("photo -> anime: KID per training CPU-minute (selfie2anime)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(out / PLOT, buf.getvalue())
+
+
+def table(out: Path) -> str:
+    """Every run of the folder, one line per budget, and the references."""
+    lines = [f"{'label':24}{'CPU-min':>8}{'step':>7}{'images':>8}{'KIDx100':>9}{'FID':>8}{'faces':>7}"
+             f"{'structure':>10}{'s/avatar':>9}"]  # fmt: skip
+    for path in sorted(out.glob("*.csv")):
+        for r in read_rows(path):
+            lines.append(f"{r['label']:24}{r['cpu_minutes']:8.1f}{r['step']:7.0f}{r['images_seen']:8.0f}"
+                         f"{r['kid_x100']:9.2f}{r['fid']:8.1f}{r['face_rate']:7.2f}{r['structure']:10.3f}"
+                         f"{r['seconds_per_avatar']:9.3f}")  # fmt: skip
+    if (out / REFERENCES).exists():
+        references = json.loads((out / REFERENCES).read_text())
+        for name in ("untranslated", "real_anime"):
+            m = references[name]
+            structure = "" if m["structure"] is None else f"{m['structure']:10.3f}"
+            lines.append(f"{name:24}{'':23}{m['kid_x100']:9.2f}{m['fid']:8.1f}{m['face_rate']:7.2f}{structure}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/photos/selfie2anime",
+                        help="selfie2anime: trainA, trainB, testA, testB")  # fmt: skip
+    parser.add_argument("--model", choices=["project", "plain-cyclegan"], default="project")
+    parser.add_argument("--label", default="", help="curve and CSV name (default: model name, -seedN if not 0)")
+    parser.add_argument("--budgets", type=budgets_arg, default=[15.0, 30.0],
+                        help="training CPU-minutes at which the model is evaluated (default 15,30)")  # fmt: skip
+    parser.add_argument("--image-size", type=int, default=64, help="training side in pixels (default 64)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="translate.seed of the project, the reference's seed")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/translate")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a params key")
+    parser.add_argument("--ngf", type=int, default=32, help="plain CycleGAN: generator width (default 32)")
+    parser.add_argument("--n-blocks", type=int, default=6, help="plain CycleGAN: residual blocks (default 6)")
+    parser.add_argument("--batch-size", type=int, default=1, help="plain CycleGAN: batch (default 1)")
+    parser.add_argument("--timing-repeats", type=int, default=5)
+    args = parser.parse_args()
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    label = args.label or default_label(args.model, args.seed)
+    torch.set_num_threads(args.threads)
+
+    raw = apply_sets({}, [f"translate.photos={args.data / 'trainA'}", f"translate.anime={args.data / 'trainB'}",
+                          f"translate.image_size={args.image_size}", f"translate.threads={args.threads}",
+                          f"translate.seed={args.seed}", *args.set])  # fmt: skip
+    cfg = load_params(ROOT / "params.yaml", raw).translate
+    start = time.perf_counter()
+    batches = TranslateBatches(load_domain(cfg.photos, "translate.photos", cfg.image_size, cfg.max_images),
+                               load_domain(cfg.anime, "translate.anime", cfg.image_size, cfg.max_images))  # fmt: skip
+    sets = load_eval_sets(args.data, cfg.image_size)
+    print(f"{label}: {len(batches.a)} photos, {len(batches.b)} anime faces at {cfg.image_size} px; test "
+          f"{len(sets.photos)} + {len(sets.anime)}, reference {len(sets.reference)} "
+          f"({time.perf_counter() - start:.0f} s to load); {args.threads} thread(s)", flush=True)  # fmt: skip
+
+    if args.model == "project":
+        print(f"translate {cfg}", flush=True)
+        contender = project_contender(cfg, batches)
+    else:
+        gan = PlainCycleGAN(cfg.image_size, args.ngf, args.n_blocks, args.seed, batch_size=args.batch_size)
+        print(f"plain CycleGAN: ngf {args.ngf}, {args.n_blocks} blocks, batch {args.batch_size}, "
+              f"{sum(p.numel() for p in gan.g_ab.parameters()):,} weights per generator", flush=True)  # fmt: skip
+        contender = reference_contender(gan, batches, args.seed)
+
+    from anime_avatar.metrics.features import extract_features
+
+    features = CachedFeatures(lambda images: extract_features(images, batch_size=50, progress=False, backend="auto"))
+    start = time.perf_counter()
+    measure(label, contender, args.budgets, sets, args.out, features.scorer, cached_faces(anime_face_finder()),
+            timing_repeats=args.timing_repeats)  # fmt: skip
+    print(f"\n{label}: done in {(time.perf_counter() - start) / 60:.1f} min of wall time\n")
+    print(table(args.out))
+    print(f"\nwrote {args.out / (label + '.csv')} and {args.out / PLOT}")
+
+
+if __name__ == "__main__":
+    main()
