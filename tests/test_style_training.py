@@ -136,6 +136,12 @@ def test_the_stylizer_file_rebuilds_each_net(batches, tmp_path):
     torch.save({"format": 1, "nets": {}}, tmp_path / "empty.pt")
     with pytest.raises(UserError, match="holds no attention net"):
         load_stylizer(tmp_path / "empty.pt")
+    # A config that asks for a far wider net than its weights: refused before that net is built.
+    payload = torch.load(path, weights_only=True)
+    payload["nets"]["attention"]["config"]["decoder_width"] = 4096
+    torch.save(payload, tmp_path / "huge.pt")
+    with pytest.raises(UserError, match="its weights do not fit its config"):
+        load_stylizer(tmp_path / "huge.pt", "attention")
 
 
 def test_style_sets_come_from_folders_archives_and_single_files(tmp_path):

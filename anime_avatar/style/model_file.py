@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from anime_avatar.artifacts.stylizer import STYLIZER, WHAT, read_stylizer, write_stylizer
+from anime_avatar.artifacts.torchfile import mismatched_tensors
 from anime_avatar.core.errors import UserError
 from anime_avatar.style.features import build_features
 from anime_avatar.style.nets import FusionConfig, FusionHead, Stylizer
@@ -42,7 +43,12 @@ def load_stylizer(
                         "stylize.methods and run the stylize_train stage again")  # fmt: skip
     try:
         entry = payload["nets"][method]
-        head = FusionHead(FusionConfig.from_dict(entry["config"]))
+        config = FusionConfig.from_dict(entry["config"])
+        with torch.device("meta"):  # shapes only: a config asking for a huge net allocates nothing here
+            expected = {k: v.shape for k, v in FusionHead(config).state_dict().items()}
+        if problem := mismatched_tensors(expected, entry["head"]):
+            raise ValueError(f"its weights do not fit its config: {problem}")
+        head = FusionHead(config)
         head.load_state_dict(entry["head"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise UserError(f"{path}: not a {WHAT} ({type(err).__name__}: {err})") from None
