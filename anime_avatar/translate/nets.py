@@ -47,7 +47,6 @@ from anime_avatar.nn.layers import spectral_norm_init
 
 ATTENTION_MODES = ("cam+mask", "cam", "mask", "none")
 EPS = 1e-5
-MASK_BIAS = 2.0  # the mask logit's initial bias: see Generator
 
 
 @dataclass(frozen=True)
@@ -268,11 +267,6 @@ class Generator(nn.Module):
         self.up = nn.Sequential(*[_up(c * 2 ** (i + 1), c * 2**i, cfg.cam) for i in reversed(range(cfg.n_down))])
         # One conv for the content (3 channels) and the mask (a 4th): one pass over the full-resolution features.
         self.head = _conv(c, 3 + int(cfg.mask), 7, bias=True)
-        if cfg.mask:
-            # The mask starts near 1 (sigmoid(2) = 0.88): the generator starts by drawing, as a plain one does, and
-            # learns what to keep. Started near 0.5 it collapsed to 0 (output = input) within 500 steps on
-            # selfie2anime, since copying the input meets the cycle and identity losses at once (README).
-            nn.init.constant_(self.head[1].bias[3:], MASK_BIAS)
 
     def forward(self, x: Tensor) -> Translated:
         step = 2**self.cfg.n_down
