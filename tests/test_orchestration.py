@@ -40,7 +40,8 @@ TINY = TINY_METHODS | {
     "eval": {"n_samples": 24, "batch_size": 12, "kid_subset_size": 8},
     "pipeline": {"retry_delay_s": 0},
 }
-STAGES = ["download", "detect", "augment", "validate", "train", "evaluate", "stylize_train", "stylize_eval"]
+STAGES = ["download", "detect", "augment", "validate", "train", "evaluate", "stylize_train", "stylize_eval",
+          "download_photos", "translate_train", "translate_eval"]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_pipeline_flow_runs_each_stage_as_a_task_with_a_parent_mlflow_run(worksp
     work, env = workspace["path"], workspace["env"]
     assert (
         "download ran, detect ran, augment ran, validate ran, train ran, evaluate ran, stylize_train ran, "
-        "stylize_eval ran; FID"
+        "stylize_eval ran, download_photos ran, translate_train ran, translate_eval ran; FID"
     ) in workspace["first"]
     scores = json.loads((work / "metrics/eval.json").read_text())
 
