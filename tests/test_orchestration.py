@@ -1,4 +1,4 @@
-"""All six stages on tiny params through the Prefect pipeline flow, against a real Prefect server: their
+"""All the stages on tiny params through the Prefect pipeline flow, against a real Prefect server: their
 outputs, MLflow records and generated avatars; then what users do next:
 retrain with promotion, compare runs, audit data versions, schedule, lock, DVC remote, MLflow server.
 
