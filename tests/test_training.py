@@ -12,9 +12,9 @@ import torch
 from anime_avatar.core.device import resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import TrainingInterrupted
-from anime_avatar.gan import training
 from anime_avatar.gan.nets import net_config
 from anime_avatar.gan.training import Hooks, batch_indices, build_state, train
+from anime_avatar.nn import precision
 from anime_avatar.nn.distributed import DistInfo
 from anime_avatar.nn.precision import autocast_for
 from tests.conftest import BIN, ROOT, params_with, run
@@ -71,27 +71,27 @@ def test_k_steps_resume_k_steps_equals_2k_steps(tmp_path, arch, loss):
 
 def test_amp_autocasts_to_bf16_only_where_the_device_has_it(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     context = autocast_for(cpu, True)
     assert isinstance(context, torch.autocast) and context.fast_dtype == torch.bfloat16
     assert not isinstance(autocast_for(cpu, False), torch.autocast)
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)  # emulated bf16 is slower than float32
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)  # emulated bf16 is slower than float32
     assert not isinstance(autocast_for(cpu, True), torch.autocast)
     assert not isinstance(autocast_for(torch.device("mps"), True), torch.autocast)
 
 
 def test_bf16_training_on_the_cpu_resumes_exactly(tmp_path, monkeypatch):
     # Forced on, so that the bf16 path is tested on CPUs without bf16 instructions too (there it is emulated).
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     straight = assert_resume_is_exact(tiny(), tmp_path)
     float32 = fit(tiny(amp=False), tmp_path / "c.pt")
     w32, w16 = weights(float32), weights(straight)
     assert all(v.dtype == w32[k].dtype for k, v in w16.items()), "weights stay float32 under autocast"
     assert any(not torch.equal(w32[k], w16[k]) for k in w32), "train.amp changed nothing: no autocast on the CPU"
     # The same params on a CPU without bf16 instructions train in float32: that checkpoint is not resumed here.
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     fit(tiny(), tmp_path / "d.pt", stop_after=3)
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert_same(weights(straight), weights(fit(tiny(), tmp_path / "d.pt")))
 
 
