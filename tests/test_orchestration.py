@@ -40,8 +40,19 @@ TINY = TINY_METHODS | {
     "eval": {"n_samples": 24, "batch_size": 12, "kid_subset_size": 8},
     "pipeline": {"retry_delay_s": 0},
 }
-STAGES = ["download", "detect", "augment", "validate", "train", "evaluate", "stylize_train", "stylize_eval",
-          "download_photos", "translate_train", "translate_eval"]
+STAGES = [
+    "download",
+    "detect",
+    "augment",
+    "validate",
+    "train",
+    "evaluate",
+    "stylize_train",
+    "stylize_eval",
+    "download_photos",
+    "translate_train",
+    "translate_eval",
+]
 
 
 @pytest.fixture(scope="module")
