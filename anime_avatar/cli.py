@@ -180,6 +180,18 @@ def _save_image(image, path: Path) -> None:  # image: PIL.Image
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _contents_and_targets(content: Path, out: Path) -> tuple[list[Path], list[Path]]:
+    """--content IMG -> ([IMG], [--out]); --content DIR -> its images and the PNG of each under --out (a folder)."""
+    from anime_avatar.data.image_sets import image_files
+
+    if not content.is_dir():
+        return [content], [out]
+    contents = image_files(content)
+    if not contents:
+        raise UserError(f"--content {content}: no images in this folder")
+    return contents, [out / f"{c.relative_to(content).with_suffix('')}.png" for c in contents]
+
+
 def cmd_stylize(args: argparse.Namespace) -> None:
     """Restyle a face or picture (or a folder of them) in the style of one illustration.
 
@@ -190,16 +202,10 @@ def cmd_stylize(args: argparse.Namespace) -> None:
     Example: anime-avatar stylize --content face.png --style art.jpg --out avatar.png --method network
     """
     from anime_avatar.core.progress import progress_bar
-    from anime_avatar.data.image_sets import image_files, read_image
+    from anime_avatar.data.image_sets import read_image
     from anime_avatar.style.transfer import stylize_image
 
-    if args.content.is_dir():
-        contents = image_files(args.content)
-        if not contents:
-            raise UserError(f"--content {args.content}: no images in this folder")
-        targets = [args.out / f"{c.relative_to(args.content).with_suffix('')}.png" for c in contents]
-    else:
-        contents, targets = [args.content], [args.out]
+    contents, targets = _contents_and_targets(args.content, args.out)
     images = [read_image(c, "--content") for c in contents]
     style = read_image(args.style, "--style")
     method = _method_from_options(args)
@@ -288,17 +294,11 @@ def cmd_translate(args: argparse.Namespace) -> None:
     Example: anime-avatar translate --content face.png --out anime.png
     """
     from anime_avatar.core.progress import progress_bar
-    from anime_avatar.data.image_sets import image_files, read_image
+    from anime_avatar.data.image_sets import read_image
     from anime_avatar.data.images import center_square
     from anime_avatar.translate.inference import translate_picture
 
-    if args.content.is_dir():
-        contents = image_files(args.content)
-        if not contents:
-            raise UserError(f"--content {args.content}: no images in this folder")
-        targets = [args.out / f"{c.relative_to(args.content).with_suffix('')}.png" for c in contents]
-    else:
-        contents, targets = [args.content], [args.out]
+    contents, targets = _contents_and_targets(args.content, args.out)
     translator = _translator(args.model, args.to)
     size = args.size or translator.image_size
     for content, target in progress_bar(iterable=list(zip(contents, targets, strict=True)), desc="translate",

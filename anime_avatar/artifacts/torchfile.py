@@ -59,3 +59,15 @@ def mismatched_tensors(expected: dict[str, torch.Size], state: dict[str, Any]) -
             got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             return f"{name} is {got}, the config needs {tuple(shape)}"
     return ""
+
+
+def build_loaded(build, state: dict[str, Any]):  # (Callable[[], nn.Module], state dict) -> nn.Module
+    """``build()`` with ``state`` loaded, after checking on the ``meta`` device (no allocation) that the state's
+    tensors fit the net ``build`` makes: a file whose config asks for a huge net is refused (ValueError) unbuilt."""
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in build().state_dict().items()}
+    if problem := mismatched_tensors(expected, state):
+        raise ValueError(f"its weights do not fit its config: {problem}")
+    net = build()
+    net.load_state_dict(state)
+    return net

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from anime_avatar.artifacts.generator import GENERATOR, read_generator
-from anime_avatar.artifacts.torchfile import mismatched_tensors
+from anime_avatar.artifacts.torchfile import build_loaded
 from anime_avatar.core.architecture import NetConfig
 from anime_avatar.gan.nets import build_generator
 
@@ -40,13 +40,7 @@ def load_generator(
     saved = read_generator(path, device)
     try:
         config = NetConfig.from_dict(saved.config)
-        state = saved.ema if use_ema else saved.generator
-        with torch.device("meta"):  # shapes only: a config asking for a huge net allocates nothing here
-            expected = {k: v.shape for k, v in build_generator(config).state_dict().items()}
-        if problem := mismatched_tensors(expected, state):
-            raise ValueError(f"its weights do not fit its config: {problem}")
-        net = build_generator(config)
-        net.load_state_dict(state)
+        net = build_loaded(lambda: build_generator(config), saved.ema if use_ema else saved.generator)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise saved.refuse(err) from None
     net = net.to(device).eval().requires_grad_(False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from anime_avatar.artifacts.stylizer import STYLIZER, WHAT, read_stylizer, write_stylizer
-from anime_avatar.artifacts.torchfile import mismatched_tensors
+from anime_avatar.artifacts.torchfile import build_loaded
 from anime_avatar.core.errors import UserError
 from anime_avatar.style.features import build_features
 from anime_avatar.style.nets import FusionConfig, FusionHead, Stylizer
@@ -44,12 +44,7 @@ def load_stylizer(
     try:
         entry = payload["nets"][method]
         config = FusionConfig.from_dict(entry["config"])
-        with torch.device("meta"):  # shapes only: a config asking for a huge net allocates nothing here
-            expected = {k: v.shape for k, v in FusionHead(config).state_dict().items()}
-        if problem := mismatched_tensors(expected, entry["head"]):
-            raise ValueError(f"its weights do not fit its config: {problem}")
-        head = FusionHead(config)
-        head.load_state_dict(entry["head"])
+        head = build_loaded(lambda: FusionHead(config), entry["head"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise UserError(f"{path}: not a {WHAT} ({type(err).__name__}: {err})") from None
     encoder = build_features(head.cfg.network, head.cfg.scales, device)

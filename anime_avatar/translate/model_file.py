@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from anime_avatar.artifacts.torchfile import mismatched_tensors
+from anime_avatar.artifacts.torchfile import build_loaded
 from anime_avatar.artifacts.translator import DIRECTIONS, WHAT, read_translator, translator_file, write_translator
 from anime_avatar.core.errors import UserError
 from anime_avatar.translate.nets import Generator, TranslatorConfig
@@ -48,13 +48,7 @@ def load_translator(
     payload = read_translator(path, device)
     try:
         config = TranslatorConfig.from_dict(payload["config"])
-        state = payload[DIRECTIONS[to]]
-        with torch.device("meta"):  # shapes only: a config asking for a huge net allocates nothing here
-            expected = {k: v.shape for k, v in Generator(config).state_dict().items()}
-        if problem := mismatched_tensors(expected, state):
-            raise ValueError(f"its weights do not fit its config: {problem}")
-        net = Generator(config)
-        net.load_state_dict(state)
+        net = build_loaded(lambda: Generator(config), payload[DIRECTIONS[to]])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise UserError(f"{path}: not a {WHAT} ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     net = net.to(device).eval().requires_grad_(False)
