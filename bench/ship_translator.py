@@ -1,11 +1,12 @@
 """Ship a translator that a workspace trained and evaluated: copy its models/translator.pt into the package
 (anime_avatar/translate/shipped/) with a JSON record of how it was made and what it scored.
 
-    .venv/bin/python bench/ship_translator.py WORKSPACE [--name selfie2anime]
+    .venv/bin/python bench/ship_translator.py WORKSPACE [--name selfie2anime] [--training train.json] [--data-note TEXT]
 
 WORKSPACE ran `translate_train` and `translate_eval` (its metrics/translate.json is the score recorded). The
 record holds the file's sha256, its step, the translate params it was trained with, the digests of both
-domains, the evaluation's numbers and params, and the command that reproduces the file.
+domains, the evaluation's numbers and params, and the command that reproduces the file; with --training, the
+train.json of bench/train_translator.py (the device, torch version and seconds of a run made off the stage).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workspace", type=Path)
     parser.add_argument("--name", default=SHIPPED_TRANSLATOR.stem)
+    parser.add_argument("--training", type=Path, help="train.json of bench/train_translator.py, if it made the file")
+    parser.add_argument("--data-note", default="", help="how the training folders were made from the dataset")
     args = parser.parse_args()
     source = args.workspace / "models/translator.pt"
     target = SHIPPED_TRANSLATOR.with_name(f"{args.name}.pt")
@@ -47,6 +50,9 @@ def main() -> None:
     info = payload.get("info", {})
     evaluation = json.loads((args.workspace / "metrics/translate.json").read_text())
     eval_params = yaml.safe_load((args.workspace / "params.yaml").read_text())["translate_eval"]
+    training = (
+        {k: v for k, v in json.loads(args.training.read_text()).items() if k != "params"} if args.training else {}
+    )
     record = {
         "file": target.name,
         "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
@@ -58,6 +64,8 @@ def main() -> None:
         "evaluation": evaluation,
         "evaluation_params": {k: v for k, v in eval_params.items() if k not in ("device", "threads")},
         "reproduce": reproduce_command(info.get("params", {})),
+        **({"training": training} if training else {}),
+        **({"data_note": args.data_note} if args.data_note else {}),
         "data_licence": "selfie2anime (U-GAT-IT, Kim et al. 2020): research use only; its selfies are all of women",
     }
     target.parent.mkdir(parents=True, exist_ok=True)
