@@ -4,6 +4,7 @@ sample grids: a run keeps every grid of its own and none of another run's."""
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 
@@ -20,6 +21,24 @@ def test_bars_redraw_every_30_s_in_a_log_and_freely_on_a_terminal(monkeypatch):
     assert progress.progress_bar(total=3, file=io.StringIO()).mininterval == 5.0
     monkeypatch.setattr(progress, "on_terminal", lambda: True)
     assert progress.progress_bar(total=3, file=io.StringIO()).mininterval == 0.1  # tqdm's own default
+
+
+def test_the_monitor_thread_does_not_redraw_a_log_bar_before_its_interval(monkeypatch):
+    # tqdm's monitor thread redraws bars idle for maxinterval (10 s by default): under a 30 s mininterval that
+    # made log bars redraw every 14-17 s. Here the same race in 3 s: maxinterval 0.2 s against mininterval 1.2 s.
+    monkeypatch.setattr(progress, "on_terminal", lambda: False)
+    monkeypatch.setenv("TQDM_MININTERVAL", "1.2")
+    monkeypatch.setattr(progress.tqdm, "monitor_interval", 0.05)
+    log = io.StringIO()
+    bar = progress.progress_bar(total=10_000, file=log, maxinterval=0.2)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        bar.update()
+        time.sleep(0.002)
+    bar.close()
+    redraws = log.getvalue().replace("\r", "\n").count("it/s") + log.getvalue().count("?it/s]")
+    assert bar.maxinterval == 1.2
+    assert 2 <= redraws <= 5, f"{redraws} redraws in 3 s at most every 1.2 s"
 
 
 def test_training_prints_its_bar_a_few_times_not_once_per_step(tmp_path, capsys, monkeypatch):

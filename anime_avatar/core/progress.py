@@ -24,4 +24,7 @@ def progress_bar(**kwargs: Any) -> tqdm:
     """A tqdm bar on stderr; off a terminal it redraws at most every 30 s (``$TQDM_MININTERVAL`` overrides that)."""
     if not on_terminal() and "mininterval" not in kwargs:
         kwargs["mininterval"] = float(os.environ.get("TQDM_MININTERVAL", LOG_INTERVAL_S))
+    # tqdm's monitor thread also redraws a bar whose last redraw is maxinterval (10 s) old, so with a longer
+    # mininterval bars redrew every 10-20 s: never more often than mininterval.
+    kwargs["maxinterval"] = max(kwargs.get("maxinterval", 10.0), kwargs.get("mininterval", 0.1))
     return tqdm(**kwargs)
