@@ -17,6 +17,7 @@ from anime_avatar.core.params import DEFAULT_PARAMS, PhotoFacesParams, load_para
 from anime_avatar.core.stage import setup_logging
 
 log = logging.getLogger("anime_avatar")
+HEAVY_COMMANDS = frozenset({"generate", "avatar", "stylize", "translate"})  # torch on the CPU
 
 
 def cmd_params(args: argparse.Namespace) -> None:
@@ -586,6 +587,10 @@ def main(argv: list[str] | None = None, groups: Sequence[CommandGroup] = ()) -> 
     parser = build_parser(groups)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    if args.command in HEAVY_COMMANDS:
+        from anime_avatar.core.device import apply_threads
+
+        apply_threads(0, f"anime-avatar {args.command}")  # one thread per idle core: no fight on a busy machine
     if args.command == "generate" and not (args.out or args.grid):
         args.out = Path("avatars")
         if args.out.exists() and not args.out.is_dir():

@@ -21,7 +21,7 @@ from anime_avatar.artifacts.reports import (
     TRADEOFF_FIELDS,
 )
 from anime_avatar.artifacts.stylizer import STYLIZER, STYLIZER_RUN_FILE, stylizer_methods
-from anime_avatar.core.device import resolve_device
+from anime_avatar.core.device import apply_threads, resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json, write_csv
 from anime_avatar.core.params import FUSION_METHODS, Params, PhotoFacesParams, StylizeEvalParams
@@ -65,8 +65,7 @@ def evaluation_pairs(cfg: StylizeEvalParams, faces: PhotoFacesParams, device: to
 
 def stylize_eval(params: Params) -> None:
     cfg = params.stylize_eval
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    apply_threads(cfg.threads, "stylize_eval.threads")
     device = resolve_device(cfg.device, key="stylize_eval.device")
     trained = stylizer_methods(STYLIZER)  # fails first, and says which stage to run, when there is none
     pairs = evaluation_pairs(cfg, params.photo_faces, device)

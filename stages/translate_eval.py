@@ -17,7 +17,7 @@ import torch
 
 from anime_avatar.artifacts.reports import TRANSLATE_METRICS, TRANSLATE_SHEET
 from anime_avatar.artifacts.translator import TRANSLATOR, TRANSLATOR_RUN_FILE
-from anime_avatar.core.device import resolve_device
+from anime_avatar.core.device import apply_threads, resolve_device
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json
 from anime_avatar.core.params import Params, TranslateEvalParams
 from anime_avatar.core.stage import run_stage
@@ -41,8 +41,7 @@ def kid_fid(real: np.ndarray, fake: np.ndarray, cfg: TranslateEvalParams, device
 
 def translate_eval(params: Params) -> None:
     cfg = params.translate_eval
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    apply_threads(cfg.threads, "translate_eval.threads")
     device = resolve_device(cfg.device, key="translate_eval.device")
     trained = load_translator(TRANSLATOR, "anime", device)
     size = trained.image_size

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
+from anime_avatar.core.device import apply_threads
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import StopFlag, step_generator
 from anime_avatar.core.params import ModelParams, TrainParams, semantic_values
@@ -245,8 +246,7 @@ def train(
     """
     hooks = hooks or Hooks()
     info = info or DistInfo()
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    apply_threads(t.threads, "train.threads")
     if t.batch_size % info.world_size:
         raise UserError(f"train.batch_size ({t.batch_size}) must divide evenly over {info.world_size} processes")
     try:

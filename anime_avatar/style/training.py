@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
-from anime_avatar.core.device import resolve_device
+from anime_avatar.core.device import apply_threads, resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import StopFlag
 from anime_avatar.core.params import StylizeParams, semantic_values
@@ -196,8 +196,7 @@ def train_stylizers(
 ) -> StyleTrainState:
     """Train every net of ``cfg.methods`` to ``cfg.steps`` (or stop early after ``stop_after`` steps),
     resuming from ``checkpoint`` when it matches."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    apply_threads(cfg.threads, "stylize.threads")
     device = resolve_device(cfg.device, key="stylize.device")
     encoder = build_features(cfg.features, loss_layers(cfg.features), device)
     state = build_state(cfg, encoder)

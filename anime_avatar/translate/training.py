@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
-from anime_avatar.core.device import resolve_device
+from anime_avatar.core.device import apply_threads, resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import StopFlag, step_generator
 from anime_avatar.core.params import TranslateParams, semantic_values
@@ -242,8 +242,7 @@ def train_translator(
     (a uint8 (3, H, W) :func:`~anime_avatar.translate.inference.sample_sheet`) every sample_every steps and at
     the end; both, the history and the checkpoint only in the main process under torchrun."""
     info = info or DistInfo()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    apply_threads(cfg.threads, "translate.threads")
     if cfg.batch_size % info.world_size:
         raise UserError(f"translate.batch_size ({cfg.batch_size}) must divide evenly over {info.world_size} "
                         "processes")  # fmt: skip
