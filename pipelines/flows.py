@@ -294,13 +294,15 @@ def retrain_flow(workspace: str = ".", refresh: bool = True) -> dict:
     root = Path(workspace).resolve()
     logger = get_run_logger()
     with workspace_lock(root, f"flow anime-avatar-retrain {_flow_run_id()}"):
+        params = load_params(root / "params.yaml")
+        name = params.tracking.model_name
+        # The champion before this run: the evaluate stage names one when there is none yet, and the decision
+        # below is against the model that held the alias before.
+        current = champion_if_store(root, name)
         result = run_pipeline(root, "anime-avatar-retrain", force_download=refresh)
         if not result.run_id:
             raise UserError("the pipeline left no models/run.json: nothing to compare")
-        params = load_params(root / "params.yaml")
         client = MlflowClient(tracking_uri(root))
-        name = params.tracking.model_name
-        current = registry.champion(client, name)
         best = registry.best_evaluated(client, name) if current is None else None
         decision = registry.decide(registry.version_of_run(client, name, result.run_id), current, best)
         registry.apply(client, name, decision)
@@ -310,6 +312,18 @@ def retrain_flow(workspace: str = ".", refresh: bool = True) -> dict:
     moved = f"moved to version {decision.winner.version}" if decision.promote else "kept"
     logger.info("champion %s: %s", moved, decision.reason)
     return {**asdict(result), "summary": summary(result), "decision": decision.tags()}
+
+
+def champion_if_store(root: Path, model_name: str):  # -> registry.Candidate | None
+    """The champion of ``model_name`` in the workspace's tracking store; None when the store does not exist
+    yet (the first run makes it) or has no champion."""
+    from mlflow import MlflowClient
+
+    from anime_avatar.ops import registry
+    from anime_avatar.ops.tracking import missing_tracking_db
+
+    uri = tracking_uri(root)
+    return None if missing_tracking_db(uri) else registry.champion(MlflowClient(uri), model_name)
 
 
 def summary(result: PipelineResult) -> str:

@@ -124,6 +124,23 @@ def apply(client, model_name: str, decision: Decision) -> None:
     log.info("%s: %s", tags["champion.decision"], decision.reason)
 
 
+def name_first_champion(client, model_name: str, run_id: str, fid: float) -> Decision | None:
+    """After the evaluation of ``run_id`` (scored ``fid``): when the model has no champion yet, the alias goes to
+    the best evaluated version, as retrain would give it, so that ``models:/NAME@champion`` works after the
+    first ``dvc repro``. None, and nothing changed, when there is a champion (only retrain moves it) or the
+    run registered no version (``tracking.register_model: false``)."""
+    if champion(client, model_name) is not None:
+        return None
+    try:
+        new = version_of_run(client, model_name, run_id)
+    except UserError:
+        return None
+    new = Candidate(new.version, run_id, fid)  # the score just made, whether or not the store has it yet
+    decision = decide(new, None, best_evaluated(client, model_name))
+    apply(client, model_name, decision)
+    return decision
+
+
 def resolve_generator(model: str | None, model_name: str) -> nn.Module:
     """The generator to sample from: a file path or an MLflow model URI; by default the registered
     ``champion``, else models/generator.pt."""
