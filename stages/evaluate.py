@@ -26,7 +26,8 @@ from anime_avatar.gan.model_file import load_generator
 from anime_avatar.metrics.feature_cache import eval_real_features
 from anime_avatar.nn.images import grid_png
 from anime_avatar.ops.data_versions import data_version
-from anime_avatar.ops.stage_run import log_to_recorded_run, name_first_champion
+from anime_avatar.ops.registry import name_champion_of_recorded_run
+from anime_avatar.ops.stage_run import log_to_recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def evaluate(params: Params) -> None:
     write_eval_metrics(scored | {"n_samples": scores.n_fake, "n_real": scores.n_real})
     atomic_write_bytes(SAMPLES_PNG, grid_png(torch.from_numpy(fakes[:64]).permute(0, 3, 1, 2)))
     if log_to_recorded_run(RUN_FILE, "train", scored, (SAMPLES_PNG,), step=generator.step):
-        name_first_champion(RUN_FILE, "train", params.tracking.model_name, scores.fid)
+        name_champion_of_recorded_run(RUN_FILE, "train", scores.fid)
     print(f"FID {scores.fid:.2f}  KID {scores.kid_mean:.4f} ± {scores.kid_std:.4f}  "
           f"({scores.n_fake} generated vs {scores.n_real} real)")  # fmt: skip
 

@@ -128,20 +128,20 @@ def test_first_promotion_takes_the_best_evaluated_version_not_the_newest(store):
 def test_the_first_evaluation_names_a_champion_and_later_ones_leave_it(store):
     client, trained = store
     first = trained(None)  # registered; the evaluate stage has scored it, the store not yet
-    decision = registry.name_first_champion(client, NAME, first.run_id, 80.0)
+    decision = registry.name_first_champion(client, first.run_id, 80.0)
     assert decision is not None and decision.promote
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == first.version
     better = trained(40.0)
-    assert registry.name_first_champion(client, NAME, better.run_id, 40.0) is None  # only retrain moves it
+    assert registry.name_first_champion(client, better.run_id, 40.0) is None  # only retrain moves it
     assert registry.champion(client, NAME).version == first.version
     with mlflow.start_run() as unregistered:  # tracking.register_model: false
         pass
-    assert registry.name_first_champion(client, NAME, unregistered.info.run_id, 10.0) is None
+    assert registry.name_first_champion(client, unregistered.info.run_id, 10.0) is None
 
 
 def test_with_no_champion_the_first_evaluation_gives_the_alias_to_the_best_evaluated_version(store):
     client, trained = store
     older_better, newest = trained(30.0), trained(None)
-    decision = registry.name_first_champion(client, NAME, newest.run_id, 90.0)
+    decision = registry.name_first_champion(client, newest.run_id, 90.0)
     assert decision.winner == older_better
     assert registry.champion(client, NAME) == older_better

@@ -124,21 +124,40 @@ def apply(client, model_name: str, decision: Decision) -> None:
     log.info("%s: %s", tags["champion.decision"], decision.reason)
 
 
-def name_first_champion(client, model_name: str, run_id: str, fid: float) -> Decision | None:
-    """After the evaluation of ``run_id`` (scored ``fid``): when the model has no champion yet, the alias goes to
-    the best evaluated version, as retrain would give it, so that ``models:/NAME@champion`` works after the
-    first ``dvc repro``. None, and nothing changed, when there is a champion (only retrain moves it) or the
-    run registered no version (``tracking.register_model: false``)."""
+def name_first_champion(client, run_id: str, fid: float) -> Decision | None:
+    """After the evaluation of ``run_id`` (scored ``fid``): when the model it registered has no champion yet, the
+    alias goes to the best evaluated version, as retrain would give it, so that ``models:/NAME@champion`` works
+    after the first ``dvc repro``. None, and nothing changed, when there is a champion (only retrain moves it)
+    or the run registered no version (``tracking.register_model: false``)."""
+    versions = client.search_model_versions(f"run_id='{run_id}'")
+    if not versions:
+        return None
+    model_name = max(versions, key=lambda v: int(v.version)).name
     if champion(client, model_name) is not None:
         return None
-    try:
-        new = version_of_run(client, model_name, run_id)
-    except UserError:
-        return None
+    new = version_of_run(client, model_name, run_id)
     new = Candidate(new.version, run_id, fid)  # the score just made, whether or not the store has it yet
     decision = decide(new, None, best_evaluated(client, model_name))
     apply(client, model_name, decision)
+    log.info("champion named (%s): models:/%s@%s", decision.reason, model_name, CHAMPION)
     return decision
+
+
+def name_champion_of_recorded_run(run_file: Path, stage: str, fid: float) -> None:
+    """:func:`name_first_champion` for the run recorded in ``run_file`` by ``stage``, on its tracking store; a
+    store that does not answer is a warning: the alias is a convenience, the evaluation stands."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from anime_avatar.artifacts.run import read_run_file
+
+    record = read_run_file(name=run_file, stage=stage)
+    if record is None:
+        return
+    try:
+        name_first_champion(MlflowClient(record.tracking_uri), record.run_id, fid)
+    except (MlflowException, OSError) as err:
+        log.warning("no champion named: the tracking store did not answer (%s)", str(err).splitlines()[0])
 
 
 def resolve_generator(model: str | None, model_name: str) -> nn.Module:

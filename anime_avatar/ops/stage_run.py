@@ -132,27 +132,6 @@ def log_to_recorded_run(
     return True
 
 
-def name_first_champion(run_file: Path, stage: str, model_name: str, fid: float) -> None:
-    """Give the registered model's champion alias to the run recorded in ``run_file`` (scored ``fid``) when the
-    model has none (:func:`anime_avatar.ops.registry.name_first_champion`); a store that does not answer is a
-    warning: the alias is a convenience, the evaluation stands."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from anime_avatar.ops import registry
-
-    record = read_run_file(name=run_file, stage=stage)
-    if record is None:
-        return
-    try:
-        decision = registry.name_first_champion(MlflowClient(record.tracking_uri), model_name, record.run_id, fid)
-    except (MlflowException, OSError) as err:
-        log.warning("no champion named: the tracking store did not answer (%s)", str(err).splitlines()[0])
-        return
-    if decision is not None:
-        log.info("champion named (%s): models:/%s@%s", decision.reason, model_name, registry.CHAMPION)
-
-
 def log_dataset(mlflow, images, folder: Path, version: str) -> None:
     """A training set as an MLflow dataset input: its folder, DVC version, schema."""
     import warnings
