@@ -1,8 +1,12 @@
-"""``make demo``: the whole pipeline in about two minutes, in its own workspace ``demo/``.
+"""``make demo``: the whole pipeline on small params, in its own workspace ``demo/``.
 
 A copy of the project's code and ``dvc.yaml`` with ``params.yaml`` shrunk by :data:`DEMO` (fewer,
-smaller synthetic illustrations, a short training, a small FID sample), run with ``dvc repro``;
-then 16 avatars from the trained generator. The project's own workspace is left alone.
+smaller synthetic illustrations, a short training, a small FID sample), in a git repository of its own
+(one commit) so that ``dvc exp run``, ``exp show``, ``metrics diff`` and ``plots diff`` work there, run with
+``dvc repro`` and committed again. Then the pictures a newcomer can judge: the demo generator's 16 avatars
+beside the committed grid of a full ``make run`` (``avatars.png``, each labelled with its steps), and the
+shipped photo -> anime translator on scikit-image's public-domain astronaut (``astronaut-anime.png``). The
+project's own workspace is left alone.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from anime_avatar.core.params import load_params, merge
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 # Changes to params.yaml: small enough for two minutes on two CPU cores, big enough to pass validation
@@ -36,7 +44,9 @@ DEMO = {
     "translate": {"steps": 60},
     "translate_eval": {"n_images": 50, "kid_subset_size": 25},
 }
-COPIED = ("anime_avatar", "stages", "dvc.yaml")
+COPIED = ("anime_avatar", "stages", "dvc.yaml", ".gitignore")
+FULL_RUN_GRID = ROOT / "plots" / "samples" / "step-0003000.png"  # committed by the default `dvc repro`
+IDENTITY = ("-c", "user.name=anime-avatar demo", "-c", "user.email=demo@localhost")  # these commits only
 
 
 def prepare(dest: Path) -> Path:
@@ -55,9 +65,55 @@ def prepare(dest: Path) -> Path:
     load_params(dest / "params.yaml")  # the demo's values pass the schema
     tool = Path(sys.executable).parent
     dvc = str(tool / "dvc")
-    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=dest, check=True)
+    with open(dest / ".gitignore", "a") as ignore:  # the pictures made after the run are not part of it
+        ignore.write("\n# make demo's pictures\n/avatars.png\n/avatars-grid.png\n/astronaut.png\n/astronaut-anime.png\n")
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([dvc, "init", "-q"], cwd=dest, check=True)
     subprocess.run([dvc, "config", "core.analytics", "false"], cwd=dest, check=True)
+    commit(dest, "demo workspace: the project's code, dvc.yaml and the demo params")
     return dest
+
+
+def commit(work: Path, message: str) -> None:
+    """Commit everything git does not ignore (DVC's outputs are ignored; dvc.lock, metrics and plots are not)."""
+    subprocess.run(["git", "add", "-A"], cwd=work, check=True)
+    subprocess.run(["git", *IDENTITY, "commit", "-q", "--allow-empty", "-m", message], cwd=work, check=True)
+
+
+def labelled_row(panels: list[tuple[Image.Image, str]], height: int = 256) -> Image.Image:
+    """The panels side by side at ``height`` px (nearest-neighbour: small samples stay sharp), each with its label
+    above it."""
+    from PIL import Image, ImageDraw
+
+    scaled = [image.convert("RGB").resize((round(image.width * height / image.height), height), Image.NEAREST)
+              for image, _ in panels]  # fmt: skip
+    gap, top = 12, 22
+    row = Image.new("RGB", (sum(im.width for im in scaled) + gap * (len(scaled) + 1), height + top + gap), "white")
+    draw, x = ImageDraw.Draw(row), gap
+    for image, (_, label) in zip(scaled, panels, strict=True):
+        draw.text((x, 5), label, fill="black")
+        row.paste(image, (x, top))
+        x += image.width + gap
+    return row
+
+
+def pictures(work: Path, steps: int) -> list[Path]:
+    """avatars.png (this demo's avatars beside the full run's committed grid) and astronaut.png with
+    astronaut-anime.png (the shipped translator's avatar of her); returns the files written."""
+    from PIL import Image
+    from skimage import data
+
+    from anime_avatar.artifacts.translator import SHIPPED_TRANSLATOR
+
+    panels = [(Image.open(work / "avatars-grid.png"), f"this demo: {steps} steps")]
+    if FULL_RUN_GRID.is_file():
+        panels.append((Image.open(FULL_RUN_GRID), "make run: 3,000 steps (committed grid)"))
+    labelled_row(panels).save(work / "avatars.png")
+    Image.fromarray(data.astronaut()).save(work / "astronaut.png")
+    tool = Path(sys.executable).parent
+    subprocess.run([str(tool / "anime-avatar"), "avatar", "--photo", "astronaut.png", "--out", "astronaut-anime.png",
+                    "--model", str(SHIPPED_TRANSLATOR), "--largest"], cwd=work, check=True)  # fmt: skip
+    return [work / "avatars.png", work / "astronaut-anime.png"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,20 +126,24 @@ def main(argv: list[str] | None = None) -> None:
     commands = [
         [str(tool / "dvc"), "repro"],
         [str(tool / "anime-avatar"), "generate", "--model", "models/generator.pt", "--n", "16", "--grid",
-         "avatars.png"],
+         "avatars-grid.png"],
     ]  # fmt: skip
     # dvc.yaml's `python -m stages.X` must be this environment's python.
     env = {**os.environ, "PATH": f"{tool}{os.pathsep}{os.environ.get('PATH', '')}"}
     for cmd in commands:
         if subprocess.run(cmd, cwd=work, env=env).returncode != 0:
             sys.exit(f"demo: `{Path(cmd[0]).name} {' '.join(cmd[1:])}` failed in {work}")
+    commit(work, "demo run: dvc.lock, metrics and plots")
+    pictures(work, DEMO["train"]["steps"])
     print(
         f"\ndemo done in {time.perf_counter() - started:.0f} s, in {work}:\n"
-        f"  avatars.png                   16 avatars (seeds 0-15) from the trained generator\n"
+        f"  avatars.png                   16 avatars (seeds 0-15) of the demo generator beside a full run's grid\n"
+        f"  astronaut-anime.png           the shipped translator's avatar of astronaut.png (public domain)\n"
         f"  reports/samples.png           64 samples; metrics/eval.json has their FID/KID\n"
         f"  plots/samples/                the fixed-seed grids every 100 steps\n"
         f"  reports/data_docs/index.html  the data validation report\n"
-        f"  MLflow: cd {work} && anime-avatar ui"
+        f"  MLflow: cd {work} && anime-avatar ui\n"
+        f"  DVC experiments: cd {work} && dvc exp run -S train.steps=600 && dvc exp show --only-changed"
     )
 
 

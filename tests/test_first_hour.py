@@ -1,19 +1,23 @@
 """A newcomer's first hour: errors that need no heavy library come before importing one; torch's threads follow
-the machine's load."""
+the machine's load; the demo workspace supports DVC experiments."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
 
 from anime_avatar.core.device import apply_threads, idle_cores
-from tests.conftest import ROOT
+from anime_avatar.core.params import merge
+from tests.conftest import ROOT, TINY_METHODS, run
 
 REPORT = """
 import sys
@@ -65,3 +69,43 @@ def test_threads_zero_follows_the_load_unless_omp_num_threads_chose(monkeypatch)
         assert apply_threads(0) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_the_demo_workspace_is_a_git_repository_where_dvc_experiments_work(tmp_path):
+    from pipelines import demo
+
+    work = demo.prepare(tmp_path / "demo")
+    assert run(["git", "status", "--porcelain"], work).stdout == ""  # everything committed
+    assert run(["git", "rev-list", "--count", "HEAD"], work).stdout.strip() == "1"
+    # The demo's stages on tiny params (the translator's branch: the cheapest stage with metrics), committed.
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    translate = TINY_METHODS["translate"] | {"steps": 2}
+    tiny = merge(params, {"data": {"synthetic": {"count": 6, "size": 256}}, "detect": {"image_size": 32},
+                          "photos": TINY_METHODS["photos"], "translate": translate})  # fmt: skip
+    (work / "params.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
+    run(["dvc", "repro", "translate_train"], work)
+    demo.commit(work, "tiny baseline")
+    run(["dvc", "exp", "run", "translate_train", "-S", "translate.steps=3", "-n", "three-steps"], work)
+    shown = run(["dvc", "exp", "show", "--csv", "--only-changed"], work).stdout
+    assert "three-steps" in shown and "translate.steps" in shown
+    diff = run(["dvc", "metrics", "diff", "--json"], work).stdout
+    assert json.loads(diff)["metrics/translate_train.json"]["steps"] == {"old": 2, "new": 3, "diff": 1}
+
+
+def test_the_demo_ends_with_its_avatars_beside_a_full_runs_and_the_astronaut_translated(tmp_path):
+    from PIL import Image
+
+    from pipelines import demo
+
+    Image.new("RGB", (138, 138), (200, 40, 40)).save(tmp_path / "avatars-grid.png")  # stands in for the 4x4 grid
+    written = demo.pictures(tmp_path, 300)
+    assert written == [tmp_path / "avatars.png", tmp_path / "astronaut-anime.png"]
+    row = np.asarray(Image.open(tmp_path / "avatars.png"))
+    assert row.shape[0] == 256 + 22 + 12 and row.shape[1] == 12 + 256 + 12 + 256 + 12  # two labelled panels
+    assert (row[22:278, 12:268] == (200, 40, 40)).all()  # the demo's grid, then the committed full run's
+    full_run = np.asarray(Image.open(demo.FULL_RUN_GRID).convert("RGB").resize((256, 256), Image.NEAREST))
+    assert (row[22:278, 280:536] == full_run).all()
+    assert (row[:20, 12:268] < 128).any()  # a label is drawn above each panel
+    avatar = Image.open(tmp_path / "astronaut-anime.png")
+    assert avatar.size == (256, 256) and (tmp_path / "astronaut.png").is_file()
