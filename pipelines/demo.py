@@ -46,6 +46,7 @@ DEMO = {
 }
 COPIED = ("anime_avatar", "stages", "dvc.yaml", ".gitignore")
 FULL_RUN_GRID = ROOT / "plots" / "samples" / "step-0003000.png"  # committed by the default `dvc repro`
+PICTURES = ("avatars.png", "avatars-grid.png", "astronaut.png", "astronaut-anime.png")  # made after the run
 IDENTITY = ("-c", "user.name=anime-avatar demo", "-c", "user.email=demo@localhost")  # these commits only
 
 
@@ -66,7 +67,7 @@ def prepare(dest: Path) -> Path:
     tool = Path(sys.executable).parent
     dvc = str(tool / "dvc")
     with open(dest / ".gitignore", "a") as ignore:  # the pictures made after the run are not part of it
-        ignore.write("\n# make demo's pictures\n/avatars.png\n/avatars-grid.png\n/astronaut.png\n/astronaut-anime.png\n")
+        ignore.write("\n# make demo's pictures\n" + "".join(f"/{name}\n" for name in PICTURES))
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run([dvc, "init", "-q"], cwd=dest, check=True)
     subprocess.run([dvc, "config", "core.analytics", "false"], cwd=dest, check=True)

@@ -109,3 +109,14 @@ def test_the_demo_ends_with_its_avatars_beside_a_full_runs_and_the_astronaut_tra
     assert (row[:20, 12:268] < 128).any()  # a label is drawn above each panel
     avatar = Image.open(tmp_path / "astronaut-anime.png")
     assert avatar.size == (256, 256) and (tmp_path / "astronaut.png").is_file()
+
+
+def test_the_flows_and_make_prefect_server_share_one_prefect_home():
+    code = "import pipelines; from prefect.settings import PREFECT_HOME; print(PREFECT_HOME.value())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert Path(proc.stdout.strip()) == ROOT / ".prefect"
+    assert "PREFECT_HOME=$(CURDIR)/.prefect" in (ROOT / "Makefile").read_text()  # make runs from ROOT
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env | {"PREFECT_HOME": "/tmp/mine"},
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert proc.stdout.strip() == "/tmp/mine"  # the user's own wins
