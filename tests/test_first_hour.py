@@ -120,3 +120,18 @@ def test_the_flows_and_make_prefect_server_share_one_prefect_home():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env | {"PREFECT_HOME": "/tmp/mine"},
                           capture_output=True, text=True, check=True)  # fmt: skip
     assert proc.stdout.strip() == "/tmp/mine"  # the user's own wins
+
+
+def test_the_experiment_opens_on_its_training_runs_in_the_mlflow_ui(tmp_path):
+    from mlflow import MlflowClient
+
+    from anime_avatar.ops.stage_run import EXPERIMENT_KIND, tracking_ready
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking_ready(uri, "anime-avatar")
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("anime-avatar")
+    assert experiment.tags[EXPERIMENT_KIND] == "custom_model_development"  # the UI's runs table, not GenAI
+    client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, "genai_development")
+    tracking_ready(uri, "anime-avatar")  # a kind chosen in the UI stays
+    assert client.get_experiment(experiment.experiment_id).tags[EXPERIMENT_KIND] == "genai_development"

@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 KILLED = (TrainingInterrupted, KeyboardInterrupt)
 
 
+# MLflow 3's UI opens an experiment of this kind on its Training runs table; without it, on the GenAI overview
+# (traces, "Detect issues") or a dialog asking for the kind.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+
+
 def tracking_ready(uri: str, experiment: str):  # -> mlflow
     """The tracking store checked in seconds, earlier runs' leftovers settled, the experiment set: the mlflow
     module, ready to start a run."""
@@ -41,10 +47,12 @@ def tracking_ready(uri: str, experiment: str):  # -> mlflow
     fail_fast_http()  # a server that goes away later costs a refused connection, not minutes of retries
     mlflow = mlflow_client(uri)
     try:
-        experiment_id = mlflow.set_experiment(experiment).experiment_id
+        found = mlflow.set_experiment(experiment)
     except Exception as err:  # e.g. an experiment of that name was deleted
         raise UserError(f"tracking.experiment {experiment!r}: {str(err).strip().splitlines()[0]}") from None
-    recover(uri, [experiment_id])
+    if EXPERIMENT_KIND not in found.tags:  # a kind the user chose in the UI stays
+        mlflow.set_experiment_tag(EXPERIMENT_KIND, MODEL_DEVELOPMENT)
+    recover(uri, [found.experiment_id])
     return mlflow
 
 
