@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup run demo test lint bench ui prefect-server clean
 
-setup: $(STAMP) .dvc/config
+setup: $(STAMP) .dvc/config .vega/offline.html
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml
 .dvc/config: | $(STAMP)
 	if git rev-parse --git-dir >/dev/null 2>&1; then $(BIN)/dvc init -q; else $(BIN)/dvc init -q --no-scm; fi
 	$(BIN)/dvc config core.analytics false
+
+# `dvc plots` pages that draw offline: Vega inlined from pinned npm tarballs (a warning, not a failure, when
+# the registry does not answer; the pages then load Vega from its CDN as before).
+.vega/offline.html: | $(STAMP) .dvc/config
+	$(BIN)/python -m pipelines.offline_plots
 
 run: setup
 	$(BIN)/dvc repro

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from anime_avatar.core.params import load_params, merge
+from pipelines import offline_plots
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -71,6 +72,8 @@ def prepare(dest: Path) -> Path:
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run([dvc, "init", "-q"], cwd=dest, check=True)
     subprocess.run([dvc, "config", "core.analytics", "false"], cwd=dest, check=True)
+    if offline_plots.TEMPLATE.is_file():  # dvc plots pages that draw offline, as in the project (make setup)
+        offline_plots.install(dest)
     commit(dest, "demo workspace: the project's code, dvc.yaml and the demo params")
     return dest
 

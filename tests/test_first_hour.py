@@ -135,3 +135,41 @@ def test_the_experiment_opens_on_its_training_runs_in_the_mlflow_ui(tmp_path):
     client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, "genai_development")
     tracking_ready(uri, "anime-avatar")  # a kind chosen in the UI stays
     assert client.get_experiment(experiment.experiment_id).tags[EXPERIMENT_KIND] == "genai_development"
+
+
+LOSSES = "step,loss_d,loss_g\n" + "".join(f"{s},{1 + (s % 7) / 10},{2 - (s % 5) / 10}\n" for s in range(0, 300, 10))
+
+
+def chart_pixels(page: Path, shot: Path) -> int:
+    """Pixels of the chart's line colour in headless Chromium's screenshot of ``page``, with every network
+    request sent to a closed port (offline)."""
+    from PIL import Image
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "the browser tests need Debian's chromium: apt-get install chromium (make setup does)"
+    subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+                    "--window-size=800,600", "--virtual-time-budget=8000", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return int(((b - g > 60) & (r - g > 30)).sum())  # the purple of DVC's default line colours
+
+
+@pytest.mark.slow
+def test_dvc_plots_draw_offline_with_the_inlined_vega_template(tmp_path):
+    from pipelines import offline_plots
+
+    work = tmp_path / "work"
+    (work / "plots").mkdir(parents=True)
+    (work / "plots/losses.csv").write_text(LOSSES)
+    (work / "dvc.yaml").write_text(
+        "plots:\n  - losses:\n      x: step\n      y:\n        plots/losses.csv: [loss_d, loss_g]\n"
+    )
+    run(["dvc", "init", "--no-scm", "-q"], work)
+    run(["dvc", "plots", "show", "-o", "cdn"], work)  # DVC's own page: Vega from a CDN, blank offline
+    assert chart_pixels(work / "cdn/index.html", tmp_path / "cdn.png") == 0
+    template = offline_plots.TEMPLATE if offline_plots.TEMPLATE.is_file() else tmp_path / "offline.html"
+    offline_plots.install(work, template=template)  # what make setup does (it fetches Vega once, pinned)
+    assert str(template.resolve()) in (work / ".dvc/config.local").read_text()
+    run(["dvc", "plots", "show", "-o", "offline"], work)
+    assert chart_pixels(work / "offline/index.html", tmp_path / "offline.png") > 500  # the two loss lines drawn
