@@ -230,11 +230,12 @@ def cmd_stylize(args: argparse.Namespace) -> None:
     stylises every image in it, and --out is then a folder.
     Example: anime-avatar stylize --content face.png --style art.jpg --out avatar.png --method network
     """
+    contents, targets = _contents_and_targets(args.content, args.out)  # before the slow imports
+
     from anime_avatar.core.progress import progress_bar
     from anime_avatar.data.image_sets import read_image
     from anime_avatar.style.transfer import stylize_image
 
-    contents, targets = _contents_and_targets(args.content, args.out)
     single = read_image(contents[0], "--content", MAX_READ_SIDE) if len(contents) == 1 else None  # before the slow part
     style = read_image(args.style, "--style", MAX_READ_SIDE)
     method = _method_from_options(args)
@@ -334,12 +335,13 @@ def cmd_translate(args: argparse.Namespace) -> None:
     Pictures should show one face filling most of the frame (use `avatar` to find and crop it in a photo).
     Example: anime-avatar translate --content face.png --out anime.png
     """
+    contents, targets = _contents_and_targets(args.content, args.out)  # before the slow imports
+
     from anime_avatar.core.progress import progress_bar
     from anime_avatar.data.image_sets import read_image
     from anime_avatar.data.images import center_square
     from anime_avatar.translate.inference import translate_picture
 
-    contents, targets = _contents_and_targets(args.content, args.out)
     single = read_image(contents[0], "--content", MAX_READ_SIDE) if len(contents) == 1 else None  # before the model
     translator = _translator(args.model, args.to)
     size = args.size or translator.image_size

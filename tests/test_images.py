@@ -356,8 +356,8 @@ def test_an_animated_gif_gives_its_first_frame_and_says_so(tmp_path, caplog):
         ((20000, 2), 256, (2048, 256)),  # 8:1 at most
         ((2, 20000), 256, (256, 2048)),
         ((400, 100), 256, (1024, 256)),  # 4:1: as it is
-        ((1000, 100), 1024, (4096, 1024)),  # 8:1 would be 8.4 Mpx: cut to MAX_MADE_PIXELS (4:1 here)
-        ((1000, 100), 2048, (2048, 2048)),  # at the largest side only a square fits MAX_MADE_PIXELS
+        ((1000, 100), 512, (2048, 512)),  # 8:1 would be 2.1 Mpx: cut to MAX_MADE_PIXELS (4:1 here)
+        ((1000, 100), 1024, (1024, 1024)),  # at the largest side only a square fits MAX_MADE_PIXELS
     ],
 )
 def test_resize_short_crops_extreme_aspect_ratios_to_the_pixel_budget(size, short, expected, caplog):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from anime_avatar.core.errors import UserError
 
-MAX_SIDE = 2048  # the largest side an output may be asked for (--size, --style-size; params' image sizes are below)
+MAX_SIDE = 1024  # the largest side an output may be asked for (--size, --style-size; params' image sizes too)
 MAX_MADE_PIXELS = MAX_SIDE * MAX_SIDE  # the most pixels of any image made from an input: the largest square output
 MAX_ASPECT = 8  # the longest an image made from an input may be, in shorter sides (wider panoramas are cropped)
 MAX_READ_SIDE = 4096  # the commands read larger inputs reduced (JPEG draft mode) and downscale them to this side
