@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from anime_avatar.core.errors import UserError
+from anime_avatar.core.limits import MAX_READ_SIDE, MAX_SIDE
 from anime_avatar.core.params import DEFAULT_PARAMS, PhotoFacesParams, load_params
 from anime_avatar.core.stage import setup_logging
 
@@ -57,9 +58,14 @@ def cmd_faces(args: argparse.Namespace) -> None:
         total += len(result.crops)
     if len(unreadable) < len(args.images):
         log.info("%d faces from %d images with %s", total, len(args.images) - len(unreadable), detector.name)
-    if unreadable:  # the readable ones are done; the exit status says that some were not
-        raise UserError(unreadable[0] if len(unreadable) == 1 else f"{len(unreadable)} of {len(args.images)} "
-                        f"images could not be read: {'; '.join(unreadable)}")  # fmt: skip
+    _fail_for_unreadable(unreadable, len(args.images))
+
+
+def _fail_for_unreadable(unreadable: list[str], total: int) -> None:
+    """After the readable images are done: one error naming the unreadable ones (the exit status says some were)."""
+    if unreadable:
+        raise UserError(unreadable[0] if len(unreadable) == 1 else f"{len(unreadable)} of {total} images could not "
+                        f"be read: {'; '.join(unreadable)}")  # fmt: skip
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -122,7 +128,7 @@ def _stylize_avatars(args: argparse.Namespace, images):  # images: uint8 (N, 3, 
     from anime_avatar.data.image_sets import read_image
     from anime_avatar.style.transfer import stylize_image
 
-    style = read_image(args.style, "--style")
+    style = read_image(args.style, "--style", MAX_READ_SIDE)
     method = _style_method(args.params, args.style_method, args.style_model)
     stylised = [
         torch.from_numpy(np.array(stylize_image(method, to_pil_image(image), style, args.style_size))).permute(2, 0, 1)
@@ -165,32 +171,55 @@ def _method_from_options(args: argparse.Namespace):  # -> anime_avatar.style.tra
                          style_weight=args.style_weight, content_weight=args.content_weight)  # fmt: skip
 
 
-def _save_image(image, path: Path) -> None:  # image: PIL.Image
-    """Write ``image`` atomically in the format its suffix names (.png, .jpg, ...)."""
-    import io
-
+def _image_format(path: Path) -> str:
+    """The Pillow format that ``path``'s suffix names; none: a UserError."""
     from PIL import Image
-
-    from anime_avatar.core.fsutil import atomic_write_bytes
 
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise UserError(f"--out {path}: give the image file a suffix such as .png or .jpg")
+    return fmt
+
+
+def _check_targets(targets: Sequence[Path]) -> None:
+    """Before any work: each image to write has an image suffix, is not a folder and lies under no regular file."""
+    for target in targets:
+        if target.is_dir():
+            raise UserError(f"--out {target} is a folder: name the image file to write (e.g. {target / 'out.png'})")
+        _image_format(target)
+        for parent in target.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UserError(f"--out {target}: {parent} is a file, not a folder")
+                break
+
+
+def _save_image(image, path: Path) -> None:  # image: PIL.Image
+    """Write ``image`` atomically in the format its suffix names (.png, .jpg, ...)."""
+    import io
+
     buf = io.BytesIO()
-    image.save(buf, format=fmt)
-    atomic_write_bytes(path, buf.getvalue())
+    image.save(buf, format=_image_format(path))
+    _write(path, buf.getvalue())
 
 
 def _contents_and_targets(content: Path, out: Path) -> tuple[list[Path], list[Path]]:
-    """--content IMG -> ([IMG], [--out]); --content DIR -> its images and the PNG of each under --out (a folder)."""
+    """--content IMG -> ([IMG], [--out]); --content DIR -> its images and the PNG of each under --out (a folder).
+
+    --out is checked here, before any work: an image file to write, or for a folder a folder (or a new path)."""
     from anime_avatar.data.image_sets import image_files
 
     if not content.is_dir():
+        _check_targets([out])
         return [content], [out]
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: with a folder as --content, --out is the folder to write into")
     contents = image_files(content)
     if not contents:
         raise UserError(f"--content {content}: no images in this folder")
-    return contents, [out / f"{c.relative_to(content).with_suffix('')}.png" for c in contents]
+    targets = [out / f"{c.relative_to(content).with_suffix('')}.png" for c in contents]
+    _check_targets(targets)
+    return contents, targets
 
 
 def cmd_stylize(args: argparse.Namespace) -> None:
@@ -202,18 +231,28 @@ def cmd_stylize(args: argparse.Namespace) -> None:
     stylises every image in it, and --out is then a folder.
     Example: anime-avatar stylize --content face.png --style art.jpg --out avatar.png --method network
     """
+    contents, targets = _contents_and_targets(args.content, args.out)  # before the slow imports
+
     from anime_avatar.core.progress import progress_bar
     from anime_avatar.data.image_sets import read_image
     from anime_avatar.style.transfer import stylize_image
 
-    contents, targets = _contents_and_targets(args.content, args.out)
-    images = [read_image(c, "--content") for c in contents]
-    style = read_image(args.style, "--style")
+    single = read_image(contents[0], "--content", MAX_READ_SIDE) if len(contents) == 1 else None  # before the slow part
+    style = read_image(args.style, "--style", MAX_READ_SIDE)
     method = _method_from_options(args)
-    for image, target in progress_bar(iterable=list(zip(images, targets, strict=True)), desc="stylize", unit="img",
-                                      disable=len(images) < 2):  # fmt: skip
+    unreadable: list[str] = []
+    for content, target in progress_bar(iterable=list(zip(contents, targets, strict=True)), desc="stylize",
+                                        unit="img", disable=len(contents) < 2):  # fmt: skip
+        try:  # one at a time: a folder of photos is never all in memory, and a bad one stops no other
+            image = single if single is not None else read_image(content, "--content", MAX_READ_SIDE)
+        except UserError as err:
+            unreadable.append(str(err))
+            continue
         _save_image(stylize_image(method, image, style, args.size), target)
-    log.info("%d image%s stylised with %s: %s", len(images), "s" * (len(images) != 1), args.method, args.out)
+    done = len(contents) - len(unreadable)
+    if done:
+        log.info("%d image%s stylised with %s: %s", done, "s" * (done != 1), args.method, args.out)
+    _fail_for_unreadable(unreadable, len(contents))
 
 
 # The photo_faces section of the project's params.yaml, for `avatar` run outside a project (no params file): a
@@ -246,13 +285,15 @@ def cmd_avatar(args: argparse.Namespace) -> None:
     if args.method != "translate" and args.style is None:
         raise UserError(f"--method {args.method} restyles the face after an example: give it --style IMG (or use "
                         "--method translate, which needs none)")  # fmt: skip
-    photo = read_image(args.photo, "--photo")
+    _check_targets([args.out])
+    photo = read_image(args.photo, "--photo", MAX_READ_SIDE)
     if args.method == "translate":
         translator = _translator(args.model, "anime")
         crop_size = translator.image_size
         log.info("translator %s (%d px, step %d)", translator.path, translator.image_size, translator.step)
     else:
-        style, method, crop_size = read_image(args.style, "--style"), _method_from_options(args), args.size
+        style = read_image(args.style, "--style", MAX_READ_SIDE)
+        method, crop_size = _method_from_options(args), args.size
     if args.no_detect:
         crops = [center_square(photo, crop_size)]
     else:
@@ -265,6 +306,7 @@ def cmd_avatar(args: argparse.Namespace) -> None:
         if len(crops) == 1
         else [args.out.with_stem(f"{args.out.stem}-{i}") for i in range(1, len(crops) + 1)]
     )
+    _check_targets(targets)
     for crop, target in zip(crops, targets, strict=True):
         if args.method == "translate":
             from anime_avatar.translate.inference import translate_picture
@@ -294,20 +336,31 @@ def cmd_translate(args: argparse.Namespace) -> None:
     Pictures should show one face filling most of the frame (use `avatar` to find and crop it in a photo).
     Example: anime-avatar translate --content face.png --out anime.png
     """
+    contents, targets = _contents_and_targets(args.content, args.out)  # before the slow imports
+
     from anime_avatar.core.progress import progress_bar
     from anime_avatar.data.image_sets import read_image
     from anime_avatar.data.images import center_square
     from anime_avatar.translate.inference import translate_picture
 
-    contents, targets = _contents_and_targets(args.content, args.out)
+    single = read_image(contents[0], "--content", MAX_READ_SIDE) if len(contents) == 1 else None  # before the model
     translator = _translator(args.model, args.to)
     size = args.size or translator.image_size
+    unreadable: list[str] = []
     for content, target in progress_bar(iterable=list(zip(contents, targets, strict=True)), desc="translate",
                                         unit="img", disable=len(contents) < 2):  # fmt: skip
-        square = center_square(read_image(content, "--content"), translator.image_size)
+        try:
+            picture = single if single is not None else read_image(content, "--content", MAX_READ_SIDE)
+        except UserError as err:
+            unreadable.append(str(err))
+            continue
+        square = center_square(picture, translator.image_size)
         _save_image(translate_picture(translator.net, square, size), target)
-    log.info("%d image%s translated to %s by %s: %s", len(contents), "s" * (len(contents) != 1), args.to,
-             translator.path, args.out)  # fmt: skip
+    done = len(contents) - len(unreadable)
+    if done:
+        log.info("%d image%s translated to %s by %s: %s", done, "s" * (done != 1), args.to, translator.path,
+                 args.out)  # fmt: skip
+    _fail_for_unreadable(unreadable, len(contents))
 
 
 def _add_style_options(p: argparse.ArgumentParser, translate: bool = False) -> None:
@@ -432,6 +485,14 @@ def _int_at_least(low: int) -> Callable[[str], int]:
     return parse
 
 
+def _side(text: str) -> int:
+    """A side in pixels that an output may have: 1 to limits.MAX_SIDE."""
+    value = _int_at_least(1)(text)
+    if value > MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"{value} is more than {MAX_SIDE}, the largest side in pixels")
+    return value
+
+
 def _seed(text: str) -> int:
     value = _int_at_least(0)(text)
     if value >= 2**62:
@@ -533,18 +594,14 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
     p.add_argument("--style", type=_image_file, metavar="IMG", help="stylise the avatars in the style of this image")
     p.add_argument("--style-method", choices=["gatys", "network", "adain"], default="network",
                    help="with --style: gatys, network (default) or adain")  # fmt: skip
-    p.add_argument(
-        "--style-size", type=_int_at_least(1), default=256, help="with --style: the stylised avatars' side in pixels"
-    )
+    p.add_argument("--style-size", type=_side, default=256, help="with --style: the stylised avatars' side in pixels")
     p.add_argument("--style-model", help="with --style: stylizer file or MLflow URI (default: models/stylizer.pt)")
 
     p = add_command(sub, cmd_stylize)
     p.add_argument("--content", type=Path, required=True, metavar="IMG|DIR", help="image or folder of images")
     p.add_argument("--style", type=_image_file, required=True, metavar="IMG", help="the style image")
     p.add_argument("--out", type=Path, required=True, metavar="PATH", help="output image (a folder for a folder)")
-    p.add_argument(
-        "--size", type=_int_at_least(1), default=256, help="the content's shorter side in pixels (default: 256)"
-    )
+    p.add_argument("--size", type=_side, default=256, help="the content's shorter side in pixels (default: 256)")
     _add_style_options(p)
 
     p = add_command(sub, cmd_avatar)
@@ -553,7 +610,7 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
     p.add_argument(
         "--out", type=Path, required=True, metavar="AVATAR.png", help="the avatar (AVATAR-N.png for several)"
     )
-    p.add_argument("--size", type=_int_at_least(1), default=256, help="the avatar's side in pixels (default: 256)")
+    p.add_argument("--size", type=_side, default=256, help="the avatar's side in pixels (default: 256)")
     p.add_argument("--no-detect", action="store_true", help="stylise the whole picture, without looking for a face")
     p.add_argument("--largest", action="store_true", help="one avatar, of the largest face, when there are several")
     _add_style_options(p, translate=True)
@@ -562,7 +619,7 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
     p.add_argument("--content", type=Path, required=True, metavar="IMG|DIR", help="face picture or folder of them")
     p.add_argument("--out", type=Path, required=True, metavar="PATH", help="output image (a folder for a folder)")
     p.add_argument("--to", choices=["anime", "photo"], default="anime", help="the direction (default: anime)")
-    p.add_argument("--size", type=_int_at_least(1), help="output side in pixels (default: the translator's)")
+    p.add_argument("--size", type=_side, help="output side in pixels (default: the translator's)")
     p.add_argument("--model", help="translator file (default: models/translator.pt, else the shipped one)")
 
     p = add_command(sub, cmd_runs)

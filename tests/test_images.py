@@ -304,3 +304,77 @@ def test_any_mode_and_depth_reads_back_as_rgb_uint8_at_the_right_scale(tmp_path,
     rgb = np.asarray(load_rgb(path))
     assert rgb.dtype == np.uint8 and rgb.shape == (*expected.shape[:2], 3)
     assert np.abs(rgb.astype(np.float64) - expected).max() <= 1.0
+
+
+# --- the commands' reading of large and animated pictures (issue 22) -------------------------------------
+
+
+def test_a_108_megapixel_jpeg_is_read_reduced_with_max_side_and_refused_without(tmp_path, caplog):
+    """A 12000x9000 phone photo: the commands (max_side) decode it at 1/2 scale and downscale it, with a
+    warning; the stages (no max_side) still refuse it. About 1 s and 0.45 GB, most of it making the file."""
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (12000, 9000), (200, 150, 120)).save(path, quality=50)
+    image = read_image(path, max_side=4096)
+    assert image.rgb.size == (4096, 3072) and image.rgb.mode == "RGB"
+    assert image.rgb.getpixel((2048, 1536)) == pytest.approx((200, 150, 120), abs=3)
+    assert f"{path}: 12000x9000 is larger than 4096 px: read downscaled to 4096x3072" in caplog.text
+    with pytest.raises(UnreadableImage, match="more than 89.5 megapixels"):
+        read_image(path)
+
+
+def test_a_jpeg_larger_than_pillow_opens_is_read_reduced_and_a_png_bomb_stays_refused(tmp_path):
+    """A JPEG header claiming 20000x20000 (over twice Pillow's limit, which Image.open refuses outright) is read
+    at 1/8 scale; a PNG cannot be decoded reduced, so it is refused whatever max_side says."""
+    small = tmp_path / "small.jpg"
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(small)
+    data = bytearray(small.read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 20000, 20000)  # height, width
+    (tmp_path / "huge.jpg").write_bytes(bytes(data))
+    image = read_image(tmp_path / "huge.jpg", max_side=64)  # the scan is truncated: what it holds, then grey
+    assert image.rgb.size == (64, 64)
+    bomb = png_claiming(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(UnreadableImage, match="refused"):
+        read_image(bomb, max_side=64)
+
+
+def test_an_animated_gif_gives_its_first_frame_and_says_so(tmp_path, caplog):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (20, 20), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
+    assert read_image(path).rgb.getpixel((5, 5)) == (255, 0, 0)
+    assert f"{path}: an animated image: read the first of 3 frames" in caplog.text
+    caplog.clear()
+    frames[0].save(tmp_path / "still.gif")
+    read_image(tmp_path / "still.gif")
+    assert "animated" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("size", "short", "expected"),
+    [
+        ((20000, 2), 256, (2048, 256)),  # 8:1 at most
+        ((2, 20000), 256, (256, 2048)),
+        ((400, 100), 256, (1024, 256)),  # 4:1: as it is
+        ((1000, 100), 512, (2048, 512)),  # 8:1 would be 2.1 Mpx: cut to MAX_MADE_PIXELS (4:1 here)
+        ((1000, 100), 1024, (1024, 1024)),  # at the largest side only a square fits MAX_MADE_PIXELS
+    ],
+)
+def test_resize_short_crops_extreme_aspect_ratios_to_the_pixel_budget(size, short, expected, caplog):
+    from anime_avatar.core.limits import MAX_MADE_PIXELS
+    from anime_avatar.style.images import resize_short
+
+    out = resize_short(Image.new("RGB", size), short)
+    assert out.size == expected and out.width * out.height <= MAX_MADE_PIXELS
+    assert ("cropped to its central" in caplog.text) == (expected[0] * size[1] != expected[1] * size[0])
+
+
+def test_short_side_box_is_central_and_refuses_a_side_over_the_limit():
+    from anime_avatar.core.errors import UserError
+    from anime_avatar.core.limits import MAX_SIDE, short_side_box
+
+    assert short_side_box(100, 100, 256) is None
+    assert short_side_box(20000, 2, 256) == (9992, 0, 10008, 2)
+    assert short_side_box(3, 301, 16) == (0, 138, 3, 162)
+    with pytest.raises(UserError, match=f"100000 is not between 1 and {MAX_SIDE} pixels"):
+        short_side_box(10, 10, 100_000)

@@ -78,3 +78,22 @@ def test_params_file_errors_are_clear(tmp_path):
 def test_sha256_is_normalised_to_lowercase():
     digest = "AB" * 32
     assert parse_params(merge(RAW, {"data": {"sha256": digest}})).data.sha256 == digest.lower()
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["detect.image_size", "stylize.image_size", "stylize_eval.image_size", "translate.image_size",
+     "translate_eval.image_size"],
+)  # fmt: skip
+def test_image_sizes_are_bounded_within_the_largest_side_and_fail_naming_the_key(key):
+    """Every side of an image a stage makes is at most limits.MAX_SIDE, the bound of the commands' --size (the
+    schema keeps literal bounds: importing limits there would add it to every stage's DVC deps)."""
+    from anime_avatar.core.limits import MAX_SIDE
+    from tests.conftest import params_with
+
+    section, name = key.split(".")
+    with pytest.raises(ParamsError, match=rf"{key}: Input should be less than or equal to"):
+        params_with({section: {name: 100_000}})
+    field = type(getattr(params_with(), section)).model_fields[name]
+    largest = max(m.le for m in field.metadata if getattr(m, "le", None) is not None)
+    assert largest * (2 if key == "stylize.image_size" else 1) <= MAX_SIDE  # stylize: style images at twice it

@@ -342,11 +342,31 @@ def test_tar_member_names_that_are_not_utf8_are_taken(tmp_path):
     assert rejected_map(result) == {"set/\\xff-link": "link"}
 
 
-def test_zip_with_a_name_falsely_flagged_utf8_is_one_clear_error(tmp_path):
+def test_zip_member_falsely_flagged_utf8_is_rejected_and_the_others_kept(tmp_path, caplog):
+    """zipfile refuses the whole archive over one such name (it decodes every name on opening): only that
+    member is lost, in rejected.csv; the rest, before and after it, are kept."""
     archive = tmp_path / "set.zip"
     with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.png", image_bytes(1))
         zf.writestr("caf\u00e9.png", image_bytes(25))  # stored with the UTF-8 flag: b"caf\xc3\xa9.png"
+        zf.writestr("sub/b.png", image_bytes(2))
     archive.write_bytes(archive.read_bytes().replace(b"caf\xc3\xa9", b"caf\xe9\xff"))
+    result = collect(local_params(archive), tmp_path / "out")
+    assert sorted(r.relpath for r in result.images) == ["images/a.png", "images/sub/b.png"]
+    assert (tmp_path / "out/images/sub/b.png").read_bytes() == image_bytes(2)
+    reason = "member name flagged UTF-8 but not valid UTF-8 (not extracted)"
+    assert rejected_map(result) == {"caf\\xe9\\xff.png": reason}
+    assert f"set.zip: caf\\xe9\\xff.png: {reason}" in caplog.text
+
+
+def test_zip_whose_only_bad_name_cannot_be_found_is_still_one_clear_error(tmp_path, monkeypatch):
+    from anime_avatar.data import sources
+
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("caf\u00e9.png", image_bytes(25))
+    archive.write_bytes(archive.read_bytes().replace(b"caf\xc3\xa9", b"caf\xe9\xff"))
+    monkeypatch.setattr(sources, "_central_directory", lambda f: [])  # as for a zip64 directory
     with pytest.raises(UserError, match=r"set\.zip: damaged archive: a member name is flagged UTF-8 but is not"):
         collect(local_params(archive), tmp_path / "out")
 

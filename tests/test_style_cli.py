@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,3 +149,139 @@ def test_bad_numbers_and_missing_images_are_refused_by_the_parser(files, capsys)
     with pytest.raises(SystemExit) as exit_:
         main("avatar", "--photo", "missing.jpg", "--style", str(files["style"]), "--out", "a.png")
     assert exit_.value.code == 2 and "missing.jpg" in capsys.readouterr().err
+
+
+# --- bad input (issue 22): pixel budgets, output paths, phone photos, folders with a bad file --------------------
+
+
+def fails_with(caplog, *argv: str) -> str:
+    """The one error line of a command that exits with status 1."""
+    caplog.clear()
+    with pytest.raises(SystemExit) as exit_:
+        main(*argv)
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert exit_.value.code == 1 and "\n" not in record.getMessage()
+    return record.getMessage()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["stylize", "--content", "c.png", "--style", "{style}", "--out", "o.png", "--size", "100000"],
+        ["avatar", "--photo", "{style}", "--out", "o.png", "--size", "100000"],
+        ["translate", "--content", "c.png", "--out", "o.png", "--size", "100000"],
+        ["generate", "--style", "{style}", "--style-size", "100000"],
+    ],
+)
+def test_a_size_over_the_largest_side_is_a_usage_error(files, capsys, argv):
+    with pytest.raises(SystemExit) as exit_:
+        main(*[a.format(style=files["style"]) for a in argv])
+    assert exit_.value.code == 2 and "100000 is more than 1024, the largest side in pixels" in capsys.readouterr().err
+
+
+@pytest.fixture
+def strip(tmp_path) -> str:
+    """A 20000x2 PNG of about 200 bytes: resized by its shorter side to 256 px it would be 655 megapixels."""
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (20000, 2), (90, 140, 200)).save(path)
+    assert path.stat().st_size < 400
+    return str(path)
+
+
+def test_stylize_crops_a_20000x2_style_and_content_and_says_so(files, tmp_path, strip, caplog):
+    out = tmp_path / "o.png"
+    main("stylize", "--content", strip, "--style", strip, "--out", str(out), "--model", files["stylizer"],
+         "--size", "32")  # fmt: skip
+    assert Image.open(out).size == (256, 32)  # 8:1 at most
+    assert f"{strip}: 20000x2 is larger than 4096 px: read downscaled to 4096x1" in caplog.text
+    assert "a 4096x1 picture cropped to its central 8x1: at a shorter side of 32 px, an image is at most 8:1" in (
+        caplog.text
+    )
+
+
+def test_translate_and_avatar_translate_take_a_20000x2_picture_in_their_square(tmp_path, strip, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the shipped translator
+    main("translate", "--content", strip, "--out", "t.png", "--size", "64")
+    main("avatar", "--photo", strip, "--method", "translate", "--no-detect", "--out", "a.png", "--size", "64")
+    assert Image.open("t.png").size == Image.open("a.png").size == (64, 64)
+
+
+@pytest.fixture
+def phone_photo(tmp_path) -> Path:
+    """A 12000x9000 JPEG (a 108-megapixel phone photo): 0.7 s and 0.45 GB to make."""
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (12000, 9000), (200, 150, 120)).save(path, quality=50)
+    return path
+
+
+def test_a_108_megapixel_jpeg_is_read_reduced_by_stylize_and_avatar(files, tmp_path, phone_photo, caplog,
+                                                                    monkeypatch):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    main("stylize", "--content", str(phone_photo), "--style", files["style"], "--out", "s.png",
+         "--model", files["stylizer"], "--size", "48")  # fmt: skip
+    main("avatar", "--photo", str(phone_photo), "--method", "translate", "--no-detect", "--out", "a.png")
+    assert Image.open("s.png").size == (64, 48) and Image.open("a.png").size == (256, 256)
+    assert caplog.text.count(f"{phone_photo}: 12000x9000 is larger than 4096 px: read downscaled to 4096x3072") == 2
+
+
+def test_an_animated_gif_is_stylised_from_its_first_frame_with_a_warning(files, tmp_path, caplog):
+    gif = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (40, 30), colour) for colour in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
+    main("stylize", "--content", str(gif), "--style", files["style"], "--out", str(tmp_path / "o.png"),
+         "--model", files["stylizer"], "--size", "30")  # fmt: skip
+    assert Image.open(tmp_path / "o.png").size == (40, 30)
+    assert f"{gif}: an animated image: read the first of 2 frames" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["stylize", "translate"])
+def test_a_folder_with_an_unreadable_file_gets_the_others_done_and_names_it(files, tmp_path, caplog, monkeypatch,
+                                                                           command):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(files["faces"], "faces")
+    Path("faces/broken.png").write_text("not an image")
+    options = ["--style", files["style"], "--model", files["stylizer"]] if command == "stylize" else []
+    message = fails_with(caplog, command, "--content", "faces", "--out", "out", "--size", "32", *options)
+    assert message == "--content: faces/broken.png is not a readable image (not an image)"
+    assert sorted(p.name for p in Path("out").iterdir()) == ["face0.png", "face1.png"]
+
+
+@pytest.mark.parametrize("command", ["stylize", "translate", "avatar"])
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("A.png", "--out A.png is a folder: name the image file to write (e.g. A.png/out.png)"),
+        ("FILE/a.png", "--out FILE/a.png: FILE is a file, not a folder"),
+    ],
+)
+def test_out_that_is_a_folder_or_under_a_file_is_refused_before_any_work(files, tmp_path, caplog, monkeypatch,
+                                                                        command, out, message):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    Path("A.png").mkdir()
+    Path("FILE").write_text("kept")
+    # --model names nothing: an --out checked after loading the model would give that error instead
+    photo = ["--photo", str(files["photo"]), "--method", "network", "--style", files["style"]]
+    content = ["--content", str(files["faces"] / "face0.png")]
+    inputs = {"avatar": photo, "stylize": [*content, "--style", files["style"]], "translate": content}[command]
+    assert fails_with(caplog, command, *inputs, "--out", out, "--model", "nowhere.pt") == message
+    assert Path("FILE").read_text() == "kept" and not any(Path("A.png").iterdir())
+
+
+@pytest.mark.parametrize("command", ["stylize", "translate"])
+def test_a_folder_as_content_with_out_naming_a_file_is_refused_and_the_file_kept(files, tmp_path, caplog,
+                                                                                 monkeypatch, command):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    Path("existing.png").write_bytes(b"kept")
+    style = ["--style", files["style"]] if command == "stylize" else []
+    message = fails_with(caplog, command, "--content", str(files["faces"]), "--out", "existing.png",
+                         "--model", "nowhere.pt", *style)  # fmt: skip
+    assert message == "--out existing.png is a file: with a folder as --content, --out is the folder to write into"
+    assert Path("existing.png").read_bytes() == b"kept"
+
+
+def test_an_output_name_in_a_content_folder_that_is_a_folder_is_refused_before_any_work(files, tmp_path, caplog):
+    (tmp_path / "out" / "face1.png").mkdir(parents=True)
+    message = fails_with(caplog, "stylize", "--content", str(files["faces"]), "--style", files["style"],
+                         "--out", str(tmp_path / "out"), "--model", "nowhere.pt")  # fmt: skip
+    assert message.startswith(f"--out {tmp_path / 'out' / 'face1.png'} is a folder")
+    assert not (tmp_path / "out" / "face0.png").exists()

@@ -220,7 +220,7 @@ class StylizeParams(Section):
     style_path: str = Field(min_length=1)
     features: FeatureNetwork
     methods: list[Literal[FUSION_METHODS]] = Field(min_length=1)  # type: ignore[valid-type]
-    image_size: int = Field(ge=32, le=1024)
+    image_size: int = Field(ge=32, le=512)  # style images are resized to twice it: at most limits.MAX_SIDE
     steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0.0, lt=1.0)

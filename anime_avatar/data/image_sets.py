@@ -59,11 +59,12 @@ def _read_all(folder: Path, key: str, limit: int) -> list[tuple[str, Image.Image
     return [(p.relative_to(folder).with_suffix("").as_posix(), read_image(p, key)) for p in spread(files, limit)]
 
 
-def read_image(path: Path, key: str) -> Image.Image:
-    """An image file as RGB; a missing or unreadable file raises one UserError naming ``key`` (the setting)."""
+def read_image(path: Path, key: str, max_side: int | None = None) -> Image.Image:
+    """An image file as RGB (downscaled to ``max_side``, see :func:`anime_avatar.data.images.read_image`); a
+    missing or unreadable file raises one UserError naming ``key`` (the setting)."""
     if not Path(path).is_file():
         raise UserError(f"{key}: {path} does not exist" if not Path(path).exists() else f"{key}: {path} is not a file")
     try:
-        return load_rgb(path)
+        return load_rgb(path, max_side)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise UserError(f"{key}: {path} is not a readable image ({err})") from None

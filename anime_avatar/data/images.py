@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import warnings
 from dataclasses import dataclass
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
@@ -37,23 +40,32 @@ class DecodedImage:
         return Image.getmodebands(self.mode)
 
 
-def read_image(path: str | os.PathLike[str]) -> DecodedImage:
+def read_image(path: str | os.PathLike[str], max_side: int | None = None) -> DecodedImage:
     """Decode any mode and bit depth Pillow opens into upright 8-bit RGB; raise UnreadableImage with the reason.
 
-    The one way images are read (download checks, detection, loading crops, validation):
+    The one way images are read (download checks, detection, loading crops, validation, the commands):
     EXIF orientation is applied, 16-bit and 32-bit integer pixels are scaled from 0..65535,
-    float pixels from 0..1, and transparency is composited onto white.
+    float pixels from 0..1, and transparency is composited onto white. An animated image gives its
+    first frame, with a warning.
+
+    ``max_side`` (the commands): a larger image is downscaled to it, with a warning, and a JPEG is decoded
+    reduced (libjpeg's 1/2, 1/4, 1/8 scales), so that a JPEG over MAX_PIXELS, such as a 108-megapixel phone
+    photo, is read rather than refused. Other formats over MAX_PIXELS stay refused: they cannot be decoded reduced.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as im:
+            with _open(path, max_side) as im:
                 width, height = im.size
-                if width * height > MAX_PIXELS:
+                if max_side is not None and im.format == "JPEG" and max(width, height) > max_side:
+                    scale = max_side / max(width, height)  # draft picks the smallest scale still at least this
+                    im.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
+                if im.size[0] * im.size[1] > MAX_PIXELS:
                     raise UnreadableImage(f"{width}x{height} is {TOO_LARGE}")
+                frames = getattr(im, "n_frames", 1) if getattr(im, "is_animated", False) else 1
                 im.load()
                 mode = im.mode
-                return DecodedImage(_to_rgb(_upright(im)), mode)
+                rgb = _to_rgb(_upright(im))
         except UnreadableImage:
             raise
         except UnidentifiedImageError:
@@ -64,11 +76,29 @@ def read_image(path: str | os.PathLike[str]) -> DecodedImage:
             raise UnreadableImage(f"cannot open: {err.strerror}") from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise UnreadableImage(f"corrupt image: {err}") from None
+    if frames > 1:
+        log.warning("%s: an animated image: read the first of %d frames", os.fspath(path), frames)
+    if max_side is not None and max(width, height) > max_side:
+        rgb = fit_within(rgb, max_side)  # as it is when draft mode has reduced it to max_side already
+        log.warning("%s: %dx%d is larger than %d px: read downscaled to %dx%d", os.fspath(path), width, height,
+                    max_side, *rgb.size)  # fmt: skip
+    return DecodedImage(rgb, mode)
 
 
-def load_rgb(path: str | os.PathLike[str]) -> Image.Image:
+def _open(path: str | os.PathLike[str], max_side: int | None) -> Image.Image:
+    """Image.open, except a JPEG to be read reduced: Pillow refuses one over twice MAX_PIXELS on opening, before
+    draft mode could reduce it, so it is opened as a JPEG directly and its reduced size checked instead."""
+    if max_side is not None:
+        with open(path, "rb") as f:
+            is_jpeg = f.read(3) == b"\xff\xd8\xff"
+        if is_jpeg:
+            return JpegImagePlugin.JpegImageFile(path)
+    return Image.open(path)
+
+
+def load_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> Image.Image:
     """The image at ``path`` as upright 8-bit RGB (see :func:`read_image`)."""
-    return read_image(path).rgb
+    return read_image(path, max_side).rgb
 
 
 def _upright(im: Image.Image) -> Image.Image:

@@ -6,6 +6,8 @@ files that are not readable images are returned as rejections with a reason.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import lzma
@@ -13,6 +15,7 @@ import os
 import posixpath
 import shutil
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -123,6 +126,95 @@ class _Budget:
                 dst.write(chunk)
 
 
+_UTF8_FLAG = 0x800  # general-purpose flag bit 11: the member's name is UTF-8
+
+
+def _central_directory(f: BinaryIO) -> list[tuple[int, int, bytes]]:
+    """(file offset, flags, raw name) of each entry of a zip's central directory, read without decoding the names;
+    [] for a zip64 directory or one that does not parse."""
+    f.seek(0, io.SEEK_END)
+    size = f.tell()
+    f.seek(max(0, size - (22 + 0xFFFF)))
+    tail = f.read()
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0 or len(tail) < end + 22:
+        return []
+    count, cd_size, cd_offset = struct.unpack("<10xHII", tail[end : end + 20])
+    if 0xFFFFFFFF in (cd_size, cd_offset) or count == 0xFFFF:
+        return []
+    start = size - len(tail) + end - cd_size  # where the directory is, whatever precedes the archive
+    f.seek(start)
+    directory = f.read(cd_size)
+    entries: list[tuple[int, int, bytes]] = []
+    at = 0
+    for _ in range(count):
+        if directory[at : at + 4] != b"PK\x01\x02" or len(directory) < at + 46:
+            return []
+        (flags,) = struct.unpack("<H", directory[at + 8 : at + 10])
+        name_len, extra_len, comment_len = struct.unpack("<HHH", directory[at + 28 : at + 34])
+        entries.append((start + at, flags, directory[at + 46 : at + 46 + name_len]))
+        at += 46 + name_len + extra_len + comment_len
+    return entries
+
+
+def _is_utf8(name: bytes) -> bool:
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _PatchedFile(io.RawIOBase):
+    """A file read with some bytes replaced ({offset: value}); seeking and telling as the file itself."""
+
+    def __init__(self, f: BinaryIO, patches: dict[int, int]) -> None:
+        self._f, self._patches = f, patches
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, buffer) -> int:  # buffer: a writable bytes-like object
+        start = self._f.tell()
+        n = self._f.readinto(buffer) or 0
+        for offset, value in self._patches.items():
+            if start <= offset < start + n:
+                buffer[offset - start] = value
+        return n
+
+
+def _open_zip(archive: Path, stack: contextlib.ExitStack) -> tuple[zipfile.ZipFile, set[int], list[Rejected]]:
+    """The zip; the indices (in infolist order) of its members whose names are flagged UTF-8 but are not, and
+    those members rejected. zipfile decodes every name on opening, so one such name would lose every member:
+    the flag is cleared on them in the bytes zipfile reads, and they are skipped."""
+    try:
+        return stack.enter_context(zipfile.ZipFile(archive)), set(), []
+    except UnicodeDecodeError:
+        pass
+    f = stack.enter_context(open(archive, "rb"))  # noqa: SIM115 (the stack closes it)
+    bad = {
+        i: entry for i, entry in enumerate(_central_directory(f)) if entry[1] & _UTF8_FLAG and not _is_utf8(entry[2])
+    }
+    if not bad:
+        raise UserError(f"{archive}: damaged archive: a member name is flagged UTF-8 but is not")
+    patches = {offset + 9: (flags & ~_UTF8_FLAG) >> 8 for offset, flags, _ in bad.values()}  # the flags' high byte
+    zf = stack.enter_context(zipfile.ZipFile(io.BufferedReader(_PatchedFile(f, patches))))
+    reason = "member name flagged UTF-8 but not valid UTF-8 (not extracted)"
+    rejected = [Rejected(utf8_name(name.decode("utf-8", "surrogateescape")), reason) for _, _, name in bad.values()]
+    for r in rejected:
+        log.warning("%s: %s: %s", archive, r.relpath, reason)
+    return zf, set(bad), rejected
+
+
 def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]:
     """Unpack a zip or tar into ``dest``: regular files only, nothing outside ``dest``.
 
@@ -132,9 +224,10 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
     rejected: list[Rejected] = []
     try:
         if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
-                    if info.is_dir():
+            with contextlib.ExitStack() as stack:
+                zf, skip, rejected = _open_zip(archive, stack)
+                for index, info in enumerate(zf.infolist()):
+                    if info.is_dir() or index in skip:
                         continue
                     name = _safe_member_name(info.filename)
                     mode = info.external_attr >> 16
@@ -164,7 +257,7 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
                                 budget.copy(src, dest / name)
         else:
             raise UserError(f"{archive}: not a zip or tar archive")
-    except UnicodeDecodeError:  # zipfile decodes names flagged as UTF-8 strictly, before any member is read
+    except UnicodeDecodeError:  # a local header flagged UTF-8 but not (the directory read by _open_zip was)
         raise UserError(f"{archive}: damaged archive: a member name is flagged UTF-8 but is not") from None
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
         raise UserError(f"{archive}: damaged archive: {err}") from None

@@ -5,13 +5,29 @@ Square crops (of a face, of a whole picture) live in :mod:`anime_avatar.data.ima
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from PIL import Image
 
+from anime_avatar.core.limits import MAX_ASPECT, MAX_MADE_PIXELS, short_side_box
+
+log = logging.getLogger(__name__)
+
 
 def resize_short(image: Image.Image, short: int) -> Image.Image:
-    """Resize so that the shorter side is ``short`` pixels, keeping the aspect ratio (Lanczos)."""
+    """Resize so that the shorter side is ``short`` pixels, keeping the aspect ratio (Lanczos).
+
+    An extreme aspect ratio is first cropped to its centre (see :func:`~anime_avatar.core.limits.short_side_box`:
+    a 20000x2 picture would otherwise become 2560000x256), with a warning that says so.
+    """
+    box = short_side_box(*image.size, short)
+    if box is not None:
+        cropped = image.crop(box)
+        log.warning("a %dx%d picture cropped to its central %dx%d: at a shorter side of %d px, an image is at most "
+                    "%d:1 and %d pixels", *image.size, *cropped.size, short, MAX_ASPECT, MAX_MADE_PIXELS)  # fmt: skip
+        image = cropped
     w, h = image.size
     scale = short / min(w, h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
