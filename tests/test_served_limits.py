@@ -72,19 +72,20 @@ def test_limits_accept_the_range_and_name_the_value_and_bound_outside_it():
     for bad in (0, -3, limits.MAX_SIDE + 1, 10**9, 2.5):
         with pytest.raises(LimitError, match="size"):
             limits.check_side(bad)
-    limits.check_rows(limits.MAX_ROWS, 256)
+    limits.check_rows(limits.MAX_ROWS, 128)
     with pytest.raises(LimitError, match=f"{limits.MAX_ROWS + 1} rows: at most {limits.MAX_ROWS} per request"):
         limits.check_rows(limits.MAX_ROWS + 1, 32)
-    with pytest.raises(LimitError, match="9 rows of 1024x1024 px: at most 8 per request"):
-        limits.check_rows(9, 1024)
+    with pytest.raises(LimitError, match="2 rows of 768x768 px: at most 1 per request"):
+        limits.check_rows(2, 768)
+    limits.check_rows(16, 256)
     limits.check_input_image(4000, 1000)
     with pytest.raises(LimitError, match="20000x2: its long side is more than 4 times its short side"):
         limits.check_input_image(20000, 2)
     with pytest.raises(LimitError, match="9000x9000 has more than 40 megapixels"):
         limits.check_input_image(9000, 9000)
     limits.check_made_image(2048, 1024, 512)
-    with pytest.raises(LimitError, match="2048x1024 would be 2048x1024 px at size 1024: more than 1048576 pixels"):
-        limits.check_made_image(2048, 1024, 1024)
+    with pytest.raises(LimitError, match="2048x1024 would be 1536x768 px at size 768: more than 589824 pixels"):
+        limits.check_made_image(2048, 1024, 768)
 
 
 def test_the_cli_and_every_latent_follow_the_same_seed_and_truncation_rules(capsys):
@@ -204,14 +205,14 @@ BAD_REQUESTS = {
             "row 0 style image 9000x9000 has more than 40 megapixels",
         ),
         (
-            split(["content", "style"], [[GOOD, b64(png(2048, 1024))]], size=1024),
-            "row 0 style image 2048x1024 would be 2048x1024 px at size 1024",
+            split(["content", "style"], [[GOOD, b64(png(2048, 1024))]], size=768),
+            "row 0 style image 2048x1024 would be 1536x768 px at size 768",
         ),
-        (split(["content", "style"], [[GOOD, STYLE]], size=100000), "size 100000 is outside 1..1024"),
-        (split(["content", "style"], [[GOOD, STYLE]], size=0), "size 0 is outside 1..1024"),
+        (split(["content", "style"], [[GOOD, STYLE]], size=100000), "size 100000 is outside 1..768"),
+        (split(["content", "style"], [[GOOD, STYLE]], size=0), "size 0 is outside 1..768"),
         (split(["content", "style"], [[GOOD, STYLE]], size=24), "size 24 is below 27, the smallest side"),
         (split(["content", "style"], [[GOOD, STYLE]] * 65, size=32), "65 rows: at most 64 per request"),
-        (split(["content", "style"], [[GOOD, STYLE]] * 9, size=1024), "9 rows of 1024x1024 px: at most 8"),
+        (split(["content", "style"], [[GOOD, STYLE]] * 5, size=512), "5 rows of 512x512 px: at most 4"),
         (
             split(["content", "style"], [[b64(b"not an image at all"), STYLE]]),
             "row 0 content image is not an image Pillow can read",
@@ -220,7 +221,7 @@ BAD_REQUESTS = {
         (split(["content"], [[GOOD]]), "Model is missing inputs ['style']"),
     ],
     "tra": [
-        (split(["photo"], [[GOOD]], size=4096), "size 4096 is outside 1..1024"),
+        (split(["photo"], [[GOOD]], size=4096), "size 4096 is outside 1..768"),
         (split(["photo"], [[b64(png(20000, 2))]]), "row 0 photo image 20000x2: its long side is more than 4 times"),
         (split(["photo"], [[b64(png_claiming(90000, 90000))]]), "row 0 photo image is too large to decode safely"),
         (split(["photo"], [[GOOD]] * 65, size=8), "65 rows: at most 64 per request"),

@@ -26,12 +26,15 @@ from anime_avatar.core.errors import UserError
 
 SEED_LIMIT = 2**62  # seeds lie in 0 .. SEED_LIMIT - 1
 MIN_TRUNCATION = 0.05  # P(a latent value is still outside after 1000 redraws) <= 0.96**1000 ~ 2e-18
-MAX_SIDE = 1024  # the side of any image a request or command makes
+MAX_SIDE = 768  # the side of any image a request or command makes (the stylizer at 768 px: 1.7 GiB)
 MAX_ROWS = 64  # rows (images) per request
-MAX_REQUEST_PIXELS = 8 * 1024 * 1024  # rows x side**2 per request: 8 images at 1024 px, 128 at 256 px
+# rows x side**2 per request: 1 image at 768 px, 4 at 512, 16 at 256. MLflow answers with nested JSON lists,
+# about 100 bytes of Python objects per pixel while it writes them, outside the model's one-at-a-time turn:
+# 14 rows at 768 px took the server to 1.8 GiB, 20 concurrent requests of 3 rows at 768 px to 2.4 GiB.
+MAX_REQUEST_PIXELS = 1024 * 1024
 MAX_INPUT_PIXELS = 40_000_000  # one decoded input image (120 MB as 8-bit RGB)
 MAX_ASPECT = 4  # an input image's long side over its short side
-MAX_MADE_PIXELS = 1024 * 1024  # any image made from an input (a style image at the output size)
+MAX_MADE_PIXELS = MAX_SIDE * MAX_SIDE  # any image made from an input (a style image at the output size)
 
 
 class LimitError(UserError, ValueError):

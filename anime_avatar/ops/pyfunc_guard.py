@@ -16,11 +16,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import pandas as pd
@@ -104,3 +105,12 @@ def turn(deadline: Deadline | None = None) -> Iterator[Deadline]:
         yield deadline
     finally:
         _WORK.release()
+        _give_back_freed_memory()
+
+
+def _give_back_freed_memory() -> None:
+    """Return the heap memory a request freed to the system: glibc keeps it in per-thread arenas otherwise, and the
+    scoring server runs each request on a pool thread (before the row cap, three timed-out requests of 14 rows at
+    768 px left the server's RSS 2.3 GiB above the idle server's). No-op where glibc's malloc_trim is missing."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
