@@ -48,6 +48,8 @@ bench: setup
 	$(BIN)/python bench/large_images.py
 	# Training step and FID features against same-process references (~15 min; --quick: under 3).
 	$(BIN)/python bench/speed.py --json bench/results/speed.json
+	# Peak memory of the served models under bad requests and the largest allowed ones (~5 min).
+	$(BIN)/python bench/served_memory.py
 	@echo "quality per CPU-minute against a plain DCGAN (about 80 min on 2 cores): $(BIN)/python bench/quality.py --with-reference --budgets 5,20,60 --set detect.image_size=64 --set model.arch=dcgan --set model.channels=16 --set train.batch_size=64 --set train.loss=bce --set train.lr_g=0.0002 --set train.lr_d=0.0002 --set train.beta1=0.5 --set train.beta2=0.999"
 	@echo "bf16 against float32 at the default config, 3 seeds (about 70 min on 2 cores; needs bf16 instructions or a GPU): $(BIN)/python bench/precision.py --seeds 0,1,2 --eval-at 1960"
 	@echo "style transfer on the fixed set (about 50 min): $(BIN)/python bench/stylize.py --set stylize.steps=500"

@@ -494,10 +494,21 @@ def _side(text: str) -> int:
 
 
 def _seed(text: str) -> int:
-    value = _int_at_least(0)(text)
-    if value >= 2**62:
-        raise argparse.ArgumentTypeError(f"{value} is not below 2**62")
-    return value
+    from anime_avatar.core.limits import LimitError, check_seed  # the served generator's rule too
+
+    try:
+        return check_seed(_int_at_least(0)(text))
+    except LimitError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _truncation(text: str) -> float:
+    from anime_avatar.core.limits import LimitError, check_truncation  # the served generator's rule too
+
+    try:
+        return check_truncation(_non_negative_float(text))
+    except LimitError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _non_negative_float(text: str) -> float:
@@ -587,7 +598,7 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
     p.add_argument("--out", type=_output_folder, help="folder for one PNG per avatar")
     p.add_argument("--grid", type=_png_file, help="write all avatars as one grid PNG")
     p.add_argument("--model", help="generator file or MLflow URI (default: champion, else models/generator.pt)")
-    p.add_argument("--truncation", type=_non_negative_float, default=0.0,
+    p.add_argument("--truncation", type=_truncation, default=0.0,
                    help="redraw latents beyond ±T (0: off; 0.7 is typical)")  # fmt: skip
     p.add_argument("--interpolate", type=_seed, nargs=2, metavar=("A", "B"), help="latent walk from seed A to B")
     p.add_argument("--steps", type=_int_at_least(2), default=8, help="images in the walk")

@@ -356,8 +356,8 @@ def test_an_animated_gif_gives_its_first_frame_and_says_so(tmp_path, caplog):
         ((20000, 2), 256, (2048, 256)),  # 8:1 at most
         ((2, 20000), 256, (256, 2048)),
         ((400, 100), 256, (1024, 256)),  # 4:1: as it is
-        ((1000, 100), 512, (2048, 512)),  # 8:1 would be 2.1 Mpx: cut to MAX_MADE_PIXELS (4:1 here)
-        ((1000, 100), 1024, (1024, 1024)),  # at the largest side only a square fits MAX_MADE_PIXELS
+        ((1000, 100), 512, (1152, 512)),  # 8:1 would be 2.1 Mpx: cut to MAX_MADE_PIXELS (2.25:1 here)
+        ((1000, 100), 768, (768, 768)),  # at the largest side only a square fits MAX_MADE_PIXELS
     ],
 )
 def test_resize_short_crops_extreme_aspect_ratios_to_the_pixel_budget(size, short, expected, caplog):
@@ -376,5 +376,5 @@ def test_short_side_box_is_central_and_refuses_a_side_over_the_limit():
     assert short_side_box(100, 100, 256) is None
     assert short_side_box(20000, 2, 256) == (9992, 0, 10008, 2)
     assert short_side_box(3, 301, 16) == (0, 138, 3, 162)
-    with pytest.raises(UserError, match=f"100000 is not between 1 and {MAX_SIDE} pixels"):
+    with pytest.raises(UserError, match=rf"the shorter side 100000 is outside 1\.\.{MAX_SIDE} \(pixels\)"):
         short_side_box(10, 10, 100_000)

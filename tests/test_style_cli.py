@@ -176,7 +176,7 @@ def fails_with(caplog, *argv: str) -> str:
 def test_a_size_over_the_largest_side_is_a_usage_error(files, capsys, argv):
     with pytest.raises(SystemExit) as exit_:
         main(*[a.format(style=files["style"]) for a in argv])
-    assert exit_.value.code == 2 and "100000 is more than 1024, the largest side in pixels" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "100000 is more than 768, the largest side in pixels" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ class PhotosParams(DataParams):
 
 class DetectParams(Section):
     detector: Literal["lbp", "animeface", "none"]
-    image_size: int = Field(ge=8, le=1024)
+    image_size: int = Field(ge=8, le=768)
     margin: float = Field(ge=0.0, le=2.0)
     min_face: int = Field(ge=4)
     max_side: int = Field(ge=64, le=16384)
@@ -220,7 +220,7 @@ class StylizeParams(Section):
     style_path: str = Field(min_length=1)
     features: FeatureNetwork
     methods: list[Literal[FUSION_METHODS]] = Field(min_length=1)  # type: ignore[valid-type]
-    image_size: int = Field(ge=32, le=512)  # style images are resized to twice it: at most limits.MAX_SIDE
+    image_size: int = Field(ge=32, le=384)  # style images are resized to twice it: at most limits.MAX_SIDE
     steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0.0, lt=1.0)
@@ -277,7 +277,7 @@ class StylizeEvalParams(Section):
     style_path: str = Field(min_length=1)
     n_content: int = Field(ge=0)
     n_styles: int = Field(ge=1)
-    image_size: int = Field(ge=64, le=1024)
+    image_size: int = Field(ge=64, le=768)
     methods: list[Literal[STYLE_METHODS]] = Field(min_length=1)  # type: ignore[valid-type]
     alphas: list[float] = Field(min_length=2)
     timing_repeats: int = operational(ge=1)

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from anime_avatar.core.errors import UserError
+from anime_avatar.core.limits import check_seed, check_truncation
 from anime_avatar.gan.nets import build_generator
 from anime_avatar.nn.images import to_uint8
 
@@ -26,7 +27,9 @@ def sample(generator: nn.Module, z: torch.Tensor, batch: int = 64) -> torch.Tens
 
 def latent(seed: int, z_dim: int, truncation: float = 0.0) -> torch.Tensor:
     """The latent of one seed; with ``truncation`` > 0, values beyond ±truncation are redrawn
-    (the truncation trick: less variety, cleaner faces)."""
+    (the truncation trick: less variety, cleaner faces). Seed and truncation follow :mod:`anime_avatar.core.limits`
+    (LimitError otherwise): every entry point that makes avatars by seed goes through here."""
+    seed, truncation = check_seed(seed), check_truncation(truncation)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(z_dim, generator=gen)
     if truncation > 0:
@@ -35,6 +38,10 @@ def latent(seed: int, z_dim: int, truncation: float = 0.0) -> torch.Tensor:
             if not outside.any():
                 break
             z[outside] = torch.randn(int(outside.sum()), generator=gen)
+        outside = int((z.abs() > truncation).sum())
+        if outside:  # never: check_truncation refuses the truncations that could end here
+            raise UserError(f"truncation {truncation} is too small to meet: {outside} latent values of seed {seed} "
+                            "stayed outside it after 1000 redraws")  # fmt: skip
     return z
 
 

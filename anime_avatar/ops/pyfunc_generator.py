@@ -20,19 +20,27 @@ import numpy as np
 import pandas as pd
 import torch
 
+from anime_avatar.core.limits import LimitError, check_rows, check_seed, check_truncation
 from anime_avatar.gan.inference import latent, sample
 from anime_avatar.gan.model_file import load_generator
+from anime_avatar.ops.pyfunc_guard import frame_of, refuse, turn
 
 ARTIFACT = "generator"  # the key of generator.pt in the model's artifacts
 
 
-def seeds_and_truncations(model_input: Any) -> tuple[list[int], list[float]]:
-    """The seeds and per-row truncations of a pyfunc input (a DataFrame, or a dict of columns)."""
-    frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-    if "seed" not in frame:
-        raise ValueError("the input needs a 'seed' column (one avatar per row)")
+def seeds_and_truncations(model_input: Any, side: int) -> tuple[list[int], list[float]]:
+    """The seeds and per-row truncations of a pyfunc input (a DataFrame, or a dict of columns), checked against
+    :mod:`anime_avatar.core.limits` (rows of ``side`` px, seeds, truncations), or BadRequest naming the problem."""
+    frame = frame_of(model_input, ["seed"], "a whole number per row, one avatar per row")
     truncation = frame["truncation"] if "truncation" in frame else pd.Series(0.0, index=frame.index)
-    return [int(s) for s in frame["seed"]], [float(t) for t in truncation.fillna(0.0)]
+    try:
+        check_rows(len(frame), side)
+        seeds = [check_seed(s, f"row {i} seed") for i, s in enumerate(frame["seed"])]
+        truncations = [0.0 if pd.isna(t) else check_truncation(t, f"row {i} truncation")  # missing: off
+                       for i, t in enumerate(truncation)]  # fmt: skip
+    except LimitError as err:
+        raise refuse(err) from None
+    return seeds, truncations
 
 
 class GeneratorModel(mlflow.pyfunc.PythonModel):
@@ -42,13 +50,17 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         self.generator = load_generator(context.artifacts[ARTIFACT]).net
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
-        seeds, truncations = seeds_and_truncations(model_input)
+        side = self.generator.cfg.resolution
+        seeds, truncations = seeds_and_truncations(model_input, side)
         if not seeds:
-            side = self.generator.cfg.resolution
             return np.zeros((0, side, side, 3), dtype=np.uint8)
         z_dim = self.generator.z_dim
-        z = torch.stack([latent(s, z_dim, t) for s, t in zip(seeds, truncations, strict=True)])
-        return sample(self.generator, z).permute(0, 2, 3, 1).numpy()
+        with turn() as deadline:
+            z = []
+            for i, (s, t) in enumerate(zip(seeds, truncations, strict=True)):
+                deadline.check(i, len(seeds))
+                z.append(latent(s, z_dim, t))
+            return sample(self.generator, torch.stack(z)).permute(0, 2, 3, 1).numpy()
 
 
 mlflow.models.set_model(GeneratorModel())

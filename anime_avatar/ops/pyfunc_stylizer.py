@@ -12,28 +12,20 @@ content's central square in the row's style, the pixels ``anime-avatar stylize``
 
 from __future__ import annotations
 
-import base64
-import io
-from typing import Any
-
 import mlflow
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from anime_avatar.artifacts.stylizer import stylizer_methods
-from anime_avatar.data.images import center_square, load_rgb
+from anime_avatar.data.images import center_square
+from anime_avatar.ops.pyfunc_guard import BadRequest, frame_of, turn
+from anime_avatar.ops.pyfunc_images import checked_images, checked_side, decode
+from anime_avatar.style.model_file import load_stylizer
 from anime_avatar.style.transfer import make_method, stylize_image
 
 ARTIFACT = "stylizer"  # the key of stylizer.pt in the model's artifacts
 DEFAULT_METHOD = "attention"
 DEFAULT_SIZE = 256
-
-
-def decode_image(value: Any) -> Image.Image:
-    """An image from its file's bytes (or their base64 text, as JSON carries them)."""
-    data = base64.b64decode(value) if isinstance(value, str) else bytes(value)
-    return load_rgb(io.BytesIO(data))
 
 
 class StylizerModel(mlflow.pyfunc.PythonModel):
@@ -42,19 +34,25 @@ class StylizerModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:  # context: mlflow.pyfunc.PythonModelContext
         path = context.artifacts[ARTIFACT]
         self.methods = {name: make_method(name, stylizer=path) for name in stylizer_methods(path)}
+        # The smallest side the encoders take (Inception's mixed_2: 27 px): a smaller size is a bad request.
+        self.min_side = max(load_stylizer(path, name).net.encoder.min_size() for name in self.methods)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         params = params or {}
-        name, size = str(params.get("method", DEFAULT_METHOD)), int(params.get("size", DEFAULT_SIZE))
+        name, size = str(params.get("method", DEFAULT_METHOD)), checked_side(params, DEFAULT_SIZE)
         if name not in self.methods:
-            raise ValueError(f"method {name!r}: this model holds {', '.join(self.methods)}")
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        if not {"content", "style"} <= set(frame.columns):
-            raise ValueError("the input needs a 'content' and a 'style' column (image bytes, one avatar per row)")
-        images = [
-            np.asarray(stylize_image(self.methods[name], center_square(decode_image(c), size), decode_image(s), size))
-            for c, s in zip(frame["content"], frame["style"], strict=True)
-        ]
+            raise BadRequest(f"method {name!r}: this model holds {', '.join(self.methods)}")
+        if size < self.min_side:
+            raise BadRequest(f"size {size} is below {self.min_side}, the smallest side this model's encoder takes")
+        frame = frame_of(model_input, ["content", "style"], "image bytes, one avatar per row")
+        rows = checked_images(frame, ["content", "style"], size, resized=("style",))
+        images = []
+        with turn() as deadline:
+            for i, (content, style) in enumerate(rows):
+                deadline.check(i, len(rows))
+                square = center_square(decode(content, f"row {i} content image"), size)
+                images.append(np.asarray(stylize_image(self.methods[name], square,
+                                                       decode(style, f"row {i} style image"), size)))  # fmt: skip
         return np.stack(images) if images else np.zeros((0, size, size, 3), dtype=np.uint8)
 
 

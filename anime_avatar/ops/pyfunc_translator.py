@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 
 from anime_avatar.data.images import center_square
-from anime_avatar.ops.pyfunc_stylizer import decode_image
+from anime_avatar.ops.pyfunc_guard import BadRequest, frame_of, turn
+from anime_avatar.ops.pyfunc_images import checked_images, checked_side, decode
 from anime_avatar.translate.inference import translate_picture
 from anime_avatar.translate.model_file import load_translator
 
 ARTIFACT = "translator"  # the key of translator.pt in the model's artifacts
 DEFAULT_TO = "anime"
 DEFAULT_SIZE = 256
-MAX_SIZE = 1024
 
 
 class TranslatorModel(mlflow.pyfunc.PythonModel):
@@ -36,17 +36,18 @@ class TranslatorModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         params = params or {}
-        to, size = str(params.get("to", DEFAULT_TO)), int(params.get("size", DEFAULT_SIZE))
+        to, size = str(params.get("to", DEFAULT_TO)), checked_side(params, DEFAULT_SIZE)
         if to not in self.nets:
-            raise ValueError(f"to {to!r}: choose anime or photo")
-        if not 1 <= size <= MAX_SIZE:
-            raise ValueError(f"size {size}: must lie in 1..{MAX_SIZE}")
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        if "photo" not in frame.columns:
-            raise ValueError("the input needs a 'photo' column (image bytes, one avatar per row)")
+            raise BadRequest(f"to {to!r}: choose anime or photo")
+        frame = frame_of(model_input, ["photo"], "image bytes, one avatar per row")
+        rows = checked_images(frame, ["photo"], size)
         side = self.nets[to].cfg.image_size
-        images = [np.asarray(translate_picture(self.nets[to], center_square(decode_image(p), side), size))
-                  for p in frame["photo"]]  # fmt: skip
+        images = []
+        with turn() as deadline:
+            for i, (photo,) in enumerate(rows):
+                deadline.check(i, len(rows))
+                square = center_square(decode(photo, f"row {i} photo image"), side)
+                images.append(np.asarray(translate_picture(self.nets[to], square, size)))
         return np.stack(images) if images else np.zeros((0, size, size, 3), dtype=np.uint8)
 
 
