@@ -290,6 +290,12 @@ def measure(
 # --------------------------------------------------------------------------- files
 
 
+def curve_files(out: Path) -> list[Path]:
+    """The CSVs of ``out`` that this benchmark wrote (other benchmarks' tables may sit beside them)."""
+    header = ",".join(COLUMNS)
+    return [path for path in sorted(out.glob("*.csv")) if path.read_text().split("\n", 1)[0] == header]
+
+
 def read_rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: (v if k == "label" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
@@ -312,7 +318,7 @@ def draw_plot(out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for path in sorted(out.glob("*.csv")):
+    for path in curve_files(out):
         rows = read_rows(path)
         if rows:
             ax.plot([r["cpu_minutes"] for r in rows], [r["kid_x100"] for r in rows], marker="o", label=path.stem)
@@ -339,7 +345,7 @@ def table(out: Path) -> str:
     """Every run of the folder, one line per budget, and the references."""
     lines = [f"{'label':24}{'CPU-min':>8}{'step':>7}{'images':>8}{'KIDx100':>9}{'FID':>8}{'faces':>7}"
              f"{'structure':>10}{'s/avatar':>9}"]  # fmt: skip
-    for path in sorted(out.glob("*.csv")):
+    for path in curve_files(out):
         for r in read_rows(path):
             lines.append(f"{r['label']:24}{r['cpu_minutes']:8.1f}{r['step']:7.0f}{r['images_seen']:8.0f}"
                          f"{r['kid_x100']:9.2f}{r['fid']:8.1f}{r['face_rate']:7.2f}{r['structure']:10.3f}"
