@@ -655,10 +655,12 @@ def main(argv: list[str] | None = None, groups: Sequence[CommandGroup] = ()) -> 
     parser = build_parser(groups)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    if args.command in HEAVY_COMMANDS:
-        from anime_avatar.core.device import apply_threads
+    if args.command in HEAVY_COMMANDS and not os.environ.get("OMP_NUM_THREADS"):
+        # One torch thread per idle core (core.device.apply_threads' rule), set before torch is imported: the
+        # commands' argument checks come first and must not wait for torch.
+        from anime_avatar.core.parallel import idle_cores
 
-        apply_threads(0, f"anime-avatar {args.command}")  # one thread per idle core: no fight on a busy machine
+        os.environ["OMP_NUM_THREADS"] = str(idle_cores())
     if args.command == "generate" and not (args.out or args.grid):
         args.out = Path("avatars")
         if args.out.exists() and not args.out.is_dir():

@@ -15,33 +15,36 @@ import pytest
 import torch
 import yaml
 
-from anime_avatar.core.device import apply_threads, idle_cores
+from anime_avatar.core.device import apply_threads
+from anime_avatar.core.parallel import idle_cores
 from anime_avatar.core.params import merge
 from tests.conftest import ROOT, TINY_METHODS, run
 
 REPORT = """
-import sys
+import os, sys
 from anime_avatar.cli import main
 try:
     main(sys.argv[1:])
 except SystemExit as exit:
-    print("exit", exit.code, "mlflow imported" if "mlflow" in sys.modules else "mlflow not imported")
+    print("exit", exit.code, "MODULE imported" if "MODULE" in sys.modules else "MODULE not imported")
+    print("threads", os.environ.get("OMP_NUM_THREADS"))
 """
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", REPORT, *args], cwd=cwd, capture_output=True, text=True,
+    report = REPORT.replace("MODULE", "mlflow")
+    return subprocess.run([sys.executable, "-c", report, *args], cwd=cwd, capture_output=True, text=True,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})  # fmt: skip
 
 
 @pytest.mark.parametrize("command", ["runs", "audit"])
 def test_runs_and_audit_outside_a_project_say_so_before_importing_mlflow(command, tmp_path):
     proc = run_cli([command], tmp_path)
-    assert proc.stdout.split() == ["exit", "1", "mlflow", "not", "imported"], proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[0] == "exit 1 mlflow not imported", proc.stdout + proc.stderr
     assert "params.yaml: no such params file" in proc.stderr
     shutil.copy(ROOT / "params.yaml", tmp_path)  # a project, never run: no mlflow.db
     proc = run_cli([command], tmp_path)
-    assert proc.stdout.split() == ["exit", "1", "mlflow", "not", "imported"], proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[0] == "exit 1 mlflow not imported", proc.stdout + proc.stderr
     assert "no MLflow database at mlflow.db: run the pipeline first" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
 
@@ -173,3 +176,18 @@ def test_dvc_plots_draw_offline_with_the_inlined_vega_template(tmp_path):
     assert str(template.resolve()) in (work / ".dvc/config.local").read_text()
     run(["dvc", "plots", "show", "-o", "offline"], work)
     assert chart_pixels(work / "offline/index.html", tmp_path / "offline.png") > 500  # the two loss lines drawn
+
+
+def test_a_heavy_command_picks_its_threads_before_torch_and_checks_out_first(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "face.png")
+    (tmp_path / "A.png").mkdir()
+    report = REPORT.replace("MODULE", "torch")
+    proc = subprocess.run([sys.executable, "-c", report, "stylize", "--content", "face.png", "--style", "face.png",
+                           "--out", "A.png"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "exit 1 torch not imported", proc.stdout + proc.stderr
+    assert "--out A.png is a folder" in proc.stderr
+    assert lines[1] == f"threads {idle_cores()}"  # torch, once imported, would start with the idle cores

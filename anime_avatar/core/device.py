@@ -4,13 +4,13 @@ the CPU threads torch uses."""
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 
 import torch
 
 from anime_avatar.core.errors import UserError
+from anime_avatar.core.parallel import idle_cores
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +44,6 @@ def resolve_device(spec: str | torch.device | None = "auto", key: str = "device"
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"{key} is {str(spec)!r} but MPS is not available (use auto or cpu)")
     return device
-
-
-def idle_cores(cores: int | None = None, load: float | None = None) -> int:
-    """The cores no other work is using: all of them less the 1-minute load average, at least one."""
-    cores = cores or os.cpu_count() or 1
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except OSError:  # not available on this platform
-            load = 0.0
-    return max(1, min(cores, cores - math.floor(load + 0.5)))
 
 
 def apply_threads(setting: int, key: str = "threads") -> int:

@@ -1,7 +1,8 @@
-"""One way to fan per-item work out over local processes, with a progress bar."""
+"""One way to fan per-item work out over local processes, with a progress bar; the cores no other work is using."""
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import sys
@@ -12,6 +13,17 @@ from anime_avatar.core.progress import progress_bar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def idle_cores(cores: int | None = None, load: float | None = None) -> int:
+    """The cores no other work is using: all of them less the 1-minute load average, at least one."""
+    cores = cores or os.cpu_count() or 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:  # not available on this platform
+            load = 0.0
+    return max(1, min(cores, cores - math.floor(load + 0.5)))
 
 
 def resolve_workers(workers: int) -> int:
