@@ -227,8 +227,12 @@ class Studio:
         from PIL import Image
 
         problems = []
-        loads = (("generator", self.generator), ("translator", self.translator),
-                 ("face detector", lambda: self._faces(Image.new("RGB", (64, 64)))))  # fmt: skip
+        from anime_avatar.artifacts.stylizer import STYLIZER
+
+        loads = [("generator", self.generator), ("translator", self.translator),
+                 ("face detector", lambda: self._faces(Image.new("RGB", (64, 64))))]  # fmt: skip
+        if STYLIZER.is_file():  # the registered stylizer is not fetched before it is asked for
+            loads += [(f"{m} stylizer", lambda m=m: self.style_method(m)) for m in ("network", "adain")]
         for what, load in loads:
             try:
                 load()
@@ -552,7 +556,10 @@ def theme():  # -> gr.themes.Base: the default look, with the system's fonts (no
     return gr.themes.Default(font=system, font_mono=["ui-monospace", "monospace"])
 
 
-CSS = ".status p { font-weight: 600; color: #b45309; }"
+CSS = """
+.status p { font-weight: 600; color: #b45309; }
+.pixels img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+"""  # the status line stands out; small avatars (32 px) are shown large, with sharp pixels
 
 
 def build_app(root: Path, params_file: Path | None = None, studio: Studio | None = None) -> gr.Blocks:
@@ -581,13 +588,13 @@ def build_app(root: Path, params_file: Path | None = None, studio: Studio | None
                 with gr.Column(scale=2):
                     gen_status = gr.Markdown(elem_id="gen-status", elem_classes="status")
                     grid = gr.Image(label="Avatars (grid)", type="filepath", format="png", interactive=False,
-                                    elem_id="gen-grid")  # fmt: skip
+                                    elem_id="gen-grid", elem_classes="pixels", height=360)  # fmt: skip
                     gen_note = gr.Markdown(elem_id="gen-note")
                     gen_file = gr.File(label="Download the grid (PNG)", interactive=False, elem_id="gen-file")
                     strip = gr.Image(label="Walk (strip)", type="filepath", format="png", interactive=False,
-                                     elem_id="walk-strip")  # fmt: skip
+                                     elem_id="walk-strip", elem_classes="pixels", height=200)  # fmt: skip
                     gif = gr.Image(label="Walk (GIF)", type="filepath", format="gif", interactive=False,
-                                   elem_id="walk-gif")  # fmt: skip
+                                   elem_id="walk-gif", elem_classes="pixels", height=200)  # fmt: skip
                     walk_note = gr.Markdown(elem_id="walk-note")
 
             def on_generate(seed, count, truncation):
@@ -607,6 +614,7 @@ def build_app(root: Path, params_file: Path | None = None, studio: Studio | None
                     with gr.Tab("Webcam"):
                         webcam = gr.Image(label="Webcam", sources=["webcam"], type="filepath", elem_id="photo-webcam")
                     method = gr.Radio(list(METHODS), value=next(iter(METHODS)), label="Method", elem_id="photo-method")
+                    make = gr.Button("Make the avatar", variant="primary", elem_id="photo-button")
                     style = gr.File(label="Style image (attention network, AdaIN, Gatys)", elem_id="photo-style")
                     gr.Examples([[str(p)] for p in examples], [style], label="Style examples")
                     whole = gr.Checkbox(label="whole picture (no face detection)", value=False, elem_id="photo-whole")
@@ -614,7 +622,6 @@ def build_app(root: Path, params_file: Path | None = None, studio: Studio | None
                                      label="Avatar side (px)", elem_id="photo-size")  # fmt: skip
                     gatys_steps = gr.Slider(1, MAX_GATYS_STEPS, value=min(studio.params.gatys.steps, MAX_GATYS_STEPS),
                                             step=1, label="Gatys steps", elem_id="photo-steps")  # fmt: skip
-                    make = gr.Button("Make the avatar", variant="primary", elem_id="photo-button")
                 with gr.Column(scale=2):
                     photo_status = gr.Markdown(elem_id="photo-status", elem_classes="status")
                     with gr.Row():
@@ -629,7 +636,7 @@ def build_app(root: Path, params_file: Path | None = None, studio: Studio | None
 
             def on_upload(file, camera):
                 if not (file or camera):
-                    return None, "", ""
+                    return None, ""
                 path, found = studio.faces(file or camera)
                 return path, found
 
@@ -637,8 +644,11 @@ def build_app(root: Path, params_file: Path | None = None, studio: Studio | None
                 made, faces_png, note = studio.avatar(file or camera, method, style, whole, size, steps)
                 return made, faces_png, note, made
 
-            photo.change(guarded(on_upload, 2), [photo, webcam], [boxed, photo_note, photo_status],
-                         concurrency_id="detector", concurrency_limit=1)  # fmt: skip
+            found = [boxed, photo_note, photo_status]
+            photo.change(guarded(on_upload, 2), [photo, webcam], found, concurrency_id="detector",
+                         concurrency_limit=1)  # fmt: skip
+            webcam.change(guarded(lambda camera: on_upload(None, camera), 2), [webcam], found,
+                          concurrency_id="detector", concurrency_limit=1)  # fmt: skip
             make.click(guarded(on_make, 4), [photo, webcam, method, style, whole, size, gatys_steps],
                        [avatar, boxed, photo_note, avatar_file, photo_status], concurrency_id="photo",
                        concurrency_limit=1)  # fmt: skip
