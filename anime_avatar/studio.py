@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -50,6 +52,7 @@ MAX_AVATAR_SIDE = 1024  # the avatar's side in pixels
 MIN_AVATAR_SIDE = 32
 MAX_GATYS_STEPS = 300  # network evaluations of one Gatys request (30 s per 100 at 256 px on the CPU)
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # per uploaded file; Gradio refuses bigger ones before they reach us
+KEEP_FILES_S = 3600  # the pictures of answers older than this are deleted (Gradio's copies too: delete_cache)
 PREVIEW_SIDE = 768  # the photo with its face boxes is shown at most this large
 STYLE_SIZE = 256
 
@@ -119,6 +122,7 @@ class Studio:
         self._models: dict[str, Loaded] = {}
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
+        self._made = 0
 
     # --- models -----------------------------------------------------------------------------------
 
@@ -244,10 +248,19 @@ class Studio:
     # --- files -------------------------------------------------------------------------------------
 
     def _new_file(self, name: str) -> Path:
-        """A fresh path named ``name`` (what the browser downloads it as) that no other request writes."""
+        """A fresh path named ``name`` (what the browser downloads it as) that no other request writes; answers
+        older than KEEP_FILES_S are deleted now and then, so a long-running studio does not fill the disk."""
+        self._made += 1
+        if self._made % 50 == 0:
+            self._prune(time.time() - KEEP_FILES_S)
         folder = self.out / uuid.uuid4().hex[:12]
         folder.mkdir(parents=True)
         return folder / name
+
+    def _prune(self, before: float) -> None:
+        for folder in self.out.iterdir():
+            if folder.is_dir() and len(folder.name) == 12 and folder.stat().st_mtime < before:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _write_png(self, name: str, data: bytes) -> Path:
         path = self._new_file(name)
@@ -550,10 +563,9 @@ def guarded(fn: Callable[..., tuple], n_outputs: int) -> Callable[..., tuple]:
     return run
 
 
-def theme():  # -> gr.themes.Base: the default look, with the system's fonts (no font downloads)
-    gr = _gradio()
-    system = ["ui-sans-serif", "system-ui", "sans-serif"]
-    return gr.themes.Default(font=system, font_mono=["ui-monospace", "monospace"])
+def theme():  # -> gr.themes.Base
+    """Gradio's default look; its fonts are served by the studio itself (LocalFont), none from Google's CDN."""
+    return _gradio().themes.Default()
 
 
 CSS = """
@@ -567,7 +579,8 @@ def build_app(root: Path, params_file: Path | None = None, studio: Studio | None
     gr = _gradio()
     studio = studio or Studio(root, params_file)
     examples = studio.style_examples()
-    with gr.Blocks(title="anime-avatar studio", analytics_enabled=False) as app:
+    with gr.Blocks(title="anime-avatar studio", analytics_enabled=False,
+                   delete_cache=(KEEP_FILES_S, KEEP_FILES_S)) as app:  # fmt: skip
         gr.Markdown("## anime-avatar studio\nAvatars from the generator, anime avatars from photos, and the "
                     "training runs, on this project's models. Each picture says which model made it.")  # fmt: skip
         with gr.Tab("Generate", id="generate", elem_id="tab-generate"):

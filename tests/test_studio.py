@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +249,22 @@ def test_each_heavy_model_takes_one_request_at_a_time_through_a_queue(studio, wo
     limits = {(fn.concurrency_id, fn.concurrency_limit) for fn in app.fns.values()}
     assert {("generator", 1), ("photo", 1), ("detector", 1), ("runs", 1)} <= limits
     assert app._queue.max_size == 32
+
+
+def test_the_page_makes_no_call_home_and_old_answers_are_deleted(studio, workspace):
+    from anime_avatar.studio import build_app, theme
+
+    app = build_app(workspace["work"], studio=studio)
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and app.analytics_enabled is False
+    from gradio.themes.utils.fonts import GoogleFont
+
+    fonts = theme()._font + theme()._font_mono
+    assert not [f for f in fonts if isinstance(f, GoogleFont)]  # the page downloads no fonts either
+    old, _ = studio.generate(0, 1, 0.0)
+    os.utime(old.parent, (time.time() - 7200, time.time() - 7200))
+    new, _ = studio.generate(1, 1, 0.0)
+    studio._prune(time.time() - 3600)
+    assert not old.exists() and new.is_file()
 
 
 def test_outside_a_project_the_studio_says_so(tmp_path):
