@@ -190,7 +190,7 @@ def main() -> None:
             choose(driver, method)
             if method != FEED_FORWARD[0] and not style_sent:
                 driver.find_element(By.CSS_SELECTOR, "#photo-style input[type=file]").send_keys(str(style))
-                WebDriverWait(driver, 60).until(lambda d: style.name in d.find_element(By.ID, "photo-style").text)
+                WebDriverWait(driver, 60).until(lambda d: style.stem in d.find_element(By.ID, "photo-style").text)
                 time.sleep(0.5)  # not timed: the upload is done before the click
                 style_sent = True
             try:
@@ -199,6 +199,8 @@ def main() -> None:
                 status = driver.find_element(By.ID, "photo-status").text
                 print(f"{method}: no avatar ({status})")
                 continue
+            if args.screenshots and method == FEED_FORWARD[0]:
+                screenshot(driver, args.screenshots / "studio-photo.png")
             later = []
             for i in range(args.repeats):  # another size each time: the same picture would keep its address
                 set_number(driver, "#photo-size input[type=number]", str(224 - 32 * (i % 2)))
@@ -207,8 +209,6 @@ def main() -> None:
             clicks[method] = {"first_s": round(first, 3), "median_s": round(statistics.median(later), 3)}
             methods.append(method)
             print(f"{method}: first avatar {first:.2f} s after the click, then median {statistics.median(later):.2f} s")
-            if args.screenshots and method == FEED_FORWARD[0]:
-                screenshot(driver, args.screenshots / "studio-photo.png")
 
         tab(driver, "Generate")
         first = click_until_new_image(driver, "gen-button", "gen-grid")
@@ -239,7 +239,7 @@ def main() -> None:
     results["clicks"] = clicks
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
         print(f"results in {args.json}")
 
 
