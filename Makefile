@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run demo test lint bench ui prefect-server clean
+.PHONY: setup browser run demo test lint bench ui prefect-server clean studio
 
 setup: $(STAMP) .dvc/config .vega/offline.html
 
@@ -37,7 +37,23 @@ run: setup
 demo: setup
 	$(BIN)/python -m pipelines.demo
 
-test: setup
+# The studio's browser tests drive Debian's chromium with chromium-driver (apt packages, not pip). Installed here
+# only when missing and only as root or with password-less sudo; otherwise a warning, and those tests are skipped
+# (or fail, under .ci/run, which sets ANIME_AVATAR_REQUIRE_BROWSER=1).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then sudo=none; \
+	elif [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=sudo; else sudo=none; fi; \
+	if [ "$$sudo" = none ]; then \
+		echo "warning: chromium and chromium-driver are missing and cannot be installed here (no apt-get, root or sudo): the studio's browser tests will not run" >&2; \
+	else \
+		echo "installing chromium and chromium-driver (apt) for the studio's browser tests"; \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+			|| echo "warning: apt-get could not install chromium and chromium-driver: the studio's browser tests will not run" >&2; \
+	fi
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -53,6 +69,10 @@ bench: setup
 	@echo "quality per CPU-minute against a plain DCGAN (about 80 min on 2 cores): $(BIN)/python bench/quality.py --with-reference --budgets 5,20,60 --set detect.image_size=64 --set model.arch=dcgan --set model.channels=16 --set train.batch_size=64 --set train.loss=bce --set train.lr_g=0.0002 --set train.lr_d=0.0002 --set train.beta1=0.5 --set train.beta2=0.999"
 	@echo "bf16 against float32 at the default config, 3 seeds (about 70 min on 2 cores; needs bf16 instructions or a GPU): $(BIN)/python bench/precision.py --seeds 0,1,2 --eval-at 1960"
 	@echo "style transfer on the fixed set (about 50 min): $(BIN)/python bench/stylize.py --set stylize.steps=500"
+
+# The web studio on this project's models and runs: http://127.0.0.1:7860
+studio: setup
+	$(BIN)/anime-avatar studio --port 7860
 
 # MLflow UI on this project's tracking database: http://127.0.0.1:5000
 ui: setup

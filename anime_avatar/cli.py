@@ -18,7 +18,7 @@ from anime_avatar.core.params import DEFAULT_PARAMS, PhotoFacesParams, load_para
 from anime_avatar.core.stage import setup_logging
 
 log = logging.getLogger("anime_avatar")
-HEAVY_COMMANDS = frozenset({"generate", "avatar", "stylize", "translate"})  # torch on the CPU
+HEAVY_COMMANDS = frozenset({"generate", "avatar", "stylize", "translate", "studio"})  # torch on the CPU
 
 
 def cmd_params(args: argparse.Namespace) -> None:
@@ -469,6 +469,18 @@ def cmd_ui(args: argparse.Namespace) -> None:
     os.execvp(cmd[0], cmd)
 
 
+def cmd_studio(args: argparse.Namespace) -> None:
+    """Open the web studio on this project: generate avatars, turn photos into anime avatars, compare the runs.
+
+    A local Gradio page (127.0.0.1 unless --host says otherwise; no share link) on the models the other commands
+    use: the champion generator (else models/generator.pt), the translator and the stylizer, and the MLflow runs.
+    Example: anime-avatar studio --port 7860, then open http://127.0.0.1:7860
+    """
+    from anime_avatar.studio import serve
+
+    serve(Path.cwd(), args.host, args.port, Path(args.params))
+
+
 # --- argument types: a bad value is a usage error (exit 2) named by argparse -------------------
 
 
@@ -646,6 +658,10 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
     p = add_command(sub, cmd_ui)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
+
+    p = add_command(sub, cmd_studio)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=_int_at_least(1), default=7860, help="port (default: 7860)")
     for add_commands in groups:
         add_commands(sub)
     return parser

@@ -1,0 +1,458 @@
+"""`anime-avatar studio`: the handlers on a tiny workspace (fast), then the page itself in a real browser.
+
+The workspace: the project's params.yaml, an untrained 32 px generator in models/generator.pt, a validation
+report, and an mlflow.db with two training runs (FID, KID, data versions, a logged sample grid) and a registered
+champion whose model files are absent, so that the studio, like `anime-avatar generate`, falls back to the
+workspace's generator and says so. Photos: scikit-image's public-domain astronaut.
+
+Browser tests drive Debian's chromium (headless) with Selenium and chromium-driver. Without them they are
+skipped with the reason, except where ANIME_AVATAR_REQUIRE_BROWSER=1 (set by .ci/run): there they fail.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from anime_avatar.core.errors import UserError
+from tests.conftest import ROOT, free_port, params_with, stop, venv_env, wait_http
+
+data = pytest.importorskip("skimage.data", reason="scikit-image is a dev dependency: pip install -e '.[dev]'")
+pytest.importorskip("gradio", reason="the studio needs gradio: pip install -e '.[dev]'")
+
+CHROMIUM_ARGS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000")
+FID = {"a": 41.5, "b": 37.25}  # two training runs; b is the better one and holds the champion alias
+
+
+def _tiny_generator(path: Path) -> None:
+    from anime_avatar.artifacts.generator import save_generator
+    from anime_avatar.gan.nets import build_generator, net_config
+
+    torch.manual_seed(0)
+    config = net_config(params_with({"model": {"channels": 8, "z_dim": 16}}).model, 32)
+    net = build_generator(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_generator(path, config.to_dict(), net.state_dict(), net.state_dict(), step=7, run_id="0123456789abcdef")
+
+
+def _runs(work: Path) -> dict[str, str]:
+    """Two training runs of the project's experiment in work/mlflow.db; champion: the run of FID b."""
+    from mlflow import MlflowClient
+
+    from anime_avatar.ops.data_versions import data_version_tag
+
+    params = params_with()
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    experiment = client.create_experiment(params.tracking.experiment, (work / "mlartifacts").as_uri())
+    client.create_registered_model(params.tracking.model_name)
+    grid = work / "step-0000010.png"
+    Image.new("RGB", (68, 68), (200, 120, 40)).save(grid)
+    ids = {}
+    for key, fid in FID.items():
+        run = client.create_run(experiment, tags={"stage": "train", data_version_tag("data/train"): f"md5:{key * 8}"})
+        run_id = run.info.run_id
+        client.log_param(run_id, "model.arch", "sagan")
+        client.log_param(run_id, "train.steps", "10")
+        client.log_metric(run_id, "fid", fid + 20, step=5)
+        client.log_metric(run_id, "fid", fid, step=10)
+        client.log_metric(run_id, "kid_mean", fid / 1000, step=10)
+        client.log_artifact(run_id, str(grid), "samples")
+        client.set_terminated(run_id)
+        version = client.create_model_version(params.tracking.model_name, f"runs:/{run_id}/generator", run_id=run_id)
+        ids[key] = run_id
+        if key == "b":
+            client.set_registered_model_alias(params.tracking.model_name, "champion", version.version)
+    grid.unlink()
+    return ids
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp("studio")
+    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
+    _tiny_generator(work / "models" / "generator.pt")
+    (work / "reports").mkdir()
+    checks = [{"expectation": "expect_table_row_count_to_be_between", "table": "faces", "column": "", "success": True,
+               "observed": 12}, {"expectation": "expect_column_values_to_be_between", "table": "faces",
+               "column": "width", "success": True, "observed": None}]  # fmt: skip
+    (work / "reports" / "validation.json").write_text(json.dumps({"checks": checks, "success": True, "failed": []}))
+    ids = _runs(work)
+    files = work.parent / f"{work.name}-files"
+    files.mkdir()
+    Image.fromarray(data.astronaut()).save(files / "astronaut.png")
+    Image.new("RGB", (200, 160), (90, 140, 200)).save(files / "blank.png")  # no face in it
+    (files / "notes.txt").write_text("not a photo\n")
+    return {"work": work, "runs": ids, "photo": files / "astronaut.png", "blank": files / "blank.png",
+            "text": files / "notes.txt"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def studio(workspace):
+    from anime_avatar.studio import Studio
+
+    before = Path.cwd()
+    try:
+        yield Studio(workspace["work"])  # it works in the workspace, as the command line does
+    finally:
+        os.chdir(before)
+
+
+def checkout_env() -> dict[str, str]:
+    """The venv's environment, running this checkout's code (the venv's editable install may be another's)."""
+    return {**venv_env({"OMP_NUM_THREADS": "1"}), "PYTHONPATH": str(ROOT)}
+
+
+def pixels(png: bytes | Path) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png) if isinstance(png, bytes) else png).convert("RGB"))
+
+
+def cli_grid(work: Path, out: Path, *options: str) -> np.ndarray:
+    """The grid `anime-avatar generate` writes in ``work`` (a fresh process, this checkout's code)."""
+    cmd = [sys.executable, "-m", "pipelines.cli", "generate", *options, "--grid", str(out)]
+    proc = subprocess.run(cmd, cwd=work, env=checkout_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return pixels(out)
+
+
+# --- the handlers --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_reference(workspace, tmp_path_factory) -> np.ndarray:
+    """`anime-avatar generate --n 5 --seed 11 --truncation 0.7 --grid`: what the handler and the page must show."""
+    out = tmp_path_factory.mktemp("cli") / "grid.png"
+    return cli_grid(workspace["work"], out, "--n", "5", "--seed", "11", "--truncation", "0.7")
+
+
+def test_generate_is_the_cli_grid_and_says_which_model(studio, cli_reference):
+    path, note = studio.generate(11, 5, 0.7)
+    assert np.array_equal(pixels(path), cli_reference)
+    assert pixels(path).shape == (2 + 3 * 34, 2 + 2 * 34, 3)  # 5 avatars of 32 px, 2 per row (as the CLI)
+    assert "seeds 11–15" in note and "models/generator.pt (step 7, run 01234567" in note
+    assert "no champion used: models:/anime-avatar-generator@champion holds no artifacts/generator.pt" in note
+    assert not np.array_equal(pixels(studio.generate(12, 5, 0.7)[0]), cli_reference)  # another seed, other avatars
+
+
+def test_a_walk_is_a_strip_and_a_looping_gif(studio):
+    strip, gif, note = studio.walk(2, 9, 5, 0.0)
+    assert pixels(strip).shape == (36, 2 + 5 * 34, 3)
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 5 + 3 and animation.size == (128, 128)  # there and back, 4x
+        assert animation.info["loop"] == 0
+    assert "from seed 2 to seed 9 in 5 steps" in note
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (("generate", -1, 4, 0), "seed: -1 is not between 0"),
+        (("generate", 0, 65, 0), "avatars: 65 is not between 1 and 64"),
+        (("generate", 0, 2.5, 0), "avatars: 2.5 is not a whole number"),
+        (("generate", "x", 2, 0), "seed: 'x' is not a number"),
+        (("generate", 0, 2, 4.5), "truncation: 4.5 is not between 0 and 4"),
+        (("walk", 0, 1, 1, 0), "walk steps: 1 is not between 2 and 32"),
+        (("avatar", None, "translate"), "no photo: upload an image"),
+        (("avatar", "PHOTO", "adain"), "adain restyles the face after an example: upload a style image"),
+        (("avatar", "PHOTO", "translate", None, False, 4096), "avatar size: 4096 is not between 32 and 1024"),
+        (("avatar", "PHOTO", "gatys", "PHOTO", False, 64, 1000), "Gatys steps: 1000 is not between 1 and 300"),
+        (("avatar", "PHOTO", "cartoon"), "method: 'cartoon' is not one of"),
+    ],
+)
+def test_bad_requests_are_one_line_on_the_page(studio, workspace, call, message):
+    from anime_avatar.studio import guarded
+
+    name, *args = call
+    args = [str(workspace["photo"]) if a == "PHOTO" else a for a in args]
+    with pytest.raises(UserError, match=message):
+        getattr(studio, name)(*args)
+    outputs = guarded(getattr(studio, name), 3)(*args)
+    assert outputs[:3] == (None, None, None)
+    assert message.split(":")[0] in outputs[3] and "\n" not in outputs[3]
+
+
+def test_an_unexpected_error_is_one_line_too_and_its_traceback_goes_to_the_log(caplog):
+    from anime_avatar.studio import guarded
+
+    def broken():
+        raise ZeroDivisionError("division by zero")
+
+    outputs = guarded(broken, 1)()
+    assert outputs == (None, "⚠️ something went wrong (ZeroDivisionError: division by zero); the studio's log has the "
+                       "details")  # fmt: skip
+    assert "Traceback" in caplog.text
+
+
+def test_the_astronaut_becomes_an_avatar_of_the_shipped_translator(studio, workspace):
+    boxed, found = studio.faces(str(workspace["photo"]))
+    assert found == "1 face found in the photo (512×512)"
+    assert (pixels(boxed) == (255, 140, 0)).all(axis=-1).sum() > 300  # the orange box around her face
+    avatar, boxed, note = studio.avatar(str(workspace["photo"]), "translate (photo → anime GAN)", None, False, 192)
+    picture = pixels(avatar)
+    assert picture.shape == (192, 192, 3) and picture.std() > 10
+    assert note.startswith("192×192 avatar of the face at x=177, y=67, 93×93 px")
+    assert "the shipped translator selfie2anime.pt (128 px, step" in note
+
+
+def test_a_text_file_or_a_photo_without_a_face_is_one_clear_line(studio, workspace):
+    with pytest.raises(UserError) as err:
+        studio.faces(str(workspace["text"]))
+    assert str(err.value) == "photo notes.txt is not a usable image (not an image): upload a PNG, JPEG or WebP"
+    with pytest.raises(UserError, match=r"no face found .*tick 'whole picture'"):
+        studio.avatar(str(workspace["blank"]), "translate")
+    boxed, found = studio.faces(str(workspace["blank"]))
+    assert found.startswith("no face found") and Path(boxed).is_file()
+    avatar, _, note = studio.avatar(str(workspace["blank"]), "translate", None, True, 64)
+    assert pixels(avatar).shape == (64, 64, 3) and "the whole picture" in note
+
+
+def test_style_methods_use_the_workspace_stylizer_and_an_example_style(studio, workspace):
+    from anime_avatar.style.features import LAYERS, build_features
+    from anime_avatar.style.model_file import save_stylizer
+    from anime_avatar.style.nets import FusionHead, fusion_config
+
+    torch.manual_seed(0)
+    scales = LAYERS["inception"].fusion_scales
+    encoder = build_features("inception", scales)
+    heads = {m: FusionHead(fusion_config(m, encoder, scales, 8, 64, 16)) for m in ("attention", "adain")}
+    save_stylizer(workspace["work"] / "models" / "stylizer.pt", heads, step=3, image_size=64)
+    style = studio.style_examples()[0]
+    for method, name in (("AdaIN", "adain"), ("attention network", "attention")):
+        avatar, _, note = studio.avatar(str(workspace["photo"]), method, str(style), False, 64)
+        assert pixels(avatar).shape == (64, 64, 3)
+        assert note.endswith(f"made by the {name} net of models/stylizer.pt")
+
+
+def test_gatys_optimises_for_the_steps_asked(studio, workspace):
+    style = studio.style_examples()[1]
+    avatar, _, note = studio.avatar(str(workspace["photo"]), "Gatys (optimisation, slow)", str(style), False, 64, 2)
+    assert pixels(avatar).shape == (64, 64, 3)
+    assert note.endswith("made by Gatys optimisation on the FID Inception features, softmax transform, 2 steps")
+
+
+def test_the_runs_view_lists_the_runs_the_champion_and_the_validation(studio, workspace):
+    view = studio.runs()
+    ids = workspace["runs"]
+    assert [row[0] for row in view.rows] == [ids["b"], ids["a"]]  # best FID first
+    assert view.rows[0][3:] == ["bbbbbbbb", "sagan", 10, "37.25", "0.0372", "★"]
+    assert view.rows[1][-1] == "" and view.plot is not None and pixels(view.plot).shape[0] > 100
+    assert view.champion == (f"champion: anime-avatar-generator version 2, run `{ids['b']}`, FID 37.25, trained on "
+                             "data version `md5:bbbbbbbb`")  # fmt: skip
+    assert "passed, 2 of 2 expectations met" in view.validation
+    samples = studio.run_samples(ids["a"])
+    assert [caption for _, caption in samples] == ["step-0000010"]
+    assert pixels(Path(samples[0][0]))[0, 0].tolist() == [200, 120, 40]
+
+
+def test_each_heavy_model_takes_one_request_at_a_time_through_a_queue(studio, workspace):
+    from anime_avatar.studio import build_app
+
+    app = build_app(workspace["work"], studio=studio)
+    limits = {(fn.concurrency_id, fn.concurrency_limit) for fn in app.fns.values()}
+    assert {("generator", 1), ("photo", 1), ("detector", 1), ("runs", 1)} <= limits
+    assert app._queue.max_size == 32
+
+
+def test_the_page_makes_no_call_home_and_old_answers_are_deleted(studio, workspace):
+    from anime_avatar.studio import build_app, theme
+
+    app = build_app(workspace["work"], studio=studio)
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and app.analytics_enabled is False
+    from gradio.themes.utils.fonts import GoogleFont
+
+    fonts = theme()._font + theme()._font_mono
+    assert not [f for f in fonts if isinstance(f, GoogleFont)]  # the page downloads no fonts either
+    old, _ = studio.generate(0, 1, 0.0)
+    os.utime(old.parent, (time.time() - 7200, time.time() - 7200))
+    new, _ = studio.generate(1, 1, 0.0)
+    studio._prune(time.time() - 3600)
+    assert not old.exists() and new.is_file()
+
+
+def test_outside_a_project_the_studio_says_so(tmp_path):
+    from anime_avatar.studio import Studio
+
+    before = Path.cwd()
+    try:
+        with pytest.raises(UserError, match="no params.yaml in .*: start the studio inside the project"):
+            Studio(tmp_path)
+    finally:
+        os.chdir(before)
+
+
+def test_the_studio_command_binds_to_localhost_by_default(capsys):
+    from anime_avatar.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["studio", "--help"])
+    assert "Open the web studio on this project" in capsys.readouterr().out
+    args = build_parser().parse_args(["studio"])
+    assert (args.host, args.port) == ("127.0.0.1", 7860)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["studio", "--port", "0"])
+    assert "0 is less than 1" in capsys.readouterr().err
+
+
+# --- in a real browser -----------------------------------------------------------------------------
+
+
+def _browser_or_reason() -> tuple[str, str] | str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    if not (chromium and driver):
+        return "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+    return chromium, driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    found = _browser_or_reason()
+    if isinstance(found, str):
+        if os.environ.get("ANIME_AVATAR_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"the studio's browser tests cannot run: {found}", pytrace=False)
+        pytest.skip(f"browser tests skipped: {found}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = found[0]
+    for arg in CHROMIUM_ARGS:
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(found[1]), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def page(workspace, browser):
+    """`anime-avatar studio` serving the workspace (its own process, this checkout's code), open in the browser."""
+    port = free_port()
+    log = (workspace["work"].parent / "studio.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "studio", "--port", str(port)],
+                              cwd=workspace["work"], stdout=log, stderr=subprocess.STDOUT,
+                              env=checkout_env())  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/", server, timeout=120)
+        yield browser, url
+    finally:
+        stop(server)
+        log.close()
+
+
+def _wait(driver, condition, timeout: float = 60.0):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+
+
+def _text(driver, element_id: str, contains: str, timeout: float = 60.0) -> str:
+    from selenium.webdriver.common.by import By
+
+    def found(d):
+        text = " ".join(d.find_element(By.ID, element_id).text.split())  # markdown's code spans break lines
+        return text if contains in text else False
+
+    return _wait(driver, found, timeout)
+
+
+def _image(driver, url: str, element_id: str, previous: str | None = None) -> np.ndarray:
+    """The picture an image component of the page shows, fetched from the server as the browser does."""
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    def source(d):
+        found = d.find_elements(By.CSS_SELECTOR, f"#{element_id} img")
+        src = found[0].get_attribute("src") if found else None
+        return src if src and src != previous else False
+
+    src = _wait(driver, source)
+    return pixels(httpx.get(src if src.startswith("http") else url + src, timeout=30).content)
+
+
+def _tab(driver, url: str, label: str) -> None:
+    """A fresh page (each test its own), on the tab ``label``."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url + "/")
+
+    button = _wait(driver, lambda d: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                          if b.text.strip() == label), False))  # fmt: skip
+    button.click()
+
+
+def _set_number(driver, selector: str, value: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    field = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, selector))
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(value, Keys.TAB)
+
+
+def test_browser_generate_gives_the_cli_pixels(page, cli_reference):
+    from selenium.webdriver.common.by import By
+
+    driver, url = page
+    _tab(driver, url, "Generate")
+    _set_number(driver, "#gen-seed input", "11")
+    _set_number(driver, "#gen-count input[type=number]", "5")
+    _set_number(driver, "#gen-truncation input[type=number]", "0.7")
+    driver.find_element(By.ID, "gen-button").click()
+    note = _text(driver, "gen-note", "seeds 11–15")
+    assert np.array_equal(_image(driver, url, "gen-grid"), cli_reference)
+    assert "truncation 0.7" in note and "made by the workspace's models/generator.pt" in note
+
+
+def test_browser_the_astronaut_photo_becomes_an_avatar(page, workspace):
+    from selenium.webdriver.common.by import By
+
+    driver, url = page
+    _tab(driver, url, "Photo → avatar")
+    driver.find_element(By.CSS_SELECTOR, "#photo-file input[type=file]").send_keys(str(workspace["photo"]))
+    _text(driver, "photo-note", "1 face found in the photo (512×512)")
+    driver.find_element(By.ID, "photo-button").click()
+    note = _text(driver, "photo-note", "made by")
+    avatar = _image(driver, url, "photo-avatar")
+    assert avatar.shape == (256, 256, 3) and avatar.std() > 10
+    assert "the shipped translator selfie2anime.pt" in note
+    assert driver.find_element(By.ID, "photo-status").text.strip() == ""
+
+
+def test_browser_a_text_file_gives_one_clear_message(page, workspace):
+    from selenium.webdriver.common.by import By
+
+    driver, url = page
+    _tab(driver, url, "Photo → avatar")
+    driver.find_element(By.CSS_SELECTOR, "#photo-file input[type=file]").send_keys(str(workspace["text"]))
+    message = _text(driver, "photo-status", "notes.txt")
+    assert message.strip() == "⚠️ photo notes.txt is not a usable image (not an image): upload a PNG, JPEG or WebP"
+    assert "Traceback" not in driver.find_element(By.TAG_NAME, "body").text
+
+
+def test_browser_the_runs_table_lists_the_workspace_runs(page, workspace):
+    driver, url = page
+    _tab(driver, url, "Runs")
+    ids = workspace["runs"]
+    table = _text(driver, "runs-table", ids["a"])
+    assert ids["b"] in table and "37.25" in table and "41.50" in table
+    assert table.index(ids["b"]) < table.index(ids["a"])
+    _text(driver, "runs-champion", f"champion: anime-avatar-generator version 2, run {ids['b']}")
+    _text(driver, "runs-validation", "passed, 2 of 2 expectations met")
