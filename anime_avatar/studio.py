@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from anime_avatar.core import limits
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.params import DEFAULT_PARAMS, load_params
 
@@ -42,13 +43,13 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 
-# Caps on one request (the command line's, where it has them: the image reader's pixel cap, a seed below
-# 2**62). TODO merge with core/limits (max output side, max pixels) when that module lands.
+# Caps on one request: the command line's and the served models' where they have them (core/limits.py: seeds,
+# output sides, pixels of what an input makes; the image reader's pixel cap), the studio's own for the rest.
 MAX_AVATARS = 64  # avatars in one grid
 MAX_WALK_STEPS = 32  # images in one walk
-MAX_SEED = 2**62 - 1  # as `generate --seed`
+MAX_SEED = limits.SEED_LIMIT - 1  # as `generate --seed` and the served generator
 MAX_TRUNCATION = 4.0  # beyond ±4 the truncation trick changes nothing a person would see
-MAX_AVATAR_SIDE = 1024  # the avatar's side in pixels
+MAX_AVATAR_SIDE = limits.MAX_SIDE  # the avatar's side in pixels, as --size
 MIN_AVATAR_SIDE = 32
 MAX_GATYS_STEPS = 300  # network evaluations of one Gatys request (30 s per 100 at 256 px on the CPU)
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # per uploaded file; Gradio refuses bigger ones before they reach us

@@ -165,7 +165,7 @@ def test_a_walk_is_a_strip_and_a_looping_gif(studio):
         (("walk", 0, 1, 1, 0), "walk steps: 1 is not between 2 and 32"),
         (("avatar", None, "translate"), "no photo: upload an image"),
         (("avatar", "PHOTO", "adain"), "adain restyles the face after an example: upload a style image"),
-        (("avatar", "PHOTO", "translate", None, False, 4096), "avatar size: 4096 is not between 32 and 1024"),
+        (("avatar", "PHOTO", "translate", None, False, 4096), "avatar size: 4096 is not between 32 and 768"),
         (("avatar", "PHOTO", "gatys", "PHOTO", False, 64, 1000), "Gatys steps: 1000 is not between 1 and 300"),
         (("avatar", "PHOTO", "cartoon"), "method: 'cartoon' is not one of"),
     ],
