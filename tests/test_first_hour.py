@@ -149,7 +149,11 @@ def chart_pixels(page: Path, shot: Path) -> int:
     from PIL import Image
 
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "the browser tests need Debian's chromium: apt-get install chromium (make setup does)"
+    if not chromium:  # as the studio's browser tests: skipped locally, failed in CI (.ci/run requires them)
+        reason = "Debian's chromium is missing (make test installs it with apt-get where it can)"
+        if os.environ.get("ANIME_AVATAR_REQUIRE_BROWSER") == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
     subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
                     "--window-size=800,600", "--virtual-time-budget=8000", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120, check=True)  # fmt: skip
