@@ -220,17 +220,19 @@ def test_second_run_is_refused_while_the_workspace_is_locked(workspace):
     assert (work / "dvc.lock").read_text() == before
 
 
-def test_retrain_promotes_without_champion_then_only_a_lower_fid(workspace):
+def test_retrain_keeps_the_first_champion_then_promotes_only_a_lower_fid(workspace):
     work, env = workspace["path"], workspace["env"]
     mlflow = client(work)
     first_run = run_id_of(work)
 
-    # No champion yet: the current model takes the alias; the forced download changes nothing downstream.
-    proc = run(["anime-avatar", "retrain"], work, env=env)
-    assert "download ran, detect up to date" in proc.stdout and "evaluate up to date" in proc.stdout
-    assert "champion promoted: no champion yet: version 1" in proc.stdout
+    # The first pipeline run's evaluate stage named its model the champion (there was none).
     assert mlflow.get_model_version_by_alias("anime-avatar-generator", "champion").run_id == first_run
     assert mlflow.get_run(first_run).data.tags["champion.decision"] == "promoted"
+    # Retrain on the same data: the forced download changes nothing downstream, so the champion stays.
+    proc = run(["anime-avatar", "retrain"], work, env=env)
+    assert "download ran, detect up to date" in proc.stdout and "evaluate up to date" in proc.stdout
+    assert "champion kept: version 1 already is the champion (no new model)" in proc.stdout
+    assert mlflow.get_model_version_by_alias("anime-avatar-generator", "champion").run_id == first_run
 
     # New data: a new model, promoted only if its FID is lower than the champion's.
     params = yaml.safe_load((work / "params.yaml").read_text())
