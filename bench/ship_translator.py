@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/ship_translator.py WORKSPACE [--name selfie2anime] [--training train.json] [--data-note TEXT]
 
-WORKSPACE ran `translate_train` and `translate_eval` (its metrics/translate.json is the score recorded). The
+WORKSPACE ran `translate_train` and `translate_eval` (its reports/translate.json is the score recorded). The
 record holds the file's sha256, its step, the translate params it was trained with, the digests of both
 domains, the evaluation's numbers and params, and the command that reproduces the file; with --training, the
 train.json of bench/train_translator.py (the device, torch version and seconds of a run made off the stage).
@@ -48,7 +48,7 @@ def main() -> None:
         sys.exit(f"{source} is {source.stat().st_size / 2**20:.1f} MiB: the package ships at most 20 MiB")
     payload = read_translator(source)  # weights only: refuses anything else
     info = payload.get("info", {})
-    evaluation = json.loads((args.workspace / "metrics/translate.json").read_text())
+    evaluation = json.loads((args.workspace / "reports/translate.json").read_text())
     eval_params = yaml.safe_load((args.workspace / "params.yaml").read_text())["translate_eval"]
     training = (
         {k: v for k, v in json.loads(args.training.read_text()).items() if k != "params"} if args.training else {}

@@ -102,7 +102,7 @@ def main() -> None:
            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}  # fmt: skip
     subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "stylize_eval"], cwd=work, env=env, check=True)
     minutes = (time.perf_counter() - started) / 60
-    metrics = json.loads((work / "metrics/stylize.json").read_text())
+    metrics = json.loads((work / "reports/stylize.json").read_text())
     train = json.loads((work / "metrics/stylize_train.json").read_text())
     shutil.copy(work / "reports/stylize.png", args.out / "comparison.png")
     summary = {"minutes": round(minutes, 1), "load_before": load, "load_after": os.getloadavg(),

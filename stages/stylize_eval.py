@@ -1,5 +1,6 @@
-"""stylize_eval: every style-transfer method on a fixed content/style set -> metrics/stylize.json (one entry
-per method), plots/stylize_tradeoff.csv, reports/stylize.png (the comparison sheet).
+"""stylize_eval: every style-transfer method on a fixed content/style set -> reports/stylize.json (one entry
+per method), its headline scores in metrics/stylize.json, plots/stylize_tradeoff.csv, reports/stylize.png
+(the comparison sheet).
 
 Contents: stylize_eval.n_content faces of stylize_eval.content_path, plus the face of each photo in
 stylize_eval.photos (found and cropped as the photo_faces section says); styles: stylize_eval.n_styles images
@@ -15,15 +16,18 @@ from pathlib import Path
 import torch
 
 from anime_avatar.artifacts.reports import (
+    STYLIZE_DETAILS,
+    STYLIZE_HEADLINE,
     STYLIZE_METRICS,
     STYLIZE_SHEET,
     STYLIZE_TRADEOFF_CSV,
     TRADEOFF_FIELDS,
+    write_metrics_and_details,
 )
 from anime_avatar.artifacts.stylizer import STYLIZER, STYLIZER_RUN_FILE, stylizer_methods
 from anime_avatar.core.device import apply_threads, resolve_device
 from anime_avatar.core.errors import UserError
-from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json, write_csv
+from anime_avatar.core.fsutil import atomic_write_bytes, write_csv
 from anime_avatar.core.params import FUSION_METHODS, Params, PhotoFacesParams, StylizeEvalParams
 from anime_avatar.core.stage import run_stage
 from anime_avatar.data.image_sets import load_image_set
@@ -96,7 +100,7 @@ def stylize_eval(params: Params) -> None:
         metrics[name]["seconds_cached_style"] = round(seconds_with_cached_style(net, pairs, cfg.timing_repeats), 6)
         curves[name] = tradeoff(net, pairs, scorer, cfg.alphas)
     metrics |= comparisons(metrics, curves)
-    atomic_write_json(STYLIZE_METRICS, metrics)
+    write_metrics_and_details(metrics, STYLIZE_HEADLINE, STYLIZE_METRICS, STYLIZE_DETAILS)
     write_csv(STYLIZE_TRADEOFF_CSV, [{"method": m, **p} for m, points in curves.items() for p in points],
               TRADEOFF_FIELDS)  # fmt: skip
     atomic_write_bytes(STYLIZE_SHEET, png_bytes(comparison_sheet(pairs, results)))

@@ -1,5 +1,6 @@
-"""translate_eval: the trained translator on test photos against test anime faces -> metrics/translate.json,
-reports/translate.png (photo | translation | attention, one column per photo).
+"""translate_eval: the trained translator on test photos against test anime faces -> reports/translate.json,
+its headline scores in metrics/translate.json, reports/translate.png (photo | translation | attention, one
+column per photo).
 
 KID x100 and FID at translate_eval.image_size (128: the selfie2anime protocol) of the translated photos, of
 the photos untranslated, and of translate_eval.reference (other real anime faces: the floor); the anime
@@ -15,10 +16,16 @@ from functools import partial
 import numpy as np
 import torch
 
-from anime_avatar.artifacts.reports import TRANSLATE_METRICS, TRANSLATE_SHEET
+from anime_avatar.artifacts.reports import (
+    TRANSLATE_DETAILS,
+    TRANSLATE_HEADLINE,
+    TRANSLATE_METRICS,
+    TRANSLATE_SHEET,
+    write_metrics_and_details,
+)
 from anime_avatar.artifacts.translator import TRANSLATOR, TRANSLATOR_RUN_FILE
 from anime_avatar.core.device import apply_threads, resolve_device
-from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json
+from anime_avatar.core.fsutil import atomic_write_bytes
 from anime_avatar.core.params import Params, TranslateEvalParams
 from anime_avatar.core.stage import run_stage
 from anime_avatar.data.detection import AnimefaceDetector
@@ -57,7 +64,7 @@ def translate_eval(params: Params) -> None:
         lambda image: bool(detector.detect(image_pil(image))), cfg.timing_repeats,
     )  # fmt: skip
     metrics["model"] = {"step": trained.step, "attention": trained.config.attention, "run_id": trained.run_id}
-    atomic_write_json(TRANSLATE_METRICS, metrics)
+    write_metrics_and_details(metrics, TRANSLATE_HEADLINE, TRANSLATE_METRICS, TRANSLATE_DETAILS)
     atomic_write_bytes(TRANSLATE_SHEET, grid_png(translation_sheet(trained.net, photos[:8], size)[None], nrow=1))
     numbers = {f"eval.{row}.{k}": v for row in ("translated", "untranslated", "real_anime")
                for k, v in metrics[row].items() if v is not None}  # fmt: skip

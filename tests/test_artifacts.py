@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -13,6 +14,7 @@ from anime_avatar.artifacts.checkpoint import load_checkpoint, save_checkpoint
 from anime_avatar.artifacts.faces import FaceCrop, face_ids, load_faces, read_face_info, write_face_set
 from anime_avatar.artifacts.generator import save_generator
 from anime_avatar.artifacts.raw import RawImage, Rejected, read_manifest, write_raw_set
+from anime_avatar.artifacts.reports import headline, write_metrics_and_details
 from anime_avatar.artifacts.run import RunRecord, read_run_file, write_run_file
 from anime_avatar.core.errors import UserError
 from anime_avatar.data.images import png_bytes
@@ -140,3 +142,13 @@ def test_a_generator_file_whose_config_asks_for_a_huge_net_is_refused_before_bui
     with pytest.raises(UserError, match="its weights do not fit its config") as err:
         load_generator(tmp_path / "huge.pt")
     assert "\n" not in str(err.value)
+
+
+def test_the_headline_metric_keeps_the_named_scores_nested_and_the_report_keeps_everything(tmp_path):
+    full = {"attention": {"structure": 0.7, "colour": 17.0, "seconds": 0.2}, "unchanged": {"structure": 1.0},
+            "gatys-vgg19": {"skipped": "no weights"}, "seconds_per_avatar": 0.01}  # fmt: skip
+    keys = ("attention.structure", "adain.structure", "gatys-vgg19.skipped.why", "seconds_per_avatar")
+    assert headline(full, keys) == {"attention": {"structure": 0.7}, "seconds_per_avatar": 0.01}  # absent: left out
+    write_metrics_and_details(full, keys, tmp_path / "metrics/m.json", tmp_path / "reports/m.json")
+    assert json.loads((tmp_path / "reports/m.json").read_text()) == full
+    assert json.loads((tmp_path / "metrics/m.json").read_text()) == headline(full, keys)

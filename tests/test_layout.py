@@ -67,10 +67,11 @@ def test_outputs_are_the_paths_the_artifact_modules_own():
         run.RUN_FILE, reports.VALIDATION_REPORT, reports.DATA_DOCS_DIR, reports.SAMPLES_DIR, reports.SAMPLES_PNG,
         reports.TRAIN_METRICS, reports.LOSSES_CSV, reports.EVAL_METRICS,
         stylizer.STYLIZER, stylizer.STYLIZER_CHECKPOINT_DIR, stylizer.STYLIZER_RUN_FILE, reports.STYLIZE_TRAIN_METRICS,
-        reports.STYLIZE_LOSSES_CSV, reports.STYLIZE_METRICS, reports.STYLIZE_TRADEOFF_CSV, reports.STYLIZE_SHEET,
+        reports.STYLIZE_LOSSES_CSV, reports.STYLIZE_METRICS, reports.STYLIZE_DETAILS, reports.STYLIZE_TRADEOFF_CSV,
+        reports.STYLIZE_SHEET,
         raw.PHOTOS_DIR, translator.TRANSLATOR, translator.TRANSLATOR_CHECKPOINT_DIR, translator.TRANSLATOR_RUN_FILE,
         reports.TRANSLATE_TRAIN_METRICS, reports.TRANSLATE_LOSSES_CSV, reports.TRANSLATE_SAMPLES_DIR,
-        reports.TRANSLATE_METRICS, reports.TRANSLATE_SHEET,
+        reports.TRANSLATE_METRICS, reports.TRANSLATE_DETAILS, reports.TRANSLATE_SHEET,
     }  # fmt: skip
     declared = set()
     for stage in DVC.values():

@@ -38,7 +38,10 @@ def test_dvc_repro_trains_evaluates_and_registers_the_stylizer(project):
     assert train_metrics["steps"] == 3 and set(train_metrics["attention"]) >= {"total", "content", "style", "params"}
     assert [int(r["step"]) for r in read_csv(work / "plots/stylize_losses.csv")] == [1, 2, 3]
 
-    metrics = json.loads((work / "metrics/stylize.json").read_text())
+    metrics = json.loads((work / "reports/stylize.json").read_text())
+    assert json.loads((work / "metrics/stylize.json").read_text()) == {
+        net: {key: metrics[net][key] for key in ("style_loss", "structure", "colour")} for net in ("attention", "adain")
+    }  # the headline `dvc exp show` has columns for; every number is in the report
     for method in ("gatys-inception", "gatys-inception-softmax", "adain", "attention", "unchanged"):
         entry = metrics[method]
         assert entry["pairs"] == 2 and {"content_loss", "style_loss", "structure", "colour"} <= set(entry), method

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,11 @@ SAMPLES_PNG = Path("reports/samples.png")
 SCORE_KEYS = ("fid", "kid_mean", "kid_std")
 STYLIZE_TRAIN_METRICS = Path("metrics/stylize_train.json")
 STYLIZE_LOSSES_CSV = Path("plots/stylize_losses.csv")
-STYLIZE_METRICS = Path("metrics/stylize.json")
+STYLIZE_METRICS = Path("metrics/stylize.json")  # the headline scores (STYLIZE_HEADLINE): what `dvc exp show` shows
+STYLIZE_DETAILS = Path("reports/stylize.json")  # every number of the evaluation
+STYLIZE_HEADLINE = tuple(
+    f"{net}.{key}" for net in ("attention", "adain") for key in ("style_loss", "structure", "colour")
+)  # the trained nets' style loss and the two scores nothing optimises
 STYLIZE_TRADEOFF_CSV = Path("plots/stylize_tradeoff.csv")  # the nets' content/style loss at each style strength
 TRADEOFF_FIELDS = ("method", "alpha", "content_loss", "style_loss")
 STYLIZE_SHEET = Path("reports/stylize.png")  # content | style | each method, one row per pair
@@ -27,7 +32,10 @@ TRANSLATE_TRAIN_METRICS = Path("metrics/translate_train.json")
 TRANSLATE_LOSSES_CSV = Path("plots/translate_losses.csv")
 TRANSLATE_LOSS_FIELDS = ("step", "loss_g", "loss_d", "adv", "cycle", "identity", "cam")
 TRANSLATE_SAMPLES_DIR = Path("plots/translate_samples")  # photo | anime | cycle | attention sheets by step
-TRANSLATE_METRICS = Path("metrics/translate.json")
+TRANSLATE_METRICS = Path("metrics/translate.json")  # the headline scores (TRANSLATE_HEADLINE)
+TRANSLATE_DETAILS = Path("reports/translate.json")  # every number, the references' rows included
+TRANSLATE_HEADLINE = ("translated.kid_x100", "translated.fid", "translated.face_rate", "translated.structure",
+                      "seconds_per_avatar")  # fmt: skip
 TRANSLATE_SHEET = Path("reports/translate.png")  # test photo | translation | attention, one column per photo
 
 
@@ -51,6 +59,32 @@ def prune_sample_grids(keep: list[int]) -> dict[int, Path]:
         else:
             path.unlink()
     return kept
+
+
+def headline(metrics: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """The entries of ``metrics`` named by dotted ``keys`` ("attention.structure"), nested as in ``metrics``;
+    a key the run did not produce (a method not evaluated) is left out."""
+    picked: dict[str, Any] = {}
+    for key in keys:
+        *parents, leaf = key.split(".")
+        source: Any = metrics
+        for part in parents:
+            source = source.get(part) if isinstance(source, Mapping) else None
+        if isinstance(source, Mapping) and leaf in source:
+            target = picked
+            for part in parents:
+                target = target.setdefault(part, {})
+            target[leaf] = source[leaf]
+    return picked
+
+
+def write_metrics_and_details(metrics: dict[str, Any], headline_keys: Iterable[str], metrics_path: Path,
+                              details_path: Path) -> None:  # fmt: skip
+    """Every number to ``details_path`` and the headline to ``metrics_path``, the DVC metric: `dvc exp show`
+    has a column per metric of every experiment, and the details of a style or translation evaluation (a
+    hundred numbers) would bury the scores people compare."""
+    atomic_write_json(details_path, metrics)
+    atomic_write_json(metrics_path, headline(metrics, headline_keys))
 
 
 def write_losses(history: list[dict[str, float]]) -> None:
