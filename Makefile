@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/dvc repro
 
-# The whole pipeline on small params in its own workspace demo/ (about two minutes on two cores).
+# The whole pipeline on small params in its own workspace demo/ (about seven minutes on two busy cores).
 demo: setup
 	$(BIN)/python -m pipelines.demo
 

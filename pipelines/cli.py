@@ -75,6 +75,18 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     serve_retrain(_workspace_params(args), args.cron, args.name, args.timezone)
 
 
+def cmd_experiments(args: argparse.Namespace) -> None:
+    """`dvc exp show` in a table that fits: the headline scores, and the params and metrics that differ.
+
+    Plain `dvc exp show` has over 300 columns (every param, code file and metric); this keeps FID/KID, the
+    stylizer's and the translator's headline scores, and whatever differs between the experiments shown.
+    Example: anime-avatar experiments --md
+    """
+    from pipelines.experiments import show_experiments
+
+    show_experiments(Path.cwd(), args.output, args.all_commits)
+
+
 def add_flow_commands(sub: argparse._SubParsersAction) -> None:
     cli.add_command(sub, cmd_pipeline)
 
@@ -85,6 +97,13 @@ def add_flow_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cron", required=True, help='cron schedule, e.g. "0 3 * * 1" (Mondays 03:00)')
     p.add_argument("--name", default="scheduled", help="deployment name (default: scheduled)")
     p.add_argument("--timezone", help="IANA time zone of the schedule (default: UTC)")
+
+    p = cli.add_command(sub, cmd_experiments)
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--csv", dest="output", action="store_const", const="csv", help="CSV, for piping")
+    output.add_argument("--md", dest="output", action="store_const", const="md", help="a Markdown table")
+    p.set_defaults(output="table")
+    p.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-# Changes to params.yaml: small enough for two minutes on two CPU cores, big enough to pass validation
-# (100 illustrations give about 150 faces) and to show the first face-like blobs.
+# Changes to params.yaml: small enough for minutes on two CPU cores (7 measured under load: README), big enough to
+# pass validation (100 illustrations give about 150 faces) and to show the first face-like blobs.
 DEMO = {
     "data": {"synthetic": {"count": 100}},
     "validate": {"min_count": 50},

@@ -21,6 +21,7 @@ COMMANDS = [
     "pipeline",
     "retrain",
     "schedule",
+    "experiments",
 ]
 
 

@@ -215,3 +215,14 @@ def test_params_piped_into_head_prints_its_first_lines(tmp_path):
     assert proc.returncode == 0
     assert len(proc.stdout.splitlines()) == 2
     assert "Traceback" not in proc.stderr
+
+
+# --- experiments -------------------------------------------------------------------------------------
+
+
+def test_experiments_outside_a_project_says_so_in_one_line(tmp_path):
+    proc = cli(["experiments"], tmp_path)
+    assert proc.returncode == 1
+    assert error_line(proc).endswith(f"{tmp_path} has no dvc.yaml: run this in the project (or demo/), where "
+                                     "`dvc repro` ran")  # fmt: skip
+    assert files_in(tmp_path) == []

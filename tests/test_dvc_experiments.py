@@ -11,12 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, TINY_METHODS, commit, make_project, run
+from tests.conftest import BIN, ROOT, TINY_METHODS, commit, make_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -111,6 +112,20 @@ def test_experiment_is_compared_with_dvc_exp_show_metrics_diff_and_plots_diff(ba
     head = next(row for row in table if row["typ"] == "baseline" and row["rev"] != "workspace")
     assert float(head["fid"]) == pytest.approx(base_scores["fid"]) and float(head["train.steps"]) == 2
     assert "!" not in {value for row in table for value in row.values()}
+
+    # `anime-avatar experiments`: the headline scores of every stage, and of the rest only what differs.
+    from pipelines.experiments import headline_pattern
+
+    short = list(csv.DictReader(io.StringIO(run([str(BIN / "anime-avatar"), "experiments", "--csv"], work).stdout)))
+    columns = set(short[0]) - {"Experiment", "rev", "typ", "Created", "parent", "State", "Executor"}
+    headline = {c for c in columns if re.match(headline_pattern(), c)}
+    assert headline == {"fid", "kid_mean", "kid_std", "seconds_per_avatar"} | {
+        f"{net}.{key}" for net in ("attention", "adain") for key in ("style_loss", "structure", "colour")
+    } | {f"translated.{key}" for key in ("kid_x100", "fid", "face_rate", "structure")}
+    assert {"train.steps", "metrics/train.json:steps"} <= columns - headline
+    assert columns - headline <= set(table[0])  # the rest: what `dvc exp show --only-changed` has
+    assert not [c for c in columns if c.startswith(("anime_avatar/", "stages/"))]
+    assert len(columns) < 40 < len(run(["dvc", "exp", "show", "--csv"], work).stdout.splitlines()[0].split(","))
 
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], work).stdout)
     assert diff["metrics/eval.json"]["fid"]["old"] == pytest.approx(base_scores["fid"])
