@@ -94,8 +94,7 @@ def train_stage(params: Params) -> None:
 
 
 def log_earlier_grids(run: TrainingRun, steps: int, every: int, logged: set[int]) -> None:
-    """Keep the grids of this run only (plots/samples persists, so a resumed run keeps the grids of the
-    process it resumes), and log to this MLflow run the ones an earlier process made."""
+    """Keep the grids of this run only, and log to this MLflow run the ones an earlier process made."""
     for step, path in prune_sample_grids(sample_steps(steps, every)).items():
         if step not in logged:
             run.log_artifact(path, "samples")

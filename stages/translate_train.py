@@ -15,11 +15,14 @@ import statistics
 import time
 from pathlib import Path
 
+from anime_avatar.artifacts.raw import synthetic_only
 from anime_avatar.artifacts.reports import (
     TRANSLATE_LOSS_FIELDS,
     TRANSLATE_LOSSES_CSV,
     TRANSLATE_SAMPLES_DIR,
     TRANSLATE_TRAIN_METRICS,
+    prune_sample_grids,
+    sample_steps,
 )
 from anime_avatar.artifacts.translator import TRANSLATOR, TRANSLATOR_CHECKPOINT, TRANSLATOR_RUN_FILE
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json, write_csv
@@ -60,17 +63,25 @@ def translate_train(params: Params) -> None:
     logged = {"translate": cfg.model_dump(mode="json")}
     with training_run("translate_train", name, params.tracking.experiment, logged, versions,
                       {"attention": cfg.attention}, TRANSLATOR_RUN_FILE) as run:  # fmt: skip
+        logged_sheets: set[int] = set()
 
         def on_sample(step: int, sheet) -> None:
             path = TRANSLATE_SAMPLES_DIR / f"step-{step:07d}.png"
             atomic_write_bytes(path, grid_png(sheet[None], nrow=1))
             run.log_artifact(path, "translate_samples")
+            logged_sheets.add(step)
 
         started = time.perf_counter()
         state = train_translator(cfg, batches, TRANSLATOR_CHECKPOINT, version, info=info, on_sample=on_sample,
                                  on_log=lambda step, losses: run.log_metrics(losses, step))  # fmt: skip
         seconds = time.perf_counter() - started
-        facts = {"params": logged["translate"], "domains": versions}
+        # The sheets persist: a resumed run keeps those of the process it resumes, and logs them to its run too.
+        for step, path in prune_sample_grids(sample_steps(cfg.steps, cfg.sample_every), TRANSLATE_SAMPLES_DIR).items():
+            if step not in logged_sheets:
+                run.log_artifact(path, "translate_samples")
+        # synthetic_photos: `avatar` then prefers the shipped translator (artifacts.translator.translator_file)
+        synthetic = synthetic_only(Path(cfg.photos))
+        facts = {"params": logged["translate"], "domains": versions, "synthetic_photos": synthetic}
         save_translator(TRANSLATOR, state.nets.g_ab, state.nets.g_ba, state.step, run.run_id, version, facts)
         atomic_write_json(TRANSLATE_TRAIN_METRICS, train_metrics(state, seconds))
         write_csv(TRANSLATE_LOSSES_CSV, [{k: h.get(k) for k in TRANSLATE_LOSS_FIELDS} for h in state.history],

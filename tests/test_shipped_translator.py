@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +19,8 @@ from anime_avatar.core.params import PhotoFacesParams
 from anime_avatar.data.photos import photo_faces
 from anime_avatar.metrics.stylize import structure_score
 from anime_avatar.translate.inference import translate_picture
-from anime_avatar.translate.model_file import load_translator
+from anime_avatar.translate.model_file import load_translator, save_translator
+from anime_avatar.translate.nets import Generator, TranslatorConfig
 from tests.conftest import ROOT
 
 data = pytest.importorskip("skimage.data", reason="scikit-image is a dev dependency: pip install -e '.[dev]'")
@@ -42,7 +45,24 @@ def test_avatar_uses_the_shipped_translator_when_the_workspace_has_none(tmp_path
     assert translator_file() == SHIPPED_TRANSLATOR
     (tmp_path / "models").mkdir()
     (tmp_path / "models/translator.pt").write_bytes(b"")
-    assert translator_file().resolve() == (tmp_path / "models/translator.pt").resolve()
+    assert translator_file().resolve() == (tmp_path / "models/translator.pt").resolve()  # loading it says why
+
+
+def test_a_workspace_translator_of_synthetic_photos_gives_way_to_the_shipped_one(tmp_path, monkeypatch, caplog):
+    """`make run`'s offline default learns from procedural photos: its avatars are noise, so `avatar` and the
+    studio use the shipped translator unless --model names the workspace's."""
+    monkeypatch.chdir(tmp_path)
+    config = TranslatorConfig(image_size=16, channels=4, n_blocks=2, attention="cam", disc_channels=4, disc_layers=2)
+    for synthetic, expected in ((True, SHIPPED_TRANSLATOR), (False, Path("models/translator.pt"))):
+        save_translator(Path("models/translator.pt"), Generator(config), Generator(config), step=3,
+                        info={"synthetic_photos": synthetic})  # fmt: skip
+        with caplog.at_level(logging.INFO, logger="anime_avatar"):
+            assert translator_file() == expected
+            assert load_translator().path == expected
+        said = "learned from synthetic photos (the offline pipeline check): using the shipped translator"
+        assert (said in caplog.text) == synthetic
+        caplog.clear()
+    assert translator_file(Path("models/translator.pt")) == Path("models/translator.pt")  # --model: as named
 
 
 def test_the_shipped_translator_redraws_the_astronaut_and_keeps_her_face_in_place():

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anime_avatar.artifacts.raw import MANIFEST_FIELDS, REJECTED_FIELDS, write_raw_set
+from anime_avatar.artifacts.raw import MANIFEST_FIELDS, REJECTED_FIELDS, RawImage, synthetic_only, write_raw_set
 from anime_avatar.core.errors import UserError
 from anime_avatar.data.sources import (
     SYNTHETIC_LICENSE,
@@ -114,6 +114,17 @@ def test_synthetic_manifest_rows_describe_the_files(tmp_path):
             x, y, w, h = box
             assert w > 0 and h > 0
             assert x >= 0 and y >= 0 and x + w <= 128 and y + h <= 128, box
+
+
+def test_a_set_is_synthetic_only_when_every_image_is(tmp_path):
+    out = tmp_path / "out"
+    result = collect_synthetic(synthetic_params(count=2, seed=7, size=128), out, workers=1)
+    write_raw_set(out, result.images, [])
+    assert synthetic_only(out)
+    real = RawImage(**{**result.images[0].row(), "relpath": "images/local/a.png", "source": "local:photos"})
+    write_raw_set(out, [*result.images, real], [])
+    assert not synthetic_only(out)
+    assert not synthetic_only(tmp_path / "photos.zip") and not synthetic_only(tmp_path)  # no manifest: not synthetic
 
 
 def test_synthetic_is_deterministic_per_seed(tmp_path):

@@ -77,6 +77,21 @@ def _runs(work: Path) -> dict[str, str]:
     return ids
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tqdm_as_found():
+    """Gradio's progress tracking (track_tqdm) patches tqdm's class for the rest of the process: fine in the
+    studio's own process, but the tests after these ones must get tqdm back as it was."""
+    import tqdm
+    import tqdm.auto
+
+    methods = {name: tqdm.tqdm.__dict__[name] for name in ("__init__", "update", "close", "__exit__", "__iter__")}
+    auto = tqdm.auto.tqdm
+    yield
+    for name, method in methods.items():
+        setattr(tqdm.tqdm, name, method)
+    tqdm.auto.tqdm = auto
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("studio")

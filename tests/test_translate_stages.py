@@ -31,6 +31,7 @@ def test_dvc_repro_trains_evaluates_and_registers_the_translator(project):
     trained = load_translator(work / "models/translator.pt")
     assert trained.step == 3 and trained.image_size == 16 and trained.config.attention == "cam+mask"
     assert trained.info["params"]["steps"] == 3 and set(trained.info["domains"]) == {"data/photos", "data/faces"}
+    assert trained.info["synthetic_photos"] is True  # the offline default: `avatar` prefers the shipped translator
     assert trained.data_version.startswith("data/photos=md5:") and ";data/faces=md5:" in trained.data_version
     assert (work / "models/translator_checkpoints/last.pt").is_file()
     train_metrics = json.loads((work / "metrics/translate_train.json").read_text())
@@ -94,6 +95,24 @@ def test_dvc_repro_trains_evaluates_and_registers_the_translator(project):
     photo = work / "data/photos/images/synthetic/000000.png"
     out = model.predict({"photo": [photo.read_bytes()]}, params={"size": 24})
     assert out.shape == (1, 24, 24, 3) and out.dtype == np.uint8
+
+    # Longer: resumes at step 3 and keeps the sheet the first process made at step 2 (the folder persists);
+    # step 3's, not a sample step of a 4-step run, is pruned. The new run has every sheet of its steps.
+    params["translate"] |= {"cycle_weight": 10.0, "steps": 4}
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert (
+        "resumed from models/translator_checkpoints/last.pt at step 3"
+        in run(["dvc", "repro", "translate_train"], work).stderr
+    )
+    assert sorted(p.name for p in (work / "plots/translate_samples").iterdir()) == [
+        "step-0000002.png",
+        "step-0000004.png",
+    ]
+    resumed = json.loads((work / "models/translator_run.json").read_text())["run_id"]
+    assert {a.path for a in client.list_artifacts(resumed, "translate_samples")} == {
+        "translate_samples/step-0000002.png",
+        "translate_samples/step-0000004.png",
+    }
 
 
 def tiny_translator(path, attention="cam+mask", seed=0):

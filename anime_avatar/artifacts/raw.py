@@ -53,6 +53,14 @@ def write_raw_set(folder: Path, images: Iterable[RawImage], rejected: Iterable[R
     write_csv(folder / REJECTED, [r.row() for r in rejected], REJECTED_FIELDS)
 
 
+def synthetic_only(folder: Path) -> bool:
+    """Whether ``folder`` is a raw set whose every image is procedural (``source: synthetic``, the offline
+    default): a model that learned from it has seen no real picture. False for any other folder."""
+    path = folder / MANIFEST
+    sources = [row["source"] for row in read_csv(path)] if path.is_file() else []
+    return bool(sources) and all(source.startswith("synthetic") for source in sources)
+
+
 def read_manifest(folder: Path = RAW_DIR) -> list[RawImage]:
     path = folder / MANIFEST
     if not path.is_file():

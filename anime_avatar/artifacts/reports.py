@@ -49,10 +49,12 @@ def sample_steps(steps: int, every: int) -> list[int]:
     return sorted({*range(every, steps + 1, every), steps})
 
 
-def prune_sample_grids(keep: list[int]) -> dict[int, Path]:
-    """Delete the grids of steps not in ``keep`` (left by another run); the remaining grids by step."""
+def prune_sample_grids(keep: list[int], folder: Path = SAMPLES_DIR) -> dict[int, Path]:
+    """Delete the grids (or translation sheets) in ``folder`` of steps not in ``keep`` (left by another run);
+    the remaining ones by step. Their folders persist between runs, so a resumed run keeps the ones made by
+    the process it resumes."""
     kept = {}
-    for path in sorted(SAMPLES_DIR.glob("step-*.png")) if SAMPLES_DIR.is_dir() else []:
+    for path in sorted(folder.glob("step-*.png")) if folder.is_dir() else []:
         step = int(path.stem.removeprefix("step-")) if path.stem.removeprefix("step-").isdigit() else -1
         if step in keep:
             kept[step] = path

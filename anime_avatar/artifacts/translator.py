@@ -15,6 +15,7 @@ translation package's (:mod:`anime_avatar.translate.model_file`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from anime_avatar.artifacts.torchfile import load_tensors, save_tensors
 from anime_avatar.core.errors import UserError
 
+log = logging.getLogger(__name__)
 TRANSLATOR = Path("models/translator.pt")
 TRANSLATOR_CHECKPOINT_DIR = Path("models/translator_checkpoints")
 TRANSLATOR_CHECKPOINT = TRANSLATOR_CHECKPOINT_DIR / "last.pt"
@@ -62,7 +64,19 @@ def read_translator(path: Path = TRANSLATOR, device: torch.device | str = "cpu")
 
 
 def translator_file(path: Path | None = None) -> Path:
-    """The translator to use: ``path`` if given, else the workspace's trained one, else the shipped one."""
+    """The translator to use: ``path`` if given, else the workspace's trained one, else the shipped one. A
+    workspace translator that learned from the synthetic photo set (the offline default of `make run`: a
+    check of the stages, whose avatars are noise) gives way to the shipped one, with a line saying so."""
     if path is not None:
         return Path(path)
-    return TRANSLATOR if TRANSLATOR.is_file() else SHIPPED_TRANSLATOR
+    if not TRANSLATOR.is_file():
+        return SHIPPED_TRANSLATOR
+    try:
+        synthetic = bool(read_translator(TRANSLATOR).get("info", {}).get("synthetic_photos", False))
+    except UserError:
+        return TRANSLATOR  # unreadable: loading it says why
+    if synthetic:
+        log.info("%s learned from synthetic photos (the offline pipeline check): using the shipped translator %s "
+                 "(--model %s uses the workspace's)", TRANSLATOR, SHIPPED_TRANSLATOR.name, TRANSLATOR)  # fmt: skip
+        return SHIPPED_TRANSLATOR
+    return TRANSLATOR
