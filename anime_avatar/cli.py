@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import logging
@@ -456,16 +457,23 @@ def cmd_audit(args: argparse.Namespace) -> None:
 def cmd_ui(args: argparse.Namespace) -> None:
     """Start the MLflow UI (mlflow server) on this project's tracking database.
 
-    Example: anime-avatar ui --port 5000, then open http://127.0.0.1:5000
+    Example: anime-avatar ui --port 5000, then open the runs link it prints
     """
     import shutil
 
-    from anime_avatar.ops.tracking import tracking_uri
+    from anime_avatar.ops.tracking import runs_table_url, tracking_uri
 
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     uri = tracking_uri()
+    experiment_id = None
+    if Path(args.params).is_file():  # the project's experiment, when it has been run
+        with contextlib.suppress(UserError):
+            client, params = _mlflow(args)
+            found = client.get_experiment_by_name(params.tracking.experiment)
+            experiment_id = found.experiment_id if found else None
     cmd = [mlflow, "server", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    log.info("MLflow UI on http://%s:%d (tracking %s)", args.host, args.port, uri)
+    server = f"http://{args.host}:{args.port}"
+    log.info("MLflow UI on %s (tracking %s); the training runs: %s", server, uri, runs_table_url(server, experiment_id))
     os.execvp(cmd[0], cmd)
 
 

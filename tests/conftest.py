@@ -197,3 +197,50 @@ def code_model_files(model_uri: str) -> tuple[Path, set[str]]:
     pickles = sorted(f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle")))
     assert not pickles, f"{model_uri} holds pickles: {pickles}"
     return folder, files
+
+
+# --- a real browser: Debian's chromium, driven by Selenium through chromium-driver ---------------------------
+
+CHROMIUM_ARGS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000")
+
+
+def browser_or_reason() -> tuple[str, str] | str:
+    """(chromium, chromedriver), or why they cannot be used."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    if not (chromium and driver):
+        return "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+    return chromium, driver
+
+
+def require_browser() -> tuple[str, str]:
+    """The browser, else the test is skipped with the reason; under .ci/run (ANIME_AVATAR_REQUIRE_BROWSER=1),
+    where `make test` installs it, it fails instead."""
+    found = browser_or_reason()
+    if isinstance(found, str):
+        if os.environ.get("ANIME_AVATAR_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"the browser tests cannot run: {found}", pytrace=False)
+        pytest.skip(f"browser tests skipped: {found}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless chromium driven by Selenium, one per test module."""
+    chromium, chromedriver = require_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = chromium
+    for arg in CHROMIUM_ARGS:
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import yaml
 from anime_avatar.core.device import apply_threads
 from anime_avatar.core.parallel import idle_cores
 from anime_avatar.core.params import merge
-from tests.conftest import ROOT, TINY_METHODS, run
+from tests.conftest import BIN, ROOT, TINY_METHODS, free_port, require_browser, run, stop, venv_env, wait_http
 
 REPORT = """
 import os, sys
@@ -125,19 +126,45 @@ def test_the_flows_and_make_prefect_server_share_one_prefect_home():
     assert proc.stdout.strip() == "/tmp/mine"  # the user's own wins
 
 
-def test_the_experiment_opens_on_its_training_runs_in_the_mlflow_ui(tmp_path):
+@pytest.mark.slow
+def test_anime_avatar_ui_prints_the_link_that_opens_the_training_runs_in_the_mlflow_ui(tmp_path, browser):
+    """MLflow 3.17's UI opens an experiment on its GenAI overview whatever its kind tag says, unless the
+    browser picked "Model training" once: `anime-avatar ui` prints the link that opens the runs table."""
     from mlflow import MlflowClient
 
     from anime_avatar.ops.stage_run import EXPERIMENT_KIND, tracking_ready
 
+    shutil.copy(ROOT / "params.yaml", tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking_ready(uri, "anime-avatar")
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("anime-avatar")
-    assert experiment.tags[EXPERIMENT_KIND] == "custom_model_development"  # the UI's runs table, not GenAI
+    assert experiment.tags[EXPERIMENT_KIND] == "custom_model_development"  # the sidebar's "Training runs"
+    client.set_terminated(client.create_run(experiment.experiment_id, run_name="train-sagan-32px").info.run_id)
     client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, "genai_development")
     tracking_ready(uri, "anime-avatar")  # a kind chosen in the UI stays
     assert client.get_experiment(experiment.experiment_id).tags[EXPERIMENT_KIND] == "genai_development"
+
+    port = free_port()
+    log = tmp_path / "ui.log"
+    env = venv_env()
+    env.pop("MLFLOW_TRACKING_URI", None)  # the folder's mlflow.db, as in a project
+    with log.open("w") as out:
+        server = subprocess.Popen([str(BIN / "anime-avatar"), "ui", "--port", str(port)], cwd=tmp_path,
+                                  stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/", server)
+        link = log.read_text().split("the training runs: ")[1].split()[0]
+        runs = f"#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+        assert link == f"http://127.0.0.1:{port}/{runs}"
+        browser.get(link)
+        deadline = time.monotonic() + 90
+        while "train-sagan-32px" not in (text := browser.find_element("tag name", "body").text):
+            assert time.monotonic() < deadline, f"no runs table at {browser.current_url}: {text[:300]}"
+            time.sleep(1)
+        assert "/runs" in browser.current_url and "Detect Issues" not in text  # not the GenAI overview
+    finally:
+        stop(server)
 
 
 LOSSES = "step,loss_d,loss_g\n" + "".join(f"{s},{1 + (s % 7) / 10},{2 - (s % 5) / 10}\n" for s in range(0, 300, 10))
@@ -148,12 +175,7 @@ def chart_pixels(page: Path, shot: Path) -> int:
     request sent to a closed port (offline)."""
     from PIL import Image
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:  # as the studio's browser tests: skipped locally, failed in CI (.ci/run requires them)
-        reason = "Debian's chromium is missing (make test installs it with apt-get where it can)"
-        if os.environ.get("ANIME_AVATAR_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    chromium, _ = require_browser()  # skipped locally without it, failed in CI (.ci/run requires it)
     subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
                     "--window-size=800,600", "--virtual-time-budget=8000", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120, check=True)  # fmt: skip

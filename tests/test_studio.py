@@ -31,7 +31,6 @@ from tests.conftest import ROOT, free_port, params_with, stop, venv_env, wait_ht
 data = pytest.importorskip("skimage.data", reason="scikit-image is a dev dependency: pip install -e '.[dev]'")
 pytest.importorskip("gradio", reason="the studio needs gradio: pip install -e '.[dev]'")
 
-CHROMIUM_ARGS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000")
 FID = {"a": 41.5, "b": 37.25}  # two training runs; b is the better one and holds the champion alias
 
 
@@ -320,39 +319,6 @@ def test_the_studio_command_binds_to_localhost_by_default(capsys):
 
 
 # --- in a real browser -----------------------------------------------------------------------------
-
-
-def _browser_or_reason() -> tuple[str, str] | str:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "selenium is not installed (pip install -e '.[dev]')"
-    if not (chromium and driver):
-        return "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
-    return chromium, driver
-
-
-@pytest.fixture(scope="module")
-def browser():
-    found = _browser_or_reason()
-    if isinstance(found, str):
-        if os.environ.get("ANIME_AVATAR_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"the studio's browser tests cannot run: {found}", pytrace=False)
-        pytest.skip(f"browser tests skipped: {found}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = found[0]
-    for arg in CHROMIUM_ARGS:
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(found[1]), options=options)
-    driver.implicitly_wait(0)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture(scope="module")

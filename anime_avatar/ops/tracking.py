@@ -36,6 +36,16 @@ def missing_tracking_db(uri: str) -> Path | None:
     return None if path.is_file() else path
 
 
+def runs_table_url(server: str, experiment_id: str | None) -> str:
+    """The MLflow UI page of the experiment's training runs. MLflow 3.17's UI opens every experiment on its
+    GenAI overview (traces, "Detect issues") unless the browser has picked "Model training" once: its
+    experiment kind tag is not enough there (checked in chromium); the workflowType parameter chooses."""
+    server = server.rstrip("/")
+    if experiment_id is None:
+        return f"{server}/#/experiments?workflowType=machine_learning"
+    return f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def mlflow_client(uri: str | None = None):  # -> mlflow
     """The mlflow module, pointed at ``uri`` (default: :func:`tracking_uri`)."""
     import mlflow
