@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 run: setup
 	$(BIN)/dvc repro
 
-# The whole pipeline on small params in its own workspace demo/ (about seven minutes on two busy cores).
+# The whole pipeline on small params in its own workspace demo/ (5-7 minutes on two cores, idle to busy).
 demo: setup
 	$(BIN)/python -m pipelines.demo
 
