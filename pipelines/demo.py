@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         f"  plots/samples/                the fixed-seed grids every 100 steps\n"
         f"  reports/data_docs/index.html  the data validation report\n"
         f"  MLflow: cd {work} && anime-avatar ui\n"
-        f"  DVC experiments: cd {work} && dvc exp run -S train.steps=600 && dvc exp show --only-changed"
+        f"  DVC experiments: cd {work} && dvc exp run -S train.steps=600 && anime-avatar experiments"
     )
 
 

@@ -18,7 +18,6 @@ from anime_avatar.artifacts.generator import GENERATOR, save_generator
 from anime_avatar.artifacts.reports import (
     SAMPLES_DIR,
     TRAIN_METRICS,
-    prune_sample_grids,
     sample_grid_path,
     sample_steps,
     write_losses,
@@ -35,7 +34,7 @@ from anime_avatar.nn.images import grid_png
 from anime_avatar.nn.layers import count_parameters
 from anime_avatar.nn.precision import training_precision
 from anime_avatar.ops.data_versions import data_versions, folder_digest
-from anime_avatar.ops.stage_run import TrainingRun, training_run
+from anime_avatar.ops.stage_run import keep_and_log_sample_sheets, training_run
 from anime_avatar.ops.tracking import gan_tags, params_dict
 
 log = logging.getLogger(__name__)
@@ -87,17 +86,11 @@ def train_stage(params: Params) -> None:
         atomic_write_json(TRAIN_METRICS, metrics)
         write_losses(state.history)
         run.log_metrics({"train_seconds": seconds})
-        log_earlier_grids(run, params.train.steps, params.train.sample_every, logged_grids)
+        keep_and_log_sample_sheets(run, sample_steps(params.train.steps, params.train.sample_every), SAMPLES_DIR,
+                                   "samples", logged_grids)  # fmt: skip
         tracking = params.tracking
         run.log_model("generator", GENERATOR, tracking.model_name if tracking.register_model else None)
     log.info("generator saved to %s (MLflow run %s)", GENERATOR, run.run_id)
-
-
-def log_earlier_grids(run: TrainingRun, steps: int, every: int, logged: set[int]) -> None:
-    """Keep the grids of this run only, and log to this MLflow run the ones an earlier process made."""
-    for step, path in prune_sample_grids(sample_steps(steps, every)).items():
-        if step not in logged:
-            run.log_artifact(path, "samples")
 
 
 if __name__ == "__main__":

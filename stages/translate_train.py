@@ -21,7 +21,6 @@ from anime_avatar.artifacts.reports import (
     TRANSLATE_LOSSES_CSV,
     TRANSLATE_SAMPLES_DIR,
     TRANSLATE_TRAIN_METRICS,
-    prune_sample_grids,
     sample_steps,
 )
 from anime_avatar.artifacts.translator import TRANSLATOR, TRANSLATOR_CHECKPOINT, TRANSLATOR_RUN_FILE
@@ -32,7 +31,7 @@ from anime_avatar.nn.distributed import DistInfo
 from anime_avatar.nn.images import grid_png
 from anime_avatar.nn.layers import count_parameters
 from anime_avatar.ops.data_versions import path_version
-from anime_avatar.ops.stage_run import training_run
+from anime_avatar.ops.stage_run import keep_and_log_sample_sheets, training_run
 from anime_avatar.translate.data import load_domain
 from anime_avatar.translate.model_file import save_translator
 from anime_avatar.translate.training import TranslateBatches, TranslateTrainState, train_translator
@@ -76,10 +75,9 @@ def translate_train(params: Params) -> None:
                                  on_log=lambda step, losses: run.log_metrics(losses, step))  # fmt: skip
         seconds = time.perf_counter() - started
         # The sheets persist: a resumed run keeps those of the process it resumes, and logs them to its run too.
-        for step, path in prune_sample_grids(sample_steps(cfg.steps, cfg.sample_every), TRANSLATE_SAMPLES_DIR).items():
-            if step not in logged_sheets:
-                run.log_artifact(path, "translate_samples")
-        # synthetic_photos: `avatar` then prefers the shipped translator (artifacts.translator.translator_file)
+        keep_and_log_sample_sheets(run, sample_steps(cfg.steps, cfg.sample_every), TRANSLATE_SAMPLES_DIR,
+                                   "translate_samples", logged_sheets)  # fmt: skip
+        # synthetic_photos: `avatar` then prefers the shipped translator (artifacts.translator.read_chosen_translator)
         synthetic = synthetic_only(Path(cfg.photos))
         facts = {"params": logged["translate"], "domains": versions, "synthetic_photos": synthetic}
         save_translator(TRANSLATOR, state.nets.g_ab, state.nets.g_ba, state.step, run.run_id, version, facts)

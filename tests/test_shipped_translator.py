@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from anime_avatar.artifacts.torchfile import load_tensors
-from anime_avatar.artifacts.translator import SHIPPED_TRANSLATOR, translator_file
+from anime_avatar.artifacts.translator import SHIPPED_TRANSLATOR, read_chosen_translator
+from anime_avatar.core.errors import UserError
 from anime_avatar.core.params import PhotoFacesParams
 from anime_avatar.data.photos import photo_faces
 from anime_avatar.metrics.stylize import structure_score
@@ -42,10 +43,12 @@ def test_the_shipped_translator_is_tensors_only_small_and_described_by_its_recor
 
 def test_avatar_uses_the_shipped_translator_when_the_workspace_has_none(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no models/translator.pt here
-    assert translator_file() == SHIPPED_TRANSLATOR
+    path, payload = read_chosen_translator()
+    assert path == SHIPPED_TRANSLATOR and payload["config"]["image_size"] == 128
     (tmp_path / "models").mkdir()
     (tmp_path / "models/translator.pt").write_bytes(b"")
-    assert translator_file().resolve() == (tmp_path / "models/translator.pt").resolve()  # loading it says why
+    with pytest.raises(UserError, match="models/translator.pt"):  # a broken workspace translator is not skipped
+        load_translator()
 
 
 def test_a_workspace_translator_of_synthetic_photos_gives_way_to_the_shipped_one(tmp_path, monkeypatch, caplog):
@@ -57,12 +60,12 @@ def test_a_workspace_translator_of_synthetic_photos_gives_way_to_the_shipped_one
         save_translator(Path("models/translator.pt"), Generator(config), Generator(config), step=3,
                         info={"synthetic_photos": synthetic})  # fmt: skip
         with caplog.at_level(logging.INFO, logger="anime_avatar"):
-            assert translator_file() == expected
+            assert read_chosen_translator()[0] == expected
             assert load_translator().path == expected
         said = "learned from synthetic photos (the offline pipeline check): using the shipped translator"
         assert (said in caplog.text) == synthetic
         caplog.clear()
-    assert translator_file(Path("models/translator.pt")) == Path("models/translator.pt")  # --model: as named
+    assert load_translator(Path("models/translator.pt")).path == Path("models/translator.pt")  # --model: as named
 
 
 def test_the_shipped_translator_redraws_the_astronaut_and_keeps_her_face_in_place():

@@ -63,20 +63,18 @@ def read_translator(path: Path = TRANSLATOR, device: torch.device | str = "cpu")
     return payload
 
 
-def translator_file(path: Path | None = None) -> Path:
-    """The translator to use: ``path`` if given, else the workspace's trained one, else the shipped one. A
-    workspace translator that learned from the synthetic photo set (the offline default of `make run`: a
-    check of the stages, whose avatars are noise) gives way to the shipped one, with a line saying so."""
+def read_chosen_translator(path: Path | None = None, device: torch.device | str = "cpu") -> tuple[Path, dict[str, Any]]:
+    """The translator to use and its contents, each file read once: ``path`` if given, else the workspace's
+    trained one, else the shipped one. A workspace translator that learned from the synthetic photo set (the
+    offline default of `make run`: a check of the stages, whose avatars are noise) gives way to the shipped
+    one, with a line saying so. UserError if the chosen file is unreadable."""
     if path is not None:
-        return Path(path)
+        return Path(path), read_translator(path, device)
     if not TRANSLATOR.is_file():
-        return SHIPPED_TRANSLATOR
-    try:
-        synthetic = bool(read_translator(TRANSLATOR).get("info", {}).get("synthetic_photos", False))
-    except UserError:
-        return TRANSLATOR  # unreadable: loading it says why
-    if synthetic:
+        return SHIPPED_TRANSLATOR, read_translator(SHIPPED_TRANSLATOR, device)
+    payload = read_translator(TRANSLATOR, device)
+    if payload.get("info", {}).get("synthetic_photos", False):
         log.info("%s learned from synthetic photos (the offline pipeline check): using the shipped translator %s "
                  "(--model %s uses the workspace's)", TRANSLATOR, SHIPPED_TRANSLATOR.name, TRANSLATOR)  # fmt: skip
-        return SHIPPED_TRANSLATOR
-    return TRANSLATOR
+        return SHIPPED_TRANSLATOR, read_translator(SHIPPED_TRANSLATOR, device)
+    return TRANSLATOR, payload

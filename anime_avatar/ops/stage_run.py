@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from anime_avatar.artifacts.reports import prune_sample_grids
 from anime_avatar.artifacts.run import RunRecord, read_run_file, write_run_file
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import TrainingInterrupted
@@ -90,6 +91,16 @@ class TrainingRun:
     @property
     def record(self) -> RunRecord:
         return RunRecord(self.run_id, self.experiment_id, self.uri)
+
+
+def keep_and_log_sample_sheets(run: TrainingRun, keep: list[int], folder: Path, artifact_folder: str,
+                               logged: set[int]) -> None:  # fmt: skip
+    """Prune ``folder`` to the sheets (sample grids) of the steps in ``keep``, and log to ``run`` the kept ones
+    not in ``logged``: their folder persists, so a resumed run keeps and records those of the process it
+    resumes."""
+    for step, path in prune_sample_grids(keep, folder).items():
+        if step not in logged:
+            run.log_artifact(path, artifact_folder)
 
 
 @contextlib.contextmanager

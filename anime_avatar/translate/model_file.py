@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from anime_avatar.artifacts.torchfile import build_loaded
-from anime_avatar.artifacts.translator import DIRECTIONS, WHAT, read_translator, translator_file, write_translator
+from anime_avatar.artifacts.translator import DIRECTIONS, WHAT, read_chosen_translator, write_translator
 from anime_avatar.core.errors import UserError
 from anime_avatar.translate.nets import Generator, TranslatorConfig
 
@@ -44,8 +44,7 @@ def load_translator(
     models/translator.pt, else the shipped one), frozen and in eval mode on ``device``."""
     if to not in DIRECTIONS:
         raise UserError(f"--to must be one of {', '.join(DIRECTIONS)} (got {to!r})")
-    path = translator_file(path)
-    payload = read_translator(path, device)
+    path, payload = read_chosen_translator(path, device)
     try:
         config = TranslatorConfig.from_dict(payload["config"])
         net = build_loaded(lambda: Generator(config), payload[DIRECTIONS[to]])
