@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from anime_avatar.nn.layers import count_parameters
 from anime_avatar.nn.losses import d_loss, g_loss
 from anime_avatar.translate.inference import heatmap_image, sample_sheet, translate
-from anime_avatar.translate.losses import cam_loss, cycle_loss, identity_loss
+from anime_avatar.translate.losses import cam_loss, cycle_loss, identity_loss, mask_prior_loss
 from anime_avatar.translate.nets import (
     ATTENTION_MODES,
     LIN,
@@ -157,6 +157,9 @@ def test_losses_match_hand_computed_values():
     expected = (np.log(2) + np.log1p(np.exp(-2))) / 2 + (np.log(2) + np.log1p(np.exp(-3))) / 2
     assert cam_loss(src, tgt).item() == pytest.approx(expected)
     assert cam_loss(torch.tensor([[30.0]]), torch.tensor([[-30.0]])).item() == pytest.approx(0.0, abs=1e-9)
+    mask = torch.tensor([[[[1.0, 0.0], [0.25, 0.75]]]])  # draws 1, copies 1, copies 3/4, copies 1/4
+    assert mask_prior_loss(mask).item() == pytest.approx((0 + 1 + 0.75 + 0.25) / 4)
+    assert mask_prior_loss(torch.ones(2, 1, 3, 3)).item() == 0.0
 
 
 def test_translate_returns_uint8_images_and_normalised_maps():

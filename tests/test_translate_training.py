@@ -67,6 +67,22 @@ def test_training_lowers_the_cycle_loss(batches, tmp_path):
     assert np.mean(cycle[-3:]) < 0.5 * np.mean(cycle[:3])
 
 
+def test_the_mask_prior_keeps_the_mask_drawing(batches, tmp_path):
+    photos = batches.fixed(8)[0]
+
+    def drawn_share(mask_weight: float) -> tuple[float, set[str]]:
+        torch.manual_seed(0)
+        state = train_translator(tiny(steps=20, mask_weight=mask_weight), batches, tmp_path / f"{mask_weight}.pt")
+        with torch.no_grad():
+            mask = state.nets.g_ab.eval()(photos).mask
+        return float(mask.mean()), set(state.history[-1])
+
+    free, free_losses = drawn_share(0.0)
+    held, held_losses = drawn_share(5.0)
+    assert "mask" not in free_losses and "mask" in held_losses
+    assert held > free + 0.1, (held, free)
+
+
 @pytest.mark.parametrize("attention", ["cam+mask", "none"])
 def test_resume_gives_the_weights_of_an_uninterrupted_run(batches, tmp_path, attention):
     cfg = tiny(attention=attention)

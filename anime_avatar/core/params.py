@@ -318,6 +318,7 @@ class TranslateParams(Section):
     cycle_weight: float = Field(ge=0.0)
     identity_weight: float = Field(ge=0.0)
     cam_weight: float = Field(ge=0.0)
+    mask_weight: float = Field(ge=0.0)
     max_images: int = Field(ge=0)
     seed: int
     amp: bool

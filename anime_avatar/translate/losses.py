@@ -5,7 +5,10 @@
 * cycle: ``L1(g_ba(g_ab(a)), a)``: with unpaired data, the only thing that ties an output to its input;
 * identity: ``L1(g_ab(b), b)``: an image already in the target domain should pass unchanged (keeps colours);
 * cam: the generator's auxiliary classifier must tell its source domain (logit -> 1) from its target domain
-  (logit -> 0): what it learns to look at is the attention.
+  (logit -> 0): what it learns to look at is the attention;
+* mask prior: the share of a translation copied from its input through AttentionGAN's mask. Copying meets
+  the cycle and identity losses at once, so without it the mask collapses to "copy everything" (README);
+  GANimation (Pumarola et al. 2018) regularises its attention mask the same way, for the same reason.
 """
 
 from __future__ import annotations
@@ -31,3 +34,9 @@ def cam_loss(logit_source: Tensor, logit_target: Tensor) -> Tensor:
     source, target = logit_source.float(), logit_target.float()
     return (F.binary_cross_entropy_with_logits(source, torch.ones_like(source))
             + F.binary_cross_entropy_with_logits(target, torch.zeros_like(target)))  # fmt: skip
+
+
+def mask_prior_loss(mask: Tensor) -> Tensor:
+    """Mean of ``1 - mask`` over a translation's mask (1 = drawn content, 0 = the input's pixel): 0 when the
+    generator draws everything, 1 when it copies its input."""
+    return (1.0 - mask.float()).mean()

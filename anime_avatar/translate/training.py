@@ -6,7 +6,8 @@ the seed and the step) and
 * updates ``g_ab`` and ``g_ba`` together (one Adam) on: least-squares adversarial terms from the frozen
   critics, ``translate.cycle_weight`` x the L1 of both round trips, ``translate.identity_weight`` x the L1 of
   each generator fed its own target domain, and, with CAM, ``translate.cam_weight`` x the attention
-  classifiers' loss (U-GAT-IT); each generator sees its source and target images in one batched pass
+  classifiers' loss (U-GAT-IT), and, with the mask, ``translate.mask_weight`` x the share of each translation
+  copied from its input (the mask prior); each generator sees its source and target images in one batched pass
   (instance and layer norms are per image, so this is the same function, with half the calls);
 * then ``d_a`` and ``d_b`` together (one Adam) on the same fakes, detached, each loss halved (CycleGAN).
 
@@ -46,7 +47,7 @@ from anime_avatar.nn.images import to_model_range
 from anime_avatar.nn.losses import d_loss, g_loss
 from anime_avatar.nn.precision import autocast_for, training_precision
 from anime_avatar.translate.inference import sample_sheet
-from anime_avatar.translate.losses import cam_loss, cycle_loss, identity_loss
+from anime_avatar.translate.losses import cam_loss, cycle_loss, identity_loss, mask_prior_loss
 from anime_avatar.translate.nets import TranslatorConfig, TranslatorNets, clip_rho_
 
 log = logging.getLogger(__name__)
@@ -148,9 +149,9 @@ def _set_critics_trainable(nets: TranslatorNets, trainable: bool) -> None:
 def train_step(
     state: TranslateTrainState, cfg: TranslateParams, batches: TranslateBatches, autocast: Autocast | None = None
 ) -> dict[str, float]:
-    """One generator update and one critic update; returns the losses (loss_g, loss_d, adv, cycle, identity, and
-    cam with CAM). ``autocast``: a factory of the context the forward passes run in (default: bf16 where
-    :func:`autocast_for` enables ``translate.amp``)."""
+    """One generator update and one critic update; returns the losses (loss_g, loss_d, adv, cycle, identity,
+    cam with CAM, and mask with a weighted mask prior). ``autocast``: a factory of the context the forward
+    passes run in (default: bf16 where :func:`autocast_for` enables ``translate.amp``)."""
     nets, config, info = state.nets, state.config, state.info
     device = next(nets.parameters()).device
     amp = autocast or (lambda: autocast_for(device, cfg.amp))
@@ -181,6 +182,10 @@ def train_step(
         losses["cam"] = (cam_loss(ab.cam_logit[:per_rank], ab.cam_logit[per_rank:])
                          + cam_loss(ba.cam_logit[:per_rank], ba.cam_logit[per_rank:]))  # fmt: skip
         loss_g = loss_g + cfg.cam_weight * losses["cam"]
+    if config.mask and cfg.mask_weight > 0:
+        assert ab.mask is not None and ba.mask is not None
+        losses["mask"] = mask_prior_loss(ab.mask[:per_rank]) + mask_prior_loss(ba.mask[:per_rank])
+        loss_g = loss_g + cfg.mask_weight * losses["mask"]
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     state.opt_g.step()
