@@ -160,6 +160,8 @@ def test_losses_match_hand_computed_values():
     mask = torch.tensor([[[[1.0, 0.0], [0.25, 0.75]]]])  # draws 1, copies 1, copies 3/4, copies 1/4
     assert mask_prior_loss(mask).item() == pytest.approx((0 + 1 + 0.75 + 0.25) / 4)
     assert mask_prior_loss(torch.ones(2, 1, 3, 3)).item() == 0.0
+    halves = torch.stack([torch.full((1, 2, 2), 0.5), torch.full((1, 2, 2), 0.9)])  # drawn 0.5 and 0.9
+    assert mask_prior_loss(halves, min_drawn=0.75).item() == pytest.approx((0.25 + 0.0) / 2)
 
 
 def test_translate_returns_uint8_images_and_normalised_maps():

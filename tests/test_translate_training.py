@@ -63,7 +63,7 @@ def test_training_lowers_the_cycle_loss(batches, tmp_path):
     state = train_translator(tiny(steps=30), batches, tmp_path / "last.pt")
     cycle = [h["cycle"] for h in state.history]
     assert len(state.history) == 30 and state.step == 30
-    assert set(state.history[0]) == {"step", "loss_g", "loss_d", "adv", "cycle", "identity", "cam"}
+    assert set(state.history[0]) == {"step", "loss_g", "loss_d", "adv", "cycle", "identity", "cam", "mask"}
     assert np.mean(cycle[-3:]) < 0.5 * np.mean(cycle[:3])
 
 

@@ -6,9 +6,10 @@
 * identity: ``L1(g_ab(b), b)``: an image already in the target domain should pass unchanged (keeps colours);
 * cam: the generator's auxiliary classifier must tell its source domain (logit -> 1) from its target domain
   (logit -> 0): what it learns to look at is the attention;
-* mask prior: the share of a translation copied from its input through AttentionGAN's mask. Copying meets
-  the cycle and identity losses at once, so without it the mask collapses to "copy everything" (README);
-  GANimation (Pumarola et al. 2018) regularises its attention mask the same way, for the same reason.
+* mask prior: how far the share of a translation drawn through AttentionGAN's mask (rather than copied from
+  the input) falls short of a floor. Copying meets the cycle and identity losses at once, so without it the
+  mask collapses to "copy everything" (README); GANimation (Pumarola et al. 2018) regularises its attention
+  mask for the same reason.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ def cam_loss(logit_source: Tensor, logit_target: Tensor) -> Tensor:
             + F.binary_cross_entropy_with_logits(target, torch.zeros_like(target)))  # fmt: skip
 
 
-def mask_prior_loss(mask: Tensor) -> Tensor:
-    """Mean of ``1 - mask`` over a translation's mask (1 = drawn content, 0 = the input's pixel): 0 when the
-    generator draws everything, 1 when it copies its input."""
-    return (1.0 - mask.float()).mean()
+def mask_prior_loss(mask: Tensor, min_drawn: float = 1.0) -> Tensor:
+    """How far each translation's drawn share (the mean of its mask: 1 = drawn content, 0 = the input's pixel)
+    falls short of ``min_drawn``, averaged over the batch: 0 once every image is drawn at least that much.
+    With ``min_drawn`` 1 it is the mean of ``1 - mask`` (GANimation's prior), which pushed the mask from
+    "copy everything" to "draw everything"; below 1 the rest is free to be copied (README)."""
+    drawn = mask.float().mean(dim=tuple(range(1, mask.dim())))
+    return torch.relu(min_drawn - drawn).mean()

@@ -6,9 +6,10 @@ the seed and the step) and
 * updates ``g_ab`` and ``g_ba`` together (one Adam) on: least-squares adversarial terms from the frozen
   critics, ``translate.cycle_weight`` x the L1 of both round trips, ``translate.identity_weight`` x the L1 of
   each generator fed its own target domain, and, with CAM, ``translate.cam_weight`` x the attention
-  classifiers' loss (U-GAT-IT), and, with the mask, ``translate.mask_weight`` x the share of each translation
-  copied from its input (the mask prior); each generator sees its source and target images in one batched pass
-  (instance and layer norms are per image, so this is the same function, with half the calls);
+  classifiers' loss (U-GAT-IT), and, with the mask, ``translate.mask_weight`` x how far the share of each
+  translation drawn (not copied from the input) falls short of ``translate.mask_min_drawn`` (the mask
+  prior); each generator sees its source and target images in one batched pass (instance and layer norms
+  are per image, so this is the same function, with half the calls);
 * then ``d_a`` and ``d_b`` together (one Adam) on the same fakes, detached, each loss halved (CycleGAN).
 
 bf16 autocast where :func:`~anime_avatar.gan.training.autocast_for` enables it (``translate.amp``); weights,
@@ -184,7 +185,8 @@ def train_step(
         loss_g = loss_g + cfg.cam_weight * losses["cam"]
     if config.mask and cfg.mask_weight > 0:
         assert ab.mask is not None and ba.mask is not None
-        losses["mask"] = mask_prior_loss(ab.mask[:per_rank]) + mask_prior_loss(ba.mask[:per_rank])
+        losses["mask"] = (mask_prior_loss(ab.mask[:per_rank], cfg.mask_min_drawn)
+                          + mask_prior_loss(ba.mask[:per_rank], cfg.mask_min_drawn))  # fmt: skip
         loss_g = loss_g + cfg.mask_weight * losses["mask"]
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
