@@ -158,6 +158,20 @@ def wait_http(url: str, process: subprocess.Popen, timeout: float = 120.0) -> No
     raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
 
 
+def prefect_rest(env: dict, method: str, path: str, body: dict | None = None) -> dict | list:
+    """One call to the test Prefect server's REST API. The server answers 503 for errors it marks retryable
+    (SQLite's "database is locked" while the runner writes), so this retries them as Prefect's own client does."""
+    import httpx
+
+    for attempt in range(6):
+        response = httpx.request(method, env["PREFECT_API_URL"] + path, json=body, timeout=30)
+        if response.status_code not in (429, 502, 503) or attempt == 5:
+            break
+        time.sleep(0.5 * 2**attempt)
+    response.raise_for_status()
+    return response.json()
+
+
 def stop(process: subprocess.Popen) -> None:
     process.terminate()
     try:

@@ -27,7 +27,18 @@ from PIL import Image
 
 from anime_avatar.nn.precision import training_precision
 from anime_avatar.ops.lock import workspace_lock
-from tests.conftest import BIN, TINY_METHODS, commit, free_port, make_project, run, stop, venv_env, wait_http
+from tests.conftest import (
+    BIN,
+    TINY_METHODS,
+    commit,
+    free_port,
+    make_project,
+    prefect_rest,
+    run,
+    stop,
+    venv_env,
+    wait_http,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -67,12 +78,6 @@ def client(work: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
 
 
-def api(env: dict, method: str, path: str, body: dict | None = None) -> dict | list:
-    response = httpx.request(method, env["PREFECT_API_URL"] + path, json=body, timeout=30)
-    response.raise_for_status()
-    return response.json()
-
-
 def run_id_of(work: Path) -> str:
     return json.loads((work / "models/run.json").read_text())["run_id"]
 
@@ -96,12 +101,12 @@ def test_pipeline_flow_runs_each_stage_as_a_task_with_a_parent_mlflow_run(worksp
     assert train_run.data.tags["prefect.flow_run_id"] == flow_run_id
 
     # Prefect recorded the flow run, one task run per stage, and the stages' own output in the logs.
-    flow_run = api(env, "GET", f"/flow_runs/{flow_run_id}")
+    flow_run = prefect_rest(env, "GET", f"/flow_runs/{flow_run_id}")
     assert flow_run["state_type"] == "COMPLETED"
-    tasks = api(env, "POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+    tasks = prefect_rest(env, "POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
     assert sorted(t["name"].rsplit("-", 1)[0] for t in tasks) == sorted(STAGES)
     assert all(t["state_type"] == "COMPLETED" for t in tasks)
-    logs = api(env, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+    logs = prefect_rest(env, "POST", "/logs/filter", {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
     messages = "\n".join(entry["message"] for entry in logs)
     assert "Running stage 'train'" in messages and "FID" in messages
 
@@ -202,7 +207,7 @@ def test_noop_pipeline_is_quiet_adds_no_mlflow_run_and_publishes_its_results(wor
 
     # Each flow run (the first one and this one) has the results artifact: the FID/KID table and the grid.
     scores = json.loads((work / "metrics/eval.json").read_text())
-    found = api(env, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["anime-avatar-results"]}}})
+    found = prefect_rest(env, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["anime-avatar-results"]}}})
     assert len({a["flow_run_id"] for a in found}) == 2
     for artifact in found:
         assert artifact["type"] == "markdown"
@@ -354,19 +359,19 @@ def test_schedule_serves_retrain_as_a_cron_deployment_and_runs_it(workspace):
         while deployment is None and time.monotonic() < deadline:
             assert serving.poll() is None, "anime-avatar schedule exited"
             try:
-                deployment = api(env, "GET", "/deployments/name/anime-avatar-retrain/weekly")
+                deployment = prefect_rest(env, "GET", "/deployments/name/anime-avatar-retrain/weekly")
             except httpx.HTTPStatusError:
                 time.sleep(1)
         assert deployment is not None, "the deployment was not registered within 90 s"
         assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * 1"]
         assert deployment["parameters"] == {"workspace": str(work.resolve())}
 
-        flow_run = api(env, "POST", f"/deployments/{deployment['id']}/create_flow_run", {})
+        flow_run = prefect_rest(env, "POST", f"/deployments/{deployment['id']}/create_flow_run", {})
         deadline = time.monotonic() + 240
         while flow_run["state_type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             assert time.monotonic() < deadline, f"flow run still {flow_run['state_type']} after 240 s"
             time.sleep(2)
-            flow_run = api(env, "GET", f"/flow_runs/{flow_run['id']}")
+            flow_run = prefect_rest(env, "GET", f"/flow_runs/{flow_run['id']}")
     finally:
         stop(serving)
     assert flow_run["state_type"] == "COMPLETED"

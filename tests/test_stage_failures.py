@@ -17,13 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from PIL import Image
 
 from anime_avatar.core.params import merge
-from tests.conftest import free_port, make_project, run
+from tests.conftest import free_port, make_project, prefect_rest, run
 from tests.test_orchestration import TINY
 
 pytestmark = pytest.mark.slow
@@ -110,10 +109,9 @@ def test_the_pipeline_flow_restores_the_outputs_of_a_failed_stage(workspace, pre
     assert restored in output
     assert contents(workspace, TRAIN_OUTPUTS) == before
 
-    flow_runs = httpx.post(f"{prefect_server['PREFECT_API_URL']}/flow_runs/filter", json={
-        "sort": "START_TIME_DESC", "limit": 1}, timeout=30).json()  # fmt: skip
-    logs = httpx.post(f"{prefect_server['PREFECT_API_URL']}/logs/filter", json={
-        "logs": {"flow_run_id": {"any_": [flow_runs[0]["id"]]}}, "limit": 200}, timeout=30).json()  # fmt: skip
+    flow_runs = prefect_rest(prefect_server, "POST", "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 1})
+    logs = prefect_rest(prefect_server, "POST", "/logs/filter",
+                       {"logs": {"flow_run_id": {"any_": [flow_runs[0]["id"]]}}, "limit": 200})  # fmt: skip
     assert any("restored the previous outputs of stage train: models/generator.pt" in e["message"] for e in logs)
 
 
