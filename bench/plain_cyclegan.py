@@ -111,6 +111,8 @@ def _lsgan(logits: Tensor, target: float) -> Tensor:
 class PlainCycleGAN:
     """Both generators and both PatchGANs of a CycleGAN and the paper's training step."""
 
+    NETS = ("g_ab", "g_ba", "d_a", "d_b")
+
     def __init__(self, image_size: int, ngf: int = 64, n_blocks: int = 6, seed: int = 0, ndf: int = 64,
                  batch_size: int = 1, pool_size: int = POOL_SIZE, lr: float = 2e-4) -> None:  # fmt: skip
         if image_size < 32 or image_size % 4:
@@ -124,9 +126,24 @@ class PlainCycleGAN:
         betas = (0.5, 0.999)
         self.opt_g = torch.optim.Adam([*self.g_ab.parameters(), *self.g_ba.parameters()], lr=lr, betas=betas)
         self.opt_d = torch.optim.Adam([*self.d_a.parameters(), *self.d_b.parameters()], lr=lr, betas=betas)
-        rng = torch.Generator().manual_seed(seed)
-        self.pool_a, self.pool_b = ImagePool(pool_size, rng), ImagePool(pool_size, rng)
+        self.rng = torch.Generator().manual_seed(seed)  # one stream for both pools
+        self.pool_a, self.pool_b = ImagePool(pool_size, self.rng), ImagePool(pool_size, self.rng)
         self.n_steps = 0
+
+    def state_dict(self) -> dict:
+        """Everything training changes, tensors and plain values only: :meth:`load_state_dict` resumes exactly."""
+        state = {name: getattr(self, name).state_dict() for name in self.NETS}
+        state |= {"opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": self.rng.get_state()}
+        return state | {"pool_a": list(self.pool_a.images), "pool_b": list(self.pool_b.images), "n_steps": self.n_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.NETS:
+            getattr(self, name).load_state_dict(state[name])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.rng.set_state(state["rng"])
+        self.pool_a.images, self.pool_b.images = list(state["pool_a"]), list(state["pool_b"])
+        self.n_steps = int(state["n_steps"])
 
     def _critics_trainable(self, trainable: bool) -> None:
         self.d_a.requires_grad_(trainable)

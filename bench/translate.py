@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,9 +62,12 @@ sys.path.insert(0, str(ROOT))
 from overrides import apply_sets  # noqa: E402  (bench/ is this script's directory)
 from plain_cyclegan import PlainCycleGAN  # noqa: E402
 
+from anime_avatar.artifacts.checkpoint import save_checkpoint  # noqa: E402
+from anime_avatar.artifacts.torchfile import load_tensors  # noqa: E402
 from anime_avatar.core.device import resolve_device  # noqa: E402
+from anime_avatar.core.errors import UserError  # noqa: E402
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
-from anime_avatar.core.params import TranslateParams, load_params  # noqa: E402
+from anime_avatar.core.params import TranslateParams, load_params, semantic_values  # noqa: E402
 from anime_avatar.nn.images import grid_png, resize_images  # noqa: E402
 from anime_avatar.translate.data import load_domain  # noqa: E402
 from anime_avatar.translate.evaluation import (  # noqa: E402
@@ -73,7 +77,13 @@ from anime_avatar.translate.evaluation import (  # noqa: E402
     evaluate_translator,
     net_translator,
 )
-from anime_avatar.translate.training import TranslateBatches, build_state, train_step  # noqa: E402
+from anime_avatar.translate.training import (  # noqa: E402
+    TranslateBatches,
+    build_state,
+    restore_state,
+    state_payload,
+    train_step,
+)
 
 COLUMNS = ["label", "cpu_minutes", "step", "images_seen", "kid_x100", "fid", "face_rate", "structure",
            "seconds_per_avatar"]  # fmt: skip
@@ -104,11 +114,14 @@ def budgets_arg(text: str) -> list[float]:
 @dataclass
 class Contender:
     """One model under test: ``advance(n)`` trains n steps and returns their losses; ``translating()`` is a
-    context in which the model is a :data:`Translator` of photos at ``image_size`` px."""
+    context in which the model is a :data:`Translator` of photos at ``image_size`` px; ``snapshot()`` is
+    everything training changed (tensors and plain values), which ``restore`` puts back exactly."""
 
     advance: Callable[[int], list[dict[str, float]]]
     translating: Callable[[], AbstractContextManager[Translator]]
     step: Callable[[], int]
+    snapshot: Callable[[], dict[str, Any]]
+    restore: Callable[[dict[str, Any]], None]
     batch_size: int
     image_size: int
     history: list[dict[str, float]] = field(default_factory=list)
@@ -129,7 +142,8 @@ def project_contender(cfg: TranslateParams, batches: TranslateBatches) -> Conten
         finally:
             state.nets.train()
 
-    return Contender(advance, translating, lambda: state.step, cfg.batch_size, cfg.image_size)
+    return Contender(advance, translating, lambda: state.step, lambda: state_payload(state),
+                     lambda payload: restore_state(state, payload), cfg.batch_size, cfg.image_size)  # fmt: skip
 
 
 def reference_contender(gan: PlainCycleGAN, batches: TranslateBatches, seed: int) -> Contender:
@@ -138,8 +152,8 @@ def reference_contender(gan: PlainCycleGAN, batches: TranslateBatches, seed: int
     def advance(steps: int) -> list[dict[str, float]]:
         return [gan.step(*batches.batch(seed, gan.n_steps, gan.batch_size)) for _ in range(steps)]
 
-    return Contender(advance, lambda: contextlib.nullcontext(gan.translate), lambda: gan.n_steps, gan.batch_size,
-                     gan.image_size)  # fmt: skip
+    return Contender(advance, lambda: contextlib.nullcontext(gan.translate), lambda: gan.n_steps, gan.state_dict,
+                     gan.load_state_dict, gan.batch_size, gan.image_size)  # fmt: skip
 
 
 @dataclass
@@ -240,6 +254,36 @@ def load_eval_sets(data: Path, model_size: int) -> EvalSets:
     )
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a run keeps its progress (``<out>/checkpoints/<label>.pt``, rewritten after each budget's
+    evaluation) and what a run must match to continue from it: the model, its settings, the data, threads."""
+
+    path: Path
+    fingerprint: dict[str, Any]
+
+    def save(self, contender: Contender, clock: Clock, rows: list[dict]) -> None:
+        save_checkpoint(self.path, {"fingerprint": self.fingerprint, "cpu_used": clock.cpu_used,
+                                    "seconds_per_step": clock.seconds_per_step, "rows": rows,
+                                    "history": contender.history, "model": contender.snapshot()})  # fmt: skip
+
+    def restore(self, contender: Contender) -> tuple[Clock, list[dict]]:
+        """Put ``contender`` back where the saved run stopped; its clock and rows. Exits with the reason when
+        there is nothing to resume or the saved run is another experiment."""
+        try:
+            payload = load_tensors(self.path, "benchmark checkpoint")
+        except UserError as err:
+            raise SystemExit(f"--resume: {err}") from None
+        saved = payload.get("fingerprint", {})
+        if saved != self.fingerprint:
+            differ = sorted(k for k in {*saved, *self.fingerprint} if saved.get(k) != self.fingerprint.get(k))
+            raise SystemExit(f"--resume: {self.path} was made by another run (it differs in {', '.join(differ)}); "
+                             "run without --resume to start over")  # fmt: skip
+        contender.restore(payload["model"])
+        contender.history[:] = payload["history"]
+        return Clock(payload["cpu_used"], payload["seconds_per_step"]), list(payload["rows"])
+
+
 def measure(
     label: str,
     contender: Contender,
@@ -250,12 +294,20 @@ def measure(
     finds_face: FaceFinder,
     eval_size: int = EVAL_SIZE,
     timing_repeats: int = 5,
+    progress: Progress | None = None,
+    resume: bool = False,
 ) -> list[dict]:
     """Train ``contender`` to each of ``budgets`` (CPU-minutes, ascending) and evaluate it there; after each
-    evaluation write the CSV, the sample sheet, the references and the plot. Returns the rows."""
+    evaluation write the CSV, the sample sheet, the references, the plot and ``progress``. With ``resume``
+    the run continues from ``progress`` (budgets it had passed keep their rows). Returns the rows."""
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     clock = Clock()
+    if resume:
+        if progress is None:
+            raise ValueError("resume needs a progress file")
+        clock, rows = progress.restore(contender)
+        print(f"{label}: resumed at {clock.cpu_used / 60:.1f} CPU-min, step {contender.step()}", flush=True)
     for budget in budgets:
         train_until(contender, budget * 60, clock)
         step = contender.step()
@@ -284,6 +336,8 @@ def measure(
                                              "n_photos": metrics["n_photos"], "n_anime": metrics["n_anime"],
                                              "n_reference": metrics["n_reference"]})  # fmt: skip
         draw_plot(out)
+        if progress is not None:
+            progress.save(contender, clock, rows)
     return rows
 
 
@@ -379,6 +433,9 @@ def main() -> None:
     parser.add_argument("--n-blocks", type=int, default=6, help="plain CycleGAN: residual blocks (default 6)")
     parser.add_argument("--batch-size", type=int, default=1, help="plain CycleGAN: batch (default 1)")
     parser.add_argument("--timing-repeats", type=int, default=5)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run of this label from <out>/checkpoints/<label>.pt (written after "
+                             "each budget) instead of starting over")  # fmt: skip
     args = parser.parse_args()
     if args.threads < 1:
         parser.error("--threads must be at least 1")
@@ -400,18 +457,23 @@ def main() -> None:
     if args.model == "project":
         print(f"translate {cfg}", flush=True)
         contender = project_contender(cfg, batches)
+        settings = {k: v for k, v in semantic_values(cfg).items() if k != "steps"}  # the budgets stop it
     else:
         gan = PlainCycleGAN(cfg.image_size, args.ngf, args.n_blocks, args.seed, batch_size=args.batch_size)
         print(f"plain CycleGAN: ngf {args.ngf}, {args.n_blocks} blocks, batch {args.batch_size}, "
               f"{sum(p.numel() for p in gan.g_ab.parameters()):,} weights per generator", flush=True)  # fmt: skip
         contender = reference_contender(gan, batches, args.seed)
+        settings = {"image_size": cfg.image_size, "seed": args.seed, "ngf": args.ngf, "n_blocks": args.n_blocks,
+                    "batch_size": args.batch_size}  # fmt: skip
+    progress = Progress(args.out / "checkpoints" / f"{label}.pt", {"model": args.model, "settings": settings,
+                        "data": str(args.data.resolve()), "threads": args.threads})  # fmt: skip
 
     from anime_avatar.metrics.features import extract_features
 
     features = CachedFeatures(lambda images: extract_features(images, batch_size=50, progress=False, backend="auto"))
     start = time.perf_counter()
     measure(label, contender, args.budgets, sets, args.out, features.scorer, cached_faces(anime_face_finder()),
-            timing_repeats=args.timing_repeats)  # fmt: skip
+            timing_repeats=args.timing_repeats, progress=progress, resume=args.resume)  # fmt: skip
     print(f"\n{label}: done in {(time.perf_counter() - start) / 60:.1f} min of wall time\n")
     print(table(args.out))
     print(f"\nwrote {args.out / (label + '.csv')} and {args.out / PLOT}")

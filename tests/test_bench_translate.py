@@ -23,6 +23,7 @@ from translate import (  # noqa: E402
     Clock,
     Contender,
     EvalSets,
+    Progress,
     cached_faces,
     measure,
     project_contender,
@@ -30,6 +31,8 @@ from translate import (  # noqa: E402
     train_until,
 )
 
+from anime_avatar.artifacts.torchfile import load_tensors, save_tensors  # noqa: E402
+from anime_avatar.core.params import TranslateParams  # noqa: E402
 from anime_avatar.translate.training import TranslateBatches  # noqa: E402
 from tests.conftest import params_with  # noqa: E402
 
@@ -93,22 +96,36 @@ def eval_sets() -> EvalSets:
     return EvalSets(domain((200, 150, 120), 10, 7), domain((40, 80, 220), 10, 8), domain((40, 80, 220), 10, 9))
 
 
+def colour_features(images: np.ndarray) -> np.ndarray:
+    """4 features in place of Inception's: mean colour and contrast."""
+    x = images.reshape(len(images), -1, 3).astype(float)
+    return np.concatenate([x.mean(1), x.std(1).mean(1, keepdims=True)], axis=1)
+
+
+def fake_cpu_clock(monkeypatch) -> dict[str, Contender]:
+    """CPU time as 0.125 s per training step of ``clock["contender"]`` (exact in binary): on a loaded machine
+    the first steps' real CPU time (spinning threads counted) reached 20 s, past both budgets."""
+    clock: dict[str, Contender] = {}
+    monkeypatch.setattr(translate_bench.time, "process_time", lambda: 0.125 * clock["contender"].step())
+    return clock
+
+
+def tiny_translate() -> TranslateParams:
+    return params_with({"translate": {"image_size": SIZE, "channels": 8, "n_blocks": 2, "batch_size": 2,
+                                      "device": "cpu", "threads": 1}}).translate  # fmt: skip
+
+
 def test_both_models_run_the_budget_loop_and_write_a_row_per_budget(batches, tmp_path, monkeypatch):
-    # CPU time as 0.125 s per training step (exact in binary): on a loaded machine the first steps' real CPU
-    # time (spinning threads counted) reached 20 s, past both budgets, and the benchmark rightly wrote one row.
-    current: dict[str, Contender] = {}
-    monkeypatch.setattr(translate_bench.time, "process_time", lambda: 0.125 * current["contender"].step())
+    current = fake_cpu_clock(monkeypatch)
     extracted: list[int] = []
 
-    def extract(images: np.ndarray) -> np.ndarray:  # 4 features: mean colour and contrast
+    def extract(images: np.ndarray) -> np.ndarray:
         extracted.append(len(images))
-        x = images.reshape(len(images), -1, 3).astype(float)
-        return np.concatenate([x.mean(1), x.std(1).mean(1, keepdims=True)], axis=1)
+        return colour_features(images)
 
     looked: list[int] = []
     finds_face = cached_faces(lambda image: looked.append(1) or bool(image.mean() < 128))
-    cfg = params_with({"translate": {"image_size": SIZE, "channels": 8, "n_blocks": 2, "batch_size": 2,
-                                     "device": "cpu", "threads": 1}}).translate  # fmt: skip
+    cfg = tiny_translate()
     gan = PlainCycleGAN(SIZE, 8, 2, seed=0, ndf=8)
     budgets = [0.02, 0.05]  # CPU-minutes: 1.2 s and 3 s: 5 steps, then 5 to land on 1.2 s, then 14 to 3 s
     for label, contender in (("project", project_contender(cfg, batches)),
@@ -142,3 +159,53 @@ def test_train_until_lands_on_the_budget(batches):
     steps = gan.n_steps
     train_until(contender, 0.2, clock)  # already there
     assert gan.n_steps == steps
+
+
+def same_tensors(first: dict, second: dict) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_the_plain_cyclegan_resumes_exactly_from_a_weights_only_file(batches, tmp_path):
+    # A pool of 2 is full after 2 steps: later steps swap fakes with the pools' random stream, which resumes too.
+    whole, first = (PlainCycleGAN(SIZE, 8, 2, seed=1, ndf=8, pool_size=2) for _ in range(2))
+    losses = [whole.step(*batches.batch(1, i, 1)) for i in range(6)]
+    for i in range(3):
+        first.step(*batches.batch(1, i, 1))
+    save_tensors(tmp_path / "plain.pt", first.state_dict())
+    resumed = PlainCycleGAN(SIZE, 8, 2, seed=9, ndf=8, pool_size=2)  # other weights and pool draws until loaded
+    resumed.load_state_dict(load_tensors(tmp_path / "plain.pt", "plain CycleGAN state"))
+    assert resumed.n_steps == 3 and len(resumed.pool_a.images) == 2
+    assert [resumed.step(*batches.batch(1, i, 1)) for i in range(3, 6)] == losses[3:]
+    assert all(same_tensors(getattr(whole, n).state_dict(), getattr(resumed, n).state_dict()) for n in whole.NETS)
+
+
+def test_a_resumed_benchmark_run_continues_exactly_where_it_stopped(batches, tmp_path, monkeypatch):
+    current = fake_cpu_clock(monkeypatch)
+    cfg, fingerprint = tiny_translate(), {"model": "project", "settings": {"seed": 0}}
+
+    def run(folder: str, budgets: list[float], resume: bool, fp: dict = fingerprint) -> tuple[Contender, list]:
+        current["contender"] = contender = project_contender(cfg, batches)
+        progress = Progress(tmp_path / folder / "checkpoints/project.pt", fp)
+        rows = measure("project", contender, budgets, eval_sets(), tmp_path / folder,
+                       CachedFeatures(colour_features).scorer, cached_faces(lambda image: bool(image.mean() < 128)),
+                       eval_size=SIZE, timing_repeats=1, progress=progress, resume=resume)  # fmt: skip
+        return contender, rows
+
+    whole, expected = run("whole", [0.02, 0.05], resume=False)
+    _, first = run("parts", [0.02], resume=False)
+    assert [row["step"] for row in first] == [10]
+    resumed, rows = run("parts", [0.02, 0.05], resume=True)
+
+    def untimed(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "seconds_per_avatar"} for row in rows]
+
+    assert [row["step"] for row in rows] == [10, 24] and untimed(rows) == untimed(expected)
+    assert resumed.history == whole.history and len(resumed.history) == 24
+    assert same_tensors(resumed.snapshot()["nets"], whole.snapshot()["nets"])
+    with open(tmp_path / "parts/project.csv", newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [10, 24]
+
+    with pytest.raises(SystemExit, match=r"--resume: .*made by another run \(it differs in settings\)"):
+        run("parts", [0.1], resume=True, fp={"model": "project", "settings": {"seed": 1}})
+    with pytest.raises(SystemExit, match=r"--resume: .*not a readable benchmark checkpoint"):
+        run("elsewhere", [0.1], resume=True)

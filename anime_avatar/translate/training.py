@@ -210,10 +210,22 @@ def train_step(
             **{name: float(value.detach()) for name, value in losses.items()}}  # fmt: skip
 
 
+def state_payload(state: TranslateTrainState) -> dict[str, Any]:
+    """Everything training changes (tensors and plain values): what :func:`restore_state` puts back."""
+    return {"step": state.step, "config": state.config.as_dict(), "nets": state.nets.state_dict(),
+            "opt_g": state.opt_g.state_dict(), "opt_d": state.opt_d.state_dict(), "history": state.history}  # fmt: skip
+
+
+def restore_state(state: TranslateTrainState, payload: dict[str, Any]) -> None:
+    state.nets.load_state_dict(payload["nets"])
+    state.opt_g.load_state_dict(payload["opt_g"])
+    state.opt_d.load_state_dict(payload["opt_d"])
+    state.step = int(payload["step"])
+    state.history = list(payload["history"])
+
+
 def write_checkpoint(path: Path, state: TranslateTrainState, fp: dict[str, Any]) -> None:
-    save_checkpoint(path, {"fingerprint": fp, "step": state.step, "config": state.config.as_dict(),
-                           "nets": state.nets.state_dict(), "opt_g": state.opt_g.state_dict(),
-                           "opt_d": state.opt_d.state_dict(), "history": state.history})  # fmt: skip
+    save_checkpoint(path, {"fingerprint": fp, **state_payload(state)})
 
 
 def resume(path: Path, state: TranslateTrainState, fp: dict[str, Any], steps: int, device: torch.device) -> bool:
@@ -221,11 +233,7 @@ def resume(path: Path, state: TranslateTrainState, fp: dict[str, Any], steps: in
     payload = load_resumable(path, fp, steps, "translate.steps", device)
     if payload is None:
         return False
-    state.nets.load_state_dict(payload["nets"])
-    state.opt_g.load_state_dict(payload["opt_g"])
-    state.opt_d.load_state_dict(payload["opt_d"])
-    state.step = int(payload["step"])
-    state.history = list(payload["history"])
+    restore_state(state, payload)
     return True
 
 
