@@ -25,10 +25,18 @@ and the step):
 Each run writes ``<out>/<label>.csv`` (one row per budget: label, cpu_minutes, step, images_seen,
 kid_x100, fid, face_rate, structure, seconds_per_avatar), ``<out>/<label>-<budget>min.png`` (the first 8
 test photos over their translations, at the model's size) and redraws ``<out>/kid_vs_cpu_minutes.png`` with
-every CSV of the folder as one curve. One run at a time on a 2-core machine, one thread each:
+every CSV of the folder as one curve. After each budget the run's progress (model, optimisers, the plain
+CycleGAN's pools, CPU clock, rows) goes to ``<out>/checkpoints/<label>.pt``; the same command with
+``--resume`` continues from there, exactly, so a 180 CPU-minute curve can be made in several sittings (a
+run stopped between budgets loses the training since the last one). One run per core, one thread each:
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/translate.py --model project --label project-cam-mask \\
-        --budgets 5,15 --image-size 64 --set translate.channels=16 --set translate.batch_size=4
+    OMP_NUM_THREADS=1 .venv/bin/python bench/translate.py --model project --label project-cam-mask-floor \\
+        --budgets 5,15,30,60,90 --image-size 64 --set translate.channels=16 --set translate.batch_size=4 \\
+        --set translate.attention=cam+mask
+    # later, the same curve on to 180 CPU-minutes:
+    OMP_NUM_THREADS=1 .venv/bin/python bench/translate.py --model project --label project-cam-mask-floor \\
+        --budgets 120,150,180 --image-size 64 --set translate.channels=16 --set translate.batch_size=4 \\
+        --set translate.attention=cam+mask --resume
     OMP_NUM_THREADS=1 .venv/bin/python bench/translate.py --model project --label project-no-attention \\
         --budgets 5,15 --image-size 64 --set translate.channels=16 --set translate.batch_size=4 \\
         --set translate.attention=none
@@ -270,6 +278,9 @@ class Progress:
     def restore(self, contender: Contender) -> tuple[Clock, list[dict]]:
         """Put ``contender`` back where the saved run stopped; its clock and rows. Exits with the reason when
         there is nothing to resume or the saved run is another experiment."""
+        if not self.path.is_file():
+            raise SystemExit(f"--resume: no checkpoint at {self.path}: a run of this label and --out writes it at "
+                             "its first budget")  # fmt: skip
         try:
             payload = load_tensors(self.path, "benchmark checkpoint")
         except UserError as err:

@@ -207,5 +207,9 @@ def test_a_resumed_benchmark_run_continues_exactly_where_it_stopped(batches, tmp
 
     with pytest.raises(SystemExit, match=r"--resume: .*made by another run \(it differs in settings\)"):
         run("parts", [0.1], resume=True, fp={"model": "project", "settings": {"seed": 1}})
-    with pytest.raises(SystemExit, match=r"--resume: .*not a readable benchmark checkpoint"):
+    with pytest.raises(SystemExit, match=r"--resume: no checkpoint at .*elsewhere/checkpoints/project.pt"):
+        run("elsewhere", [0.1], resume=True)
+    (tmp_path / "elsewhere/checkpoints").mkdir(parents=True)
+    (tmp_path / "elsewhere/checkpoints/project.pt").write_text("not a checkpoint")
+    with pytest.raises(SystemExit, match=r"--resume: .*: refused to load: not a benchmark checkpoint"):
         run("elsewhere", [0.1], resume=True)
