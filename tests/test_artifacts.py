@@ -16,6 +16,7 @@ from anime_avatar.artifacts.generator import save_generator
 from anime_avatar.artifacts.raw import RawImage, Rejected, read_manifest, write_raw_set
 from anime_avatar.artifacts.reports import headline, write_metrics_and_details
 from anime_avatar.artifacts.run import RunRecord, read_run_file, write_run_file
+from anime_avatar.artifacts.torchfile import load_tensors, save_tensors
 from anime_avatar.core.errors import UserError
 from anime_avatar.data.images import png_bytes
 from anime_avatar.gan.model_file import load_generator
@@ -80,8 +81,24 @@ def test_a_generator_file_that_would_run_code_is_refused_without_running_it(tmp_
     torch.save({"config": WritesMarker(marker)}, evil)
     with pytest.raises(UserError, match="refused to load") as err:
         load_generator(evil)
-    assert "\n" not in str(err.value)
+    # One line naming what was refused, not torch's advice to load the file unsafely.
+    assert str(err.value).endswith("(it holds objects other than tensors: Trying to load unsupported GLOBAL "
+                                   "os.makedirs whose module os is blocked)")  # fmt: skip
     assert not marker.exists()
+
+
+def test_a_file_that_is_no_torch_file_or_is_truncated_says_so_in_one_line(tmp_path):
+    text, truncated = tmp_path / "notes.pt", tmp_path / "cut.pt"
+    text.write_text("not a model")
+    save_tensors(tmp_path / "whole.pt", {"w": torch.arange(1000)})
+    truncated.write_bytes((tmp_path / "whole.pt").read_bytes()[:300])  # an interrupted download
+    with pytest.raises(UserError) as err:
+        load_tensors(text, "translator")
+    assert str(err.value) == f"{text}: not a readable translator (not a file written by torch.save)"
+    with pytest.raises(UserError) as err:
+        load_tensors(truncated, "translator")
+    assert str(err.value).startswith(f"{truncated}: not a readable translator (damaged or truncated: ")
+    assert "\n" not in str(err.value) and "If you are seeing this error" not in str(err.value)
 
 
 def test_a_checkpoint_that_would_run_code_is_ignored_without_running_it(tmp_path, caplog):

@@ -211,5 +211,7 @@ def test_a_resumed_benchmark_run_continues_exactly_where_it_stopped(batches, tmp
         run("elsewhere", [0.1], resume=True)
     (tmp_path / "elsewhere/checkpoints").mkdir(parents=True)
     (tmp_path / "elsewhere/checkpoints/project.pt").write_text("not a checkpoint")
-    with pytest.raises(SystemExit, match=r"--resume: .*: refused to load: not a benchmark checkpoint"):
+    with pytest.raises(
+        SystemExit, match=r"--resume: .*: not a readable benchmark checkpoint \(not a file written by torch.save\)"
+    ):
         run("elsewhere", [0.1], resume=True)

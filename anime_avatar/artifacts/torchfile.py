@@ -32,15 +32,29 @@ def load_tensors(path: Path, what: str, device: torch.device | str = "cpu") -> d
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsupported content"
+        reason = _unpickler_reason(str(err))
+        if reason.startswith("Unsupported operand"):  # not a pickle at all: text, an image, a truncated download
+            raise UserError(f"{path}: not a readable {what} (not a file written by torch.save)") from None
         raise UserError(
-            f"{path}: refused to load: not a {what} (it holds objects other than tensors: {first})"
+            f"{path}: refused to load: not a {what} (it holds objects other than tensors: {reason})"
         ) from None
-    except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as err:
+    except RuntimeError as err:  # torch's zip reader: its first sentence; the rest is advice
+        raise UserError(f"{path}: not a readable {what} (damaged or truncated: {str(err).split('. ', 1)[0]})") from None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
         raise UserError(f"{path}: not a readable {what} ({err})") from None
     if not isinstance(payload, dict):
         raise UserError(f"{path}: not a {what}")
     return payload
+
+
+def _unpickler_reason(message: str) -> str:
+    """The line of torch's weights-only refusal that names what it refused (``Unsupported global: GLOBAL
+    print``, ``Trying to load unsupported GLOBAL os.system whose module os is blocked``), without the paragraphs
+    of advice around it (which suggest loading the file unsafely)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    named = next((line for line in lines if "GLOBAL" in line or "Unsupported operand" in line), "")
+    reason = named.removeprefix("WeightsUnpickler error:").strip().split(" was not an allowed global", 1)[0]
+    return reason.rstrip(".") or "unsupported content"
 
 
 def mismatched_tensors(expected: dict[str, torch.Size], state: dict[str, Any]) -> str:
