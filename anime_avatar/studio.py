@@ -322,8 +322,10 @@ class Studio:
 
     @staticmethod
     def read_upload(file: Any, what: str) -> Image.Image:
-        """An uploaded file as RGB, with the command line's reader (EXIF orientation, the pixel cap); anything
-        else is one line naming the file."""
+        """An uploaded file as RGB, with the command line's reader (EXIF orientation; a photo longer than
+        MAX_READ_SIDE, such as a 108-megapixel JPEG from a phone, read reduced as ``avatar --photo`` reads it);
+        anything else is one line naming the file."""
+        from anime_avatar.core.limits import MAX_READ_SIDE
         from anime_avatar.data.images import UnreadableImage, load_rgb
 
         if not file:
@@ -332,7 +334,7 @@ class Studio:
         if path.stat().st_size > MAX_UPLOAD_BYTES:
             raise UserError(f"{what} {path.name}: larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
         try:
-            return load_rgb(path)
+            return load_rgb(path, MAX_READ_SIDE)
         except UnreadableImage as err:
             raise UserError(f"{what} {path.name} is not a usable image ({err}): upload a PNG, JPEG or WebP") from None
 

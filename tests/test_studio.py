@@ -231,6 +231,14 @@ def test_a_text_file_or_a_photo_without_a_face_is_one_clear_line(studio, workspa
     assert pixels(avatar).shape == (64, 64, 3) and "the whole picture" in note
 
 
+def test_a_108_megapixel_phone_photo_is_read_reduced_as_the_command_reads_it(studio, tmp_path):
+    phone = tmp_path / "phone.jpg"
+    Image.new("RGB", (12000, 9000), (200, 150, 120)).save(phone, quality=50)  # over Pillow's bomb limit
+    boxed, found = studio.faces(str(phone))
+    assert found.startswith("no face found in the photo (4096×3072): tick 'whole picture'")
+    assert Path(boxed).is_file()
+
+
 def test_style_methods_use_the_workspace_stylizer_and_an_example_style(studio, workspace):
     from anime_avatar.style.features import LAYERS, build_features
     from anime_avatar.style.model_file import save_stylizer
