@@ -30,7 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from overrides import apply_sets  # noqa: E402  (bench/ is this script's directory)
+from budgets import budgets_arg, default_label  # noqa: E402  (bench/ is this script's directory)
+from overrides import apply_sets  # noqa: E402
 from plain_dcgan import PlainDCGAN  # noqa: E402
 
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
@@ -44,20 +45,6 @@ from anime_avatar.metrics.fid import compute_fid_kid  # noqa: E402
 from anime_avatar.ops.data_versions import folder_digest  # noqa: E402
 
 COLUMNS = ["label", "cpu_minutes", "step", "images_seen", "fid", "kid_mean"]
-
-
-def default_label(model: str, seed: int) -> str:
-    return model if seed == 0 else f"{model}-seed{seed}"
-
-
-def budgets_arg(text: str) -> list[float]:
-    try:
-        values = sorted({float(v) for v in text.split(",")})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected CPU-minutes separated by commas (5,20,60), got {text!r}") from None
-    if not values or values[0] <= 0:
-        raise argparse.ArgumentTypeError(f"budgets must be positive CPU-minutes, got {text!r}")
-    return values
 
 
 class Contender:

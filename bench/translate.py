@@ -67,7 +67,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from overrides import apply_sets  # noqa: E402  (bench/ is this script's directory)
+from budgets import budgets_arg, default_label  # noqa: E402  (bench/ is this script's directory)
+from overrides import apply_sets  # noqa: E402
 from plain_cyclegan import PlainCycleGAN  # noqa: E402
 
 from anime_avatar.artifacts.checkpoint import save_checkpoint  # noqa: E402
@@ -100,20 +101,6 @@ N_REFERENCE = 100  # trainB images in the real-vs-real floor
 SHEET_PHOTOS = 8
 PLOT = "kid_vs_cpu_minutes.png"
 REFERENCES = "references.json"
-
-
-def default_label(model: str, seed: int) -> str:
-    return model if seed == 0 else f"{model}-seed{seed}"
-
-
-def budgets_arg(text: str) -> list[float]:
-    try:
-        values = sorted({float(v) for v in text.split(",")})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected CPU-minutes separated by commas (15,30), got {text!r}") from None
-    if not values or values[0] <= 0:
-        raise argparse.ArgumentTypeError(f"budgets must be positive CPU-minutes, got {text!r}")
-    return values
 
 
 # --------------------------------------------------------------------------- the models under test
