@@ -164,3 +164,12 @@ def test_no_stage_talks_to_mlflow_directly():
         imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
         assert not {name for name in imported if name.split(".")[0] == "mlflow"}, path.name
         assert "mlflow_client" not in path.read_text(), path.name
+
+
+def test_no_benchmark_sheet_of_dataset_selfies_is_tracked():
+    """bench/translate.py's ``<label>-<budget>min.png`` sheets show selfie2anime's test photos, which the
+    repository never holds (research-only data); .gitignore keeps them out, this catches a forced add."""
+    tracked = run_cmd(["git", "ls-files", "bench/reported"], ROOT).stdout.split()
+    assert tracked, "git ls-files found nothing: not run in the repository?"
+    sheets = [path for path in tracked if path.endswith("min.png")]
+    assert not sheets, f"sample sheets of dataset photos are tracked: {sheets}"
