@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,8 +62,7 @@ def main() -> None:
     versions = {path: path_version(Path(path)) for path in (probing.photos, probing.anime)}
     version = ";".join(f"{k}={v}" for k, v in versions.items())
     args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = Path("/tmp/train_translator_checkpoint.pt")
-    checkpoint.unlink(missing_ok=True)
+    checkpoint = Path(tempfile.mkdtemp(prefix="train_translator_")) / "checkpoint.pt"  # one per run: runs can share a GPU
     print(f"{len(batches.a)} photos, {len(batches.b)} anime faces at {batches.size} px "
           f"({time.perf_counter() - started:.0f} s to load)", flush=True)  # fmt: skip
 
