@@ -19,35 +19,34 @@ cd "$(dirname "$0")/.."
 
 prepare() {
     local shared=${SHARED:-../shared/data/photos/selfie2anime}
+    rm -rf .gpudata .whl  # made afresh: no file of an earlier preparation stays
     grep -qx '/.gpudata/' .git/info/exclude 2>/dev/null || echo '/.gpudata/' >>.git/info/exclude
     grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
-    # JPEG quality 87 at 128 px keeps both domains (about 36 MB) inside the device's 64 MiB transfer limit.
+    # The translator's own reader (centre crop, resize) at 128 px, saved as JPEG quality 87: both domains
+    # (about 36 MB) fit the device's 64 MiB transfer limit.
     .venv/bin/python - "$shared" <<'PY'
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 sys.path.insert(0, ".")
-from anime_avatar.data.image_sets import load_image_set
-from anime_avatar.data.images import center_square
 from anime_avatar.ops.data_versions import path_version
+from anime_avatar.translate.data import load_domain
 
 for domain in ("trainA", "trainB"):
     out = Path(".gpudata") / domain
     out.mkdir(parents=True, exist_ok=True)
-    for name, image in load_image_set(Path(sys.argv[1]) / domain, domain, 0):
-        pixels = np.asarray(center_square(image, 128), dtype=np.uint8)
-        Image.fromarray(pixels).save(out / f"{name}.jpg", "JPEG", quality=87)
+    for i, pixels in enumerate(load_domain(str(Path(sys.argv[1]) / domain), domain, 128, 0)):
+        Image.fromarray(pixels).save(out / f"{i:04d}.jpg", "JPEG", quality=87)
     print(domain, path_version(out))
 PY
-    # The GPU image has torch, numpy, Pillow, PyYAML and tqdm; these are what the trainer needs beside them.
+    # The GPU image has torch, numpy, Pillow, PyYAML and tqdm; the trainer also needs these, at the venv's versions.
+    local wanted='^(pydantic|pydantic[-_]core|annotated[-_]types|typing[-_]inspection|typing[-_]extensions|imagehash)=='
+    # shellcheck disable=SC2046  # one argument per pinned package
     .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-        "pydantic==$(.venv/bin/python -c 'import pydantic; print(pydantic.VERSION)')" \
-        "pydantic_core==$(.venv/bin/python -c 'import pydantic_core; print(pydantic_core.__version__)')" \
-        annotated-types typing-inspection typing_extensions ImageHash
+        $(.venv/bin/pip freeze | grep -iE "$wanted")
     du -sh --apparent-size .gpudata .whl
 }
 

@@ -33,7 +33,7 @@ from overrides import apply_sets  # noqa: E402  (bench/ is this script's directo
 
 from anime_avatar.artifacts.reports import TRANSLATE_LOSS_FIELDS  # noqa: E402
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json, write_csv  # noqa: E402
-from anime_avatar.core.params import load_params  # noqa: E402
+from anime_avatar.core.params import TranslateParams, load_params  # noqa: E402
 from anime_avatar.nn.images import grid_png  # noqa: E402
 from anime_avatar.ops.data_versions import path_version  # noqa: E402
 from anime_avatar.translate.data import load_domain  # noqa: E402
@@ -59,13 +59,20 @@ def main() -> None:
     probing = load_params(ROOT / "params.yaml", apply_sets(raw, ["translate.steps=10000000"])).translate
     batches = TranslateBatches(load_domain(probing.photos, "translate.photos", probing.image_size, 0),
                                load_domain(probing.anime, "translate.anime", probing.image_size, 0))  # fmt: skip
-    versions = {path: path_version(Path(path)) for path in (probing.photos, probing.anime)}
-    version = ";".join(f"{k}={v}" for k, v in versions.items())
     args.out.mkdir(parents=True, exist_ok=True)
-    checkpoint = Path(tempfile.mkdtemp(prefix="train_translator_")) / "checkpoint.pt"  # one per run: runs can share a GPU
     print(f"{len(batches.a)} photos, {len(batches.b)} anime faces at {batches.size} px "
           f"({time.perf_counter() - started:.0f} s to load)", flush=True)  # fmt: skip
+    # A checkpoint of its own, removed at the end: two runs can share a machine (and a GPU).
+    with tempfile.TemporaryDirectory(prefix="train_translator_") as work:
+        train_within_budget(args, probing, batches, Path(work) / "checkpoint.pt", started)
 
+
+def train_within_budget(
+    args: argparse.Namespace, probing: TranslateParams, batches: TranslateBatches, checkpoint: Path, started: float
+) -> None:
+    """Time --probe-steps steps, train to what fits in the rest of --minutes, write the run's files."""
+    versions = {path: path_version(Path(path)) for path in (probing.photos, probing.anime)}
+    version = ";".join(f"{k}={v}" for k, v in versions.items())
     train_translator(probing, batches, checkpoint, version, stop_after=WARM_UP_STEPS)
     timed = time.perf_counter()
     state = train_translator(probing, batches, checkpoint, version, stop_after=args.probe_steps - WARM_UP_STEPS)
