@@ -28,7 +28,11 @@ test photos over their translations, at the model's size) and redraws ``<out>/ki
 every CSV of the folder as one curve. After each budget the run's progress (model, optimisers, the plain
 CycleGAN's pools, CPU clock, rows) goes to ``<out>/checkpoints/<label>.pt``; the same command with
 ``--resume`` continues from there, exactly, so a 180 CPU-minute curve can be made in several sittings (a
-run stopped between budgets loses the training since the last one). One run per core, one thread each:
+run stopped between budgets loses the training since the last one). Runs of one experiment under other seeds
+(labels that differ only by the ``-seedN`` that --seed adds) are drawn as their mean, with the range between
+them shaded, and summed up per budget after the table (mean KID x100, its range, mean face rate): one run per
+curve cannot tell a lead from luck. ``--redraw`` trains nothing: it redraws ``<out>``'s plot and prints its
+tables. One run per core, one thread each:
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/translate.py --model project --label project-cam-mask-floor \\
         --budgets 5,15,30,60,90 --image-size 64 --set translate.channels=16 --set translate.batch_size=4 \\
@@ -53,9 +57,11 @@ import hashlib
 import io
 import json
 import math
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,19 +367,92 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+# --------------------------------------------------------------------------- seeds
+
+
+SEED_SUFFIX = re.compile(r"-seed\d+$")
+
+
+def curve_group(label: str) -> str:
+    """The experiment a run belongs to: its label without the ``-seedN`` that :func:`default_label` gives every
+    seed but 0 (so ``plain-cyclegan`` and ``plain-cyclegan-seed1`` are two seeds of one experiment)."""
+    return SEED_SUFFIX.sub("", label)
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """One experiment's runs at one budget: how many seeds reached it, their mean KID x100 and its range, and
+    their mean face rate. One run per curve cannot tell a real lead from luck; the range says how far apart
+    runs of the same settings land."""
+
+    group: str
+    cpu_minutes: float
+    seeds: int
+    kid_mean: float
+    kid_min: float
+    kid_max: float
+    face_rate_mean: float
+
+
+def seed_groups(labels: Iterable[str]) -> dict[str, list[str]]:
+    """The runs' labels by experiment (:func:`curve_group`), sorted."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for label in sorted(labels):
+        groups[curve_group(label)].append(label)
+    return dict(groups)
+
+
+def seed_spreads(runs: dict[str, list[dict]]) -> list[SeedSpread]:
+    """The runs (label -> rows) of every experiment with at least two seeds, budget by budget (rows matched on
+    their CPU-minutes to 0.1: a run overshoots its budget by less than one chunk of steps)."""
+    spreads = []
+    for group, labels in seed_groups(runs).items():
+        if len(labels) < 2:
+            continue
+        by_budget: dict[float, list[dict]] = defaultdict(list)
+        for row in (row for label in labels for row in runs[label]):
+            by_budget[round(row["cpu_minutes"], 1)].append(row)
+        for minutes, rows in sorted(by_budget.items()):
+            kids = [r["kid_x100"] for r in rows]
+            spreads.append(SeedSpread(group, minutes, len(rows), round(float(np.mean(kids)), 3), min(kids), max(kids),
+                                      round(float(np.mean([r["face_rate"] for r in rows])), 3)))  # fmt: skip
+    return spreads
+
+
+def read_runs(out: Path) -> dict[str, list[dict]]:
+    """Every run of ``out``: its label (the CSV's name) and its rows."""
+    return {path.stem: read_rows(path) for path in curve_files(out)}
+
+
 def draw_plot(out: Path) -> None:
     """Every ``<out>/*.csv`` as one curve of KID x100 against CPU-minutes, with the references as dashed lines;
-    written atomically (runs share the file)."""
+    an experiment run with several seeds is drawn as their mean, its seeds as thin lines of the same colour and
+    the range between them shaded. Written atomically (runs share the file)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for path in curve_files(out):
-        rows = read_rows(path)
-        if rows:
-            ax.plot([r["cpu_minutes"] for r in rows], [r["kid_x100"] for r in rows], marker="o", label=path.stem)
+    runs = {label: rows for label, rows in read_runs(out).items() if rows}
+    spreads = defaultdict(list)
+    for spread in seed_spreads(runs):
+        spreads[spread.group].append(spread)
+    for group, labels in seed_groups(runs).items():
+        if group not in spreads:
+            rows = runs[labels[0]]
+            ax.plot([r["cpu_minutes"] for r in rows], [r["kid_x100"] for r in rows], marker="o", label=labels[0])
+            continue
+        points = spreads[group]
+        minutes = [p.cpu_minutes for p in points]
+        (mean_line,) = ax.plot(minutes, [p.kid_mean for p in points], marker="o", linewidth=2,
+                               label=f"{group}: mean of {len(labels)} seeds")  # fmt: skip
+        colour = mean_line.get_color()
+        ax.fill_between(minutes, [p.kid_min for p in points], [p.kid_max for p in points], color=colour, alpha=0.15)
+        for label in labels:
+            rows = runs[label]
+            ax.plot([r["cpu_minutes"] for r in rows], [r["kid_x100"] for r in rows], color=colour, linewidth=0.7,
+                    alpha=0.5)  # fmt: skip
     if (out / REFERENCES).exists():
         references = json.loads((out / REFERENCES).read_text())
         for name, text, style in (("untranslated", "photos untranslated", "--"),
@@ -393,13 +472,29 @@ def draw_plot(out: Path) -> None:
     atomic_write_bytes(out / PLOT, buf.getvalue())
 
 
+def seed_table(out: Path) -> str:
+    """The experiments of the folder run with several seeds: per budget, the seeds' mean KID, its range and the
+    mean face rate (empty when no experiment has two seeds)."""
+    spreads = seed_spreads(read_runs(out))
+    if not spreads:
+        return ""
+    w = max([24, *(len(s.group) + 2 for s in spreads)])
+    lines = [f"{'experiment (seeds)':{w}}{'CPU-min':>8}{'seeds':>6}{'KIDx100 mean':>13}{'range':>16}{'faces':>7}"]
+    for s in spreads:
+        lines.append(f"{s.group:{w}}{s.cpu_minutes:8.1f}{s.seeds:6d}{s.kid_mean:13.2f}"
+                     f"{f'{s.kid_min:.2f} - {s.kid_max:.2f}':>16}{s.face_rate_mean:7.2f}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def table(out: Path) -> str:
     """Every run of the folder, one line per budget, and the references."""
-    lines = [f"{'label':24}{'CPU-min':>8}{'step':>7}{'images':>8}{'KIDx100':>9}{'FID':>8}{'faces':>7}"
+    runs = read_runs(out)
+    w = max([24, *(len(label) + 2 for label in runs)])
+    lines = [f"{'label':{w}}{'CPU-min':>8}{'step':>7}{'images':>8}{'KIDx100':>9}{'FID':>8}{'faces':>7}"
              f"{'structure':>10}{'s/avatar':>9}"]  # fmt: skip
-    for path in curve_files(out):
-        for r in read_rows(path):
-            lines.append(f"{r['label']:24}{r['cpu_minutes']:8.1f}{r['step']:7.0f}{r['images_seen']:8.0f}"
+    for rows in runs.values():
+        for r in rows:
+            lines.append(f"{r['label']:{w}}{r['cpu_minutes']:8.1f}{r['step']:7.0f}{r['images_seen']:8.0f}"
                          f"{r['kid_x100']:9.2f}{r['fid']:8.1f}{r['face_rate']:7.2f}{r['structure']:10.3f}"
                          f"{r['seconds_per_avatar']:9.3f}")  # fmt: skip
     if (out / REFERENCES).exists():
@@ -407,8 +502,14 @@ def table(out: Path) -> str:
         for name in ("untranslated", "real_anime"):
             m = references[name]
             structure = "" if m["structure"] is None else f"{m['structure']:10.3f}"
-            lines.append(f"{name:24}{'':23}{m['kid_x100']:9.2f}{m['fid']:8.1f}{m['face_rate']:7.2f}{structure}")
+            lines.append(f"{name:{w}}{'':23}{m['kid_x100']:9.2f}{m['fid']:8.1f}{m['face_rate']:7.2f}{structure}")
     return "\n".join(lines)
+
+
+def report(out: Path) -> str:
+    """:func:`table`, then :func:`seed_table` where some experiment has several seeds."""
+    seeds = seed_table(out)
+    return table(out) + (f"\n\n{seeds}" if seeds else "")
 
 
 # --------------------------------------------------------------------------- command line
@@ -434,7 +535,16 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run of this label from <out>/checkpoints/<label>.pt (written after "
                              "each budget) instead of starting over")  # fmt: skip
+    parser.add_argument("--redraw", action="store_true",
+                        help="train nothing: redraw <out>'s plot from its CSVs and print its tables")  # fmt: skip
     args = parser.parse_args()
+    if args.redraw:
+        if not curve_files(args.out):
+            parser.error(f"--redraw: no benchmark CSV in {args.out}")
+        draw_plot(args.out)
+        print(report(args.out))
+        print(f"\nwrote {args.out / PLOT}")
+        return
     if args.threads < 1:
         parser.error("--threads must be at least 1")
     label = args.label or default_label(args.model, args.seed)
@@ -473,7 +583,7 @@ def main() -> None:
     measure(label, contender, args.budgets, sets, args.out, features.scorer, cached_faces(anime_face_finder()),
             timing_repeats=args.timing_repeats, progress=progress, resume=args.resume)  # fmt: skip
     print(f"\n{label}: done in {(time.perf_counter() - start) / 60:.1f} min of wall time\n")
-    print(table(args.out))
+    print(report(args.out))
     print(f"\nwrote {args.out / (label + '.csv')} and {args.out / PLOT}")
 
 

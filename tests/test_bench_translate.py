@@ -215,3 +215,47 @@ def test_a_resumed_benchmark_run_continues_exactly_where_it_stopped(batches, tmp
         SystemExit, match=r"--resume: .*: not a readable benchmark checkpoint \(not a file written by torch.save\)"
     ):
         run("elsewhere", [0.1], resume=True)
+
+
+def test_seeds_of_one_experiment_are_summarised_by_mean_and_range(tmp_path):
+    def row(label: str, minutes: float, kid: float, faces: float) -> dict:
+        return {"label": label, "cpu_minutes": minutes, "step": 10, "images_seen": 10, "kid_x100": kid, "fid": 1.0,
+                "face_rate": faces, "structure": 0.5, "seconds_per_avatar": 0.1}  # fmt: skip
+
+    runs = {
+        "plain-cyclegan": [row("plain-cyclegan", 30.0, 36.0, 0.8), row("plain-cyclegan", 60.01, 30.0, 1.0)],
+        "plain-cyclegan-seed1": [row("plain-cyclegan-seed1", 30.02, 38.0, 0.9)],
+        "plain-cyclegan-seed12": [row("plain-cyclegan-seed12", 30.0, 31.0, 0.7)],
+        "project-cam": [row("project-cam", 30.0, 20.0, 1.0)],  # one seed: no spread to report
+        "project-seedling": [row("project-seedling", 30.0, 20.0, 1.0)],  # not a seed suffix
+        "project-cam-mask-floor-c32b1": [row("project-cam-mask-floor-c32b1", 30.0, 25.0, 0.9)],
+    }
+    assert translate_bench.curve_group("plain-cyclegan-seed12") == "plain-cyclegan"
+    assert translate_bench.curve_group("project-seedling") == "project-seedling"
+    assert translate_bench.seed_groups(runs) == {
+        "plain-cyclegan": ["plain-cyclegan", "plain-cyclegan-seed1", "plain-cyclegan-seed12"],
+        "project-cam": ["project-cam"], "project-cam-mask-floor-c32b1": ["project-cam-mask-floor-c32b1"],
+        "project-seedling": ["project-seedling"],
+    }  # fmt: skip
+    spreads = translate_bench.seed_spreads(runs)
+    # 30 CPU-minutes: three seeds (30.0, 30.02 and 30.0 are one budget); 60: only seed 0 got there.
+    assert [(s.group, s.cpu_minutes, s.seeds) for s in spreads] == [
+        ("plain-cyclegan", 30.0, 3),
+        ("plain-cyclegan", 60.0, 1),
+    ]
+    assert (spreads[0].kid_mean, spreads[0].kid_min, spreads[0].kid_max) == (35.0, 31.0, 38.0)
+    assert spreads[0].face_rate_mean == 0.8 and spreads[1].kid_mean == 30.0
+
+    for label, rows in runs.items():
+        translate_bench.write_rows(tmp_path / f"{label}.csv", rows)
+    report = translate_bench.report(tmp_path)
+    lines = report.splitlines()
+    end = lines[0].index("CPU-min") + len("CPU-min")  # columns line up under the longest label
+    assert sorted(line[end - 4 : end] for line in lines[1:8]) == ["30.0"] * 6 + ["60.0"]
+    assert any(line.split() == ["plain-cyclegan", "30.0", "3", "35.00", "31.00", "-", "38.00", "0.80"]
+               for line in lines)  # fmt: skip
+    translate_bench.draw_plot(tmp_path)
+    assert (tmp_path / PLOT).read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "plain-cyclegan-seed1.csv").unlink()
+    (tmp_path / "plain-cyclegan-seed12.csv").unlink()
+    assert translate_bench.seed_table(tmp_path) == ""
