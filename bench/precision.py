@@ -17,8 +17,6 @@ side by side.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 import tempfile
 import time
@@ -32,12 +30,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from overrides import apply_sets  # noqa: E402  (bench/ is this script's directory)
+from budgets import write_rows  # noqa: E402  (bench/ is this script's directory)
+from overrides import apply_sets  # noqa: E402
 
 from anime_avatar.artifacts.faces import FACES_DIR, load_faces  # noqa: E402
 from anime_avatar.artifacts.trainset import TRAIN_DIR, load_train_images  # noqa: E402
 from anime_avatar.core.device import resolve_device  # noqa: E402
-from anime_avatar.core.fsutil import atomic_write_text  # noqa: E402
 from anime_avatar.core.params import Params, load_params  # noqa: E402
 from anime_avatar.gan.evaluation import score_generator  # noqa: E402
 from anime_avatar.gan.training import train  # noqa: E402
@@ -95,14 +93,6 @@ def run_one(params: Params, seed: int, precision: str, eval_at: list[int], threa
     return rows
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(in_row_order(rows))
-    atomic_write_text(path, buf.getvalue())
-
-
 def print_table(rows: list[dict]) -> None:
     print(f"\n{'seed':>4} {'precision':9} {'step':>6} {'CPU s':>7} {'FID':>7} {'KID':>7}")
     for r in in_row_order(rows):
@@ -137,7 +127,7 @@ def main() -> None:
         ]
         for future in as_completed(futures):  # the CSV grows run by run: a later failure keeps the finished ones
             rows += future.result()
-            write_rows(args.out / "precision.csv", rows)
+            write_rows(args.out / "precision.csv", in_row_order(rows), COLUMNS)
     print_table(rows)
     print(f"wrote {args.out / 'precision.csv'}")
 

@@ -15,7 +15,6 @@ its own on a 2-core machine. Each model writes ``<out>/<label>.csv``; after ever
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import math
 import subprocess
@@ -30,11 +29,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from budgets import budgets_arg, default_label  # noqa: E402  (bench/ is this script's directory)
+from budgets import budgets_arg, default_label, read_rows, write_rows  # noqa: E402  (bench/ is this script's directory)
 from overrides import apply_sets  # noqa: E402
 from plain_dcgan import PlainDCGAN  # noqa: E402
 
-from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_text  # noqa: E402
+from anime_avatar.core.fsutil import atomic_write_bytes  # noqa: E402
 from anime_avatar.core.params import load_params  # noqa: E402
 from anime_avatar.data.fetch import cache_dir  # noqa: E402
 from anime_avatar.data.images import load_rgb  # noqa: E402
@@ -96,19 +95,6 @@ def draw_plot(out: Path, n_fake: int, n_real: int, faces_name: str) -> None:
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     atomic_write_bytes(out / "fid_vs_cpu_minutes.png", buf.getvalue())
-
-
-def read_rows(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as f:
-        return [{k: (v if k == "label" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def main() -> None:
@@ -185,7 +171,7 @@ def main() -> None:
         if tracker:
             tracker.log_metrics({"fid": scores.fid, "kid_mean": scores.kid_mean, "cpu_minutes": cpu_used / 60},
                                 step=step)  # fmt: skip
-        write_rows(args.out / f"{label}.csv", rows)
+        write_rows(args.out / f"{label}.csv", rows, COLUMNS)
         draw_plot(args.out, args.n_fake, len(real_set), args.faces.name)
 
     if reference is not None and reference.wait() != 0:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import hashlib
 import io
 import json
@@ -73,7 +72,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from budgets import budgets_arg, default_label  # noqa: E402  (bench/ is this script's directory)
+from budgets import budgets_arg, default_label, read_rows, write_rows  # noqa: E402  (bench/ is this script's directory)
 from overrides import apply_sets  # noqa: E402
 from plain_cyclegan import PlainCycleGAN  # noqa: E402
 
@@ -81,7 +80,7 @@ from anime_avatar.artifacts.checkpoint import save_checkpoint  # noqa: E402
 from anime_avatar.artifacts.torchfile import load_tensors  # noqa: E402
 from anime_avatar.core.device import resolve_device  # noqa: E402
 from anime_avatar.core.errors import UserError  # noqa: E402
-from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
+from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json  # noqa: E402
 from anime_avatar.core.params import TranslateParams, load_params, semantic_values  # noqa: E402
 from anime_avatar.nn.images import grid_png, resize_images  # noqa: E402
 from anime_avatar.translate.data import load_domain  # noqa: E402
@@ -331,7 +330,7 @@ def measure(
         print(f"{label}: {clock.cpu_used / 60:6.1f} CPU-min  step {step:6d}  KIDx100 {scores['kid_x100']:6.2f}  "
               f"FID {scores['fid']:6.1f}  faces {scores['face_rate']:.2f}  structure {scores['structure']:.3f}  "
               f"({time.perf_counter() - start:.0f} s to evaluate)", flush=True)  # fmt: skip
-        write_rows(out / f"{label}.csv", rows)
+        write_rows(out / f"{label}.csv", rows, COLUMNS)
         photos = resize_images(sets.photos[:SHEET_PHOTOS], contender.image_size)
         sheet = torch.from_numpy(np.concatenate([photos, outputs[:SHEET_PHOTOS]])).permute(0, 3, 1, 2)
         atomic_write_bytes(out / f"{label}-{budget:g}min.png", grid_png(sheet, nrow=len(photos)))
@@ -352,19 +351,6 @@ def curve_files(out: Path) -> list[Path]:
     """The CSVs of ``out`` that this benchmark wrote (other benchmarks' tables may sit beside them)."""
     header = ",".join(COLUMNS)
     return [path for path in sorted(out.glob("*.csv")) if path.read_text().split("\n", 1)[0] == header]
-
-
-def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{k: (v if k == "label" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------- seeds

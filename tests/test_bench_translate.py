@@ -247,7 +247,7 @@ def test_seeds_of_one_experiment_are_summarised_by_mean_and_range(tmp_path):
     assert spreads[0].face_rate_mean == 0.8 and spreads[1].kid_mean == 30.0
 
     for label, rows in runs.items():
-        translate_bench.write_rows(tmp_path / f"{label}.csv", rows)
+        translate_bench.write_rows(tmp_path / f"{label}.csv", rows, COLUMNS)
     report = translate_bench.report(tmp_path)
     lines = report.splitlines()
     end = lines[0].index("CPU-min") + len("CPU-min")  # columns line up under the longest label
