@@ -389,15 +389,15 @@ def seed_groups(labels: Iterable[str]) -> dict[str, list[str]]:
 
 
 def seed_spreads(runs: dict[str, list[dict]]) -> list[SeedSpread]:
-    """The runs (label -> rows) of every experiment with at least two seeds, budget by budget (rows matched on
-    their CPU-minutes to 0.1: a run overshoots its budget by less than one chunk of steps)."""
+    """The runs (label -> rows) of every experiment with at least two seeds, budget by budget: rows are matched
+    on their CPU-minutes rounded down to 0.1 (a run stops just past its budget, never before it)."""
     spreads = []
     for group, labels in seed_groups(runs).items():
         if len(labels) < 2:
             continue
         by_budget: dict[float, list[dict]] = defaultdict(list)
         for row in (row for label in labels for row in runs[label]):
-            by_budget[round(row["cpu_minutes"], 1)].append(row)
+            by_budget[math.floor(row["cpu_minutes"] * 10 + 1e-6) / 10].append(row)
         for minutes, rows in sorted(by_budget.items()):
             kids = [r["kid_x100"] for r in rows]
             spreads.append(SeedSpread(group, minutes, len(rows), round(float(np.mean(kids)), 3), min(kids), max(kids),
