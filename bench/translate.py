@@ -424,10 +424,13 @@ def draw_plot(out: Path) -> None:
     spreads = defaultdict(list)
     for spread in seed_spreads(runs):
         spreads[spread.group].append(spread)
+
+    def curve(label: str) -> tuple[list[float], list[float]]:
+        return [r["cpu_minutes"] for r in runs[label]], [r["kid_x100"] for r in runs[label]]
+
     for group, labels in seed_groups(runs).items():
         if group not in spreads:
-            rows = runs[labels[0]]
-            ax.plot([r["cpu_minutes"] for r in rows], [r["kid_x100"] for r in rows], marker="o", label=labels[0])
+            ax.plot(*curve(labels[0]), marker="o", label=labels[0])
             continue
         points = spreads[group]
         minutes = [p.cpu_minutes for p in points]
@@ -436,9 +439,7 @@ def draw_plot(out: Path) -> None:
         colour = mean_line.get_color()
         ax.fill_between(minutes, [p.kid_min for p in points], [p.kid_max for p in points], color=colour, alpha=0.15)
         for label in labels:
-            rows = runs[label]
-            ax.plot([r["cpu_minutes"] for r in rows], [r["kid_x100"] for r in rows], color=colour, linewidth=0.7,
-                    alpha=0.5)  # fmt: skip
+            ax.plot(*curve(label), color=colour, linewidth=0.7, alpha=0.5)
     if (out / REFERENCES).exists():
         references = json.loads((out / REFERENCES).read_text())
         for name, text, style in (("untranslated", "photos untranslated", "--"),
@@ -458,10 +459,10 @@ def draw_plot(out: Path) -> None:
     atomic_write_bytes(out / PLOT, buf.getvalue())
 
 
-def seed_table(out: Path) -> str:
-    """The experiments of the folder run with several seeds: per budget, the seeds' mean KID, its range and the
-    mean face rate (empty when no experiment has two seeds)."""
-    spreads = seed_spreads(read_runs(out))
+def seed_table(runs: dict[str, list[dict]]) -> str:
+    """The experiments among ``runs`` (label -> rows) run with several seeds: per budget, the seeds' mean KID, its
+    range and the mean face rate (empty when no experiment has two seeds)."""
+    spreads = seed_spreads(runs)
     if not spreads:
         return ""
     w = max([24, *(len(s.group) + 2 for s in spreads)])
@@ -472,9 +473,8 @@ def seed_table(out: Path) -> str:
     return "\n".join(lines)
 
 
-def table(out: Path) -> str:
-    """Every run of the folder, one line per budget, and the references."""
-    runs = read_runs(out)
+def table(out: Path, runs: dict[str, list[dict]]) -> str:
+    """Every run (label -> rows), one line per budget, and the references of the folder ``out``."""
     w = max([24, *(len(label) + 2 for label in runs)])
     lines = [f"{'label':{w}}{'CPU-min':>8}{'step':>7}{'images':>8}{'KIDx100':>9}{'FID':>8}{'faces':>7}"
              f"{'structure':>10}{'s/avatar':>9}"]  # fmt: skip
@@ -493,9 +493,11 @@ def table(out: Path) -> str:
 
 
 def report(out: Path) -> str:
-    """:func:`table`, then :func:`seed_table` where some experiment has several seeds."""
-    seeds = seed_table(out)
-    return table(out) + (f"\n\n{seeds}" if seeds else "")
+    """The runs of the folder ``out`` (read once): :func:`table`, then :func:`seed_table` where some experiment
+    has several seeds."""
+    runs = read_runs(out)
+    seeds = seed_table(runs)
+    return table(out, runs) + (f"\n\n{seeds}" if seeds else "")
 
 
 # --------------------------------------------------------------------------- command line

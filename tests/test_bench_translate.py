@@ -258,4 +258,4 @@ def test_seeds_of_one_experiment_are_summarised_by_mean_and_range(tmp_path):
     assert (tmp_path / PLOT).read_bytes()[:4] == b"\x89PNG"
     (tmp_path / "plain-cyclegan-seed1.csv").unlink()
     (tmp_path / "plain-cyclegan-seed12.csv").unlink()
-    assert translate_bench.seed_table(tmp_path) == ""
+    assert translate_bench.seed_table(translate_bench.read_runs(tmp_path)) == ""
