@@ -47,6 +47,16 @@ TINY_METHODS = {
     "translate_eval": {"n_images": 6, "image_size": 32, "kid_subset_size": 4, "timing_repeats": 1},
 }  # fmt: skip
 
+# The whole pipeline on tiny params: every stage runs, in seconds each (end-to-end tests change what they test).
+TINY_PIPELINE = merge(TINY_METHODS, {
+    "data": {"synthetic": {"count": 10, "size": 512}},
+    "detect": {"image_size": 32},
+    "validate": {"min_count": 8},
+    "model": {"channels": 8, "attention": [16], "z_dim": 16},
+    "train": {"steps": 2, "batch_size": 8, "log_every": 1, "sample_every": 2, "checkpoint_every": 2},
+    "eval": {"n_samples": 24, "batch_size": 12, "kid_subset_size": 8},
+})  # fmt: skip
+
 
 def synthetic_jobs(folder: Path, seed: int, count: int, size: int = 256) -> list:
     """``count`` synthetic illustrations saved in ``folder``, as detection jobs (fake, distinct hashes)."""

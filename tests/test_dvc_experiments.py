@@ -17,18 +17,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import BIN, ROOT, TINY_METHODS, commit, make_project, run
+from tests.conftest import BIN, ROOT, TINY_PIPELINE, commit, make_project, run
 
 pytestmark = pytest.mark.slow
-
-TINY = TINY_METHODS | {
-    "data": {"synthetic": {"count": 10, "size": 512}},
-    "detect": {"image_size": 32},
-    "validate": {"min_count": 8},
-    "model": {"channels": 8, "attention": [16], "z_dim": 16},
-    "train": {"steps": 2, "batch_size": 8, "log_every": 1, "sample_every": 2, "checkpoint_every": 2},
-    "eval": {"n_samples": 24, "batch_size": 12, "kid_subset_size": 8},
-}
 
 
 def test_dvc_round_trip_of_params_yaml_changes_only_the_value():
@@ -56,7 +47,7 @@ def test_dvc_round_trip_of_params_yaml_changes_only_the_value():
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
-    work = make_project(tmp_path_factory.mktemp("experiments") / "project", TINY, git=True)
+    work = make_project(tmp_path_factory.mktemp("experiments") / "project", TINY_PIPELINE, git=True)
     run(["dvc", "repro"], work)
     commit(work, "baseline")
     return work

@@ -25,11 +25,12 @@ import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
+from anime_avatar.core.params import merge
 from anime_avatar.nn.precision import training_precision
 from anime_avatar.ops.lock import workspace_lock
 from tests.conftest import (
     BIN,
-    TINY_METHODS,
+    TINY_PIPELINE,
     commit,
     free_port,
     make_project,
@@ -42,15 +43,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.slow
 
-TINY = TINY_METHODS | {
-    "data": {"synthetic": {"count": 10, "size": 512}},
-    "detect": {"image_size": 32},
-    "validate": {"min_count": 8},
-    "model": {"channels": 8, "attention": [16], "z_dim": 16},
-    "train": {"steps": 4, "batch_size": 8, "log_every": 1, "sample_every": 2, "checkpoint_every": 2},
-    "eval": {"n_samples": 24, "batch_size": 12, "kid_subset_size": 8},
-    "pipeline": {"retry_delay_s": 0},
-}
+TINY = merge(TINY_PIPELINE, {"train": {"steps": 4}, "pipeline": {"retry_delay_s": 0}})
 STAGES = [
     "download",
     "detect",
