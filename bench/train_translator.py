@@ -90,7 +90,8 @@ def train_within_budget(
     state = train_translator(cfg, batches, checkpoint, version, on_sample=on_sample)
     seconds = time.perf_counter() - train_start + per_step * args.probe_steps
     facts = {"params": cfg.model_dump(mode="json"), "domains": versions}
-    save_translator(args.out / "translator.pt", state.nets.g_ab, state.nets.g_ba, state.step, "", version, facts)
+    generators = state.output("g_ab"), state.output("g_ba")
+    save_translator(args.out / "translator.pt", *generators, state.step, "", version, facts)
     write_csv(args.out / "translate_losses.csv",
               [{k: h.get(k) for k in TRANSLATE_LOSS_FIELDS} for h in state.history], TRANSLATE_LOSS_FIELDS)  # fmt: skip
     device = next(state.nets.parameters()).device

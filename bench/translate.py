@@ -114,11 +114,13 @@ REFERENCES = "references.json"
 @dataclass
 class Contender:
     """One model under test: ``advance(n)`` trains n steps and returns their losses; ``translating()`` is a
-    context in which the model is a :data:`Translator` of photos at ``image_size`` px; ``snapshot()`` is
-    everything training changed (tensors and plain values), which ``restore`` puts back exactly."""
+    context in which the model is one or more :data:`Translator` s of photos at ``image_size`` px, by variant
+    ("" for the model itself, "ema" for its weight average where it keeps one: :func:`variant_label`);
+    ``snapshot()`` is everything training changed (tensors and plain values), which ``restore`` puts back
+    exactly."""
 
     advance: Callable[[int], list[dict[str, float]]]
-    translating: Callable[[], AbstractContextManager[Translator]]
+    translating: Callable[[], AbstractContextManager[dict[str, Translator]]]
     step: Callable[[], int]
     snapshot: Callable[[], dict[str, Any]]
     restore: Callable[[dict[str, Any]], None]
@@ -128,17 +130,21 @@ class Contender:
 
 
 def project_contender(cfg: TranslateParams, batches: TranslateBatches) -> Contender:
-    """The pipeline's nets and training step, driven one step at a time."""
+    """The pipeline's nets and training step, driven one step at a time. With translate.ema > 0 both the net
+    as trained and its weight average are evaluated: one training run, so their difference is the average's
+    alone (the average takes no part in training)."""
     state = build_state(cfg, resolve_device(cfg.device, key="translate.device"))
 
     def advance(steps: int) -> list[dict[str, float]]:
         return [train_step(state, cfg, batches) for _ in range(steps)]
 
     @contextlib.contextmanager
-    def translating() -> Iterator[Translator]:
+    def translating() -> Iterator[dict[str, Translator]]:
         state.nets.eval()
         try:
-            yield net_translator(state.nets.g_ab)
+            yield {"": net_translator(state.nets.g_ab)} | (
+                {"ema": net_translator(state.output("g_ab"))} if state.averages else {}
+            )
         finally:
             state.nets.train()
 
@@ -152,7 +158,7 @@ def reference_contender(gan: PlainCycleGAN, batches: TranslateBatches, seed: int
     def advance(steps: int) -> list[dict[str, float]]:
         return [gan.step(*batches.batch(seed, gan.n_steps, gan.batch_size)) for _ in range(steps)]
 
-    return Contender(advance, lambda: contextlib.nullcontext(gan.translate), lambda: gan.n_steps, gan.state_dict,
+    return Contender(advance, lambda: contextlib.nullcontext({"": gan.translate}), lambda: gan.n_steps, gan.state_dict,
                      gan.load_state_dict, gan.batch_size, gan.image_size)  # fmt: skip
 
 
@@ -300,9 +306,10 @@ def measure(
     progress: Progress | None = None,
     resume: bool = False,
 ) -> list[dict]:
-    """Train ``contender`` to each of ``budgets`` (CPU-minutes, ascending) and evaluate it there; after each
-    evaluation write the CSV, the sample sheet, the references, the plot and ``progress``. With ``resume``
-    the run continues from ``progress`` (budgets it had passed keep their rows). Returns the rows."""
+    """Train ``contender`` to each of ``budgets`` (CPU-minutes, ascending) and evaluate each of its variants
+    there; after each evaluation write a CSV per variant (:func:`variant_label`), the sample sheets, the
+    references, the plot and ``progress``. With ``resume`` the run continues from ``progress`` (budgets it had
+    passed keep their rows). Returns the rows, of every variant."""
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     clock = Clock()
@@ -316,24 +323,27 @@ def measure(
         step = contender.step()
         if rows and rows[-1]["step"] == step:
             continue  # the last chunk already passed this budget too
-        start = time.perf_counter()
-        with contender.translating() as translator:
-            metrics, outputs = evaluate_translator(
-                translator, contender.image_size, sets.photos, sets.anime, sets.reference, eval_size, scorer,
-                finds_face, timing_repeats,
-            )  # fmt: skip
-        scores = metrics["translated"]
-        rows.append({"label": label, "cpu_minutes": round(clock.cpu_used / 60, 2), "step": step,
-                     "images_seen": step * contender.batch_size, "kid_x100": scores["kid_x100"], "fid": scores["fid"],
-                     "face_rate": scores["face_rate"], "structure": scores["structure"],
-                     "seconds_per_avatar": metrics["seconds_per_avatar"]})  # fmt: skip
-        print(f"{label}: {clock.cpu_used / 60:6.1f} CPU-min  step {step:6d}  KIDx100 {scores['kid_x100']:6.2f}  "
-              f"FID {scores['fid']:6.1f}  faces {scores['face_rate']:.2f}  structure {scores['structure']:.3f}  "
-              f"({time.perf_counter() - start:.0f} s to evaluate)", flush=True)  # fmt: skip
-        write_rows(out / f"{label}.csv", rows, COLUMNS)
-        photos = resize_images(sets.photos[:SHEET_PHOTOS], contender.image_size)
-        sheet = torch.from_numpy(np.concatenate([photos, outputs[:SHEET_PHOTOS]])).permute(0, 3, 1, 2)
-        atomic_write_bytes(out / f"{label}-{budget:g}min.png", grid_png(sheet, nrow=len(photos)))
+        with contender.translating() as translators:
+            for variant, translator in translators.items():
+                start = time.perf_counter()
+                metrics, outputs = evaluate_translator(
+                    translator, contender.image_size, sets.photos, sets.anime, sets.reference, eval_size, scorer,
+                    finds_face, timing_repeats,
+                )  # fmt: skip
+                name = variant_label(label, variant)
+                scores = metrics["translated"]
+                rows.append({"label": name, "cpu_minutes": round(clock.cpu_used / 60, 2), "step": step,
+                             "images_seen": step * contender.batch_size, "kid_x100": scores["kid_x100"],
+                             "fid": scores["fid"], "face_rate": scores["face_rate"], "structure": scores["structure"],
+                             "seconds_per_avatar": metrics["seconds_per_avatar"]})  # fmt: skip
+                print(f"{name}: {clock.cpu_used / 60:6.1f} CPU-min  step {step:6d}  KIDx100 "
+                      f"{scores['kid_x100']:6.2f}  FID {scores['fid']:6.1f}  faces {scores['face_rate']:.2f}  "
+                      f"structure {scores['structure']:.3f}  ({time.perf_counter() - start:.0f} s to evaluate)",
+                      flush=True)  # fmt: skip
+                write_rows(out / f"{name}.csv", [row for row in rows if row["label"] == name], COLUMNS)
+                photos = resize_images(sets.photos[:SHEET_PHOTOS], contender.image_size)
+                sheet = torch.from_numpy(np.concatenate([photos, outputs[:SHEET_PHOTOS]])).permute(0, 3, 1, 2)
+                atomic_write_bytes(out / f"{name}-{budget:g}min.png", grid_png(sheet, nrow=len(photos)))
         atomic_write_json(out / REFERENCES, {"untranslated": metrics["untranslated"],
                                              "real_anime": metrics["real_anime"], "image_size": eval_size,
                                              "n_photos": metrics["n_photos"], "n_anime": metrics["n_anime"],
@@ -354,6 +364,15 @@ def curve_files(out: Path) -> list[Path]:
 
 
 # --------------------------------------------------------------------------- seeds
+
+
+def variant_label(label: str, variant: str) -> str:
+    """The curve of one variant of a run: the run's label for the model itself, ``-<variant>`` inserted before
+    a ``-seedN`` suffix otherwise (``project-seed2`` -> ``project-ema-seed2``), so seeds still group."""
+    if not variant:
+        return label
+    seed = SEED_SUFFIX.search(label)
+    return f"{label[: seed.start()]}-{variant}{seed.group()}" if seed else f"{label}-{variant}"
 
 
 SEED_SUFFIX = re.compile(r"-seed\d+$")

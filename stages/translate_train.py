@@ -80,7 +80,7 @@ def translate_train(params: Params) -> None:
         # synthetic_photos: `avatar` then prefers the shipped translator (artifacts.translator.read_chosen_translator)
         synthetic = synthetic_only(Path(cfg.photos))
         facts = {"params": logged["translate"], "domains": versions, "synthetic_photos": synthetic}
-        save_translator(TRANSLATOR, state.nets.g_ab, state.nets.g_ba, state.step, run.run_id, version, facts)
+        save_translator(TRANSLATOR, state.output("g_ab"), state.output("g_ba"), state.step, run.run_id, version, facts)
         atomic_write_json(TRANSLATE_TRAIN_METRICS, train_metrics(state, seconds))
         write_csv(TRANSLATE_LOSSES_CSV, [{k: h.get(k) for k in TRANSLATE_LOSS_FIELDS} for h in state.history],
                   TRANSLATE_LOSS_FIELDS)  # fmt: skip

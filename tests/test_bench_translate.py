@@ -14,6 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import translate as translate_bench  # noqa: E402
+from budgets import read_rows  # noqa: E402
 from plain_cyclegan import ImagePool, PlainCycleGAN, build_discriminator, build_generator  # noqa: E402
 from translate import (  # noqa: E402
     COLUMNS,
@@ -149,6 +150,32 @@ def test_both_models_run_the_budget_loop_and_write_a_row_per_budget(batches, tmp
         assert len(contender.history) == rows[-1]["step"]
     assert looked.count(1) == 10 + 10 + 2 * 2 * 10  # photos and reference once; 4 translated sets
     assert (tmp_path / PLOT).stat().st_size > 0 and (tmp_path / REFERENCES).exists()
+
+
+def test_a_run_with_a_weight_average_writes_a_curve_for_the_nets_and_one_for_the_average(
+    batches, tmp_path, monkeypatch
+):
+    assert translate_bench.variant_label("project-cam-seed2", "ema") == "project-cam-ema-seed2"
+    assert translate_bench.variant_label("project-cam", "ema") == "project-cam-ema"
+    assert translate_bench.variant_label("project-cam-seed2", "") == "project-cam-seed2"
+    current = fake_cpu_clock(monkeypatch)
+    cfg = tiny_translate().model_copy(update={"ema": 0.9})
+    current["contender"] = contender = project_contender(cfg, batches)
+    rows = measure("project-seed2", contender, [0.02, 0.05], eval_sets(), tmp_path,
+                   CachedFeatures(colour_features).scorer, cached_faces(lambda image: bool(image.mean() < 128)),
+                   eval_size=SIZE, timing_repeats=1)  # fmt: skip
+    assert [(row["label"], row["step"]) for row in rows] == [
+        ("project-seed2", 10),
+        ("project-ema-seed2", 10),
+        ("project-seed2", 24),
+        ("project-ema-seed2", 24),
+    ]
+    by_label = {label: read_rows(tmp_path / f"{label}.csv") for label in ("project-seed2", "project-ema-seed2")}
+    assert [[int(row["step"]) for row in written] for written in by_label.values()] == [[10, 24], [10, 24]]
+    # Two models, two translations: the average's KID differs from the nets' at the same step.
+    assert rows[0]["kid_x100"] != rows[1]["kid_x100"]
+    assert (tmp_path / "project-ema-seed2-0.05min.png").stat().st_size > 0
+    assert set(translate_bench.seed_groups(translate_bench.read_runs(tmp_path))) == {"project", "project-ema"}
 
 
 def test_train_until_lands_on_the_budget(batches):

@@ -190,5 +190,6 @@ def test_heatmap_image_is_min_max_normalised_per_image():
 @pytest.mark.parametrize(("attention", "rows"), [("cam+mask", 10), ("none", 6)])
 def test_sample_sheet_has_a_row_per_view(attention, rows):
     torch.manual_seed(0)
-    sheet = sample_sheet(TranslatorNets(tiny(attention)), images(3), images(3, seed=1))
+    nets = TranslatorNets(tiny(attention))
+    sheet = sample_sheet(nets.g_ab, nets.g_ba, images(3), images(3, seed=1))
     assert sheet.dtype == torch.uint8 and sheet.shape == (3, rows * 18 + 2, 3 * 18 + 2)

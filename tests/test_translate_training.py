@@ -10,7 +10,15 @@ from PIL import Image
 from anime_avatar.core.errors import UserError
 from anime_avatar.data.synthetic_photos import synthetic_photos
 from anime_avatar.translate.data import load_domain
-from anime_avatar.translate.training import TranslateBatches, fingerprint, train_translator, translator_config
+from anime_avatar.translate.inference import sample_sheet
+from anime_avatar.translate.training import (
+    SHEET_COLUMNS,
+    TranslateBatches,
+    build_state,
+    fingerprint,
+    train_translator,
+    translator_config,
+)
 from tests.conftest import BIN, ROOT, params_with, run
 
 TINY = {"image_size": 16, "channels": 8, "n_blocks": 2, "batch_size": 2, "steps": 6, "lr": 0.001, "device": "cpu",
@@ -83,9 +91,9 @@ def test_the_mask_prior_keeps_the_mask_drawing(batches, tmp_path):
     assert held > free + 0.1, (held, free)
 
 
-@pytest.mark.parametrize("attention", ["cam+mask", "none"])
-def test_resume_gives_the_weights_of_an_uninterrupted_run(batches, tmp_path, attention):
-    cfg = tiny(attention=attention)
+@pytest.mark.parametrize(("attention", "ema"), [("cam+mask", 0.0), ("none", 0.0), ("cam", 0.9)])
+def test_resume_gives_the_weights_of_an_uninterrupted_run(batches, tmp_path, attention, ema):
+    cfg = tiny(attention=attention, ema=ema)
     whole = train_translator(cfg, batches, tmp_path / "whole.pt")
     first = train_translator(cfg, batches, tmp_path / "split.pt", stop_after=3)
     assert first.step == 3
@@ -96,6 +104,46 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(batches, tmp_path, att
     for key, value in whole.nets.state_dict().items():
         assert torch.equal(value, second.nets.state_dict()[key]), key
     assert ("cam" in whole.history[-1]) == (attention != "none")
+    assert whole.averages.keys() == second.averages.keys() == ({"g_ab", "g_ba"} if ema else set())
+    for name, average in whole.averages.items():
+        assert average.step == second.averages[name].step == 6
+        for key, value in average.model.state_dict().items():
+            assert torch.equal(value, second.averages[name].model.state_dict()[key]), (name, key)
+
+
+def test_the_weight_average_trails_the_nets_and_leaves_their_training_alone(batches, tmp_path):
+    decay = 0.9
+    plain = train_translator(tiny(), batches, tmp_path / "plain.pt")
+    assert not plain.averages and plain.output("g_ab") is plain.nets.g_ab
+    # Step by step (exact resume), keeping each step's weights of one generator layer.
+    cfg = tiny(ema=decay)
+    name = next(k for k, v in build_state(cfg, torch.device("cpu")).nets.g_ab.named_parameters() if v.ndim == 4)
+    weights = [dict(build_state(cfg, torch.device("cpu")).nets.g_ab.named_parameters())[name].detach().clone()]
+    sheets = {}
+    for _ in range(cfg.steps):
+        state = train_translator(cfg, batches, tmp_path / "ema.pt", stop_after=1,
+                                 on_sample=lambda step, sheet: sheets.setdefault(step, sheet))  # fmt: skip
+        weights.append(dict(state.nets.g_ab.named_parameters())[name].detach().clone())
+    # The nets train exactly as without the average.
+    for key, value in plain.nets.state_dict().items():
+        assert torch.equal(value, state.nets.state_dict()[key]), key
+    # The average by hand: EMA's warm-up decay min(decay, (1 + s) / (10 + s)) before update s.
+    expected = weights[0]
+    for s, current in enumerate(weights[1:]):
+        d = min(decay, (1 + s) / (10 + s))
+        expected = d * expected + (1 - d) * current
+    averaged = dict(state.output("g_ab").named_parameters())[name]
+    assert torch.allclose(averaged, expected, atol=1e-6) and not torch.allclose(averaged, weights[-1], atol=1e-4)
+    # The run's output and its last sample sheet are the average's, not the nets'.
+    assert state.output("g_ab") is state.averages["g_ab"].model and not state.output("g_ab").training
+    fixed = batches.fixed(SHEET_COLUMNS)
+    assert torch.equal(sheets[cfg.steps], sample_sheet(state.output("g_ab"), state.output("g_ba"), *fixed))
+    assert not torch.equal(sheets[cfg.steps], sample_sheet(state.nets.g_ab, state.nets.g_ba, *fixed))
+
+
+def test_the_weight_average_decay_must_be_below_one():
+    with pytest.raises(UserError, match=r"translate\.ema"):
+        tiny(ema=1.0)
 
 
 def test_a_checkpoint_of_other_params_is_not_resumed(batches, tmp_path):

@@ -320,6 +320,7 @@ class TranslateParams(Section):
     cam_weight: float = Field(ge=0.0)
     mask_weight: float = Field(ge=0.0)
     mask_min_drawn: float = Field(ge=0.0, le=1.0)
+    ema: float = Field(ge=0.0, lt=1.0)
     max_images: int = Field(ge=0)
     seed: int
     amp: bool

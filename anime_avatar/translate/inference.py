@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from anime_avatar.nn.images import resize_images, to_uint8
-from anime_avatar.translate.nets import Generator, TranslatorNets
+from anime_avatar.translate.nets import Generator
 
 
 def heatmap_image(heatmap: Tensor, size: int) -> Tensor:
@@ -57,15 +57,15 @@ def _grey(maps: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def sample_sheet(nets: TranslatorNets, a: Tensor, b: Tensor) -> Tensor:
+def sample_sheet(g_ab: Generator, g_ba: Generator, a: Tensor, b: Tensor) -> Tensor:
     """uint8 (3, H, W) sheet, one column per sample image; rows: photo | its anime (g_ab) | the cycle back
     (g_ba(g_ab)) | the CAM heatmap | the mask (attention rows where the nets have them), then the same from anime
     faces to photos. ``a``, ``b``: float (n, 3, S, S) photos and anime faces in [-1, 1]."""
     from torchvision.utils import make_grid
 
-    device = next(nets.parameters()).device
+    device = next(g_ab.parameters()).device
     rows: list[Tensor] = []
-    for x, forward, back in ((a, nets.g_ab, nets.g_ba), (b, nets.g_ba, nets.g_ab)):
+    for x, forward, back in ((a, g_ab, g_ba), (b, g_ba, g_ab)):
         x = x.to(device).float()
         out = forward(x)
         rows += [x, out.image, back(out.image).image]

@@ -12,12 +12,17 @@ the seed and the step) and
   are per image, so this is the same function, with half the calls);
 * then ``d_a`` and ``d_b`` together (one Adam) on the same fakes, detached, each loss halved (CycleGAN).
 
+With ``translate.ema`` > 0 each generator also has an exponential moving average of its weights
+(:class:`~anime_avatar.gan.ema.EMA`, warmed up as the GAN's), updated after every generator step: the average
+is the run's output (saved, drawn in the sample sheets), the nets keep training. The averages take no part in
+the step, so the nets train exactly as without them.
+
 bf16 autocast where :func:`~anime_avatar.gan.training.autocast_for` enables it (``translate.amp``); weights,
 optimiser state and losses stay float32. Under torchrun each rank takes its slice of every step's batch and
 DistributedDataParallel averages the gradients, so every rank holds the same nets.
 
 Exact resume: the checkpoint holds the nets (with spectral norm's vectors), both optimisers, the step and
-the loss history; nothing else is random, so a resumed run gives bit-identical weights.
+the loss history (and the averages); nothing else is random, so a resumed run gives bit-identical weights.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from anime_avatar.core.loops import StopFlag, step_generator
 from anime_avatar.core.params import TranslateParams, semantic_values
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.data.image_sets import spread
+from anime_avatar.gan.ema import EMA
 from anime_avatar.nn.distributed import DistInfo, init_distributed
 from anime_avatar.nn.images import to_model_range
 from anime_avatar.nn.losses import d_loss, g_loss
@@ -54,6 +60,7 @@ from anime_avatar.translate.nets import TranslatorConfig, TranslatorNets, clip_r
 log = logging.getLogger(__name__)
 
 NETS = ("g_ab", "g_ba", "d_a", "d_b")
+GENERATORS = ("g_ab", "g_ba")
 SHEET_COLUMNS = 4  # sample images per domain in the logged sheets
 _BATCH = 0  # purpose of the batch's random stream (part of its seed)
 
@@ -105,10 +112,16 @@ class TranslateTrainState:
     history: list[dict[str, float]] = field(default_factory=list)
     info: DistInfo = field(default_factory=DistInfo)
     wrapped: dict[str, nn.Module] = field(default_factory=dict)  # DDP wrappers by net name, under torchrun
+    averages: dict[str, EMA] = field(default_factory=dict)  # the generators' weight averages (translate.ema > 0)
 
     def trained(self, name: str) -> nn.Module:
         """The net ``name`` as the step trains it: its DDP wrapper under torchrun, else the net itself."""
         return self.wrapped[name] if name in self.wrapped else getattr(self.nets, name)
+
+    def output(self, name: str) -> nn.Module:
+        """The generator ``name`` ("g_ab" or "g_ba") as the run's result: its weight average where translate.ema
+        keeps one, else the net as trained."""
+        return self.averages[name].model if name in self.averages else getattr(self.nets, name)
 
 
 def translator_config(cfg: TranslateParams) -> TranslatorConfig:
@@ -131,6 +144,7 @@ def build_state(cfg: TranslateParams, device: torch.device) -> TranslateTrainSta
         nets=nets,
         opt_g=torch.optim.Adam(nets.generator_parameters(), lr=cfg.lr, betas=betas, foreach=True),
         opt_d=torch.optim.Adam(nets.discriminator_parameters(), lr=cfg.lr, betas=betas, foreach=True),
+        averages={name: EMA(getattr(nets, name), warmup=True) for name in GENERATORS} if cfg.ema > 0 else {},
     )
 
 
@@ -193,6 +207,8 @@ def train_step(
     state.opt_g.step()
     clip_rho_(nets.g_ab)
     clip_rho_(nets.g_ba)
+    for name, average in state.averages.items():
+        average.update(getattr(nets, name), cfg.ema)
 
     # Critics: real and fake of a domain in one pass (one DDP reduction per critic).
     _set_critics_trainable(nets, True)
@@ -213,7 +229,8 @@ def train_step(
 def state_payload(state: TranslateTrainState) -> dict[str, Any]:
     """Everything training changes (tensors and plain values): what :func:`restore_state` puts back."""
     return {"step": state.step, "config": state.config.as_dict(), "nets": state.nets.state_dict(),
-            "opt_g": state.opt_g.state_dict(), "opt_d": state.opt_d.state_dict(), "history": state.history}  # fmt: skip
+            "opt_g": state.opt_g.state_dict(), "opt_d": state.opt_d.state_dict(), "history": state.history,
+            "averages": {name: average.state_dict() for name, average in state.averages.items()}}  # fmt: skip
 
 
 def restore_state(state: TranslateTrainState, payload: dict[str, Any]) -> None:
@@ -222,6 +239,8 @@ def restore_state(state: TranslateTrainState, payload: dict[str, Any]) -> None:
     state.opt_d.load_state_dict(payload["opt_d"])
     state.step = int(payload["step"])
     state.history = list(payload["history"])
+    for name, average in state.averages.items():
+        average.load_state_dict(payload["averages"][name])
 
 
 def write_checkpoint(path: Path, state: TranslateTrainState, fp: dict[str, Any]) -> None:
@@ -288,7 +307,7 @@ def train_translator(
                 bar.set_postfix(loss_g=f"{losses['loss_g']:.3f}", loss_d=f"{losses['loss_d']:.3f}", refresh=False)
                 bar.update()
                 if on_sample and (state.step % cfg.sample_every == 0 or state.step == cfg.steps):
-                    on_sample(state.step, sample_sheet(state.nets, sheet_a, sheet_b))
+                    on_sample(state.step, sample_sheet(state.output("g_ab"), state.output("g_ba"), sheet_a, sheet_b))
                 if state.step % cfg.checkpoint_every == 0 or state.step == last:
                     write_checkpoint(checkpoint, state, fp)
             save = (lambda: write_checkpoint(checkpoint, state, fp)) if info.is_main else None
