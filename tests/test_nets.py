@@ -12,8 +12,8 @@ from torch.nn.utils import parametrize
 from anime_avatar.core.architecture import ARCHS
 from anime_avatar.core.params import DIFFAUGMENT_POLICIES
 from anime_avatar.gan.diffaugment import AUGMENTS, diff_augment
-from anime_avatar.gan.ema import EMA
 from anime_avatar.gan.nets import NetConfig, SelfAttention, build_discriminator, build_generator
+from anime_avatar.nn.ema import EMA
 from anime_avatar.nn.layers import count_parameters
 from anime_avatar.nn.losses import LOSSES, d_loss, g_loss, gradient_penalty
 

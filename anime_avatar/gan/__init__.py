@@ -1,1 +1,2 @@
-"""The GAN method: networks, losses, DiffAugment, EMA, the training loop, and inference (sampling, walks, grids)."""
+"""The GAN method: networks, losses, DiffAugment, the training loop (with nn/ema.py's weight average), and
+inference (sampling, walks, grids)."""

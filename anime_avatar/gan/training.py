@@ -33,10 +33,10 @@ from anime_avatar.core.loops import StopFlag, step_generator
 from anime_avatar.core.params import ModelParams, TrainParams, semantic_values
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.gan.diffaugment import diff_augment
-from anime_avatar.gan.ema import EMA
 from anime_avatar.gan.inference import sample
 from anime_avatar.gan.nets import NetConfig, build_discriminator, build_generator, net_config
 from anime_avatar.nn.distributed import DistInfo, init_distributed
+from anime_avatar.nn.ema import EMA
 from anime_avatar.nn.images import to_model_range
 from anime_avatar.nn.losses import d_loss, g_loss, gradient_penalty
 from anime_avatar.nn.precision import autocast_for, training_precision

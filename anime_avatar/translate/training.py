@@ -13,7 +13,7 @@ the seed and the step) and
 * then ``d_a`` and ``d_b`` together (one Adam) on the same fakes, detached, each loss halved (CycleGAN).
 
 With ``translate.ema`` > 0 each generator also has an exponential moving average of its weights
-(:class:`~anime_avatar.gan.ema.EMA`, warmed up as the GAN's), updated after every generator step: the average
+(:class:`~anime_avatar.nn.ema.EMA`, warmed up as the GAN's), updated after every generator step: the average
 is the run's output (saved, drawn in the sample sheets), the nets keep training. The averages take no part in
 the step, so the nets train exactly as without them.
 
@@ -48,8 +48,8 @@ from anime_avatar.core.loops import StopFlag, step_generator
 from anime_avatar.core.params import TranslateParams, semantic_values
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.data.image_sets import spread
-from anime_avatar.gan.ema import EMA
 from anime_avatar.nn.distributed import DistInfo, init_distributed
+from anime_avatar.nn.ema import EMA
 from anime_avatar.nn.images import to_model_range
 from anime_avatar.nn.losses import d_loss, g_loss
 from anime_avatar.nn.precision import autocast_for, training_precision
@@ -230,7 +230,9 @@ def state_payload(state: TranslateTrainState) -> dict[str, Any]:
     """Everything training changes (tensors and plain values): what :func:`restore_state` puts back."""
     return {"step": state.step, "config": state.config.as_dict(), "nets": state.nets.state_dict(),
             "opt_g": state.opt_g.state_dict(), "opt_d": state.opt_d.state_dict(), "history": state.history,
-            "averages": {name: average.state_dict() for name, average in state.averages.items()}}  # fmt: skip
+            # Only where kept: without averages the checkpoint is the one a run before translate.ema wrote.
+            **({"averages": {name: average.state_dict() for name, average in state.averages.items()}}
+               if state.averages else {})}  # fmt: skip
 
 
 def restore_state(state: TranslateTrainState, payload: dict[str, Any]) -> None:
