@@ -366,6 +366,9 @@ def curve_files(out: Path) -> list[Path]:
 # --------------------------------------------------------------------------- seeds
 
 
+SEED_SUFFIX = re.compile(r"-seed\d+$")
+
+
 def variant_label(label: str, variant: str) -> str:
     """The curve of one variant of a run: the run's label for the model itself, ``-<variant>`` inserted before
     a ``-seedN`` suffix otherwise (``project-seed2`` -> ``project-ema-seed2``), so seeds still group."""
@@ -373,9 +376,6 @@ def variant_label(label: str, variant: str) -> str:
         return label
     seed = SEED_SUFFIX.search(label)
     return f"{label[: seed.start()]}-{variant}{seed.group()}" if seed else f"{label}-{variant}"
-
-
-SEED_SUFFIX = re.compile(r"-seed\d+$")
 
 
 def curve_group(label: str) -> str:
@@ -453,8 +453,10 @@ def draw_plot(out: Path) -> None:
             continue
         points = spreads[group]
         minutes = [p.cpu_minutes for p in points]
+        fewest, most = min(p.seeds for p in points), max(p.seeds for p in points)  # late budgets may have fewer
+        seeds = f"{most}" if fewest == most else f"{fewest}-{most}"
         (mean_line,) = ax.plot(minutes, [p.kid_mean for p in points], marker="o", linewidth=2,
-                               label=f"{group}: mean of {len(labels)} seeds")  # fmt: skip
+                               label=f"{group}: mean of {seeds} seeds")  # fmt: skip
         colour = mean_line.get_color()
         ax.fill_between(minutes, [p.kid_min for p in points], [p.kid_max for p in points], color=colour, alpha=0.15)
         for label in labels:
