@@ -318,6 +318,7 @@ def measure(
             raise ValueError("resume needs a progress file")
         clock, rows = progress.restore(contender)
         print(f"{label}: resumed at {clock.cpu_used / 60:.1f} CPU-min, step {contender.step()}", flush=True)
+    photos = resize_images(sets.photos[:SHEET_PHOTOS], contender.image_size)  # the sheets' top row, every time
     for budget in budgets:
         train_until(contender, budget * 60, clock)
         step = contender.step()
@@ -341,7 +342,6 @@ def measure(
                       f"structure {scores['structure']:.3f}  ({time.perf_counter() - start:.0f} s to evaluate)",
                       flush=True)  # fmt: skip
                 write_rows(out / f"{name}.csv", [row for row in rows if row["label"] == name], COLUMNS)
-                photos = resize_images(sets.photos[:SHEET_PHOTOS], contender.image_size)
                 sheet = torch.from_numpy(np.concatenate([photos, outputs[:SHEET_PHOTOS]])).permute(0, 3, 1, 2)
                 atomic_write_bytes(out / f"{name}-{budget:g}min.png", grid_png(sheet, nrow=len(photos)))
         atomic_write_json(out / REFERENCES, {"untranslated": metrics["untranslated"],

@@ -117,8 +117,9 @@ def test_the_weight_average_trails_the_nets_and_leaves_their_training_alone(batc
     assert not plain.averages and plain.output("g_ab") is plain.nets.g_ab
     # Step by step (exact resume), keeping each step's weights of one generator layer.
     cfg = tiny(ema=decay)
-    name = next(k for k, v in build_state(cfg, torch.device("cpu")).nets.g_ab.named_parameters() if v.ndim == 4)
-    weights = [dict(build_state(cfg, torch.device("cpu")).nets.g_ab.named_parameters())[name].detach().clone()]
+    name, initial = next((k, v) for k, v in build_state(cfg, torch.device("cpu")).nets.g_ab.named_parameters()
+                         if v.ndim == 4)  # fmt: skip
+    weights = [initial.detach().clone()]
     sheets = {}
     for _ in range(cfg.steps):
         state = train_translator(cfg, batches, tmp_path / "ema.pt", stop_after=1,
