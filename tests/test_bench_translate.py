@@ -126,7 +126,7 @@ def test_both_models_run_the_budget_loop_and_write_a_row_per_budget(batches, tmp
 
     looked: list[int] = []
     finds_face = cached_faces(lambda image: looked.append(1) or bool(image.mean() < 128))
-    cfg = tiny_translate()
+    cfg = tiny_translate().model_copy(update={"ema": 0.0})  # one curve each: the average has its own test
     gan = PlainCycleGAN(SIZE, 8, 2, seed=0, ndf=8)
     budgets = [0.02, 0.05]  # CPU-minutes: 1.2 s and 3 s: 5 steps, then 5 to land on 1.2 s, then 14 to 3 s
     for label, contender in (("project", project_contender(cfg, batches)),
@@ -208,7 +208,9 @@ def test_the_plain_cyclegan_resumes_exactly_from_a_weights_only_file(batches, tm
 
 def test_a_resumed_benchmark_run_continues_exactly_where_it_stopped(batches, tmp_path, monkeypatch):
     current = fake_cpu_clock(monkeypatch)
+    # The default weight average on: the nets and their average both resume (two curves, "project-ema").
     cfg, fingerprint = tiny_translate(), {"model": "project", "settings": {"seed": 0}}
+    assert cfg.ema > 0
 
     def run(folder: str, budgets: list[float], resume: bool, fp: dict = fingerprint) -> tuple[Contender, list]:
         current["contender"] = contender = project_contender(cfg, batches)
@@ -220,17 +222,21 @@ def test_a_resumed_benchmark_run_continues_exactly_where_it_stopped(batches, tmp
 
     whole, expected = run("whole", [0.02, 0.05], resume=False)
     _, first = run("parts", [0.02], resume=False)
-    assert [row["step"] for row in first] == [10]
+    assert [(row["label"], row["step"]) for row in first] == [("project", 10), ("project-ema", 10)]
     resumed, rows = run("parts", [0.02, 0.05], resume=True)
 
     def untimed(rows: list[dict]) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "seconds_per_avatar"} for row in rows]
 
-    assert [row["step"] for row in rows] == [10, 24] and untimed(rows) == untimed(expected)
+    assert [row["step"] for row in rows] == [10, 10, 24, 24] and untimed(rows) == untimed(expected)
     assert resumed.history == whole.history and len(resumed.history) == 24
     assert same_tensors(resumed.snapshot()["nets"], whole.snapshot()["nets"])
-    with open(tmp_path / "parts/project.csv", newline="") as f:
-        assert [int(r["step"]) for r in csv.DictReader(f)] == [10, 24]
+    averages = resumed.snapshot()["averages"]
+    for name, average in whole.snapshot()["averages"].items():
+        assert same_tensors(averages[name]["model"], average["model"]) and averages[name]["step"] == average["step"]
+    for label in ("project", "project-ema"):
+        with open(tmp_path / f"parts/{label}.csv", newline="") as f:
+            assert [int(r["step"]) for r in csv.DictReader(f)] == [10, 24]
 
     with pytest.raises(SystemExit, match=r"--resume: .*made by another run \(it differs in settings\)"):
         run("parts", [0.1], resume=True, fp={"model": "project", "settings": {"seed": 1}})
