@@ -25,14 +25,17 @@ sys.path.insert(0, str(ROOT))
 
 from anime_avatar.artifacts.translator import SHIPPED_TRANSLATOR, read_translator  # noqa: E402
 from anime_avatar.core.fsutil import atomic_write_text  # noqa: E402
+from anime_avatar.core.params import semantic_keys  # noqa: E402
 
 MAX_BYTES = 20 << 20
 
 
 def reproduce_command(params: dict) -> str:
-    keys = ("photos", "anime", "image_size", "channels", "n_blocks", "attention", "batch_size", "steps")
-    sets = " ".join(f"-S translate.{k}={params[k]}" for k in keys)
-    return f"dvc exp run translate_train {sets}  (every other translate key at its params.yaml default)"
+    """``dvc exp run`` with every translate key that changes the output set to its value in ``params``, so that
+    the command stays true when a default in params.yaml changes later (as translate.ema's did)."""
+    names = [key.removeprefix("translate.") for key in semantic_keys("translate")]
+    sets = " ".join(f"-S translate.{name}={params[name]}" for name in names if name in params)
+    return f"dvc exp run translate_train {sets}"
 
 
 def main() -> None:

@@ -11,18 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from anime_avatar.artifacts.torchfile import load_tensors
 from anime_avatar.artifacts.translator import SHIPPED_TRANSLATOR, read_chosen_translator
 from anime_avatar.core.errors import UserError
-from anime_avatar.core.params import PhotoFacesParams
+from anime_avatar.core.params import PhotoFacesParams, semantic_keys
 from anime_avatar.data.photos import photo_faces
 from anime_avatar.metrics.stylize import structure_score
 from anime_avatar.translate.inference import translate_picture
 from anime_avatar.translate.model_file import load_translator, save_translator
 from anime_avatar.translate.nets import Generator, TranslatorConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, params_with
 
 data = pytest.importorskip("skimage.data", reason="scikit-image is a dev dependency: pip install -e '.[dev]'")
 RECORD = SHIPPED_TRANSLATOR.with_suffix(".json")
@@ -39,6 +40,21 @@ def test_the_shipped_translator_is_tensors_only_small_and_described_by_its_recor
     assert record["evaluation"]["n_photos"] == 100 and "kid_x100" in record["evaluation"]["translated"]
     assert "research use only" in record["data_licence"] and "women" in record["data_licence"]
     assert SHIPPED_TRANSLATOR.is_relative_to(ROOT / "anime_avatar")  # ships inside the package, outside DVC's outputs
+
+
+def test_the_records_command_sets_every_key_that_changes_the_translator():
+    # Defaults change (translate.ema became 0.999 after this file was made): a command that relied on them
+    # would now train something else.
+    record = json.loads(RECORD.read_text())
+    command = record["reproduce"].split()
+    assert command[:4] == ["dvc", "exp", "run", "translate_train"] and command[4::2] == ["-S"] * len(command[4::2])
+    sets = dict(part.removeprefix("translate.").split("=", 1) for part in command[5::2])
+    assert sorted(sets) == sorted(key.removeprefix("translate.") for key in semantic_keys("translate"))
+    made = params_with({"translate": {key: yaml.safe_load(value) for key, value in sets.items()}}).translate  # as -S
+    assert made.ema == 0.0 and made.steps == record["step"]  # the nets as trained, no average
+    assert {k: getattr(made, k) for k in ("image_size", "channels", "n_blocks", "attention")} == {
+        k: record["config"][k] for k in ("image_size", "channels", "n_blocks", "attention")
+    }
 
 
 def test_avatar_uses_the_shipped_translator_when_the_workspace_has_none(tmp_path, monkeypatch):
