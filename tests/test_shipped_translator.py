@@ -52,9 +52,8 @@ def test_the_records_command_sets_every_key_that_changes_the_translator():
     assert sorted(sets) == sorted(key.removeprefix("translate.") for key in semantic_keys("translate"))
     made = params_with({"translate": {key: yaml.safe_load(value) for key, value in sets.items()}}).translate  # as -S
     assert made.ema == 0.0 and made.steps == record["step"]  # the nets as trained, no average
-    assert {k: getattr(made, k) for k in ("image_size", "channels", "n_blocks", "attention")} == {
-        k: record["config"][k] for k in ("image_size", "channels", "n_blocks", "attention")
-    }
+    shape = ("image_size", "channels", "n_blocks", "attention")
+    assert {k: getattr(made, k) for k in shape} == {k: record["config"][k] for k in shape}
 
 
 def test_avatar_uses_the_shipped_translator_when_the_workspace_has_none(tmp_path, monkeypatch):
