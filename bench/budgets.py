@@ -6,14 +6,34 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from anime_avatar.core.fsutil import atomic_write_text
 
+SEED_SUFFIX = re.compile(r"-seed(\d+)$")
 
-def default_label(model: str, seed: int) -> str:
-    """A run's curve and CSV name: the model's, with ``-seedN`` unless the seed is 0."""
-    return model if seed == 0 else f"{model}-seed{seed}"
+
+def run_label(label: str, model: str, seed: int) -> str:
+    """A run's curve and CSV name: ``label`` (default: the model's name) ending in ``-seedN`` unless the seed is
+    0. The suffix is what groups a curve's seeds, so a label given without it gets it; a label that names
+    another seed than ``seed`` is a ValueError (its curve would join the wrong seed's)."""
+    base = label or model
+    named = SEED_SUFFIX.search(base)
+    if named is None:
+        return base if seed == 0 else f"{base}-seed{seed}"
+    if int(named.group(1)) != seed:
+        raise ValueError(f"{base!r} names seed {named.group(1)} but the run's seed is {seed}")
+    return base
+
+
+def refuse_to_overwrite(paths: Iterable[Path], remedy: str) -> None:
+    """Exit, before any work, when one of ``paths`` exists: a new run of a label would replace what an earlier
+    run of it wrote (hours of training), so that takes an explicit choice, which ``remedy`` names."""
+    for path in paths:
+        if path.exists():
+            raise SystemExit(f"{path} exists: a run of this label and --out wrote it; {remedy}")
 
 
 def budgets_arg(text: str) -> list[float]:

@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from budgets import budgets_arg, default_label, read_rows, write_rows  # noqa: E402  (bench/ is this script's directory)
+from budgets import budgets_arg, read_rows, refuse_to_overwrite, run_label, write_rows  # noqa: E402  (bench/ is this script's directory)
 from overrides import apply_sets  # noqa: E402
 from plain_dcgan import PlainDCGAN  # noqa: E402
 
@@ -101,7 +101,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", type=Path, default=ROOT.parent / "shared/data/faces/getchu-64")
     parser.add_argument("--model", choices=["project", "plain-dcgan"], default="project")
-    parser.add_argument("--label", default="", help="curve and CSV name (default: model name, -seedN if not 0)")
+    parser.add_argument("--label", default="",
+                        help="curve and CSV name (default: the model's); -seedN added unless --seed is 0")  # fmt: skip
     parser.add_argument("--budgets", type=budgets_arg, default=[5.0, 20.0, 60.0],
                         help="CPU-minutes of training at which FID is measured (default 5,20,60)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
@@ -113,10 +114,20 @@ def main() -> None:
     parser.add_argument("--with-reference", action="store_true",
                         help="also train the plain DCGAN, at the same time in a second process")  # fmt: skip
     parser.add_argument("--experiment", default="", help="also log the project's FIDs to this MLflow experiment")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over a label that already has a CSV in --out, replacing it")  # fmt: skip
     args = parser.parse_args()
     if args.threads < 1:
         parser.error("--threads must be at least 1")
-    label = args.label or default_label(args.model, args.seed)
+    try:
+        label = run_label(args.label, args.model, args.seed)
+    except ValueError as err:
+        parser.error(f"--label: {err}")
+    reference_label = run_label("", "plain-dcgan", args.seed)
+    if not args.overwrite:
+        written = [label, reference_label] if args.with_reference else [label]
+        refuse_to_overwrite([args.out / f"{name}.csv" for name in written], "--overwrite starts it over, another "
+                            "--label keeps both")  # fmt: skip
 
     raw = apply_sets({}, ["train.steps=100000000", "train.checkpoint_every=100000000", f"train.threads={args.threads}",
                           f"train.seed={args.seed}", *args.set])  # fmt: skip
@@ -134,9 +145,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     reference = None
     if args.with_reference:  # started after the real features are cached, so it reads them instead of recomputing
+        # --overwrite: its CSV was checked above, with this run's.
         same = ["--faces", str(args.faces), "--out", str(args.out), "--budgets", ",".join(map(str, args.budgets)),
                 "--threads", str(args.threads), "--seed", str(args.seed), "--n-fake", str(args.n_fake),
-                "--n-real", str(args.n_real)]  # fmt: skip
+                "--n-real", str(args.n_real), "--overwrite"]  # fmt: skip
         reference = subprocess.Popen([sys.executable, __file__, "--model", "plain-dcgan", *same,
                                       *[f"--set={s}" for s in args.set]])  # fmt: skip
 
@@ -178,7 +190,6 @@ def main() -> None:
         sys.exit(f"the plain DCGAN run failed (exit status {reference.returncode})")
     draw_plot(args.out, args.n_fake, len(real_set), args.faces.name)
     if reference is not None:
-        reference_label = default_label("plain-dcgan", args.seed)
         print_comparison(rows, read_rows(args.out / f"{reference_label}.csv"), label, reference_label)
     print(f"wrote {args.out / (label + '.csv')} and {args.out / 'fid_vs_cpu_minutes.png'}")
     if tracker:

@@ -28,7 +28,8 @@ test photos over their translations, at the model's size) and redraws ``<out>/ki
 every CSV of the folder as one curve. After each budget the run's progress (model, optimisers, the plain
 CycleGAN's pools, CPU clock, rows) goes to ``<out>/checkpoints/<label>.pt``; the same command with
 ``--resume`` continues from there, exactly, so a 180 CPU-minute curve can be made in several sittings (a
-run stopped between budgets loses the training since the last one). Runs of one experiment under other seeds
+run stopped between budgets loses the training since the last one); without ``--resume`` a label that has a
+checkpoint or CSV in ``<out>`` is refused unless ``--overwrite``. Runs of one experiment under other seeds
 (labels that differ only by the ``-seedN`` that --seed adds) are drawn as their mean, with the range between
 them shaded, and summed up per budget after the table (mean KID x100, its range, mean face rate): one run per
 curve cannot tell a lead from luck. ``--redraw`` trains nothing: it redraws ``<out>``'s plot and prints its
@@ -56,7 +57,6 @@ import hashlib
 import io
 import json
 import math
-import re
 import sys
 import time
 from collections import defaultdict
@@ -72,7 +72,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from budgets import budgets_arg, default_label, read_rows, write_rows  # noqa: E402  (bench/ is this script's directory)
+from budgets import SEED_SUFFIX, budgets_arg, read_rows, refuse_to_overwrite, run_label, write_rows  # noqa: E402  (bench/ is this script's directory)
 from overrides import apply_sets  # noqa: E402
 from plain_cyclegan import PlainCycleGAN  # noqa: E402
 
@@ -366,9 +366,6 @@ def curve_files(out: Path) -> list[Path]:
 # --------------------------------------------------------------------------- seeds
 
 
-SEED_SUFFIX = re.compile(r"-seed\d+$")
-
-
 def variant_label(label: str, variant: str) -> str:
     """The curve of one variant of a run: the run's label for the model itself, ``-<variant>`` inserted before
     a ``-seedN`` suffix otherwise (``project-seed2`` -> ``project-ema-seed2``), so seeds still group."""
@@ -379,7 +376,7 @@ def variant_label(label: str, variant: str) -> str:
 
 
 def curve_group(label: str) -> str:
-    """The experiment a run belongs to: its label without the ``-seedN`` that :func:`default_label` gives every
+    """The experiment a run belongs to: its label without the ``-seedN`` that :func:`run_label` gives every
     seed but 0 (so ``plain-cyclegan`` and ``plain-cyclegan-seed1`` are two seeds of one experiment)."""
     return SEED_SUFFIX.sub("", label)
 
@@ -529,7 +526,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/photos/selfie2anime",
                         help="selfie2anime: trainA, trainB, testA, testB")  # fmt: skip
     parser.add_argument("--model", choices=["project", "plain-cyclegan"], default="project")
-    parser.add_argument("--label", default="", help="curve and CSV name (default: model name, -seedN if not 0)")
+    parser.add_argument("--label", default="",
+                        help="curve and CSV name (default: the model's); -seedN added unless --seed is 0")  # fmt: skip
     parser.add_argument("--budgets", type=budgets_arg, default=[15.0, 30.0],
                         help="training CPU-minutes at which the model is evaluated (default 15,30)")  # fmt: skip
     parser.add_argument("--image-size", type=int, default=64, help="training side in pixels (default 64)")
@@ -544,6 +542,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run of this label from <out>/checkpoints/<label>.pt (written after "
                              "each budget) instead of starting over")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over a label that already has results in --out, replacing them")  # fmt: skip
     parser.add_argument("--redraw", action="store_true",
                         help="train nothing: redraw <out>'s plot from its CSVs and print its tables")  # fmt: skip
     args = parser.parse_args()
@@ -556,7 +556,16 @@ def main() -> None:
         return
     if args.threads < 1:
         parser.error("--threads must be at least 1")
-    label = args.label or default_label(args.model, args.seed)
+    if args.resume and args.overwrite:
+        parser.error("--resume continues a run and --overwrite starts it over: choose one")
+    try:
+        label = run_label(args.label, args.model, args.seed)
+    except ValueError as err:
+        parser.error(f"--label: {err}")
+    checkpoint = args.out / "checkpoints" / f"{label}.pt"
+    if not (args.resume or args.overwrite):
+        remedy = "--resume continues that run, --overwrite starts it over, another --label keeps both"
+        refuse_to_overwrite([checkpoint, args.out / f"{label}.csv"], remedy)
     torch.set_num_threads(args.threads)
 
     raw = apply_sets({}, [f"translate.photos={args.data / 'trainA'}", f"translate.anime={args.data / 'trainB'}",
@@ -582,7 +591,7 @@ def main() -> None:
         contender = reference_contender(gan, batches, args.seed)
         settings = {"image_size": cfg.image_size, "seed": args.seed, "ngf": args.ngf, "n_blocks": args.n_blocks,
                     "batch_size": args.batch_size}  # fmt: skip
-    progress = Progress(args.out / "checkpoints" / f"{label}.pt", {"model": args.model, "settings": settings,
+    progress = Progress(checkpoint, {"model": args.model, "settings": settings,
                         "data": str(args.data.resolve()), "threads": args.threads})  # fmt: skip
 
     from anime_avatar.metrics.features import extract_features

@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import translate as translate_bench  # noqa: E402
-from budgets import read_rows  # noqa: E402
+from budgets import read_rows, run_label  # noqa: E402
 from plain_cyclegan import ImagePool, PlainCycleGAN, build_discriminator, build_generator  # noqa: E402
 from translate import (  # noqa: E402
     COLUMNS,
@@ -248,6 +248,41 @@ def test_a_resumed_benchmark_run_continues_exactly_where_it_stopped(batches, tmp
         SystemExit, match=r"--resume: .*: not a readable benchmark checkpoint \(not a file written by torch.save\)"
     ):
         run("elsewhere", [0.1], resume=True)
+
+
+def test_a_runs_label_always_carries_its_seed():
+    # The -seedN suffix groups a curve's seeds, so a label given without it gets it, as the default does.
+    assert run_label("", "plain-cyclegan", 0) == "plain-cyclegan"
+    assert run_label("", "plain-cyclegan", 2) == "plain-cyclegan-seed2"
+    assert run_label("project-none-c32b1", "project", 2) == "project-none-c32b1-seed2"
+    assert run_label("project-none-c32b1-seed3", "project", 3) == "project-none-c32b1-seed3"
+    assert run_label("project-seedling", "project", 0) == "project-seedling"
+    with pytest.raises(ValueError, match="'cam-seed3' names seed 3 but the run's seed is 2"):
+        run_label("cam-seed3", "project", 2)
+
+
+def test_a_new_run_does_not_replace_an_earlier_runs_results(tmp_path, monkeypatch, capsys):
+    def main(*args: str) -> None:
+        # --data is missing: each refusal below must come before any data is read.
+        monkeypatch.setattr(sys, "argv", ["translate.py", "--data", str(tmp_path / "absent"), "--out", str(tmp_path),
+                                          *args])  # fmt: skip
+        translate_bench.main()
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints/project-seed2.pt").write_bytes(b"hours of training")
+    with pytest.raises(SystemExit, match=r"checkpoints/project-seed2.pt exists: a run of this label and --out wrote "
+                                         r"it; --resume continues that run, --overwrite starts it over"):  # fmt: skip
+        main("--seed", "2")
+    (tmp_path / "cam-seed2.csv").write_text("label\n")
+    with pytest.raises(SystemExit, match=r"cam-seed2.csv exists"):
+        main("--label", "cam", "--seed", "2")
+    assert (tmp_path / "checkpoints/project-seed2.pt").read_bytes() == b"hours of training"
+    assert (tmp_path / "cam-seed2.csv").read_text() == "label\n"
+    for args, message in ((["--resume", "--overwrite"], "--resume continues a run and --overwrite starts it over"),
+                          (["--label", "cam-seed3", "--seed", "2"], "--label: 'cam-seed3' names seed 3")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main(*args)
+        assert message in capsys.readouterr().err
 
 
 def test_seeds_of_one_experiment_are_summarised_by_mean_and_range(tmp_path):
