@@ -60,8 +60,9 @@ FID_BATCH = 50
 STEPS_PER_RUN = 5  # training steps per timed run; the project's step reads the losses once per run
 
 
-def alternate(runs: dict[str, Callable[[], None]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds of each run per round; every run once per round, the order rotated each round."""
+def alternate(runs: dict[str, Callable[[], None]], rounds: int, warmup: int = 1,
+              clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:  # fmt: skip
+    """Seconds of each run per round (by ``clock``); every run once per round, the order rotated each round."""
     names = list(runs)
     for name in names:
         for _ in range(warmup):
@@ -69,9 +70,9 @@ def alternate(runs: dict[str, Callable[[], None]], rounds: int, warmup: int = 1)
     seconds: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
+            start = clock()
             runs[name]()
-            seconds[name].append(time.perf_counter() - start)
+            seconds[name].append(clock() - start)
     return seconds
 
 

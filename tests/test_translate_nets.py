@@ -115,6 +115,32 @@ def test_adalin_mixes_instance_and_layer_norm_by_rho():
     assert lin.rho.flatten().tolist() == [0.25, 1.0, 0.25] and norm.rho.max() == 0.0
 
 
+def test_the_layer_instance_mix_matches_its_statistics_written_out_forward_and_backward():
+    # torch's fused norms compute it; here the formula by hand, on a channels_last input as in training.
+    torch.manual_seed(0)
+    x = (torch.randn(2, 4, 6, 6) * 3 + 1).contiguous(memory_format=torch.channels_last)
+    rho = torch.tensor([0.0, 0.25, 0.9, 1.0])
+    upstream = torch.randn(2, 4, 6, 6)
+
+    def by_hand(x: torch.Tensor, rho: torch.Tensor) -> torch.Tensor:
+        mean_in, mean_ln = x.mean(dim=(2, 3), keepdim=True), x.mean(dim=(1, 2, 3), keepdim=True)
+        var_in = ((x - mean_in) ** 2).mean(dim=(2, 3), keepdim=True)
+        var_ln = ((x - mean_ln) ** 2).mean(dim=(1, 2, 3), keepdim=True)
+        r = rho[None, :, None, None]
+        return r * (x - mean_in) / torch.sqrt(var_in + 1e-5) + (1 - r) * (x - mean_ln) / torch.sqrt(var_ln + 1e-5)
+
+    lin = LIN(4)
+    with torch.no_grad():
+        lin.rho.copy_(rho)
+    x_lin, x_hand, rho_hand = x.clone().requires_grad_(), x.clone().requires_grad_(), rho.clone().requires_grad_()
+    out_lin, out_hand = lin(x_lin), by_hand(x_hand, rho_hand)
+    torch.testing.assert_close(out_lin, out_hand, rtol=1e-5, atol=1e-5)
+    (out_lin * upstream).sum().backward()
+    (out_hand * upstream).sum().backward()
+    torch.testing.assert_close(x_lin.grad, x_hand.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(lin.rho.grad, rho_hand.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_the_ablation_has_no_attention_parameters():
     torch.manual_seed(0)
     full, plain = Generator(tiny("cam+mask")), Generator(tiny("none"))

@@ -130,13 +130,11 @@ def _per_channel(values: Tensor) -> Tensor:
 
 
 def _instance_layer_mix(x: Tensor, rho: Tensor) -> Tensor:
-    """``rho * instance_norm(x) + (1 - rho) * layer_norm(x)``, in float32 (bf16 statistics are too coarse)."""
+    """``rho * instance_norm(x) + (1 - rho) * layer_norm(x)``, in float32 (bf16 statistics are too coarse).
+    torch's fused norms, not the statistics written out: half the time forward and backward, and a 64 px
+    ``cam`` training step 7 % cheaper on the CPU (bench/reported/translate/README.md)."""
     x = x.float()
-    var_in, mean_in = torch.var_mean(x, dim=(2, 3), correction=0, keepdim=True)
-    var_ln, mean_ln = torch.var_mean(x, dim=(1, 2, 3), correction=0, keepdim=True)
-    x_in = (x - mean_in) * torch.rsqrt(var_in + EPS)
-    x_ln = (x - mean_ln) * torch.rsqrt(var_ln + EPS)
-    return torch.lerp(x_ln, x_in, _per_channel(rho))
+    return torch.lerp(F.layer_norm(x, x.shape[1:], eps=EPS), F.instance_norm(x, eps=EPS), _per_channel(rho))
 
 
 class AdaLIN(nn.Module):
