@@ -327,3 +327,16 @@ def test_seeds_of_one_experiment_are_summarised_by_mean_and_range(tmp_path):
     (tmp_path / "plain-cyclegan-seed1.csv").unlink()
     (tmp_path / "plain-cyclegan-seed12.csv").unlink()
     assert translate_bench.seed_table(translate_bench.read_runs(tmp_path)) == ""
+
+
+def test_the_step_benchmarks_reference_computes_the_same_norms_and_is_put_back():
+    import translate_step
+
+    from anime_avatar.translate import nets
+
+    project = nets._instance_layer_mix
+    x, rho = torch.randn(2, 4, 6, 6) * 2 + 1, torch.tensor([0.0, 0.3, 0.7, 1.0])
+    torch.testing.assert_close(translate_step.written_out_mix(x, rho), project(x, rho), rtol=1e-5, atol=1e-5)
+    with translate_step.mixing_with(translate_step.written_out_mix):
+        assert nets._instance_layer_mix is translate_step.written_out_mix
+    assert nets._instance_layer_mix is project
