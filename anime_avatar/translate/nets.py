@@ -132,7 +132,8 @@ def _per_channel(values: Tensor) -> Tensor:
 def _instance_layer_mix(x: Tensor, rho: Tensor) -> Tensor:
     """``rho * instance_norm(x) + (1 - rho) * layer_norm(x)``, in float32 (bf16 statistics are too coarse).
     torch's fused norms, not the statistics written out: half the time forward and backward, and a 64 px
-    ``cam`` training step 7 % cheaper on the CPU (bench/reported/translate/README.md)."""
+    ``cam`` training step 9 % cheaper on the CPU (bench/translate_step.py, README "The translator's training
+    step")."""
     x = x.float()
     return torch.lerp(F.layer_norm(x, x.shape[1:], eps=EPS), F.instance_norm(x, eps=EPS), _per_channel(rho))
 
