@@ -93,12 +93,12 @@ def main() -> None:
     seconds = alternate(runs, args.rounds, clock=time.process_time)
     names = list(runs)
     print(f"{args.size} px, batch {args.batch}, {args.rounds} rounds of {args.steps} steps, 1 thread")
-    print(f"{'':36} {'CPU ms/step':>11} {'speed-up on the reference':>26} {'cost of a cam step':>19}")
+    print(f"{'':36} {'CPU ms/step':>11} {'speed-up on the reference':>26} {'step / cam step':>16}")
     for name in names:
         speed_up = [ref / mine for ref, mine in zip(seconds[names[0]], seconds[name], strict=True)]
-        cost = [mine / project for project, mine in zip(seconds[names[1]], seconds[name], strict=True)]
+        per_cam_step = [mine / project for project, mine in zip(seconds[names[1]], seconds[name], strict=True)]
         print(f"{name:36} {statistics.median(seconds[name]) / args.steps * 1000:11.1f} "
-              f"{statistics.median(speed_up):25.2f}x {statistics.median(cost):19.2f}")  # fmt: skip
+              f"{statistics.median(speed_up):25.2f}x {statistics.median(per_cam_step):16.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
