@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from overrides import apply_sets  # noqa: E402  (bench/ is this script's directory)
-from speed import alternate  # noqa: E402
+from speed import alternate, summarise  # noqa: E402
 from translate import project_contender  # noqa: E402
 
 from anime_avatar.core.params import load_params  # noqa: E402
@@ -91,14 +90,14 @@ def main() -> None:
             "cam, fused LIN (the project)": lambda: cam.advance(args.steps),
             "none (no attention)": lambda: none.advance(args.steps)}  # fmt: skip
     seconds = alternate(runs, args.rounds, clock=time.process_time)
-    names = list(runs)
+    written_out_name, fused_name, _ = runs
+    on_reference = summarise(seconds, written_out_name, args.steps)  # img_s here: steps per second
+    on_cam = summarise(seconds, fused_name, args.steps)
     print(f"{args.size} px, batch {args.batch}, {args.rounds} rounds of {args.steps} steps, 1 thread")
-    print(f"{'':36} {'CPU ms/step':>11} {'speed-up on the reference':>26} {'step / cam step':>16}")
-    for name in names:
-        speed_up = [ref / mine for ref, mine in zip(seconds[names[0]], seconds[name], strict=True)]
-        per_cam_step = [mine / project for project, mine in zip(seconds[names[1]], seconds[name], strict=True)]
-        print(f"{name:36} {statistics.median(seconds[name]) / args.steps * 1000:11.1f} "
-              f"{statistics.median(speed_up):25.2f}x {statistics.median(per_cam_step):16.2f}")  # fmt: skip
+    print(f"{'':36} {'CPU ms/step':>11} {'speed-up on the reference':>26} {'cam step / step':>16}")
+    for name in runs:
+        print(f"{name:36} {1000 / on_reference[name]['img_s']:11.1f} "
+              f"{on_reference[name]['ratio']:25.2f}x {on_cam[name]['ratio']:16.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
