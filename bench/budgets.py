@@ -15,6 +15,17 @@ from anime_avatar.core.fsutil import atomic_write_text
 SEED_SUFFIX = re.compile(r"-seed(\d+)$")
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name ("?" where the system does not say). A CPU-minute is not the same work on another
+    CPU: the same run made 1,287 steps in 5 CPU-minutes on an Intel Xeon with AMX and 792 on an AMD EPYC
+    (bench/reported/translate/README.md), so budgets are compared, and runs resumed, on one model only."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return "?"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
+
+
 def run_label(label: str, model: str, seed: int) -> str:
     """A run's curve and CSV name: ``label`` (default: the model's name) ending in ``-seedN`` unless the seed is
     0. The suffix is what groups a curve's seeds, so a label given without it gets it; a label that names

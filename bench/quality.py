@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from budgets import budgets_arg, read_rows, refuse_to_overwrite, run_label, write_rows  # noqa: E402  (bench/ is this script's directory)
+from budgets import budgets_arg, cpu_model, read_rows, refuse_to_overwrite, run_label, write_rows  # noqa: E402  (bench/ is this script's directory)
 from overrides import apply_sets  # noqa: E402
 from plain_dcgan import PlainDCGAN  # noqa: E402
 
@@ -136,7 +136,10 @@ def main() -> None:
     files = sorted(p for p in args.faces.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     size = params.detect.image_size
     faces = np.stack([np.asarray(load_rgb(p).resize((size, size))) for p in files])
-    print(f"{label}: {len(faces)} real faces from {args.faces}, {size}px, {args.threads} thread(s)", flush=True)
+    print(
+        f"{label}: {len(faces)} real faces from {args.faces}, {size}px, {args.threads} thread(s) of {cpu_model()}",
+        flush=True,
+    )
     real_set = faces[np.random.default_rng(0).permutation(len(faces))[: args.n_real]] if args.n_real else faces
     key = f"{folder_digest(args.faces).replace(':', '-')}-{len(real_set)}"
     backend = params.eval.inception_backend  # auto: OpenVINO, ~2.4x TorchScript (README, Speed)

@@ -39,6 +39,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from budgets import cpu_model  # noqa: E402  (bench/ is this script's directory)
+
 from anime_avatar.core.architecture import NetConfig, net_config  # noqa: E402
 from anime_avatar.core.fsutil import atomic_write_json  # noqa: E402
 from anime_avatar.core.params import Params, TrainParams, load_params  # noqa: E402
@@ -241,18 +243,10 @@ def bench_train(params: Params, rounds: int, full: bool) -> dict[str, Any]:
 
 def machine(ghz: float, flop_per_cycle: int) -> dict[str, Any]:
     cores = os.cpu_count() or 1
-    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "?")
-    return {"cpu": model, "cores": cores, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"cpu": cpu_model(), "cores": cores, "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "python": platform.python_version(), "load_average": os.getloadavg(),
             "peak_assumption": f"{cores} cores x {flop_per_cycle} fp32 FLOP/cycle x {ghz} GHz",
             "peak_flop_s": cores * flop_per_cycle * ghz * 1e9}  # fmt: skip
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return []
 
 
 def print_table(result: dict[str, Any]) -> None:

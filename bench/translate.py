@@ -72,7 +72,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from budgets import SEED_SUFFIX, budgets_arg, read_rows, refuse_to_overwrite, run_label, write_rows  # noqa: E402  (bench/ is this script's directory)
+from budgets import SEED_SUFFIX, budgets_arg, cpu_model, read_rows, refuse_to_overwrite, run_label, write_rows  # noqa: E402  (bench/ is this script's directory)
 from overrides import apply_sets  # noqa: E402
 from plain_cyclegan import PlainCycleGAN  # noqa: E402
 
@@ -263,7 +263,8 @@ def load_eval_sets(data: Path, model_size: int) -> EvalSets:
 @dataclass(frozen=True)
 class Progress:
     """Where a run keeps its progress (``<out>/checkpoints/<label>.pt``, rewritten after each budget's
-    evaluation) and what a run must match to continue from it: the model, its settings, the data, threads."""
+    evaluation) and what a run must match to continue from it: the model, its settings, the data, threads and
+    the CPU's model (its CPU-minutes are another CPU's work elsewhere)."""
 
     path: Path
     fingerprint: dict[str, Any]
@@ -578,7 +579,8 @@ def main() -> None:
     sets = load_eval_sets(args.data, cfg.image_size)
     print(f"{label}: {len(batches.a)} photos, {len(batches.b)} anime faces at {cfg.image_size} px; test "
           f"{len(sets.photos)} + {len(sets.anime)}, reference {len(sets.reference)} "
-          f"({time.perf_counter() - start:.0f} s to load); {args.threads} thread(s)", flush=True)  # fmt: skip
+          f"({time.perf_counter() - start:.0f} s to load); {args.threads} thread(s) of {cpu_model()}",
+          flush=True)  # fmt: skip
 
     if args.model == "project":
         print(f"translate {cfg}", flush=True)
@@ -591,8 +593,8 @@ def main() -> None:
         contender = reference_contender(gan, batches, args.seed)
         settings = {"image_size": cfg.image_size, "seed": args.seed, "ngf": args.ngf, "n_blocks": args.n_blocks,
                     "batch_size": args.batch_size}  # fmt: skip
-    progress = Progress(checkpoint, {"model": args.model, "settings": settings,
-                        "data": str(args.data.resolve()), "threads": args.threads})  # fmt: skip
+    progress = Progress(checkpoint, {"model": args.model, "settings": settings, "data": str(args.data.resolve()),
+                                     "threads": args.threads, "cpu": cpu_model()})  # fmt: skip
 
     from anime_avatar.metrics.features import extract_features
 

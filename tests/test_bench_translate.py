@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import translate as translate_bench  # noqa: E402
-from budgets import read_rows, run_label  # noqa: E402
+from budgets import cpu_model, read_rows, run_label  # noqa: E402
 from plain_cyclegan import ImagePool, PlainCycleGAN, build_discriminator, build_generator  # noqa: E402
 from translate import (  # noqa: E402
     COLUMNS,
@@ -240,6 +240,8 @@ def test_a_resumed_benchmark_run_continues_exactly_where_it_stopped(batches, tmp
 
     with pytest.raises(SystemExit, match=r"--resume: .*made by another run \(it differs in settings\)"):
         run("parts", [0.1], resume=True, fp={"model": "project", "settings": {"seed": 1}})
+    with pytest.raises(SystemExit, match=r"made by another run \(it differs in cpu\)"):  # main adds cpu_model()
+        run("parts", [0.1], resume=True, fp={**fingerprint, "cpu": "AMD EPYC"})
     with pytest.raises(SystemExit, match=r"--resume: no checkpoint at .*elsewhere/checkpoints/project.pt"):
         run("elsewhere", [0.1], resume=True)
     (tmp_path / "elsewhere/checkpoints").mkdir(parents=True)
@@ -259,6 +261,16 @@ def test_a_runs_label_always_carries_its_seed():
     assert run_label("project-seedling", "project", 0) == "project-seedling"
     with pytest.raises(ValueError, match="'cam-seed3' names seed 3 but the run's seed is 2"):
         run_label("cam-seed3", "project", 2)
+
+
+def test_the_cpu_model_is_read_from_cpuinfo_and_unknown_says_so(tmp_path):
+    # A resumed run must be on the CPU that started it, so the model goes into the run's fingerprint.
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\nflags\t: fpu\n")
+    assert cpu_model(info) == "AMD EPYC"
+    info.write_text("processor\t: 0\nflags\t: fpu\n")
+    assert cpu_model(info) == "?"
+    assert cpu_model(tmp_path / "absent") == "?"
 
 
 def test_a_new_run_does_not_replace_an_earlier_runs_results(tmp_path, monkeypatch, capsys):
