@@ -1,12 +1,15 @@
 """Translator training step: seconds per step of the project's translator with ``attention: cam``, of the same
 with its layer-instance norms (LIN, AdaLIN) computed from statistics written out in torch ops (the reference:
-how nets.py computed them before 2026-12-06; torch's fused layer and instance norms since), and of
-``attention: none`` (no CAM, AdaLIN or LIN: instance norm everywhere). The three alternate in one process, the
-order rotating every round (bench/speed.py's :func:`alternate`), timed in CPU seconds of this process (the
-clock bench/translate.py's budgets use); figures are medians over rounds.
+how nets.py computed them before 2026-12-06; torch's fused layer and instance norms since), of
+``attention: none`` (no CAM, AdaLIN or LIN: instance norm everywhere) and of bench/translate.py's plain CycleGAN
+(32 channels, 6 blocks, float32, at 32 px and up). They alternate in one process, the order rotating every
+round (bench/speed.py's :func:`alternate`), timed in CPU seconds of this process (the clock
+bench/translate.py's budgets use); figures are medians over rounds.
 
 Equal CPU time is how bench/translate.py compares the translators, so a dearer step is fewer steps: this says
-how many fewer the attention costs. Random images (the step's cost does not depend on them). Run, one thread:
+how many fewer the attention costs, and how many steps of each a CPU-minute buys on this CPU (the same budget
+buys different step counts on CPUs with and without AMX). Random images (the step's cost does not depend on
+them). Run, one thread:
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/translate_step.py --size 64 --batch 1
     OMP_NUM_THREADS=1 .venv/bin/python bench/translate_step.py --size 128 --batch 4 --rounds 3
@@ -28,9 +31,11 @@ from torch import Tensor
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from budgets import cpu_model  # noqa: E402
 from overrides import apply_sets  # noqa: E402  (bench/ is this script's directory)
+from plain_cyclegan import PlainCycleGAN  # noqa: E402
 from speed import alternate, summarise  # noqa: E402
-from translate import project_contender  # noqa: E402
+from translate import project_contender, reference_contender  # noqa: E402
 
 from anime_avatar.core.params import load_params  # noqa: E402
 from anime_avatar.translate import nets  # noqa: E402
@@ -89,11 +94,14 @@ def main() -> None:
     runs = {"cam, LIN written out (reference)": written_out,
             "cam, fused LIN (the project)": lambda: cam.advance(args.steps),
             "none (no attention)": lambda: none.advance(args.steps)}  # fmt: skip
+    if args.size >= 32:  # the plain CycleGAN's smallest side
+        plain = reference_contender(PlainCycleGAN(args.size, 32, 6, batch_size=args.batch), batches, 0)
+        runs["plain CycleGAN (32 ch, 6 blocks)"] = lambda: plain.advance(args.steps)
     seconds = alternate(runs, args.rounds, clock=time.process_time)
-    written_out_name, fused_name, _ = runs
+    written_out_name, fused_name, *_ = runs
     on_reference = summarise(seconds, written_out_name, args.steps)  # img_s here: steps per second
     on_cam = summarise(seconds, fused_name, args.steps)
-    print(f"{args.size} px, batch {args.batch}, {args.rounds} rounds of {args.steps} steps, 1 thread")
+    print(f"{args.size} px, batch {args.batch}, {args.rounds} rounds of {args.steps} steps, 1 thread of {cpu_model()}")
     print(f"{'':36} {'CPU ms/step':>11} {'speed-up on the reference':>26} {'cam step / step':>16}")
     for name in runs:
         print(f"{name:36} {1000 / on_reference[name]['img_s']:11.1f} "
