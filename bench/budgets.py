@@ -17,7 +17,7 @@ SEED_SUFFIX = re.compile(r"-seed(\d+)$")
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name ("?" where the system does not say). A CPU-minute is not the same work on another
-    CPU: the same run made 1,287 steps in 5 CPU-minutes on an Intel Xeon with AMX and 792 on an AMD EPYC
+    CPU: the same run made 1,287 steps in 5 CPU-minutes on an Intel Xeon with AMX and 805 on an AMD EPYC
     (bench/reported/translate/README.md), so budgets are compared, and runs resumed, on one model only."""
     try:
         lines = cpuinfo.read_text().splitlines()
