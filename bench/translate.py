@@ -568,6 +568,7 @@ def main() -> None:
         remedy = "--resume continues that run, --overwrite starts it over, another --label keeps both"
         refuse_to_overwrite([checkpoint, args.out / f"{label}.csv"], remedy)
     torch.set_num_threads(args.threads)
+    cpu = cpu_model()
 
     raw = apply_sets({}, [f"translate.photos={args.data / 'trainA'}", f"translate.anime={args.data / 'trainB'}",
                           f"translate.image_size={args.image_size}", f"translate.threads={args.threads}",
@@ -579,7 +580,7 @@ def main() -> None:
     sets = load_eval_sets(args.data, cfg.image_size)
     print(f"{label}: {len(batches.a)} photos, {len(batches.b)} anime faces at {cfg.image_size} px; test "
           f"{len(sets.photos)} + {len(sets.anime)}, reference {len(sets.reference)} "
-          f"({time.perf_counter() - start:.0f} s to load); {args.threads} thread(s) of {cpu_model()}",
+          f"({time.perf_counter() - start:.0f} s to load); {args.threads} thread(s) of {cpu}",
           flush=True)  # fmt: skip
 
     if args.model == "project":
@@ -594,7 +595,7 @@ def main() -> None:
         settings = {"image_size": cfg.image_size, "seed": args.seed, "ngf": args.ngf, "n_blocks": args.n_blocks,
                     "batch_size": args.batch_size}  # fmt: skip
     progress = Progress(checkpoint, {"model": args.model, "settings": settings, "data": str(args.data.resolve()),
-                                     "threads": args.threads, "cpu": cpu_model()})  # fmt: skip
+                                     "threads": args.threads, "cpu": cpu})  # fmt: skip
 
     from anime_avatar.metrics.features import extract_features
 
