@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from budgets import cpu_model  # noqa: E402  (bench/ is this script's directory)
 
 from tests.conftest import free_port, stop, wait_http  # noqa: E402
 
@@ -168,7 +169,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "studio", "--port", str(port)], cwd=root,
                               env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
-    results: dict = {"threads": os.environ.get("OMP_NUM_THREADS", "default"), "cpu": platform.processor() or "",
+    results: dict = {"threads": os.environ.get("OMP_NUM_THREADS", "default"), "cpu": cpu_model(),
                      "cores": os.cpu_count(), "load_average": os.getloadavg()[0]}  # fmt: skip
     driver = browser()
     try:

@@ -18,7 +18,6 @@ Its only needs beyond torch are pydantic, numpy, Pillow, PyYAML, tqdm and ImageH
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -29,7 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from overrides import apply_sets  # noqa: E402  (bench/ is this script's directory)
+from budgets import cpu_model  # noqa: E402  (bench/ is this script's directory)
+from overrides import apply_sets  # noqa: E402
 
 from anime_avatar.artifacts.reports import TRANSLATE_LOSS_FIELDS  # noqa: E402
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json, write_csv  # noqa: E402
@@ -97,7 +97,7 @@ def train_within_budget(
     device = next(state.nets.parameters()).device
     atomic_write_json(args.out / "train.json", {
         "steps": state.step, "train_seconds": round(seconds, 1), "ms_per_step": round(per_step * 1000, 2),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "torch": torch.__version__, "domains": versions, "params": facts["params"]})  # fmt: skip
     print(f"step {state.step} in {seconds / 60:.1f} min: {args.out / 'translator.pt'}", flush=True)
 

@@ -285,6 +285,11 @@ class Progress:
         except UserError as err:
             raise SystemExit(f"--resume: {err}") from None
         saved = payload.get("fingerprint", {})
+        unrecorded = sorted(k for k in self.fingerprint if k not in saved)
+        if unrecorded:  # an older file: a match cannot be checked, so it is not assumed
+            raise SystemExit(f"--resume: {self.path} was saved before runs recorded their {', '.join(unrecorded)}, "
+                             "so it cannot be told whether this run matches it; "
+                             "run without --resume to start over")  # fmt: skip
         if saved != self.fingerprint:
             differ = sorted(k for k in {*saved, *self.fingerprint} if saved.get(k) != self.fingerprint.get(k))
             raise SystemExit(f"--resume: {self.path} was made by another run (it differs in {', '.join(differ)}); "

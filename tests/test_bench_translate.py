@@ -240,8 +240,12 @@ def test_a_resumed_benchmark_run_continues_exactly_where_it_stopped(batches, tmp
 
     with pytest.raises(SystemExit, match=r"--resume: .*made by another run \(it differs in settings\)"):
         run("parts", [0.1], resume=True, fp={"model": "project", "settings": {"seed": 1}})
-    with pytest.raises(SystemExit, match=r"made by another run \(it differs in cpu\)"):  # main adds cpu_model()
+    # main adds cpu_model(): a file saved without it is refused as unchecked, one from another CPU as another run
+    with pytest.raises(SystemExit, match=r"saved before runs recorded their cpu, so it cannot be told whether"):
         run("parts", [0.1], resume=True, fp={**fingerprint, "cpu": "AMD EPYC"})
+    run("cpu", [0.02], resume=False, fp={**fingerprint, "cpu": "Intel Xeon"})
+    with pytest.raises(SystemExit, match=r"made by another run \(it differs in cpu\)"):
+        run("cpu", [0.1], resume=True, fp={**fingerprint, "cpu": "AMD EPYC"})
     with pytest.raises(SystemExit, match=r"--resume: no checkpoint at .*elsewhere/checkpoints/project.pt"):
         run("elsewhere", [0.1], resume=True)
     (tmp_path / "elsewhere/checkpoints").mkdir(parents=True)
