@@ -51,6 +51,20 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+class Computes(Section):
+    """A stage's operational keys for where it computes: the device and the CPU threads."""
+
+    device: DeviceSpec = operational()
+    threads: int = operational(ge=0)
+
+
+class TrainingLoop(Computes):
+    """A training stage's operational keys: how often it saves its checkpoint and logs its losses as well."""
+
+    checkpoint_every: int = operational(ge=1)
+    log_every: int = operational(ge=1)
+
+
 class SyntheticParams(Section):
     count: int = Field(ge=1, le=1_000_000)
     seed: int
@@ -169,7 +183,7 @@ class ModelParams(Section):
     z_dim: int = Field(ge=1, le=4096)
 
 
-class TrainParams(Section):
+class TrainParams(TrainingLoop):
     steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     loss: Literal["bce", "hinge", "wgan-gp"]
@@ -182,11 +196,7 @@ class TrainParams(Section):
     amp: bool
     ema: float = Field(ge=0.0, le=1.0)
     diffaugment: str
-    device: DeviceSpec = operational()
-    threads: int = operational(ge=0)
-    checkpoint_every: int = operational(ge=1)
     sample_every: int = operational(ge=1)
-    log_every: int = operational(ge=1)
 
     @field_validator("diffaugment")
     @classmethod
@@ -214,7 +224,7 @@ FUSION_METHODS = ("attention", "adain")  # the trained nets (stylize_train)
 FeatureNetwork = Literal["inception", "vgg19"]
 
 
-class StylizeParams(Section):
+class StylizeParams(TrainingLoop):
     """stylize_train: the attention fusion network and its AdaIN baseline."""
 
     style_path: str = Field(min_length=1)
@@ -235,10 +245,6 @@ class StylizeParams(Section):
     max_faces: int = Field(ge=0)
     max_styles: int = Field(ge=0)
     seed: int
-    device: DeviceSpec = operational()
-    threads: int = operational(ge=0)
-    checkpoint_every: int = operational(ge=1)
-    log_every: int = operational(ge=1)
 
     @field_validator("methods")
     @classmethod
@@ -269,7 +275,7 @@ class PhotoFacesParams(Section):
     min_neighbors: int = Field(ge=0)
 
 
-class StylizeEvalParams(Section):
+class StylizeEvalParams(Computes):
     """stylize_eval: every method on one fixed content/style set."""
 
     content_path: str = Field(min_length=1)
@@ -281,8 +287,6 @@ class StylizeEvalParams(Section):
     methods: list[Literal[STYLE_METHODS]] = Field(min_length=1)  # type: ignore[valid-type]
     alphas: list[float] = Field(min_length=2)
     timing_repeats: int = operational(ge=1)
-    device: DeviceSpec = operational()
-    threads: int = operational(ge=0)
 
     @field_validator("alphas")
     @classmethod
@@ -301,7 +305,7 @@ class StylizeEvalParams(Section):
 TRANSLATE_ATTENTION = ("cam+mask", "cam", "mask", "none")  # anime_avatar/translate/nets.py builds each
 
 
-class TranslateParams(Section):
+class TranslateParams(TrainingLoop):
     """translate_train: the photo <-> anime translator (cycle-consistent GAN with CAM attention and a mask)."""
 
     photos: str = Field(min_length=1)
@@ -324,11 +328,7 @@ class TranslateParams(Section):
     max_images: int = Field(ge=0)
     seed: int
     amp: bool
-    device: DeviceSpec = operational()
-    threads: int = operational(ge=0)
-    checkpoint_every: int = operational(ge=1)
     sample_every: int = operational(ge=1)
-    log_every: int = operational(ge=1)
 
     @field_validator("image_size")
     @classmethod
@@ -338,7 +338,7 @@ class TranslateParams(Section):
         return value
 
 
-class TranslateEvalParams(Section):
+class TranslateEvalParams(Computes):
     """translate_eval: the translator on test photos against test anime faces (KID, FID, face rate, structure)."""
 
     photos: str = Field(min_length=1)
@@ -350,8 +350,6 @@ class TranslateEvalParams(Section):
     detector_min_face: int = Field(ge=4)
     seed: int
     timing_repeats: int = operational(ge=1)
-    device: DeviceSpec = operational()
-    threads: int = operational(ge=0)
     inception_backend: Literal["auto", "torchscript", "openvino", "onnxruntime"] = operational()
 
 
