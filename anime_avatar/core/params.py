@@ -205,6 +205,10 @@ class TrainParams(TrainingLoop):
         return value
 
 
+# The runtimes that may compute the FID Inception features (anime_avatar/metrics/inception_backends.py).
+InceptionBackend = Literal["auto", "torchscript", "openvino", "onnxruntime"]
+
+
 class EvalParams(Section):
     n_samples: int = Field(ge=2)
     batch_size: int = Field(ge=1)
@@ -213,7 +217,7 @@ class EvalParams(Section):
     device: DeviceSpec = operational()
     # Operational: every backend computes the same float32 features to ~2e-6 relative (tested within 1e-4; FID
     # moves by far less than 0.1), like a change of thread count does.
-    inception_backend: Literal["auto", "torchscript", "openvino", "onnxruntime"] = operational()
+    inception_backend: InceptionBackend = operational()
 
 
 # The style-transfer methods stylize_eval can compare (anime_avatar/style/transfer.py implements each).
@@ -350,7 +354,7 @@ class TranslateEvalParams(Computes):
     detector_min_face: int = Field(ge=4)
     seed: int
     timing_repeats: int = operational(ge=1)
-    inception_backend: Literal["auto", "torchscript", "openvino", "onnxruntime"] = operational()
+    inception_backend: InceptionBackend = operational()
 
 
 class TrackingParams(Section):

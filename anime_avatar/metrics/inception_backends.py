@@ -30,17 +30,17 @@ import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 import torch
 
 from anime_avatar.core.fsutil import atomic_write_bytes
+from anime_avatar.core.params import InceptionBackend
 
 log = logging.getLogger(__name__)
 
-BackendName = Literal["auto", "torchscript", "openvino", "onnxruntime"]
-BACKENDS: tuple[str, ...] = get_args(BackendName)
+BACKENDS: tuple[str, ...] = get_args(InceptionBackend)
 # auto tries these in order on the CPU; OpenVINO measured a little ahead of ONNX Runtime here (README, Speed).
 AUTO_ORDER: tuple[str, ...] = ("openvino", "onnxruntime")
 TOLERANCE = 1e-4  # max |runtime - torchscript| / max |torchscript| on the probe batch
