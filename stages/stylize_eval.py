@@ -31,7 +31,7 @@ from anime_avatar.core.fsutil import atomic_write_bytes, write_csv
 from anime_avatar.core.params import FUSION_METHODS, Params, PhotoFacesParams, StylizeEvalParams
 from anime_avatar.core.stage import run_stage
 from anime_avatar.data.image_sets import load_image_set
-from anime_avatar.data.images import load_rgb, png_bytes
+from anime_avatar.data.images import center_square, load_rgb, png_bytes
 from anime_avatar.data.photos import photo_faces
 from anime_avatar.ops.stage_run import log_to_recorded_run
 from anime_avatar.ops.tracking import flatten
@@ -48,6 +48,7 @@ from anime_avatar.style.evaluation import (
     unchanged,
 )
 from anime_avatar.style.features import LAYERS, build_features
+from anime_avatar.style.images import resize_short
 from anime_avatar.style.model_file import load_stylizer
 from anime_avatar.style.transfer import is_gatys, make_method
 
@@ -56,14 +57,17 @@ SCORING_NETWORK = "inception"  # every method is scored in the same feature spac
 
 
 def evaluation_pairs(cfg: StylizeEvalParams, faces: PhotoFacesParams, device: torch.device) -> list[Pair]:
-    contents = load_image_set(Path(cfg.content_path), "stylize_eval.content_path", cfg.n_content)[: cfg.n_content]
+    # Cut to the evaluation's size as they are read (make_pairs' own crop is then a no-op): bounded memory.
+    contents = load_image_set(Path(cfg.content_path), "stylize_eval.content_path", cfg.n_content,
+                              prepare=lambda image: center_square(image, cfg.image_size))[: cfg.n_content]  # fmt: skip
     for photo in cfg.photos:
         path = Path(photo).expanduser()
         if not path.is_file():
             raise UserError(f"stylize_eval.photos: {path} does not exist")
         face = photo_faces(load_rgb(path), cfg.image_size, faces, largest=True)[0]
         contents.append((path.stem, face.crop))
-    styles = load_image_set(Path(cfg.style_path), "stylize_eval.style_path", cfg.n_styles)
+    styles = load_image_set(Path(cfg.style_path), "stylize_eval.style_path", cfg.n_styles,
+                            prepare=lambda image: resize_short(image, cfg.image_size))  # fmt: skip
     return make_pairs(contents, styles, cfg.image_size, device)
 
 

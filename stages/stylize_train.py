@@ -22,6 +22,7 @@ from anime_avatar.data.image_sets import load_image_set, spread
 from anime_avatar.ops.data_versions import data_version, path_version
 from anime_avatar.ops.stage_run import training_run
 from anime_avatar.style.data import StyleBatches
+from anime_avatar.style.images import resize_short
 from anime_avatar.style.model_file import save_stylizer
 from anime_avatar.style.training import LOSS_PARTS, StyleTrainState, train_stylizers
 
@@ -32,7 +33,11 @@ def stylize_train(params: Params) -> None:
     cfg = params.stylize
     faces, _ = load_faces(FACES_DIR)
     faces = faces[spread(range(len(faces)), cfg.max_faces)]
-    styles = [image for _, image in load_image_set(Path(cfg.style_path), "stylize.style_path", cfg.max_styles)]
+    # Each style image is cut to the size the batches use as it is read: a folder of large paintings never sits in
+    # memory at full resolution.
+    styles = load_image_set(Path(cfg.style_path), "stylize.style_path", cfg.max_styles,
+                            prepare=lambda image: resize_short(image, 2 * cfg.image_size))  # fmt: skip
+    styles = [image for _, image in styles]
     log.info("%d faces and %d style images at %d px", len(faces), len(styles), cfg.image_size)
     batches = StyleBatches(faces, styles, cfg.image_size)
     versions = {FACES_DIR.as_posix(): data_version(FACES_DIR), "styles": path_version(Path(cfg.style_path))}

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from anime_avatar.core.errors import UserError
+from anime_avatar.data.images import center_square
 from anime_avatar.data.synthetic_photos import synthetic_photos
 from anime_avatar.translate.data import load_domain
 from anime_avatar.translate.inference import sample_sheet
@@ -195,6 +196,39 @@ def test_synthetic_photos_are_deterministic_per_seed():
     assert len({face.tobytes() for face in faces}) == 4 and faces.std() > 20  # varied, not flat
     centre, corner = faces[:, 12:20, 12:20].astype(float), faces[:, :4, :4].astype(float)
     assert np.abs(centre.mean(axis=(1, 2)) - corner.mean(axis=(1, 2))).max() > 10  # a face on a background
+
+
+def test_sheet_columns_pair_up_when_a_domain_has_fewer_images_than_the_sheet():
+    few = TranslateBatches(domain((220, 60, 40), 2, 0), domain((40, 80, 220), 10, 1))
+    a, b = few.fixed(SHEET_COLUMNS)
+    assert a.shape == b.shape == (2, 3, 16, 16)
+    assert torch.equal(b, TranslateBatches(few.a.numpy(), few.b.numpy()).fixed(2)[1])  # the same spread
+    assert [len(x) for x in TranslateBatches(few.b.numpy(), few.b.numpy()).fixed(SHEET_COLUMNS)] == [4, 4]
+
+
+def test_load_domain_crops_each_image_as_it_is_read(tmp_path, monkeypatch):
+    """A folder of large photos is never held at full resolution: each is cut to the square before the next is read."""
+    import anime_avatar.data.image_sets as image_sets
+
+    for i in range(3):
+        Image.new("RGB", (300, 200), (60 * i, 100, 200)).save(tmp_path / f"{i}.png")
+    events: list[tuple[str, tuple[int, int]]] = []
+    read, crop = image_sets.read_image, center_square
+
+    def reading(path, key, max_side=None):
+        image = read(path, key, max_side)
+        events.append(("read", image.size))
+        return image
+
+    def cropping(image, size):
+        events.append(("crop", image.size))
+        return crop(image, size)
+
+    monkeypatch.setattr(image_sets, "read_image", reading)
+    monkeypatch.setattr("anime_avatar.translate.data.center_square", cropping)
+    images = load_domain(str(tmp_path), "translate.photos", 16, 0)
+    assert images.shape == (3, 16, 16, 3)
+    assert events == [("read", (300, 200)), ("crop", (300, 200))] * 3
 
 
 def test_load_domain_reads_squares_from_a_folder(tmp_path):

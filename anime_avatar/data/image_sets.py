@@ -7,7 +7,7 @@ names the setting it came from.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,31 +32,42 @@ def spread(items: Sequence[T], n: int) -> list[T]:
     return [items[i * len(items) // n] for i in range(n)]
 
 
-def load_image_set(path: Path, key: str, limit: int = 0) -> list[tuple[str, Image.Image]]:
+def load_image_set(
+    path: Path, key: str, limit: int = 0, prepare: Callable[[Image.Image], Image.Image] | None = None
+) -> list[tuple[str, Image.Image]]:
     """(name, RGB image) pairs from a folder (recursively), an archive (unpacked safely) or one image file;
     the name is the file's path inside the folder, without its suffix.
 
     ``limit`` > 0 keeps that many, evenly spread in name order. ``key`` names the setting in errors.
+    ``prepare`` (e.g. a crop to the size used) is applied to each image as it is read, so that a set of large
+    photos never sits in memory at full resolution.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"{key}: {path} does not exist")
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        return [(path.stem, read_image(path, key))]
+        return [(path.stem, _read(path, key, prepare))]
     if path.is_file():
         from anime_avatar.data.sources import extract_archive
 
         with tempfile.TemporaryDirectory(prefix="anime-avatar-styles-") as tmp:
             extract_archive(path, Path(tmp), MAX_ARCHIVE_BYTES)
-            return _read_all(Path(tmp), f"{key} ({path})", limit)
-    return _read_all(path, key, limit)
+            return _read_all(Path(tmp), f"{key} ({path})", limit, prepare)
+    return _read_all(path, key, limit, prepare)
 
 
-def _read_all(folder: Path, key: str, limit: int) -> list[tuple[str, Image.Image]]:
+def _read_all(
+    folder: Path, key: str, limit: int, prepare: Callable[[Image.Image], Image.Image] | None
+) -> list[tuple[str, Image.Image]]:
     files = image_files(folder)
     if not files:
         raise UserError(f"{key}: no images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return [(p.relative_to(folder).with_suffix("").as_posix(), read_image(p, key)) for p in spread(files, limit)]
+    return [(p.relative_to(folder).with_suffix("").as_posix(), _read(p, key, prepare)) for p in spread(files, limit)]
+
+
+def _read(path: Path, key: str, prepare: Callable[[Image.Image], Image.Image] | None) -> Image.Image:
+    image = read_image(path, key)
+    return image if prepare is None else prepare(image)
 
 
 def read_image(path: Path, key: str, max_side: int | None = None) -> Image.Image:
