@@ -173,12 +173,18 @@ def _method_from_options(args: argparse.Namespace):  # -> anime_avatar.style.tra
 
 
 def _image_format(path: Path) -> str:
-    """The Pillow format that ``path``'s suffix names; none: a UserError."""
+    """The Pillow format that ``path``'s suffix names; none, or one Pillow cannot write RGB images in: a UserError."""
+    import io
+
     from PIL import Image
 
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise UserError(f"--out {path}: give the image file a suffix such as .png or .jpg")
+    try:  # some suffixes name formats Pillow only reads (.psd) or writes only in other modes (.xbm): try one pixel
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=fmt)
+    except (KeyError, OSError, ValueError):
+        raise UserError(f"--out {path}: Pillow cannot write colour images as {fmt}; use .png, .jpg or .webp") from None
     return fmt
 
 

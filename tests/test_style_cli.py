@@ -116,6 +116,8 @@ def test_generate_style_stylises_the_generated_avatars(files, tmp_path):
         ({"--content": "notes.txt"}, "is not a readable image"),
         ({"--model": "nowhere.pt"}, "neither a file nor an MLflow model URI"),
         ({"--out": "avatar.xyz"}, "give the image file a suffix"),
+        ({"--out": "avatar.psd"}, "Pillow cannot write colour images as PSD; use .png, .jpg or .webp"),  # read-only
+        ({"--out": "avatar.xbm"}, "Pillow cannot write colour images as XBM"),  # black and white only
     ],
 )
 def test_user_errors_are_one_line(files, tmp_path, caplog, monkeypatch, change, message):
