@@ -25,6 +25,7 @@ from anime_avatar.artifacts.reports import (
 )
 from anime_avatar.artifacts.translator import TRANSLATOR, TRANSLATOR_RUN_FILE
 from anime_avatar.core.device import apply_threads, resolve_device
+from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_bytes
 from anime_avatar.core.params import Params, TranslateEvalParams
 from anime_avatar.core.stage import run_stage
@@ -55,6 +56,9 @@ def translate_eval(params: Params) -> None:
     photos = load_domain(cfg.photos, "translate_eval.photos", max(size, cfg.image_size), cfg.n_images)
     anime = load_domain(cfg.anime, "translate_eval.anime", cfg.image_size, cfg.n_images)
     reference = load_domain(cfg.reference, "translate_eval.reference", cfg.image_size, len(anime))
+    for key, images in (("photos", photos), ("anime", anime), ("reference", reference)):
+        if len(images) < 2:  # checked before Inception runs, not after
+            raise UserError(f"translate_eval.{key}: {len(images)} image; KID and FID need at least 2")
     log.info("%d test photos, %d test anime faces, %d reference anime faces at %d px", len(photos), len(anime),
              len(reference), cfg.image_size)  # fmt: skip
     detector = AnimefaceDetector(min_score=0.0, min_face=cfg.detector_min_face)

@@ -54,6 +54,7 @@ def test_every_device_key_is_validated(key):
         ({"detect": {"image_size": "big"}}, "detect.image_size: Input should be a valid integer"),
         ({"detect": {"image_size": 48}}, "detect.image_size must be one of 32, 64, 128, 256"),
         ({"model": {"attention": [7]}}, "model.attention: 7 not a resolution"),
+        ({"translate_eval": {"n_images": 1}}, "translate_eval.n_images: must be 0 (all) or at least 2"),
     ],
 )
 def test_bad_params_fail_naming_the_key(raw, message):

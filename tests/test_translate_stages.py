@@ -17,7 +17,7 @@ from anime_avatar.core.fsutil import read_csv
 from anime_avatar.core.params import merge
 from anime_avatar.translate.model_file import load_translator, save_translator
 from anime_avatar.translate.nets import Generator, TranslatorConfig
-from tests.conftest import TINY_METHODS, WritesMarker, code_model_files, run
+from tests.conftest import TINY_METHODS, WritesMarker, code_model_files, params_with, run
 
 TINY = merge(TINY_METHODS, {"data": {"synthetic": {"count": 8, "size": 256}}})
 
@@ -189,3 +189,27 @@ def test_the_translator_models_requirements_cover_every_import_of_its_code():
     assert {"torch", "mlflow", "PIL"} <= third_party_imports(path)
     missing = unlisted_imports(path, TRANSLATOR_DISTRIBUTIONS)
     assert not missing, f"the model code imports {missing}, which its requirements lack"
+
+
+@pytest.mark.parametrize("key", ["photos", "anime"])
+def test_translate_eval_with_one_image_in_a_set_stops_before_scoring_naming_the_key(tmp_path, monkeypatch, key):
+    from stages import translate_eval as stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    tiny_translator(tmp_path / "models/translator.pt")
+    folder, single = tmp_path / "three", tmp_path / "one.png"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (20, 20), (40 * i, 90, 160)).save(folder / f"{i}.png")
+    Image.new("RGB", (20, 20), (200, 90, 40)).save(single)
+    sets = {"photos": str(folder), "anime": str(folder), "reference": str(folder)} | {key: str(single)}
+    params = params_with({"translate_eval": {**sets, "n_images": 0, "device": "cpu"}})
+    monkeypatch.setattr(stage, "compute_fid_kid", lambda *a, **k: pytest.fail("scored a set of one image"))
+    threads = torch.get_num_threads()  # the stage sets translate_eval.threads for its process
+    with pytest.raises(UserError, match=rf"^translate_eval\.{key}: 1 image; KID and FID need at least 2$"):
+        try:
+            stage.translate_eval(params)
+        finally:
+            torch.set_num_threads(threads)
+    assert not (tmp_path / "metrics").exists()

@@ -356,6 +356,13 @@ class TranslateEvalParams(Computes):
     timing_repeats: int = operational(ge=1)
     inception_backend: InceptionBackend = operational()
 
+    @field_validator("n_images")
+    @classmethod
+    def _two_or_all(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("must be 0 (all) or at least 2: KID and FID compare sets of two or more images")
+        return value
+
 
 class TrackingParams(Section):
     """Where runs and models are recorded: never changes an output."""

@@ -92,7 +92,9 @@ class TranslateBatches:
         return _mirror(a, flips[0]), _mirror(b, flips[1])
 
     def fixed(self, n: int) -> tuple[Tensor, Tensor]:
-        """``n`` images of each domain, evenly spread: the same for every sample sheet of a run."""
+        """``n`` images of each domain (fewer where a domain has fewer: the sheet's columns pair up), evenly spread:
+        the same for every sample sheet of a run."""
+        n = min(n, len(self.a), len(self.b))
         a = to_model_range(self.a[spread(range(len(self.a)), n)])
         b = to_model_range(self.b[spread(range(len(self.b)), n)])
         return a.contiguous(), b.contiguous()
