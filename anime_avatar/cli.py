@@ -221,10 +221,22 @@ def _contents_and_targets(content: Path, out: Path) -> tuple[list[Path], list[Pa
         return [content], [out]
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: with a folder as --content, --out is the folder to write into")
-    contents = image_files(content)
+    if out.resolve() == content.resolve():
+        raise UserError(f"--out {out} is the --content folder: the results would replace the pictures; name another")
+    # An --out inside --content holds an earlier run's results: they are outputs, not pictures to process again.
+    contents = [c for c in image_files(content) if out.resolve() not in c.resolve().parents]
     if not contents:
         raise UserError(f"--content {content}: no images in this folder")
     targets = [out / f"{c.relative_to(content).with_suffix('')}.png" for c in contents]
+    first: dict[Path, Path] = {}
+    inputs = {c.resolve() for c in contents}
+    for picture, target in zip(contents, targets, strict=True):
+        if target in first:
+            both = f"{first[target].relative_to(content)} and {picture.relative_to(content)}"
+            raise UserError(f"--content {content}: {both} would both be written to {target}: rename one")
+        if target.resolve() in inputs:
+            raise UserError(f"--out {out}: {target} would replace one of the pictures; name another folder")
+        first[target] = picture
     _check_targets(targets)
     return contents, targets
 
@@ -519,6 +531,14 @@ def _side(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    """A TCP port: 1 to 65535."""
+    value = _int_at_least(1)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is more than 65535, the largest port")
+    return value
+
+
 def _seed(text: str) -> int:
     from anime_avatar.core.limits import LimitError, check_seed  # the served generator's rule too
 
@@ -671,11 +691,11 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
 
     p = add_command(sub, cmd_ui)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=_port, default=5000)
 
     p = add_command(sub, cmd_studio)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=_int_at_least(1), default=7860, help="port (default: 7860)")
+    p.add_argument("--port", type=_port, default=7860, help="port (default: 7860)")
     for add_commands in groups:
         add_commands(sub)
     return parser

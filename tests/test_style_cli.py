@@ -287,3 +287,46 @@ def test_an_output_name_in_a_content_folder_that_is_a_folder_is_refused_before_a
                          "--out", str(tmp_path / "out"), "--model", "nowhere.pt")  # fmt: skip
     assert message.startswith(f"--out {tmp_path / 'out' / 'face1.png'} is a folder")
     assert not (tmp_path / "out" / "face0.png").exists()
+
+
+@pytest.mark.parametrize("command", ["stylize", "translate"])
+def test_a_folder_whose_results_would_collide_or_replace_its_pictures_is_refused_before_any_work(
+    files, tmp_path, caplog, monkeypatch, command
+):
+    monkeypatch.chdir(tmp_path)
+    Path("faces").mkdir()
+    for name in ("a.jpg", "a.png", "b.png"):
+        Image.open(files["faces"] / "face0.png").save(Path("faces") / name)
+    before = {p.name: p.read_bytes() for p in Path("faces").iterdir()}
+    style = ["--style", files["style"]] if command == "stylize" else []
+    run = (command, "--content", "faces", "--model", "nowhere.pt", *style)  # the model would fail later
+    assert fails_with(caplog, *run, "--out", "out") == (
+        "--content faces: a.jpg and a.png would both be written to out/a.png: rename one"
+    )
+    assert fails_with(caplog, *run, "--out", "faces") == (
+        "--out faces is the --content folder: the results would replace the pictures; name another"
+    )
+    assert fails_with(caplog, *run, "--out", "faces/../faces").startswith("--out faces/../faces is the --content")
+    Path("out").mkdir()
+    Path("out/b.png").symlink_to(Path("faces/b.png").resolve())  # writing out/b.png would write the picture
+    (Path("faces") / "a.jpg").unlink()
+    del before["a.jpg"]
+    assert (
+        fails_with(caplog, *run, "--out", "out")
+        == "--out out: out/b.png would replace one of the pictures; name another folder"
+    )
+    Path("out/b.png").unlink()
+    Path("out").rmdir()
+    assert {p.name: p.read_bytes() for p in Path("faces").iterdir()} == before and not Path("out").exists()
+
+
+def test_results_inside_the_content_folder_are_not_taken_for_pictures(files, tmp_path, monkeypatch):
+    from anime_avatar.cli import _contents_and_targets
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "faces" / "anime").mkdir(parents=True)
+    for name in ("a.png", "b.png", "anime/a.png"):
+        Image.open(files["faces"] / "face0.png").save(tmp_path / "faces" / name)
+    contents, targets = _contents_and_targets(Path("faces"), Path("faces/anime"))
+    assert contents == [Path("faces/a.png"), Path("faces/b.png")]  # not faces/anime/a.png, an earlier result
+    assert targets == [Path("faces/anime/a.png"), Path("faces/anime/b.png")]
