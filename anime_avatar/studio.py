@@ -17,9 +17,11 @@ never makes a share link, and Gradio's analytics are off.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -118,12 +120,12 @@ class Studio:
         if not params_file.is_file():
             raise UserError(f"no {params_file} in {root}: start the studio inside the project")
         self.params = load_params(params_file)
+        self._own_out = out is None  # a folder the studio made is removed when it stops (it holds people's photos)
         self.out = Path(out or tempfile.mkdtemp(prefix="anime-avatar-studio-"))
         self.out.mkdir(parents=True, exist_ok=True)
         self._models: dict[str, Loaded] = {}
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
-        self._made = 0
 
     # --- models -----------------------------------------------------------------------------------
 
@@ -250,13 +252,16 @@ class Studio:
 
     def _new_file(self, name: str) -> Path:
         """A fresh path named ``name`` (what the browser downloads it as) that no other request writes; answers
-        older than KEEP_FILES_S are deleted now and then, so a long-running studio does not fill the disk."""
-        self._made += 1
-        if self._made % 50 == 0:
-            self._prune(time.time() - KEEP_FILES_S)
+        older than KEEP_FILES_S are deleted first, so a long-running studio neither fills the disk nor keeps photos."""
+        self._prune(time.time() - KEEP_FILES_S)
         folder = self.out / uuid.uuid4().hex[:12]
         folder.mkdir(parents=True)
         return folder / name
+
+    def close(self) -> None:
+        """Delete the answers' folder if the studio made it (a folder given to it is left as it is)."""
+        if self._own_out:
+            shutil.rmtree(self.out, ignore_errors=True)
 
     def _prune(self, before: float) -> None:
         for folder in self.out.iterdir():
@@ -341,7 +346,8 @@ class Studio:
     def _faces(self, photo: Image.Image) -> list[tuple[int, int, int, int]]:
         from anime_avatar.data.photos import detect_photo_faces
 
-        return detect_photo_faces(photo, self.params.photo_faces)
+        with self.lock("detector"):  # OpenCV's cascade keeps state in the object: one detection at a time
+            return detect_photo_faces(photo, self.params.photo_faces)
 
     def _boxed(self, photo: Image.Image, boxes: list[tuple[int, int, int, int]]) -> Path:
         """The photo (at most PREVIEW_SIDE) with the face boxes drawn: the largest, which becomes the avatar, in
@@ -396,7 +402,8 @@ class Studio:
             crop, boxes, where = center_square(photo, crop_size), [], "the whole picture (its central square)"
         else:
             try:
-                faces = photo_faces(photo, crop_size, self.params.photo_faces)  # largest first
+                with self.lock("detector"):  # the same detector as the preview's, which may be running
+                    faces = photo_faces(photo, crop_size, self.params.photo_faces)  # largest first
             except UserError as err:  # the command line's advice, in the page's words
                 raise UserError(str(err).replace("use --no-detect", "tick 'whole picture'")) from None
             face, crop, boxes = faces[0], faces[0].crop, [f.box for f in faces]
@@ -553,6 +560,7 @@ def guarded(fn: Callable[..., tuple], n_outputs: int) -> Callable[..., tuple]:
     """``fn``'s outputs and an empty status line; a UserError: empty outputs and the error as one line; any
     other error: one line too (its traceback goes to the server's log, not the page)."""
 
+    @functools.wraps(fn)  # Gradio reads the signature (a gr.Progress default turns the progress bar on)
     def run(*args: Any) -> tuple:
         try:
             return (*(str(v) if isinstance(v, Path) else v for v in fn(*args)), "")  # Gradio takes paths as str
@@ -564,6 +572,11 @@ def guarded(fn: Callable[..., tuple], n_outputs: int) -> Callable[..., tuple]:
         return (*([None] * n_outputs), f"⚠️ {message}")
 
     return run
+
+
+def latest_picture(changed: Any, other: Any) -> Any:
+    """The photo source an avatar is made of: the one that just changed, or the other when it was cleared."""
+    return changed or other
 
 
 def theme():  # -> gr.themes.Base
@@ -650,22 +663,27 @@ def build_app(root: Path, params_file: Path | None = None, studio: Studio | None
                         label="Download the avatar (PNG)", interactive=False, elem_id="photo-download"
                     )
 
-            def on_upload(file, camera):
-                if not (file or camera):
-                    return None, ""
-                path, found = studio.faces(file or camera)
-                return path, found
+            # The picture the avatar is made of: the one last given, by upload or webcam (the other tab may still
+            # hold an older one), so that it is always the picture whose face boxes are shown.
+            picture = gr.State(None)
 
-            def on_make(file, camera, method, style, whole, size, steps, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
-                made, faces_png, note = studio.avatar(file or camera, method, style, whole, size, steps)
+            def on_picture(changed, other):
+                latest = latest_picture(changed, other)
+                if not latest:
+                    return None, None, ""
+                path, found = studio.faces(latest)
+                return latest, path, found
+
+            def on_make(latest, method, style, whole, size, steps, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+                made, faces_png, note = studio.avatar(latest, method, style, whole, size, steps)
                 return made, faces_png, note, made
 
-            found = [boxed, photo_note, photo_status]
-            photo.change(guarded(on_upload, 2), [photo, webcam], found, concurrency_id="detector",
+            found = [picture, boxed, photo_note, photo_status]
+            photo.change(guarded(on_picture, 3), [photo, webcam], found, concurrency_id="detector",
                          concurrency_limit=1)  # fmt: skip
-            webcam.change(guarded(lambda camera: on_upload(None, camera), 2), [webcam], found,
-                          concurrency_id="detector", concurrency_limit=1)  # fmt: skip
-            make.click(guarded(on_make, 4), [photo, webcam, method, style, whole, size, gatys_steps],
+            webcam.change(guarded(on_picture, 3), [webcam, photo], found, concurrency_id="detector",
+                          concurrency_limit=1)  # fmt: skip
+            make.click(guarded(on_make, 4), [picture, method, style, whole, size, gatys_steps],
                        [avatar, boxed, photo_note, avatar_file, photo_status], concurrency_id="photo",
                        concurrency_limit=1)  # fmt: skip
 
@@ -707,13 +725,45 @@ def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, b
                prevent_thread_lock=not block, theme=theme(), css=CSS, footer_links=[])  # fmt: skip
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """A UserError unless a server could listen on ``host``:``port`` now (asked before the models load, which
+    takes a while; SO_REUSEADDR as the server's own socket, so a port left in TIME_WAIT counts as free)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise UserError(f"--host {host}: not an address this machine can listen on ({err})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err}): another program (a studio "
+                            "already running?) has it; pass --port N") from None  # fmt: skip
+
+
 def serve(root: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, params_file: Path | None = None) -> None:
-    """``anime-avatar studio``: load the models, then serve the page until interrupted."""
+    """``anime-avatar studio``: load the models, then serve the page until interrupted; the answers' pictures are
+    deleted when it stops."""
+    check_can_listen(host, port)
     studio = Studio(root, params_file)
-    for problem in studio.warm():
-        log.warning("the studio starts without the %s", problem)
-    app = build_app(root, studio=studio)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("the studio listens on %s: anyone who reaches this machine on port %d can use it", host, port)
-    log.info("anime-avatar studio on http://%s:%d (Ctrl-C stops it)", host, port)
-    launch(app, host, port)
+    try:
+        for problem in studio.warm():
+            log.warning("the studio starts without the %s", problem)
+        app = build_app(root, studio=studio)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("the studio listens on %s: anyone who reaches this machine on port %d can use it", host, port)
+        log.info("anime-avatar studio on http://%s:%d (Ctrl-C stops it)", host, port)
+        if threading.current_thread() is threading.main_thread():  # `kill` stops it as Ctrl-C does: cleaned up
+            signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            launch(app, host, port)
+        except OSError as err:  # taken between the check and now: Gradio says "Cannot find empty port"
+            raise UserError(f"cannot listen on {host}:{port} ({one_line(err)}): pass --port N") from None
+    finally:
+        studio.close()

@@ -297,9 +297,83 @@ def test_the_page_makes_no_call_home_and_old_answers_are_deleted(studio, workspa
     assert not [f for f in fonts if isinstance(f, GoogleFont)]  # the page downloads no fonts either
     old, _ = studio.generate(0, 1, 0.0)
     os.utime(old.parent, (time.time() - 7200, time.time() - 7200))
-    new, _ = studio.generate(1, 1, 0.0)
-    studio._prune(time.time() - 3600)
+    new, _ = studio.generate(1, 1, 0.0)  # each new answer deletes those older than an hour first
     assert not old.exists() and new.is_file()
+
+
+def test_the_studio_removes_the_folder_it_made_when_it_stops_and_keeps_a_given_one(workspace, tmp_path):
+    from anime_avatar.studio import Studio
+
+    before = Path.cwd()
+    try:
+        own = Studio(workspace["work"])
+        avatar, _ = own.generate(0, 1, 0.0)
+        assert avatar.is_file() and own.out.name.startswith("anime-avatar-studio-")
+        own.close()
+        assert not own.out.exists()  # the answers (people's photos with their face boxes) are gone
+        given = Studio(workspace["work"], out=tmp_path / "answers")
+        given.generate(0, 1, 0.0)
+        given.close()
+        assert len(list((tmp_path / "answers").iterdir())) == 1
+    finally:
+        os.chdir(before)
+
+
+def test_a_taken_port_is_one_line_before_any_model_loads(workspace, monkeypatch):
+    import socket
+
+    from anime_avatar.studio import Studio, serve
+
+    monkeypatch.setattr(Studio, "warm", lambda self: pytest.fail("loaded the models before checking the port"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError) as err:
+            serve(workspace["work"], port=port)
+    assert str(err.value) == (f"cannot listen on 127.0.0.1:{port} (Address already in use): another program (a "
+                              "studio already running?) has it; pass --port N")  # fmt: skip
+
+
+def test_the_avatar_is_of_the_picture_last_given_by_upload_or_webcam(studio, workspace):
+    """The page keeps the picture last given (by upload or webcam; the other tab may still hold an older one):
+    the avatar is of the picture whose face boxes are shown."""
+    from anime_avatar.studio import build_app
+
+    app = build_app(workspace["work"], studio=studio)
+    blocks = {getattr(block, "elem_id", None): block for block in app.blocks.values()}
+
+    def handler(elem_id: str):
+        (fn,) = [f for f in app.fns.values() if any(t[0] == blocks[elem_id]._id for t in f.targets)]
+        return fn
+
+    upload, camera, make = handler("photo-file"), handler("photo-webcam"), handler("photo-button")
+    picture = make.inputs[0]
+    assert upload.outputs[0] is picture and camera.outputs[0] is picture
+    assert make.tracks_progress  # Gradio found the handler's gr.Progress: Gatys shows a progress bar
+    blank, astronaut = str(workspace["blank"]), str(workspace["photo"])
+    latest, _, note, status = upload.fn(blank, None)
+    assert (latest, status) == (blank, "") and note.startswith("no face found")
+    latest, _, note, _ = camera.fn(astronaut, blank)  # a webcam shot after the upload
+    assert latest == astronaut and note == "1 face found in the photo (512×512)"
+    avatar, _, note, _, status = make.fn(latest, "translate", None, False, 64, 10)
+    assert status == "" and "avatar of the face at x=177" in note  # the shot's face, not the blank upload
+    assert camera.fn(None, blank)[0] == blank  # the shot cleared: the upload is the picture again
+
+
+def test_one_face_detection_at_a_time(studio, workspace):
+    """The upload's preview and the avatar share OpenCV's detector, which keeps state in the object."""
+    import threading
+
+    for detect in (lambda: studio.faces(str(workspace["photo"])),
+                   lambda: studio.avatar(str(workspace["photo"]), "translate", None, False, 64)):  # fmt: skip
+        with studio.lock("detector"):
+            worker = threading.Thread(target=detect)
+            worker.start()
+            worker.join(1.0)
+            assert worker.is_alive()  # waiting for the detector
+        worker.join(120)
+        assert not worker.is_alive()
 
 
 def test_outside_a_project_the_studio_says_so(tmp_path):
