@@ -102,3 +102,19 @@ def test_augment_stage_checks_the_transforms_before_loading_a_face(tmp_path, mon
     with pytest.raises(ParamsError, match=r"augment.transforms\[0\] \(RandomCrop\) cannot apply to the 32x32"):
         stages.augment.augment(params_with({"augment": {"transforms": spec}}))
     assert (tmp_path / "data" / "train" / "index.json").read_text() == "previous"
+
+
+def test_copies_of_a_pipeline_that_draws_one_image_are_refused_and_random_ones_pass():
+    flip = [{"name": "HorizontalFlip", "p": 1.0}]
+    with pytest.raises(ParamsError, match=r"^augment.copies is 2 but augment.transforms draw the same image every "):
+        check_transforms(section("augment", transforms=flip, copies=2), image_size=16)
+    check_transforms(section("augment", transforms=flip, copies=1), image_size=16)  # one mirrored copy: useful
+    check_transforms(section("augment", transforms=[{"name": "HorizontalFlip", "p": 0.5}], copies=2), image_size=16)
+
+
+def test_a_transform_that_resizes_on_some_draws_only_is_named_not_a_traceback():
+    params = section("augment", transforms=[{"name": "RandomScale", "scale_limit": 0.02}], copies=1)
+    check_transforms(params, image_size=32)  # the sample's draw keeps the size: the check cannot see it
+    message = r"^augment.transforms must keep the image size and uint8 type: copy 1 of face \d+ came out uint8 \(3[13]"
+    with pytest.raises(ParamsError, match=message):
+        augment_faces(faces(40, 32), [str(i) for i in range(40)], params)

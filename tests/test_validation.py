@@ -70,3 +70,31 @@ def test_html_report_is_self_contained_and_names_every_check(checks, tmp_path):
     assert "expect_column_values_to_be_unique" in page and "0.99" in page
     passing = report_html(report([r for r in results if r.table == "good"], {"good": tables["good"]}))
     assert "PASSED" in passing and "FAIL<" not in passing
+
+
+def test_the_training_images_may_repeat_a_face_which_the_faces_table_may_not():
+    """A random flip with p 0.5 gives the original back half the time: a repeat within the training images is
+    allowed there; the faces they come from must be unique."""
+    params = section("validate", min_count=5)
+    faces = varied_faces(6)
+    train = train_table(np.concatenate([faces, faces[:1]]))  # face 0 twice, as an unflipped copy would
+    suite = expectations(params, 16, row_count=7, unique_hash=False)
+    assert "hash" not in {getattr(e, "column", None) for e in suite}
+    (unique,) = [e for e in expectations(params, 16) if getattr(e, "column", None) == "hash"]
+    results = run_suites({"train": (train, suite), "faces": (train, [unique])})
+    assert {(r.table, r.expectation): r.success for r in results if r.table == "faces"} == {
+        ("faces", "expect_column_values_to_be_unique"): False
+    }
+    assert all(r.success for r in results if r.table == "train")
+
+
+def test_data_docs_off_still_writes_the_declared_folder_saying_so(tmp_path, monkeypatch):
+    from stages.validate import write_data_docs
+
+    monkeypatch.chdir(tmp_path)
+    summary = {"success": True, "failed": [], "tables": {}, "checks": []}
+    (tmp_path / "reports" / "data_docs").mkdir(parents=True)
+    (tmp_path / "reports" / "data_docs" / "index.html").write_text("an old report")
+    write_data_docs(summary, enabled=False)  # dvc.yaml declares the folder: it must exist after the stage
+    page = (tmp_path / "reports" / "data_docs" / "index.html").read_text()
+    assert "validate.data_docs: false" in page and "an old report" not in page

@@ -35,6 +35,9 @@ def _transform(spec: TransformSpec, key: str, **overrides: Any):  # -> albumenta
         raise ParamsError(f"{key} ({spec.name}): {err}") from None
 
 
+DETERMINISM_DRAWS = 32  # draws that must all agree before a pipeline is called deterministic (a p=0.5 flip: 2**-32)
+
+
 def build_pipeline(params: AugmentParams):  # -> albumentations.Compose
     """An albumentations Compose from ``augment.transforms``; a bad entry raises ParamsError naming it."""
     import albumentations as A
@@ -67,6 +70,16 @@ def check_transforms(params: AugmentParams, image_size: int) -> None:
                 f"{key} must keep the crops' size and uint8 type: it turns {image_size}x{image_size} uint8 "
                 f"into {'x'.join(map(str, out.shape[:2][::-1]))} {out.dtype}"
             )
+    if params.copies > 1:
+        # A pipeline that draws the same image every time makes copies that are all one image: wasted work.
+        pipeline = build_pipeline(params)
+        first = pipeline(image=sample)["image"]
+        if all(np.array_equal(first, pipeline(image=sample)["image"]) for _ in range(DETERMINISM_DRAWS)):
+            raise ParamsError(
+                f"augment.copies is {params.copies} but augment.transforms draw the same image every time "
+                "(no random transform, or each with p: 1.0 and nothing else random): the copies would be "
+                "identical; use copies: 1, or a random transform such as {name: HorizontalFlip, p: 0.5}"
+            )
 
 
 def augment_faces(
@@ -82,12 +95,16 @@ def augment_faces(
     first = 1 if params.keep_original else 0
     for c in range(params.copies):
         assert pipeline is not None
-        copy = np.stack([pipeline(image=face)["image"] for face in faces])
-        if copy.dtype != np.uint8 or copy.shape != faces.shape:
-            raise ParamsError(
-                "augment.transforms must keep the image size and uint8 type "
-                f"(got {copy.dtype} {copy.shape[1:]} from {faces.shape[1:]})"
-            )
+        copy = np.empty_like(faces)
+        for i, face in enumerate(faces):
+            image = pipeline(image=face)["image"]
+            if image.dtype != np.uint8 or image.shape != face.shape:  # a transform that resizes only sometimes
+                raise ParamsError(
+                    "augment.transforms must keep the image size and uint8 type: copy "
+                    f"{first + c} of face {face_ids[i]} came out {image.dtype} {image.shape} from {face.shape} "
+                    "(a transform such as RandomScale changes the size on some draws only)"
+                )
+            copy[i] = image
         out.append(copy)
         variants += [Variant(fid, first + c) for fid in face_ids]
     return np.concatenate(out), variants
