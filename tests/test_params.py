@@ -48,6 +48,12 @@ def test_every_device_key_is_validated(key):
         ({"detect": {"detector": "yolo"}}, "detect.detector: Input should be 'lbp', 'animeface' or 'none'"),
         ({"data": {"source": "url"}}, "data.source is 'url' but data.url is empty"),
         ({"data": {"source": "url", "url": "ftp://x/y.zip"}}, "data.url must start with http:// or https://"),
+        ({"data": {"source": "url", "url": "https://host/my file.zip"}}, "has a space in it: write it as %20"),
+        (
+            {"data": {"source": "url", "url": "https://host:abc/x.zip"}},
+            "data.url 'https://host:abc/x.zip' is not a valid",
+        ),
+        ({"photos": {"source": "url", "url": "https:///x.zip"}}, "photos.url 'https:///x.zip' has no host name"),
         ({"data": {"sha256": "abc"}}, "data.sha256: must be 64 hexadecimal characters"),
         ({"augment": {"copies": 0, "keep_original": False}}, "no training images"),
         ({"validate": {"brightness_min": 0.9, "brightness_max": 0.1}}, "validate.brightness_min must be below"),

@@ -748,6 +748,22 @@ def test_hf_rows_become_checked_png_files(tmp_path):
     assert sorted(tree(out)) == ["images/hf/0000000.png", "images/hf/0000001.png"], "staging is removed"
 
 
+def test_hf_images_in_modes_png_cannot_hold_are_kept_not_a_traceback(tmp_path):
+    """Scraped sets have CMYK JPEGs; Pillow cannot write CMYK (or YCbCr, LAB, HSV, float) as PNG."""
+    modes = {"CMYK": (0, 200, 200, 0), "YCbCr": (120, 90, 200), "LAB": (60, 140, 100), "HSV": (20, 200, 220)}
+    rows = [{"image": Image.new(mode, (12 + i, 10), colour)} for i, (mode, colour) in enumerate(modes.items())]
+    rows.append({"image": Image.new("F", (16, 10), 0.25)})
+    result = collect_hf(hf_params(), tmp_path / "out", loader=lambda dataset, split: rows)
+    names = ["0000000.png", "0000001.png", "0000002.png", "0000003.png", "0000004.tiff"]
+    assert [r.relpath for r in result.images] == [f"images/hf/{name}" for name in names]
+    assert [r.width for r in result.images] == [12, 13, 14, 15, 16] and not rejected_map(result)
+    for name, (mode, colour) in zip(names, modes.items(), strict=False):
+        with Image.open(tmp_path / "out/images/hf" / name) as saved:  # the RGB the reader would make of it
+            assert saved.getpixel((0, 0)) == Image.new(mode, (1, 1), colour).convert("RGB").getpixel((0, 0))
+    with Image.open(tmp_path / "out/images/hf/0000004.tiff") as grey:
+        assert grey.mode == "F" and grey.getpixel((0, 0)) == 0.25  # float kept as it is, not clipped to black
+
+
 def test_hf_missing_column_lists_the_columns(tmp_path):
     def loader(dataset, split):
         return [{"picture": Image.new("RGB", (8, 8)), "label": 1, "caption": "x"}]

@@ -105,7 +105,25 @@ class DataParams(Section):
             raise ValueError(f"{self.section}.source is {self.source!r} but {self.section}.{needed} is empty")
         if self.source == "url" and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"{self.section}.url must start with http:// or https://")
+        if self.source == "url":
+            problem = _url_problem(self.url)
+            if problem:  # said now, not after retries that treat it as a network failure
+                raise ValueError(f"{self.section}.url {self.url!r} {problem}")
         return self
+
+
+def _url_problem(url: str) -> str:
+    """Why an http(s) URL cannot be requested as written ("" when it can)."""
+    from urllib.parse import urlsplit
+
+    if any(c.isspace() for c in url):
+        return "has a space in it: write it as %20"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number or out of range
+    except ValueError as err:
+        return f"is not a valid URL ({err})"
+    return "" if parts.hostname else "has no host name"
 
 
 class PhotosParams(DataParams):

@@ -430,6 +430,21 @@ def _load_hf_dataset(dataset_id: str, split: str) -> Iterable[dict[str, Any]]:
         raise UserError(f"cannot load Hugging Face dataset {dataset_id!r} (split {split!r}): {err}") from None
 
 
+def _save_decoded(image: Any, path: Path) -> Path:  # image: PIL.Image.Image
+    """Save a decoded dataset image as PNG; in a mode PNG cannot hold (scraped sets have CMYK JPEGs; YCbCr, LAB,
+    HSV) as its RGB, which is what the image reader would make of it; a float image as TIFF, which holds it as it
+    is (the reader scales 0..1; RGB would clip it to black). Returns the path written."""
+    if image.mode == "F":
+        tiff = path.with_suffix(".tiff")
+        image.save(tiff, format="TIFF")
+        return tiff
+    try:
+        image.save(path, format="PNG")
+    except OSError:  # "cannot write mode CMYK as PNG"
+        image.convert("RGB").save(path, format="PNG")
+    return path
+
+
 def collect_hf(
     params: DataParams,
     out: Path,
@@ -453,7 +468,7 @@ def collect_hf(
             image = row[params.hf_image_column]
             path = staging / f"{i:07d}.png"
             if hasattr(image, "save"):
-                image.save(path, format="PNG")
+                path = _save_decoded(image, path)
             elif isinstance(image, dict) and image.get("bytes"):
                 path.write_bytes(image["bytes"])
             else:
