@@ -453,6 +453,8 @@ def cmd_audit(args: argparse.Namespace) -> None:
 
     Example: anime-avatar audit --run 3f2a... --manifest used-files.csv
     """
+    if args.manifest and not args.run:
+        raise UserError("--manifest needs --run RUN_ID: the manifest is the data behind one training run")
     client, params = _mlflow(args)
     from anime_avatar.core.fsutil import write_csv
     from anime_avatar.ops import audit
@@ -465,7 +467,10 @@ def cmd_audit(args: argparse.Namespace) -> None:
         if args.manifest:
             if item.manifest is None:
                 raise UserError(f"no manifest to write: {item.manifest_problem}")
-            write_csv(args.manifest, item.manifest, list(item.manifest[0]) if item.manifest else ["relpath"])
+            try:
+                write_csv(args.manifest, item.manifest, list(item.manifest[0]) if item.manifest else ["relpath"])
+            except OSError as err:
+                raise UserError(f"cannot write {args.manifest}: {err.strerror or err}") from None
             log.info("manifest of %d files written to %s", len(item.manifest), args.manifest)
         return
     records = audit.run_records(client, experiment_id(client, params.tracking.experiment), params.tracking.model_name)
@@ -595,7 +600,14 @@ def _png_file(text: str) -> Path:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder: name the .png file to write")
     if path.suffix.lower() != ".png":
-        raise argparse.ArgumentTypeError(f"{text}: the grid is a PNG image; name a .png file")
+        raise argparse.ArgumentTypeError(f"{text}: the picture is a PNG image; name a .png file")
+    return path
+
+
+def _csv_file(text: str) -> Path:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: name the .csv file to write")
     return path
 
 
@@ -682,12 +694,12 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
     p = add_command(sub, cmd_runs)
     p.add_argument("--sort", choices=["fid", "kid", "start"], default="fid")
     p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    p.add_argument("--plot", type=Path, metavar="FILE.png", help="plot FID per run and FID over training steps")
+    p.add_argument("--plot", type=_png_file, metavar="FILE.png", help="plot FID per run and FID over training steps")
     p.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment)")
 
     p = add_command(sub, cmd_audit)
     p.add_argument("--run", metavar="RUN_ID", help="the data lineage of one training run")
-    p.add_argument("--manifest", type=Path, metavar="FILE.csv", help="with --run: write the raw manifest")
+    p.add_argument("--manifest", type=_csv_file, metavar="FILE.csv", help="with --run: write the raw manifest")
 
     p = add_command(sub, cmd_ui)
     p.add_argument("--host", default="127.0.0.1")

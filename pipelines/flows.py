@@ -37,7 +37,7 @@ from anime_avatar.ops.lock import workspace_lock
 from anime_avatar.ops.run_journal import recover
 from anime_avatar.ops.stale_runs import process_tags
 from anime_avatar.ops.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, tracking_uri
-from anime_avatar.ops.tracking_store import fail_fast_http
+from anime_avatar.ops.tracking_store import check_tracking_store, fail_fast_http
 from pipelines.recovery import dvc_executable, kept_outputs, preflight
 
 
@@ -296,6 +296,9 @@ def retrain_flow(workspace: str = ".", refresh: bool = True) -> dict:
     with workspace_lock(root, f"flow anime-avatar-retrain {_flow_run_id()}"):
         params = load_params(root / "params.yaml")
         name = params.tracking.model_name
+        # The store first, in a second, not after MLflow's minutes of retries on the champion lookup below.
+        check_tracking_store(tracking_uri(root))
+        fail_fast_http()
         # The champion before this run: the evaluate stage names one when there is none yet, and the decision
         # below is against the model that held the alias before.
         current = champion_if_store(root, name)

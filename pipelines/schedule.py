@@ -41,12 +41,16 @@ def check_server(url: str) -> None:
 
 def cron_schedule(cron: str, timezone: str | None = None):  # -> CronSchedule
     from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
 
     try:
         return CronSchedule(cron=cron, timezone=timezone)
-    except ValueError as err:
-        first = str(err).splitlines()[-1].strip() if str(err) else "invalid"
-        raise UserError(f"--cron {cron!r} is not a valid cron schedule: {first}") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        option = "--timezone" if first["loc"] and first["loc"][0] == "timezone" else "--cron"
+        value = timezone if option == "--timezone" else cron
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        raise UserError(f"{option} {value!r}: {reason}") from None
 
 
 def serve_retrain(workspace: Path, cron: str, name: str = "scheduled", timezone: str | None = None) -> None:

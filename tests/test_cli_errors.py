@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import BIN, ROOT, venv_env
+from tests.conftest import BIN, ROOT, free_port, venv_env
 
 USAGE_ERROR = 2
 
@@ -86,13 +86,44 @@ def test_generate_out_naming_a_file_is_a_usage_error_and_the_file_is_kept(tmp_pa
 
 @pytest.mark.parametrize(("grid", "reason"), [
     ("folder", "folder is a folder: name the .png file to write"),
-    ("grid.jpg", "grid.jpg: the grid is a PNG image; name a .png file"),
+    ("grid.jpg", "grid.jpg: the picture is a PNG image; name a .png file"),
 ])  # fmt: skip
 def test_generate_grid_naming_a_folder_or_not_png_is_a_usage_error(tmp_path, grid, reason):
     (tmp_path / "folder").mkdir()
     proc = cli(["generate", "--grid", grid], tmp_path)
     assert proc.returncode == USAGE_ERROR
     assert error_line(proc) == f"anime-avatar generate: error: argument --grid: {reason}"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["runs", "--plot", "runs.txt"], "anime-avatar runs: error: argument --plot: runs.txt: the picture is a PNG image; "
+                                     "name a .png file"),
+    (["audit", "--run", "r1", "--manifest", "folder"], "anime-avatar audit: error: argument --manifest: folder is a "
+                                                       "folder: name the .csv file to write"),
+])  # fmt: skip
+def test_runs_plot_and_audit_manifest_that_cannot_be_written_are_usage_errors(tmp_path, args, message):
+    (tmp_path / "folder").mkdir()
+    proc = cli(args, tmp_path)
+    assert proc.returncode == USAGE_ERROR and error_line(proc) == message
+
+
+def test_audit_manifest_without_a_run_says_so_instead_of_ignoring_it(tmp_path):
+    proc = cli(["audit", "--manifest", "m.csv"], tmp_path)
+    assert proc.returncode == 1
+    assert error_line(proc).endswith("--manifest needs --run RUN_ID: the manifest is the data behind one training run")
+
+
+def test_generate_with_a_tracking_server_that_does_not_answer_uses_the_file_and_says_why(generator_project):
+
+    env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    proc = subprocess.run([str(BIN / "anime-avatar"), "generate", "--n", "1", "--out", "out"], cwd=generator_project,
+                          env={**venv_env(), **env}, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "no champion model registered (cannot load MLflow model models:/anime-avatar-generator@champion: " in (
+        proc.stderr
+    )
+    assert "Connection refused" in proc.stderr and "using models/generator.pt" in proc.stderr
+    assert (generator_project / "out" / "avatar-000000.png").is_file()
 
 
 def test_generate_outside_a_project_creates_nothing(tmp_path):
@@ -108,7 +139,10 @@ def test_generate_outside_a_project_creates_nothing(tmp_path):
 def test_generate_without_a_tracking_database_uses_the_file_and_creates_no_database(generator_project):
     proc = cli(["generate", "--n", "2", "--out", "out"], generator_project)
     assert proc.returncode == 0, proc.stderr
-    assert "no champion model registered: using models/generator.pt" in proc.stderr
+    assert (
+        "no champion model registered (cannot load MLflow model models:/anime-avatar-generator@champion: no MLflow "
+        "database at mlflow.db): using models/generator.pt" in proc.stderr
+    )
     assert files_in(generator_project) == [
         "models", "models/generator.pt", "out", "out/avatar-000000.png", "out/avatar-000001.png", "params.yaml",
     ]  # fmt: skip

@@ -25,6 +25,7 @@ import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
+from anime_avatar.core.errors import UserError
 from anime_avatar.core.params import merge
 from anime_avatar.nn.precision import training_precision
 from anime_avatar.ops.lock import workspace_lock
@@ -380,4 +381,16 @@ def test_schedule_says_when_no_server_is_reachable(workspace):
     proc = run(["anime-avatar", "schedule", "--cron", "0 3 * * 1"], work, check=False, env=env)
     assert proc.returncode == 1 and "no Prefect server answers" in proc.stderr and "make prefect-server" in proc.stderr
     proc = run(["anime-avatar", "schedule", "--cron", "every monday"], work, check=False, env=env)
-    assert proc.returncode == 1 and "is not a valid cron schedule" in proc.stderr
+    assert proc.returncode == 1 and "--cron 'every monday': Invalid cron string" in proc.stderr
+
+
+@pytest.mark.parametrize(("cron", "timezone", "message"), [
+    ("bad", None, "--cron 'bad': Invalid cron string: \"bad\""),
+    ("0 3 * * 1", "Mars/Olympus", "--timezone 'Mars/Olympus': Invalid timezone: \"Mars/Olympus\" (specify in IANA"),
+])  # fmt: skip
+def test_a_bad_cron_or_timezone_is_named_with_its_reason(cron, timezone, message):
+    from pipelines.schedule import cron_schedule
+
+    with pytest.raises(UserError) as err:
+        cron_schedule(cron, timezone)
+    assert str(err.value).startswith(message)

@@ -82,6 +82,23 @@ def test_a_run_without_a_registered_version_is_a_clear_error(store):
         registry.version_of_run(client, NAME, run.info.run_id)
 
 
+def test_a_store_that_does_not_answer_is_not_taken_for_no_champion():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2 as codes
+
+    class Store:
+        def __init__(self, code: int) -> None:
+            self.code = code
+
+        def get_model_version_by_alias(self, name, alias):
+            raise MlflowException("API request to http://127.0.0.1:9 failed: Connection refused", error_code=self.code)
+
+    assert registry.champion(Store(codes.RESOURCE_DOES_NOT_EXIST), NAME) is None  # no such model
+    assert registry.champion(Store(codes.INVALID_PARAMETER_VALUE), NAME) is None  # no such alias
+    with pytest.raises(UserError, match=rf"^cannot look up the champion of {NAME}: API request to http://127"):
+        registry.champion(Store(codes.INTERNAL_ERROR), NAME)  # retrain must not go on as if there were none
+
+
 def test_runs_table_sorts_by_fid_marks_the_champion_and_plots(store, tmp_path):
     client, trained = store
     a, b, c = trained(80.0, steps=100), trained(None, steps=5, arch="dcgan"), trained(60.0, steps=200)

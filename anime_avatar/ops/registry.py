@@ -56,8 +56,11 @@ def champion(client, model_name: str) -> Candidate | None:  # client: mlflow.Mlf
 
     try:
         version = client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:  # no such model, or no such alias
-        return None
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such model, or alias
+            return None
+        # A store that does not answer is not "no champion": retrain would compare against the wrong model.
+        raise UserError(f"cannot look up the champion of {model_name}: {str(err).splitlines()[0]}") from None
     return Candidate(str(version.version), version.run_id, run_fid(client, version.run_id))
 
 
@@ -171,13 +174,16 @@ def resolve_generator(model: str | None, model_name: str) -> nn.Module:
         raise UserError(
             f"--model {model!r} is neither a file nor an MLflow model URI (models:/NAME@ALIAS, runs:/ID/generator)"
         )
+    from anime_avatar.ops.tracking_store import fail_fast_http
+
     uri = f"models:/{model_name}@{CHAMPION}"
+    fail_fast_http()  # a tracking server that does not answer: one refused connection, not minutes of retries
     try:
         generator = _load_mlflow(uri)
         log.info("using %s", uri)
         return generator
-    except UserError:
-        log.info("no champion model registered: using %s", GENERATOR)
+    except UserError as err:  # the reason is said: "no champion" and "the server does not answer" differ
+        log.info("no champion model registered (%s): using %s", str(err).splitlines()[0], GENERATOR)
         return load_generator(GENERATOR).net
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from anime_avatar.core.errors import UserError
+from anime_avatar.core.fsutil import atomic_write_bytes
 from anime_avatar.ops.data_versions import data_version_tag
 from anime_avatar.ops.registry import champion
 
@@ -159,6 +160,10 @@ def plot(rows: list[RunRow], histories: dict[str, list[tuple[int, float]]], path
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    try:
+        atomic_write_bytes(path, png.getvalue())
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
