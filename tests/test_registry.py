@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -97,6 +98,30 @@ def test_a_store_that_does_not_answer_is_not_taken_for_no_champion():
     assert registry.champion(Store(codes.INVALID_PARAMETER_VALUE), NAME) is None  # no such alias
     with pytest.raises(UserError, match=rf"^cannot look up the champion of {NAME}: API request to http://127"):
         registry.champion(Store(codes.INTERNAL_ERROR), NAME)  # retrain must not go on as if there were none
+
+
+def test_evaluate_warns_and_goes_on_when_the_champion_lookup_fails(monkeypatch, caplog):
+    """The alias is a convenience: a store that fails the lookup leaves the evaluation standing, with a warning."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2 as codes
+
+    import anime_avatar.artifacts.run as run_files
+
+    class Store:
+        def __init__(self, uri: str) -> None:
+            pass
+
+        def search_model_versions(self, query):
+            return [type("Version", (), {"version": "1", "name": NAME})()]
+
+        def get_model_version_by_alias(self, name, alias):
+            raise MlflowException("API request failed: Connection refused", error_code=codes.INTERNAL_ERROR)
+
+    record = type("Record", (), {"tracking_uri": "http://127.0.0.1:9", "run_id": "r1"})()
+    monkeypatch.setattr(run_files, "read_run_file", lambda name, stage: record)
+    monkeypatch.setattr(mlflow, "MlflowClient", Store)
+    registry.name_champion_of_recorded_run(Path("models/run.json"), "evaluate", 50.0)
+    assert "no champion named: the tracking store did not answer (cannot look up the champion of " in caplog.text
 
 
 def test_runs_table_sorts_by_fid_marks_the_champion_and_plots(store, tmp_path):

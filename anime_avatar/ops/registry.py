@@ -159,7 +159,7 @@ def name_champion_of_recorded_run(run_file: Path, stage: str, fid: float) -> Non
         return
     try:
         name_first_champion(MlflowClient(record.tracking_uri), record.run_id, fid)
-    except (MlflowException, OSError) as err:
+    except (MlflowException, OSError, UserError) as err:  # UserError: champion() on a store that did not answer
         log.warning("no champion named: the tracking store did not answer (%s)", str(err).splitlines()[0])
 
 
