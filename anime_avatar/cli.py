@@ -221,10 +221,11 @@ def _contents_and_targets(content: Path, out: Path) -> tuple[list[Path], list[Pa
         return [content], [out]
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: with a folder as --content, --out is the folder to write into")
-    if out.resolve() == content.resolve():
+    out_folder = out.resolve()
+    if out_folder == content.resolve():
         raise UserError(f"--out {out} is the --content folder: the results would replace the pictures; name another")
     # An --out inside --content holds an earlier run's results: they are outputs, not pictures to process again.
-    contents = [c for c in image_files(content) if out.resolve() not in c.resolve().parents]
+    contents = [c for c in image_files(content) if out_folder not in c.resolve().parents]
     if not contents:
         raise UserError(f"--content {content}: no images in this folder")
     targets = [out / f"{c.relative_to(content).with_suffix('')}.png" for c in contents]

@@ -54,7 +54,7 @@ def check_transforms(params: AugmentParams, image_size: int) -> None:
     """
     import albumentations as A
 
-    build_pipeline(params)  # names and arguments first
+    pipeline = build_pipeline(params)  # names and arguments first
     sample = np.random.default_rng(0).integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)
     for i, spec in enumerate(params.transforms):
         key = f"augment.transforms[{i}] ({spec.name})"
@@ -72,7 +72,6 @@ def check_transforms(params: AugmentParams, image_size: int) -> None:
             )
     if params.copies > 1:
         # A pipeline that draws the same image every time makes copies that are all one image: wasted work.
-        pipeline = build_pipeline(params)
         first = pipeline(image=sample)["image"]
         if all(np.array_equal(first, pipeline(image=sample)["image"]) for _ in range(DETERMINISM_DRAWS)):
             raise ParamsError(
