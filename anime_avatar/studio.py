@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anime_avatar.core import limits
-from anime_avatar.core.errors import UserError
+from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.params import DEFAULT_PARAMS, load_params
 
 if TYPE_CHECKING:
@@ -74,11 +74,6 @@ class Loaded:
 
     model: Any
     label: str
-
-
-def one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def whole_number(value: Any, name: str, low: int, high: int) -> int:
@@ -166,7 +161,7 @@ class Studio:
                 net = resolve_generator(uri, name)
                 return Loaded(net, f"the registered champion {uri}{self._champion_detail(store, name)}")
             except UserError as err:
-                not_champion = one_line(err)
+                not_champion = first_line(err)
         if not GENERATOR.is_file():
             raise UserError(f"no generator: no registered champion ({not_champion}) and no {GENERATOR}; "
                             "train one with `dvc repro train`")  # fmt: skip
@@ -244,8 +239,8 @@ class Studio:
             try:
                 load()
             except UserError as err:
-                problems.append(f"{what}: {one_line(err)}")
-                log.warning("studio: %s: %s", what, one_line(err))
+                problems.append(f"{what}: {first_line(err)}")
+                log.warning("studio: %s: %s", what, first_line(err))
         return problems
 
     # --- files -------------------------------------------------------------------------------------
@@ -493,7 +488,7 @@ class Studio:
             report = json.loads(VALIDATION_REPORT.read_text())
             checks = report.get("checks", [])
         except (OSError, ValueError, AttributeError) as err:
-            return f"{VALIDATION_REPORT} could not be read ({one_line(err)})"
+            return f"{VALIDATION_REPORT} could not be read ({first_line(err)})"
         when = datetime.fromtimestamp(VALIDATION_REPORT.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
         passed = sum(1 for c in checks if c.get("success"))
         verdict = "passed" if report.get("success") else "FAILED"
@@ -516,7 +511,7 @@ class Studio:
         try:
             listed = client.list_artifacts(run_id, "samples")
         except Exception as err:  # MLflow raises many types for a missing run or folder
-            raise UserError(f"run {run_id}: its sample grids could not be listed ({one_line(err)})") from None
+            raise UserError(f"run {run_id}: its sample grids could not be listed ({first_line(err)})") from None
         files = [a.path for a in listed if not a.is_dir and a.path.endswith(".png")]
         if not files:
             return []
@@ -565,10 +560,12 @@ def guarded(fn: Callable[..., tuple], n_outputs: int) -> Callable[..., tuple]:
         try:
             return (*(str(v) if isinstance(v, Path) else v for v in fn(*args)), "")  # Gradio takes paths as str
         except UserError as err:
-            message = one_line(err)
+            message = first_line(err)
         except Exception as err:
             log.exception("studio: %s failed", getattr(fn, "__name__", "request"))
-            message = f"something went wrong ({type(err).__name__}: {one_line(err)}); the studio's log has the details"
+            message = (
+                f"something went wrong ({type(err).__name__}: {first_line(err)}); the studio's log has the details"
+            )
         return (*([None] * n_outputs), f"⚠️ {message}")
 
     return run
@@ -764,6 +761,6 @@ def serve(root: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, params
         try:
             launch(app, host, port)
         except OSError as err:  # taken between the check and now: Gradio says "Cannot find empty port"
-            raise UserError(f"cannot listen on {host}:{port} ({one_line(err)}): pass --port N") from None
+            raise UserError(f"cannot listen on {host}:{port} ({first_line(err)}): pass --port N") from None
     finally:
         studio.close()

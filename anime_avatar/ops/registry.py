@@ -9,7 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from anime_avatar.artifacts.generator import GENERATOR
-from anime_avatar.core.errors import UserError
+from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.gan.model_file import load_generator
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def champion(client, model_name: str) -> Candidate | None:  # client: mlflow.Mlf
         if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such model, or alias
             return None
         # A store that does not answer is not "no champion": retrain would compare against the wrong model.
-        raise UserError(f"cannot look up the champion of {model_name}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"cannot look up the champion of {model_name}: {first_line(err)}") from None
     return Candidate(str(version.version), version.run_id, run_fid(client, version.run_id))
 
 
@@ -160,7 +160,7 @@ def name_champion_of_recorded_run(run_file: Path, stage: str, fid: float) -> Non
     try:
         name_first_champion(MlflowClient(record.tracking_uri), record.run_id, fid)
     except (MlflowException, OSError, UserError) as err:  # UserError: champion() on a store that did not answer
-        log.warning("no champion named: the tracking store did not answer (%s)", str(err).splitlines()[0])
+        log.warning("no champion named: the tracking store did not answer (%s)", first_line(err))
 
 
 def resolve_generator(model: str | None, model_name: str) -> nn.Module:
@@ -183,7 +183,7 @@ def resolve_generator(model: str | None, model_name: str) -> nn.Module:
         log.info("using %s", uri)
         return generator
     except UserError as err:  # the reason is said: "no champion" and "the server does not answer" differ
-        log.info("no champion model registered (%s): using %s", str(err).splitlines()[0], GENERATOR)
+        log.info("no champion model registered (%s): using %s", first_line(err), GENERATOR)
         return load_generator(GENERATOR).net
 
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from anime_avatar.core.errors import UserError
+from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.fsutil import atomic_write_json, atomic_write_text
 from anime_avatar.ops.stale_runs import mark_stale_runs, process_tags
 from anime_avatar.ops.tracking_store import is_http, server_problem
@@ -40,10 +40,6 @@ class Record:
 
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 class RunJournal:
@@ -111,7 +107,7 @@ class RunJournal:
             self.outages += 1
             log.warning(
                 "MLflow at %s stopped answering (%s): the work goes on; records are kept and sent when it answers",
-                self.uri, _first_line(err),
+                self.uri, first_line(err, 200),
             )  # fmt: skip
             self._retry_later()
 
@@ -127,7 +123,7 @@ class RunJournal:
             try:
                 self._send(self.kept[0])
             except Exception as err:
-                log.debug("MLflow at %s still failing: %s", self.uri, _first_line(err))
+                log.debug("MLflow at %s still failing: %s", self.uri, first_line(err, 200))
                 self._retry_later()
                 return False
             self.kept.pop(0)
@@ -274,7 +270,7 @@ def journaled_run(
     try:
         run = mlflow.start_run(tags=tags, **start_run)
     except Exception as err:  # the store answered the check a moment ago: say it in one line anyway
-        raise UserError(f"cannot start an MLflow run at {uri}: {_first_line(err)}") from None
+        raise UserError(f"cannot start an MLflow run at {uri}: {first_line(err, 200)}") from None
     journal = RunJournal(uri, run.info.run_id)
     try:
         yield run, journal

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from anime_avatar.core.errors import UserError
+from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.fsutil import atomic_write_bytes
 from anime_avatar.ops.data_versions import data_version_tag
 from anime_avatar.ops.registry import champion
@@ -78,7 +78,7 @@ def settle_runs(client, experiment: str) -> None:
     try:
         recover(client.tracking_uri, ids, client=client)
     except Exception as err:  # e.g. a read-only mlflow.db
-        log.warning("could not settle earlier runs (%s)", (str(err).strip().splitlines() or [type(err).__name__])[0])
+        log.warning("could not settle earlier runs (%s)", first_line(err))
 
 
 def sort_rows(rows: list[RunRow], by: str) -> list[RunRow]:

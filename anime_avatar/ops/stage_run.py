@@ -23,7 +23,7 @@ from typing import Any
 
 from anime_avatar.artifacts.reports import prune_sample_grids
 from anime_avatar.artifacts.run import RunRecord, read_run_file, write_run_file
-from anime_avatar.core.errors import UserError
+from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.loops import TrainingInterrupted
 from anime_avatar.ops.run_journal import RunJournal, journaled_run, recover
 from anime_avatar.ops.tracking import flatten, flow_context, mlflow_client, stage_tags, tracking_uri
@@ -50,7 +50,7 @@ def tracking_ready(uri: str, experiment: str):  # -> mlflow
     try:
         found = mlflow.set_experiment(experiment)
     except Exception as err:  # e.g. an experiment of that name was deleted
-        raise UserError(f"tracking.experiment {experiment!r}: {str(err).strip().splitlines()[0]}") from None
+        raise UserError(f"tracking.experiment {experiment!r}: {first_line(err)}") from None
     if EXPERIMENT_KIND not in found.tags:  # a kind the user chose in the UI stays
         mlflow.set_experiment_tag(EXPERIMENT_KIND, MODEL_DEVELOPMENT)
     recover(uri, [found.experiment_id])

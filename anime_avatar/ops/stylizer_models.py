@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from anime_avatar.artifacts.stylizer import STYLIZER
-from anime_avatar.core.errors import UserError
+from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.ops.tracking import PACKAGE_DIR, model_requirements
 
 # What pyfunc_stylizer.py and its closure in anime_avatar import, by distribution (a test keeps it so).
@@ -86,8 +86,7 @@ def _download(uri: str) -> Path:
     try:
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except Exception as err:  # MLflow raises many types for a missing model or version
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load the stylizer {uri}: {reason} ({hint})") from None
+        raise UserError(f"cannot load the stylizer {uri}: {first_line(err)} ({hint})") from None
     weights = folder / "artifacts" / STYLIZER.name
     if not weights.is_file():
         raise UserError(f"{uri} holds no artifacts/{STYLIZER.name}: not a stylizer logged by the stylize_train stage")

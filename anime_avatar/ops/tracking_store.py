@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
-from anime_avatar.core.errors import UserError
+from anime_avatar.core.errors import UserError, first_line
 
 CHECK_TIMEOUT_S = 5.0
 # MLflow reads these for every HTTP request it makes.
@@ -130,5 +130,4 @@ def check_tracking_store(uri: str, timeout: float = CHECK_TIMEOUT_S, write: bool
         try:
             MlflowClient(uri).search_experiments(max_results=1)
         except Exception as err:  # MLflow raises many types (HTTP, SQLAlchemy, its own): all mean the same here
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-            raise UserError(f"the MLflow tracking store {uri} cannot be used ({first})") from None
+            raise UserError(f"the MLflow tracking store {uri} cannot be used ({first_line(err)})") from None

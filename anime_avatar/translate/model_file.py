@@ -10,7 +10,7 @@ import torch
 
 from anime_avatar.artifacts.torchfile import build_loaded
 from anime_avatar.artifacts.translator import DIRECTIONS, WHAT, read_chosen_translator, write_translator
-from anime_avatar.core.errors import UserError
+from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.translate.nets import Generator, TranslatorConfig
 
 
@@ -49,7 +49,7 @@ def load_translator(
         config = TranslatorConfig.from_dict(payload["config"])
         net = build_loaded(lambda: Generator(config), payload[DIRECTIONS[to]])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise UserError(f"{path}: not a {WHAT} ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        raise UserError(f"{path}: not a {WHAT} ({type(err).__name__}: {first_line(err)})") from None
     net = net.to(device).eval().requires_grad_(False)
     return TrainedTranslator(net, config, path, int(payload.get("step", 0)), str(payload.get("run_id", "")),
                              str(payload.get("data_version", "")), dict(payload.get("info", {})))  # fmt: skip
