@@ -30,12 +30,12 @@ from prefect.runtime import flow_run
 
 from anime_avatar.artifacts.reports import SAMPLES_PNG, read_eval_metrics, read_scores
 from anime_avatar.artifacts.run import read_run_file
-from anime_avatar.core.errors import UserError
+from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.params import Params, load_params
 from anime_avatar.core.stage import NO_LOG_TIME_ENV
 from anime_avatar.ops.lock import workspace_lock
-from anime_avatar.ops.run_journal import recover
-from anime_avatar.ops.stale_runs import process_tags
+from anime_avatar.ops.run_journal import RunJournal, journaled_run
+from anime_avatar.ops.stage_run import tracking_ready
 from anime_avatar.ops.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, tracking_uri
 from anime_avatar.ops.tracking_store import check_tracking_store, fail_fast_http
 from pipelines.recovery import dvc_executable, kept_outputs, preflight
@@ -189,55 +189,70 @@ def stale_stages(root: Path) -> list[str] | None:
     return sorted(status) if isinstance(status, dict) else None
 
 
+@dataclass
+class ParentRun:
+    """The flow's MLflow run: its id, and the journal everything it logs goes through, so that a tracking store
+    that dies mid-flow neither hides a stage's failure nor fails a flow whose stages succeeded."""
+
+    run_id: str
+    journal: RunJournal
+
+
 @contextmanager
-def parent_run(root: Path, params: Params, flow_name: str, flow_run_id: str, open_one: bool) -> Iterator[str | None]:
+def parent_run(
+    root: Path, params: Params, flow_name: str, flow_run_id: str, open_one: bool
+) -> Iterator[ParentRun | None]:
     """The MLflow run the flow's stage runs nest under, in the training experiment; none when ``open_one`` is
-    False (nothing to run), so that no-op flow runs leave the experiment's run list alone."""
+    False (nothing to run), so that no-op flow runs leave the experiment's run list alone. It ends FINISHED,
+    FAILED or KILLED (Ctrl-C) like a stage's run, through its journal."""
     if not open_one:
         yield None
         return
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri(root))
-    experiment = mlflow.set_experiment(params.tracking.experiment)
-    recover(tracking_uri(root), [experiment.experiment_id])  # earlier runs' kept records, killed runs marked
-    tags = {"stage": "pipeline", "flow": flow_name, "prefect.flow_run_id": flow_run_id, **process_tags()}
-    with mlflow.start_run(run_name=f"{flow_name} {flow_run.get_name() or ''}".strip(), tags=tags) as parent:
-        yield parent.info.run_id
+    uri = tracking_uri(root)
+    mlflow = tracking_ready(uri, params.tracking.experiment)  # earlier runs' kept records sent, killed runs marked
+    tags = {"stage": "pipeline", "flow": flow_name, "prefect.flow_run_id": flow_run_id}
+    name = f"{flow_name} {flow_run.get_name() or ''}".strip()
+    with journaled_run(mlflow, uri, run_name=name, tags=tags) as (run, journal):
+        yield ParentRun(run.info.run_id, journal)
 
 
-def run_pipeline(root: Path, flow_name: str, force_download: bool) -> PipelineResult:
-    """The body of both flows: the stages under one MLflow parent run (when any has work to do), then the
-    results artifact. The caller holds the lock."""
+TagsOfResult = Callable[[PipelineResult], dict[str, str]]
+
+
+def run_pipeline(
+    root: Path, flow_name: str, force_download: bool, decide: TagsOfResult | None = None
+) -> PipelineResult:
+    """The body of both flows: the stages under one MLflow parent run (when any has work to do), then
+    ``decide`` (the retrain's champion decision: its tags go on the parent run), then the results artifact.
+    The caller holds the lock."""
     params = load_params(root / "params.yaml")
     preflight(root, params, force_download)  # before DVC removes any output
     fail_fast_http()
     flow_run_id = _flow_run_id()
     result = PipelineResult()
     work_to_do = force_download or stale_stages(root) != []
-    with parent_run(root, params, flow_name, flow_run_id, open_one=work_to_do) as parent_id:
-        result.parent_run_id = parent_id
-        env = {PARENT_RUN_ENV: parent_id, FLOW_RUN_ENV: flow_run_id} if parent_id else {FLOW_RUN_ENV: flow_run_id}
+    with parent_run(root, params, flow_name, flow_run_id, open_one=work_to_do) as parent:
+        result.parent_run_id = parent.run_id if parent else None
+        env = {PARENT_RUN_ENV: parent.run_id, FLOW_RUN_ENV: flow_run_id} if parent else {FLOW_RUN_ENV: flow_run_id}
         try:
             for stage in pipeline_stages(root):
                 task = stage_task(stage, params)
                 force = force_download and stage == "download"
                 result.stages.append(run_keeping_outputs(task, stage, root, force, env))
         finally:
-            if parent_id:
-                import mlflow
-
-                mlflow.set_tags({f"stage.{s.stage}": "ran" if s.ran else "up to date" for s in result.stages})
+            if parent:
+                parent.journal.set_tags({f"stage.{s.stage}": "ran" if s.ran else "up to date" for s in result.stages})
         record = read_run_file(root)
         result.run_id = record.run_id if record else None
         result.scores = read_scores(root)
-        if parent_id:
-            import mlflow
-
+        tags = {"train_run_id": result.run_id} if result.run_id else {}
+        if decide:
+            tags |= decide(result)
+        if parent:
             if result.scores:
-                mlflow.log_metrics(result.scores)
-            if result.run_id:
-                mlflow.set_tag("train_run_id", result.run_id)
+                parent.journal.log_metrics(result.scores)
+            if tags:
+                parent.journal.set_tags(tags)
     publish_results(root, flow_name, result)
     if git_files := sorted({f for s in result.stages for f in s.git_files}):
         get_run_logger().info("to record this version in git: git add %s", " ".join(git_files))
@@ -286,11 +301,8 @@ def pipeline_flow(workspace: str = ".") -> dict:
 
 @flow(name="anime-avatar-retrain", log_prints=True)
 def retrain_flow(workspace: str = ".", refresh: bool = True) -> dict:
-    """Refresh the data, run the pipeline, and promote the new generator if its FID beats the champion's."""
-    from mlflow import MlflowClient
-
-    from anime_avatar.ops import registry
-
+    """Refresh the data, run the pipeline, and promote the new generator if its FID beats the champion's
+    (decided inside the flow's MLflow run, which then carries the decision's tags)."""
     root = Path(workspace).resolve()
     logger = get_run_logger()
     with workspace_lock(root, f"flow anime-avatar-retrain {_flow_run_id()}"):
@@ -302,19 +314,41 @@ def retrain_flow(workspace: str = ".", refresh: bool = True) -> dict:
         # The champion before this run: the evaluate stage names one when there is none yet, and the decision
         # below is against the model that held the alias before.
         current = champion_if_store(root, name)
-        result = run_pipeline(root, "anime-avatar-retrain", force_download=refresh)
-        if not result.run_id:
-            raise UserError("the pipeline left no models/run.json: nothing to compare")
-        client = MlflowClient(tracking_uri(root))
-        best = registry.best_evaluated(client, name) if current is None else None
-        decision = registry.decide(registry.version_of_run(client, name, result.run_id), current, best)
-        registry.apply(client, name, decision)
-        if result.parent_run_id:  # none when nothing ran
-            for key, value in decision.tags().items():
-                client.set_tag(result.parent_run_id, key, value)
+        decisions = []  # the one decision, for the summary after the lock is released
+
+        def decide(result: PipelineResult) -> dict[str, str]:
+            if not result.run_id:
+                raise UserError("the pipeline left no models/run.json: nothing to compare")
+            decisions.append(champion_decision(tracking_uri(root), name, result.run_id, current))
+            return decisions[-1].tags()
+
+        result = run_pipeline(root, "anime-avatar-retrain", force_download=refresh, decide=decide)
+        [decision] = decisions
     moved = f"moved to version {decision.winner.version}" if decision.promote else "kept"
     logger.info("champion %s: %s", moved, decision.reason)
     return {**asdict(result), "summary": summary(result), "decision": decision.tags()}
+
+
+def champion_decision(uri: str, model_name: str, run_id: str, current):  # -> registry.Decision
+    """Move the champion alias to ``run_id``'s model version if it beats ``current`` (with none, to the best
+    evaluated version); a store that went away during the stages is one line saying how to decide later."""
+    from mlflow import MlflowClient
+
+    from anime_avatar.ops import registry
+
+    client = MlflowClient(uri)
+    try:
+        best = registry.best_evaluated(client, model_name) if current is None else None
+        decision = registry.decide(registry.version_of_run(client, model_name, run_id), current, best)
+        registry.apply(client, model_name, decision)
+    except UserError:
+        raise
+    except Exception as err:  # MLflow raises many types (HTTP, SQLAlchemy, its own): all mean the same here
+        raise UserError(
+            f"the champion of {model_name} was not decided: MLflow at {uri} does not answer ({first_line(err)}); "
+            "once it does, `anime-avatar retrain --no-refresh` decides it without retraining"
+        ) from None
+    return decision
 
 
 def champion_if_store(root: Path, model_name: str):  # -> registry.Candidate | None

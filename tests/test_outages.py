@@ -1,5 +1,6 @@
 """The train stage against tracking stores that fail: a real `mlflow server` on 127.0.0.1 killed
-mid-training (and started again), a corrupt mlflow.db, a training process killed outright.
+mid-training (and started again), a corrupt mlflow.db, a training process killed outright; and the
+pipeline flow whose server dies between two stages.
 
 The stage runs as the pipeline runs it (`python -m stages.train` in a project folder) on a tiny
 training set; the test pauses it (SIGSTOP) while it kills or starts the server, so that each
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from anime_avatar.artifacts.trainset import Variant, write_train_set
@@ -248,3 +250,61 @@ def test_a_corrupt_mlflow_db_stops_the_train_stage_in_one_line_before_training(t
     assert len(errors) == 1 and "mlflow.db is not a usable MLflow database (file is not a database)" in errors[0]
     assert "Traceback" not in proc.stderr
     assert not (work / "models/checkpoints").exists() and not (work / "models/generator.pt").exists()
+
+
+def two_stage_project(work: Path, server: MlflowServer, second_fails: bool) -> Path:
+    """A workspace whose dvc.yaml has two stages: the first kills ``server`` (as a crash would, between two
+    stages of a flow), the second then succeeds or fails with a stage's ERROR line."""
+    make_project(work, {})
+    kill = f"import os; os.killpg({server.proc.pid}, 9); open('first.txt', 'w').write('1')"
+    second = (
+        "import sys; print('ERROR anime_avatar: stage second failed: broken on purpose'); sys.exit(1)"
+        if second_fails
+        else "open('second.txt', 'w').write('2')"
+    )
+    stages = {
+        "first": {"cmd": f'python -c "{kill}"', "outs": ["first.txt"]},
+        "second": {"cmd": f'python -c "{second}"', "deps": ["first.txt"], "outs": ["second.txt"]},
+    }
+    (work / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    return work
+
+
+@pytest.mark.parametrize("second_fails", [True, False], ids=["failed-stage", "finished-flow"])
+def test_a_tracking_server_that_dies_mid_flow_neither_hides_a_failed_stage_nor_fails_the_flow(
+    tmp_path, prefect_server, second_fails
+):
+    server = MlflowServer(tmp_path / "server")
+    server.start()
+    try:
+        work = two_stage_project(tmp_path / "project", server, second_fails)
+        flow = run(["anime-avatar", "pipeline"], work, check=False,
+                   env={**prefect_server, "MLFLOW_TRACKING_URI": server.uri})  # fmt: skip
+    finally:
+        server.kill()
+
+    out = flow.stdout + flow.stderr
+    assert flow.returncode == (1 if second_fails else 0), out
+    assert "MlflowException" not in out
+    if second_fails:  # the flow's last word is the stage's failure (Prefect logs the task's traceback before it)
+        assert "ERROR anime_avatar: stage second failed (dvc repro exit" in out.splitlines()[-2]
+        assert out.splitlines()[-1] == "ERROR anime_avatar: stage second failed: broken on purpose"
+    else:
+        assert "Traceback" not in out and "first ran, second ran" in flow.stdout
+    [kept] = list((work / "mlflow-pending").iterdir())  # the parent run's records, for when the server is back
+    assert f"kept in mlflow-pending/{kept.name}" in out
+    client = server.store()
+    assert client.get_run(kept.name).info.status == "RUNNING"
+
+    server.start()
+    try:
+        table = run(["anime-avatar", "runs"], work, env={"MLFLOW_TRACKING_URI": server.uri})
+    finally:
+        server.kill()
+    assert f"of MLflow run {kept.name} kept since its tracking store went away" in table.stderr
+    parent = client.get_run(kept.name)
+    assert parent.data.tags["flow"] == "anime-avatar-pipeline"
+    assert parent.info.status == ("FAILED" if second_fails else "FINISHED")
+    ran = {key: value for key, value in parent.data.tags.items() if key.startswith("stage.")}
+    assert ran == ({"stage.first": "ran"} if second_fails else {"stage.first": "ran", "stage.second": "ran"})
+    assert not (work / "mlflow-pending").exists() or not any((work / "mlflow-pending").iterdir())

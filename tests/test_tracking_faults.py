@@ -23,7 +23,7 @@ from anime_avatar.core.dvcfiles import restorable_paths, restore_hint, stage_out
 from anime_avatar.core.errors import UserError
 from anime_avatar.ops.run_journal import RunJournal, send_pending
 from anime_avatar.ops.stale_runs import HOST_TAG, PID_TAG, REASON_TAG, STARTED_TAG, mark_stale_runs, process_tags
-from anime_avatar.ops.tracking_store import check_tracking_store, sqlite_path
+from anime_avatar.ops.tracking_store import RETRIES_ENV, TIMEOUT_ENV, check_tracking_store, sqlite_path
 from tests.conftest import BIN, ROOT, free_port, venv_env
 
 
@@ -70,6 +70,21 @@ def test_unreachable_server_is_one_line_at_once():
     message = str(err.value)
     assert message.startswith(f"the MLflow tracking server {uri} does not answer (") and "Connection refused" in message
     assert "MLFLOW_TRACKING_URI" in message and "\n" not in message
+
+
+def test_a_champion_that_cannot_be_decided_says_how_to_decide_it_later(monkeypatch):
+    from pipelines.flows import champion_decision
+
+    monkeypatch.setenv(RETRIES_ENV, "0")  # the flows set these (fail_fast_http): a refused connection, at once
+    monkeypatch.setenv(TIMEOUT_ENV, "5")
+    uri = f"http://127.0.0.1:{free_port()}"  # the retrain's server, gone while its stages ran
+    with pytest.raises(UserError) as err:
+        champion_decision(uri, "anime-avatar-generator", "0" * 32, current=None)
+    message = str(err.value)
+    assert message.startswith("the champion of anime-avatar-generator was not decided: ")
+    assert f"MLflow at {uri} does not answer (" in message
+    assert message.endswith("once it does, `anime-avatar retrain --no-refresh` decides it without retraining")
+    assert "\n" not in message
 
 
 def test_server_that_accepts_but_never_answers_is_reported_after_the_timeout():
