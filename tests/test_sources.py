@@ -620,6 +620,28 @@ def test_extract_archive_writes_only_regular_files_inside_dest(tmp_path):
     assert not (tmp_path / "up.bin").exists()
 
 
+def test_a_later_archive_member_with_an_earlier_ones_path_is_reported_not_written_over_it(tmp_path):
+    zipped, tarred = tmp_path / "twice.zip", tmp_path / "twice.tar"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr("a/one.png", b"first")
+        zf.writestr("a/./one.png", b"second")
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            zf.writestr("a/one.png", b"third")
+        zf.writestr("a/two.png", b"two")
+    with tarfile.open(tarred, "w") as tf:
+        add_tar_member(tf, "./a/one.png", b"first")
+        add_tar_member(tf, "a//one.png", b"second")
+        add_tar_member(tf, "a/two.png", b"two")
+    for archive, later in ((zipped, ["a/./one.png", "a/one.png"]), (tarred, ["a//one.png"])):
+        dest = tmp_path / archive.stem
+        rejected = extract_archive(archive, dest, max_bytes=1 << 20)
+        first = "./a/one.png" if archive is tarred else "a/one.png"
+        assert [(r.relpath, r.reason) for r in rejected] == [
+            (name, f"same path as the earlier member {first}") for name in later
+        ]
+        assert tree(dest) == {"a/one.png": b"first", "a/two.png": b"two"}
+
+
 @pytest.mark.parametrize("name", ["bomb.zip", "bomb.tar.gz"])
 def test_archive_larger_than_max_extract_mb_is_a_user_error(tmp_path, name):
     # 2 MiB of zeros packs into a few KiB: the cap counts unpacked bytes
@@ -711,6 +733,8 @@ def hf_params(**changes):
 def test_hf_rows_become_checked_png_files(tmp_path):
     pil = Image.fromarray(np.random.default_rng(50).integers(0, 256, (20, 36, 3), dtype=np.uint8))
     encoded = image_bytes(51, 24, 24)
+    local = tmp_path / "local.png"
+    local.write_bytes(image_bytes(52, 16, 16))
     rows = [
         {"image": pil, "label": 0},
         {"image": {"bytes": encoded, "path": "x.png"}, "label": 1},
@@ -718,6 +742,8 @@ def test_hf_rows_become_checked_png_files(tmp_path):
         {"image": None, "label": 3},
         {"image": {"bytes": None, "path": "remote.png"}, "label": 4},
         {"image": pil.copy(), "label": 5},
+        {"image": {"bytes": None, "path": str(local)}, "label": 6},  # loaded without decoding, from files here
+        {"image": 7, "label": 7},
     ]
     calls = []
 
@@ -732,6 +758,7 @@ def test_hf_rows_become_checked_png_files(tmp_path):
     assert [(r.relpath, r.width, r.height) for r in result.images] == [
         ("images/hf/0000000.png", 36, 20),
         ("images/hf/0000001.png", 24, 24),
+        ("images/hf/0000006.png", 16, 16),
     ]
     assert {(r.source, r.license) for r in result.images} == {("hf:someone/avatars", "CC0-1.0")}
     with Image.open(out / "images/hf/0000000.png") as saved:
@@ -740,12 +767,14 @@ def test_hf_rows_become_checked_png_files(tmp_path):
     assert (out / "images/hf/0000001.png").read_bytes() == encoded
     assert result.images[1].sha256 == sha256(encoded)
     reasons = rejected_map(result)
-    assert sorted(reasons) == ["hf/0000002.png", "hf/0000003.png", "hf/0000004.png", "hf/0000005.png"]
+    assert sorted(reasons) == [f"hf/{i:07d}.png" for i in (2, 3, 4, 5, 7)]
     assert reasons["hf/0000002.png"].startswith("not an image")
-    assert reasons["hf/0000003.png"] == "empty file"
-    assert reasons["hf/0000004.png"] == "empty file"
+    assert reasons["hf/0000003.png"] == "no image in the row"
+    assert reasons["hf/0000004.png"] == "no image bytes, and its path 'remote.png' is not a file here"
     assert reasons["hf/0000005.png"] == "duplicate of images/hf/0000000.png"
-    assert sorted(tree(out)) == ["images/hf/0000000.png", "images/hf/0000001.png"], "staging is removed"
+    assert reasons["hf/0000007.png"] == "not an image (int)"
+    assert (out / "images/hf/0000006.png").read_bytes() == local.read_bytes()
+    assert sorted(tree(out)) == [f"images/hf/{i:07d}.png" for i in (0, 1, 6)], "staging is removed"
 
 
 def test_hf_images_in_modes_png_cannot_hold_are_kept_not_a_traceback(tmp_path):

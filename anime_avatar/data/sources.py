@@ -218,10 +218,22 @@ def _open_zip(archive: Path, stack: contextlib.ExitStack) -> tuple[zipfile.ZipFi
 def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]:
     """Unpack a zip or tar into ``dest``: regular files only, nothing outside ``dest``.
 
-    Links, devices and paths that escape the folder are skipped and reported.
+    Links, devices, paths that escape the folder and later members with an earlier one's path are skipped and
+    reported.
     """
     budget = _Budget(max_bytes)
     rejected: list[Rejected] = []
+    written: dict[str, str] = {}  # path in dest -> the member written there
+
+    def unpack(member_name: str, path: str, src: BinaryIO) -> None:
+        """Copy one member to ``dest/path``, unless an earlier member went there (``a.png`` and ``./a.png``,
+        or a name twice in a zip): the first stays, the later is reported instead of silently replacing it."""
+        if path in written:
+            rejected.append(Rejected(utf8_name(member_name), f"same path as the earlier member {written[path]}"))
+            return
+        written[path] = utf8_name(member_name)
+        budget.copy(src, dest / path)
+
     try:
         if zipfile.is_zipfile(archive):
             with contextlib.ExitStack() as stack:
@@ -237,7 +249,7 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
                         rejected.append(Rejected(utf8_name(info.filename), "symbolic link"))
                     else:
                         with zf.open(info) as src:
-                            budget.copy(src, dest / name)
+                            unpack(info.filename, name, src)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive, "r:*") as tf:
                 for member in tf:
@@ -254,7 +266,7 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
                         src = tf.extractfile(member)
                         if src is not None:
                             with src:
-                                budget.copy(src, dest / name)
+                                unpack(member.name, name, src)
         else:
             raise UserError(f"{archive}: not a zip or tar archive")
     except UnicodeDecodeError:  # a local header flagged UTF-8 but not (the directory read by _open_zip was)
@@ -445,6 +457,23 @@ def _save_decoded(image: Any, path: Path) -> Path:  # image: PIL.Image.Image
     return path
 
 
+def _stage_hf_image(image: Any, path: Path) -> Path | str:
+    """One row's image as a file to check (``path``, or the TIFF beside it), or why there is none: a decoded
+    image, encoded bytes, or (a dataset loaded without decoding from local files) the path of a file here."""
+    if hasattr(image, "save"):
+        return _save_decoded(image, path)
+    if isinstance(image, dict) and image.get("bytes"):
+        path.write_bytes(image["bytes"])
+        return path
+    if isinstance(image, dict) and image.get("path"):
+        local = Path(str(image["path"])).expanduser()
+        if local.is_file():
+            shutil.copyfile(local, path)
+            return path
+        return f"no image bytes, and its path {image['path']!r} is not a file here"
+    return "no image in the row" if image is None else f"not an image ({type(image).__name__})"
+
+
 def collect_hf(
     params: DataParams,
     out: Path,
@@ -455,6 +484,7 @@ def collect_hf(
     staging = out / ".staging"
     staging.mkdir(parents=True, exist_ok=True)
     files: list[tuple[str, Path]] = []
+    unusable: list[Rejected] = []
     try:
         for i, row in enumerate(rows):
             if params.max_files and i >= params.max_files:
@@ -465,16 +495,14 @@ def collect_hf(
                     f"{params.hf_dataset!r} "
                     f"(columns: {', '.join(sorted(row))})"
                 )
-            image = row[params.hf_image_column]
-            path = staging / f"{i:07d}.png"
-            if hasattr(image, "save"):
-                path = _save_decoded(image, path)
-            elif isinstance(image, dict) and image.get("bytes"):
-                path.write_bytes(image["bytes"])
+            staged = _stage_hf_image(row[params.hf_image_column], staging / f"{i:07d}.png")
+            if isinstance(staged, Path):
+                files.append((f"hf/{staged.name}", staged))
             else:
-                path.write_bytes(b"")  # rejected below as an empty file
-            files.append((f"hf/{path.name}", path))
-        return _ingest_files(files, out, params, f"hf:{params.hf_dataset}", move=True)
+                unusable.append(Rejected(f"hf/{i:07d}.png", staged))
+        collected = _ingest_files(files, out, params, f"hf:{params.hf_dataset}", move=True)
+        collected.rejected.extend(unusable)
+        return collected
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
