@@ -23,7 +23,8 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
         lines = cpuinfo.read_text().splitlines()
     except OSError:
         return "?"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
+    named = (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    return next(named, "") or "?"  # a blank "model name" line (some virtual machines) says nothing either
 
 
 def run_label(label: str, model: str, seed: int) -> str:

@@ -274,6 +274,8 @@ def test_the_cpu_model_is_read_from_cpuinfo_and_unknown_says_so(tmp_path):
     assert cpu_model(info) == "AMD EPYC"
     info.write_text("processor\t: 0\nflags\t: fpu\n")
     assert cpu_model(info) == "?"
+    info.write_text("processor\t: 0\nmodel name\t: \nflags\t: fpu\n")  # bench/reported/studio saw this: ""
+    assert cpu_model(info) == "?"
     assert cpu_model(tmp_path / "absent") == "?"
 
 
