@@ -11,7 +11,7 @@ import logging
 
 from anime_avatar.artifacts.faces import FACES_DIR, face_ids, read_face_info
 from anime_avatar.artifacts.reports import DATA_DOCS_DIR, VALIDATION_REPORT
-from anime_avatar.artifacts.trainset import TRAIN_DIR, load_train_images, read_train_info
+from anime_avatar.artifacts.trainset import TRAIN_DIR, iter_train_images, read_train_info
 from anime_avatar.core.errors import ValidationFailed
 from anime_avatar.core.fsutil import atomic_dir, atomic_write_json
 from anime_avatar.core.params import Params
@@ -24,12 +24,12 @@ log = logging.getLogger(__name__)
 def validate(params: Params) -> None:
     cfg = params.validation
     size = read_face_info(FACES_DIR).image_size
-    per_face = read_train_info(TRAIN_DIR).per_face
+    train_info = read_train_info(TRAIN_DIR)
     faces = face_table(FACES_DIR, face_ids(FACES_DIR))
-    train = train_table(load_train_images(TRAIN_DIR))
+    train = train_table(iter_train_images(TRAIN_DIR), total=train_info.count)  # shard by shard, never concatenated
     tables = {
         "faces": (faces, expectations(cfg, size)),
-        "train": (train, expectations(cfg, size, row_count=len(faces) * per_face, unique_hash=False)),
+        "train": (train, expectations(cfg, size, row_count=len(faces) * train_info.per_face, unique_hash=False)),
     }
     results = run_suites(tables)
     summary = report(results, {name: df for name, (df, _) in tables.items()})

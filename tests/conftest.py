@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -268,3 +269,13 @@ def browser():
     driver.implicitly_wait(0)
     yield driver
     driver.quit()
+
+
+def peak_traced_bytes(work: Callable[[], object]) -> int:
+    """The peak of the memory Python tracks (NumPy's arrays included) while ``work`` runs."""
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

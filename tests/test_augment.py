@@ -1,10 +1,13 @@
+import json
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from anime_avatar.artifacts.trainset import Variant, load_train_images, read_train_info, write_train_set
 from anime_avatar.core.errors import ParamsError
 from anime_avatar.data.augment import augment_faces, build_pipeline, check_transforms, per_face
-from tests.conftest import params_with, section
+from tests.conftest import params_with, peak_traced_bytes, section
 
 
 def faces(n: int = 5, size: int = 16) -> np.ndarray:
@@ -97,7 +100,7 @@ def test_augment_stage_checks_the_transforms_before_loading_a_face(tmp_path, mon
     (tmp_path / "data" / "train").mkdir(parents=True)
     (tmp_path / "data" / "train" / "index.json").write_text("previous")
     monkeypatch.setattr(stages.augment, "read_face_info", lambda folder: FaceSetInfo(32, 10, "animeface"))
-    monkeypatch.setattr(stages.augment, "load_faces", lambda folder: pytest.fail("faces loaded before the check"))
+    monkeypatch.setattr(stages.augment, "FaceFiles", lambda folder: pytest.fail("faces loaded before the check"))
     spec = [{"name": "RandomCrop", "height": 48, "width": 48}]
     with pytest.raises(ParamsError, match=r"augment.transforms\[0\] \(RandomCrop\) cannot apply to the 32x32"):
         stages.augment.augment(params_with({"augment": {"transforms": spec}}))
@@ -118,3 +121,98 @@ def test_a_transform_that_resizes_on_some_draws_only_is_named_not_a_traceback():
     message = r"^augment.transforms must keep the image size and uint8 type: copy 1 of face \d+ came out uint8 \(3[13]"
     with pytest.raises(ParamsError, match=message):
         augment_faces(faces(40, 32), [str(i) for i in range(40)], params)
+
+
+# --- the stage works shard by shard: same bytes as the whole-set method, in a fraction of its memory -------------
+
+
+RANDOM_SPEC = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "Affine", "rotate": [-8, 8], "p": 0.5}]
+
+
+def face_set(folder, n: int, size: int = 16) -> tuple[np.ndarray, list[str]]:
+    """A face set of ``n`` random crops in ``folder``, as the detect stage writes it."""
+    from anime_avatar.artifacts.faces import FaceCrop, write_face_set
+    from anime_avatar.data.images import png_bytes
+
+    x = faces(n, size)
+    ids = [f"{i:016x}-00" for i in range(n)]
+    box = (0, 0, size, size)
+    crops = [FaceCrop(fid, "a.png", box, box, 1.0, "none", i, png_bytes(Image.fromarray(face)))
+             for i, (fid, face) in enumerate(zip(ids, x, strict=True))]  # fmt: skip
+    folder.mkdir(parents=True)
+    write_face_set(folder, crops, [], image_size=size, detector="none")
+    return x, ids
+
+
+def whole_set_reference(x: np.ndarray, params) -> np.ndarray:
+    """The training images as the stage made them before it streamed: every copy of every face, concatenated."""
+    pipeline = build_pipeline(params)
+    out = [x] if params.keep_original else []
+    for _ in range(params.copies):
+        out.append(np.stack([pipeline(image=face)["image"] for face in x]))
+    return np.concatenate(out)
+
+
+def augment_params(shard_size: int, copies: int = 2):  # -> Params
+    return params_with({"augment": {"transforms": RANDOM_SPEC, "copies": copies, "seed": 3, "shard_size": shard_size}})
+
+
+def test_augment_stage_writes_the_bytes_of_the_whole_set_method(tmp_path, monkeypatch):
+    import stages.augment
+
+    monkeypatch.chdir(tmp_path)
+    x, ids = face_set(tmp_path / "data" / "faces", n=23)
+    params = augment_params(shard_size=10)
+    stages.augment.augment(params)
+    train = tmp_path / "data" / "train"
+    reference = whole_set_reference(x, params.augment)  # 69 images: shards of 10, 10, ..., 9
+    info = json.loads((train / "index.json").read_text())
+    assert info["count"] == 69 and [s["count"] for s in info["shards"]] == [10] * 6 + [9]
+    for k, shard in enumerate(info["shards"]):
+        expected = tmp_path / "expected.npy"
+        np.save(expected, np.ascontiguousarray(reference[10 * k : 10 * k + 10]))
+        assert (train / shard["file"]).read_bytes() == expected.read_bytes(), shard["file"]
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    write_train_set(whole, reference, [Variant(f, c) for c in range(3) for f in ids], 10, 3)
+    for name in ("index.json", "index.csv"):
+        assert (train / name).read_bytes() == (whole / name).read_bytes(), name
+
+
+def test_augment_stage_peak_memory_is_a_few_shards_not_the_whole_set(tmp_path, monkeypatch):
+    """The stage once held ~4x the training set (faces, copies, their concatenation); now one shard at a time."""
+    import stages.augment
+
+    monkeypatch.setattr(stages.augment, "check_transforms", lambda params, size: None)  # not what is measured
+    monkeypatch.chdir(tmp_path)
+    n, size = 600, 48  # 1800 training images: 12.4 MB; a shard of 60: 415 kB
+    face_set(tmp_path / "data" / "faces", n, size)
+    params = augment_params(shard_size=60)
+    whole_set = 3 * n * size * size * 3
+    build_pipeline(params.augment)  # albumentations' import (tens of MB) before the measure
+    peak = peak_traced_bytes(lambda: stages.augment.augment(params))
+    assert len(load_train_images(tmp_path / "data" / "train")) == 3 * n
+    assert peak < whole_set / 4, f"peak {peak / 1e6:.2f} MB for a {whole_set / 1e6:.2f} MB training set"
+
+
+def test_write_train_set_writes_each_shard_before_the_next_is_made(tmp_path):
+    written: list[int] = []  # shards on disk when each image was asked for
+
+    def images():
+        for i in range(10):
+            written.append(len(list(tmp_path.glob("images-*.npy"))))
+            yield np.full((8, 8, 3), i, np.uint8)
+
+    info = write_train_set(tmp_path, images(), [Variant(str(i), 0) for i in range(10)], shard_size=4, per_face=1)
+    assert written == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    assert [c for _, c in info.shards] == [4, 4, 2] and (info.count, info.image_size) == (10, 8)
+    assert np.array_equal(load_train_images(tmp_path)[:, 0, 0, 0], np.arange(10))
+
+
+def test_write_train_set_refuses_images_of_mixed_sizes(tmp_path):
+    with pytest.raises(ValueError, match="one shape"):
+        write_train_set(tmp_path, iter([np.zeros((8, 8, 3), np.uint8), np.zeros((9, 9, 3), np.uint8)]), [], 4, 1)
+    with pytest.raises(ValueError, match="all be 8x8"):
+        write_train_set(tmp_path, iter([np.zeros((8, 8, 3), np.uint8), np.zeros((9, 9, 3), np.uint8)]), [], 1, 1)
+    with pytest.raises(ValueError, match="uint8"):
+        write_train_set(tmp_path, iter([np.zeros((8, 8, 3), np.float32)]), [], 4, 1)

@@ -9,18 +9,19 @@ from PIL import Image
 from anime_avatar.core.errors import UserError
 from anime_avatar.data.detection import (
     AnimefaceDetector,
+    DetectionTally,
     FileJob,
     LbpDetector,
     WholeImageDetector,
-    collect_faces,
     detect_file,
     resolve_cascade,
+    unique_faces,
     zero_faces_message,
 )
 from anime_avatar.data.executors import local_results
 from anime_avatar.data.images import crop_resize
 from anime_avatar.data.synthetic import render_illustration
-from tests.conftest import GRID, needs_shared, section, synthetic_jobs
+from tests.conftest import GRID, needs_shared, params_with, section, synthetic_jobs
 
 RECALL_IMAGES = 60  # about 110 faces
 
@@ -133,10 +134,14 @@ def test_duplicates_are_dropped_after_the_first(tmp_path):
         Image.fromarray(array).save(tmp_path / f"{name}.png")
         jobs.append(FileJob(f"{name}.png", str(tmp_path / f"{name}.png"), name * 64))
     results = [detect_file(j, WholeImageDetector(8), 0.0, 64, 2048) for j in jobs]
-    summary = collect_faces(results, dedup_distance=2)
-    assert [c.source for c in summary.kept] == ["a.png", "b.png"]
-    assert [(d.source, o.source, dist) for d, o, dist in summary.duplicates] == [("c.png", "a.png", 0)]
-    assert len(collect_faces(results, dedup_distance=-1).kept) == 3
+    tally = DetectionTally()
+    found = list(unique_faces(results, dedup_distance=2, tally=tally))
+    assert [f.crop.source for f in found if not f.duplicate_of] == ["a.png", "b.png"]
+    assert [(f.crop.source, f.duplicate_of, f.distance) for f in found if f.duplicate_of] == [
+        ("c.png", results[0].crops[0].face_id, 0)
+    ]
+    assert tally.images == 3 and tally.errors == []
+    assert not any(f.duplicate_of for f in unique_faces(results, dedup_distance=-1, tally=DetectionTally()))
 
 
 def test_cascade_resolution_order(tmp_path, monkeypatch, cascade):
@@ -268,3 +273,70 @@ def test_an_8000_pixel_image_is_detected_in_bounded_memory(tmp_path):
     assert measured["error"] == "" and measured["faces"] >= 1
     # Decoding takes 8000*8000*4 bytes = 244 MiB; detecting on the full image took another ~1.9 GiB.
     assert measured["mib"] < 600, measured
+
+
+# --- the detect stage writes each crop as it comes: the same files as the collect-then-write method --------------
+
+
+def stream_of_results(tmp_path, seen_on_disk: list[int]):
+    """Six files' results (one unreadable, one repeating an earlier face); before each, the number of crops
+    already written under data/ goes to ``seen_on_disk``."""
+    from anime_avatar.artifacts.faces import FaceCrop
+    from anime_avatar.data.detection import FileResult
+    from anime_avatar.data.images import phash64, png_bytes
+
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(5)]
+    images.append(images[1])  # a near-duplicate (distance 0) of face 1
+
+    def crop(k: int) -> FaceCrop:
+        box = (0, 0, 32, 32)
+        return FaceCrop(f"{k:016x}-00", f"{k}.png", box, box, 1.0, "none", phash64(images[k]), png_bytes(images[k]))
+
+    for k in range(len(images)):
+        seen_on_disk.append(len(list((tmp_path / "data").rglob("*.png"))))
+        yield FileResult(f"{k}.png", [], "unreadable: broken") if k == 3 else FileResult(f"{k}.png", [crop(k)])
+
+
+def run_detect_stage(tmp_path, monkeypatch, results) -> None:
+    import stages.detect
+
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(stages.detect, "read_manifest", lambda folder: [])
+    monkeypatch.setattr(stages.detect, "detect_results", lambda jobs, cfg: results)
+    stages.detect.detect(params_with({"detect": {"detector": "none", "image_size": 32}}))
+
+
+def test_detect_stage_writes_each_crop_before_the_next_file_comes(tmp_path, monkeypatch):
+    seen: list[int] = []
+    run_detect_stage(tmp_path, monkeypatch, stream_of_results(tmp_path, seen))
+    assert seen == [0, 1, 2, 3, 3, 4], "crops must be written as their file's result comes, not all at the end"
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["faces"]  # the temporary folder renamed
+
+
+def test_detect_stage_writes_the_files_of_the_collect_then_write_method(tmp_path, monkeypatch):
+    from anime_avatar.artifacts.faces import write_face_set
+    from anime_avatar.data.images import near_duplicates
+
+    run_detect_stage(tmp_path / "stage", monkeypatch, stream_of_results(tmp_path / "stage", []))
+    crops = [c for result in stream_of_results(tmp_path, []) for c in result.crops]
+    dropped = near_duplicates([c.phash for c in crops], max_distance=2)
+    kept = [c for i, c in enumerate(crops) if i not in dropped]
+    duplicates = [(crops[i], crops[j], d) for i, (j, d) in sorted(dropped.items())]
+    assert len(kept) == 4 and len(duplicates) == 1
+    (tmp_path / "reference").mkdir()
+    write_face_set(tmp_path / "reference", kept, duplicates, image_size=32, detector="none")
+    stage = {p.name: p.read_bytes() for p in (tmp_path / "stage" / "data" / "faces").iterdir()}
+    assert stage == {p.name: p.read_bytes() for p in (tmp_path / "reference").iterdir()}
+
+
+def test_detect_stage_that_finds_no_face_leaves_the_previous_faces(tmp_path, monkeypatch):
+    from anime_avatar.data.detection import FileResult
+
+    (tmp_path / "data" / "faces").mkdir(parents=True)
+    (tmp_path / "data" / "faces" / "faces.csv").write_text("previous")
+    with pytest.raises(UserError, match="found no faces in 2 images"):
+        run_detect_stage(tmp_path, monkeypatch, iter([FileResult("a.png", []), FileResult("b.png", [])]))
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["faces"]
+    assert (tmp_path / "data" / "faces" / "faces.csv").read_text() == "previous"

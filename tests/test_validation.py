@@ -1,9 +1,12 @@
+import hashlib
+
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from anime_avatar.data.validation import expectations, face_table, report, report_html, run_suites, train_table
-from tests.conftest import section
+from tests.conftest import params_with, peak_traced_bytes, section
 
 
 def varied_faces(n: int, size: int = 16) -> np.ndarray:
@@ -98,3 +101,52 @@ def test_data_docs_off_still_writes_the_declared_folder_saying_so(tmp_path, monk
     write_data_docs(summary, enabled=False)  # dvc.yaml declares the folder: it must exist after the stage
     page = (tmp_path / "reports" / "data_docs" / "index.html").read_text()
     assert "validate.data_docs: false" in page and "an old report" not in page
+
+
+# --- the training images are inspected shard by shard: the same table, without a whole-set copy ----------------
+
+
+def write_shards(folder, n: int, size: int, shard_size: int) -> np.ndarray:
+    from anime_avatar.artifacts.trainset import Variant, write_train_set
+
+    images = varied_faces(n, size)
+    folder.mkdir(parents=True)
+    write_train_set(folder, images, [Variant(str(i), 0) for i in range(n)], shard_size, per_face=1)
+    return images
+
+
+def test_train_table_over_the_shards_is_the_table_of_the_whole_array(tmp_path):
+    from anime_avatar.artifacts.trainset import iter_train_images
+
+    images = write_shards(tmp_path / "train", n=23, size=16, shard_size=5)
+    streamed = train_table(iter_train_images(tmp_path / "train"))
+    pd.testing.assert_frame_equal(streamed, train_table(images))
+    assert len(streamed) == 23 and streamed["hash"].is_unique
+
+
+def test_a_shard_that_disagrees_with_the_index_is_named(tmp_path):
+    from anime_avatar.artifacts.trainset import iter_train_images
+    from anime_avatar.core.errors import UserError
+
+    write_shards(tmp_path / "train", n=10, size=16, shard_size=4)
+    np.save(tmp_path / "train" / "images-00001.npy", np.zeros((3, 16, 16, 3), np.uint8))
+    with pytest.raises(UserError, match=r"images-00001.npy holds uint8 \(3, 16, 16, 3\), not the \(4, 16, 16, 3\)"):
+        list(iter_train_images(tmp_path / "train"))
+
+
+def test_validate_stage_does_not_copy_the_training_set_into_memory(tmp_path, monkeypatch):
+    """It once concatenated the memory-mapped shards into one array; now it reads them one at a time."""
+    import stages.validate
+    from anime_avatar.artifacts.faces import write_face_set
+
+    monkeypatch.chdir(tmp_path)
+    write_face_set(tmp_path / "data" / "faces", [], [], image_size=64, detector="none")
+    images = write_shards(tmp_path / "data" / "train", n=1000, size=64, shard_size=50)  # 12.3 MB; shards of 614 kB
+    tables = {}
+    monkeypatch.setattr(stages.validate, "run_suites", lambda t: tables.update(t) or [])  # GX is not measured
+    params = params_with({"validate": {"data_docs": False}})
+    stages.validate.validate(params)  # once before the measure: the modules it imports (GX's: ~100 MB) are loaded
+    peak = peak_traced_bytes(lambda: stages.validate.validate(params))
+    assert peak < images.nbytes / 4, f"peak {peak / 1e6:.2f} MB for a {images.nbytes / 1e6:.2f} MB training set"
+    train, _ = tables["train"]
+    assert train["hash"].tolist() == [hashlib.md5(image.tobytes()).hexdigest() for image in images]

@@ -7,9 +7,10 @@ detector), so they read them here instead of from the detect section of params.y
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 from PIL import Image
@@ -72,20 +73,43 @@ def write_face_set(
     detector: str,
 ) -> FaceSetInfo:
     """Write the crops, their table, the dropped near-duplicates (dropped, kept, distance) and the info file."""
+    writer = FaceSetWriter(folder)
     for crop in crops:
-        face_path(folder, crop.face_id).write_bytes(crop.png)
-    write_csv(folder / FACES_CSV, [c.row() for c in crops], FACE_FIELDS)
-    write_csv(
-        folder / DUPLICATES_CSV,
-        [
-            {"face_id": d.face_id, "source": d.source, "duplicate_of": o.face_id, "distance": n}
-            for d, o, n in duplicates
-        ],
-        DUPLICATE_FIELDS,
-    )
-    info = FaceSetInfo(image_size=image_size, count=len(crops), detector=detector)
-    atomic_write_json(folder / INFO_JSON, asdict(info))
-    return info
+        writer.add(crop)
+    for dropped, kept, distance in duplicates:
+        writer.add_duplicate(dropped, kept.face_id, distance)
+    return writer.finish(image_size, detector)
+
+
+class FaceSetWriter:
+    """Writes a face set into ``folder`` as the crops come: each PNG at once (so no crop's bytes wait in memory
+    for the rest), the tables and the info file at the end. ``folder`` is the stage's temporary folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._rows: list[dict[str, object]] = []
+        self._duplicates: list[dict[str, object]] = []
+
+    def add(self, crop: FaceCrop) -> None:
+        face_path(self.folder, crop.face_id).write_bytes(crop.png)
+        self._rows.append(crop.row())
+
+    def add_duplicate(self, dropped: FaceCrop, duplicate_of: str, distance: int) -> None:
+        """A near-duplicate left out: recorded in duplicates.csv, its crop not written."""
+        self._duplicates.append(
+            {"face_id": dropped.face_id, "source": dropped.source, "duplicate_of": duplicate_of, "distance": distance}
+        )
+
+    @property
+    def count(self) -> int:
+        return len(self._rows)
+
+    def finish(self, image_size: int, detector: str) -> FaceSetInfo:
+        write_csv(self.folder / FACES_CSV, self._rows, FACE_FIELDS)
+        write_csv(self.folder / DUPLICATES_CSV, self._duplicates, DUPLICATE_FIELDS)
+        info = FaceSetInfo(image_size=image_size, count=len(self._rows), detector=detector)
+        atomic_write_json(self.folder / INFO_JSON, asdict(info))
+        return info
 
 
 def read_face_info(folder: Path = FACES_DIR) -> FaceSetInfo:
@@ -107,18 +131,50 @@ def face_ids(folder: Path = FACES_DIR) -> list[str]:
 
 def load_faces(folder: Path = FACES_DIR) -> tuple[np.ndarray, list[str]]:
     """Every crop of the face set as one (N, S, S, 3) uint8 array, with their ids (S from faces.json)."""
-    size = read_face_info(folder).image_size
-    ids = face_ids(folder)
-    faces = np.empty((len(ids), size, size, 3), dtype=np.uint8)
-    for i, face_id in enumerate(progress_bar(iterable=ids, desc="load faces", unit="img", leave=False)):
-        image = _read_crop(face_path(folder, face_id))
-        if image.size != (size, size):
-            raise UserError(
-                f"{face_path(folder, face_id)} is {image.size[0]}x{image.size[1]}, not the {size}x{size} "
-                f"that {folder / INFO_JSON} records: run the detect stage again (dvc repro -f detect)"
-            )
-        faces[i] = np.asarray(image)
-    return faces, ids
+    files = FaceFiles(folder)
+    faces = np.empty((len(files), files.image_size, files.image_size, 3), dtype=np.uint8)
+    for i, face in enumerate(
+        progress_bar(iterable=files, total=len(files), desc="load faces", unit="img", leave=False)
+    ):
+        faces[i] = face
+    return faces, files.ids
+
+
+class FaceFiles(Sequence[np.ndarray]):
+    """The crops of a face set as a sequence that reads each one from its PNG when asked: a pass over it holds
+    one crop in memory, not the whole set as ``load_faces`` does."""
+
+    def __init__(self, folder: Path = FACES_DIR) -> None:
+        self.folder = folder
+        self.image_size = read_face_info(folder).image_size
+        self.ids = face_ids(folder)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (read_face(self.folder, face_id, self.image_size) for face_id in self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[np.ndarray]: ...
+    def __getitem__(self, index: int | slice) -> np.ndarray | Sequence[np.ndarray]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return read_face(self.folder, self.ids[index], self.image_size)
+
+
+def read_face(folder: Path, face_id: str, size: int) -> np.ndarray:
+    """One crop as a (size, size, 3) uint8 array; a crop of another size or an unreadable one raises UserError."""
+    path = face_path(folder, face_id)
+    image = _read_crop(path)
+    if image.size != (size, size):
+        raise UserError(
+            f"{path} is {image.size[0]}x{image.size[1]}, not the {size}x{size} "
+            f"that {folder / INFO_JSON} records: run the detect stage again (dvc repro -f detect)"
+        )
+    return np.array(image)  # a writable copy, as the rows of load_faces' array are
 
 
 def _read_crop(path: Path) -> Image.Image:

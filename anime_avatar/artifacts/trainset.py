@@ -7,13 +7,13 @@ gave (``per_face``), so training and validation read those facts from the data.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from anime_avatar.core.errors import UserError
+from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.fsutil import atomic_write_json, write_csv
 
 TRAIN_DIR = Path("data/train")
@@ -41,29 +41,65 @@ class TrainSetInfo:
 
 
 def write_train_set(
-    folder: Path, images: np.ndarray, variants: Sequence[Variant], shard_size: int, per_face: int
+    folder: Path, images: Iterable[np.ndarray], variants: Sequence[Variant], shard_size: int, per_face: int
 ) -> TrainSetInfo:
-    """Write the images in shards of ``shard_size``, the per-image index, and index.json."""
-    if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] != 3 or images.dtype != np.uint8:
-        raise ValueError(f"training images must be uint8 (N, S, S, 3), got {images.dtype} {images.shape}")
-    shards = []
-    for n, start in enumerate(range(0, len(images), shard_size)):
+    """Write the images in shards of ``shard_size``, the per-image index, and index.json.
+
+    ``images`` is one (N, S, S, 3) uint8 array or any iterable of (S, S, 3) images: an iterator is consumed
+    one shard at a time, so memory holds about one shard (its images, then their stacked copy), however large
+    the set.
+    """
+    if isinstance(images, np.ndarray):
+        _check_images(images)  # the whole array up front: nothing written for a wrong one
+    shards: list[tuple[str, int]] = []
+    side = images.shape[1] if isinstance(images, np.ndarray) else 0
+    for n, chunk in enumerate(_shards(images, shard_size)):
+        if side and chunk.shape[1] != side:
+            raise ValueError(f"training images must all be {side}x{side}, shard {n} holds {chunk.shape}")
+        side = chunk.shape[1]
         name = SHARD_PATTERN.format(n)
-        chunk = np.ascontiguousarray(images[start : start + shard_size])
         np.save(folder / name, chunk)
         shards.append((name, len(chunk)))
+    if not side:
+        raise ValueError("no training images to write")
     write_csv(
         folder / INDEX_CSV,
-        [{"index": i, "face_id": v.face_id, "copy": v.copy} for i, v in enumerate(variants)],
+        ({"index": i, "face_id": v.face_id, "copy": v.copy} for i, v in enumerate(variants)),  # no list of N rows
         INDEX_FIELDS,
     )
-    info = TrainSetInfo(len(images), images.shape[1], 3, per_face, tuple(shards))
+    info = TrainSetInfo(sum(count for _, count in shards), side, 3, per_face, tuple(shards))
     atomic_write_json(
         folder / INDEX_JSON,
         {"count": info.count, "image_size": info.image_size, "channels": info.channels, "per_face": per_face,
          "shards": [{"file": f, "count": c} for f, c in shards]},
     )  # fmt: skip
     return info
+
+
+def _check_images(images: np.ndarray) -> None:
+    if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] != 3 or images.dtype != np.uint8:
+        raise ValueError(f"training images must be uint8 (N, S, S, 3), got {images.dtype} {images.shape}")
+
+
+def _shards(images: Iterable[np.ndarray], shard_size: int) -> Iterator[np.ndarray]:
+    """Consecutive (n <= shard_size, S, S, 3) arrays of the images, each checked, each made when the last is done."""
+    batch: list[np.ndarray] = []
+    for image in images:
+        batch.append(image)
+        if len(batch) == shard_size:
+            yield _stacked(batch)
+            batch = []
+    if batch:
+        yield _stacked(batch)
+
+
+def _stacked(batch: list[np.ndarray]) -> np.ndarray:
+    if any(image.shape != batch[0].shape for image in batch):
+        shapes = sorted({image.shape for image in batch})
+        raise ValueError(f"training images must all have one shape, got {shapes}")
+    chunk = np.stack(batch)  # a new C-contiguous array: the bytes np.save writes for a slice of the whole set
+    _check_images(chunk)
+    return chunk
 
 
 def read_train_info(folder: Path = TRAIN_DIR) -> TrainSetInfo:
@@ -85,18 +121,33 @@ def _load_shard(path: Path, mmap: bool) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise UserError(f"{path}: not a training-image shard ({first}): run dvc repro -f augment") from None
+        raise UserError(f"{path}: not a training-image shard ({first_line(err)}): run dvc repro -f augment") from None
+
+
+def _checked_shards(folder: Path, info: TrainSetInfo, mmap: bool) -> Iterator[np.ndarray]:
+    """Each shard of the set in order, loaded when the previous one is done with, checked against index.json."""
+    if sum(count for _, count in info.shards) != info.count:
+        raise UserError(f"{folder / INDEX_JSON}'s shards do not add up to its count {info.count}: re-run augment")
+    for name, count in info.shards:
+        shard = _load_shard(folder / name, mmap)
+        expected = (count, info.image_size, info.image_size, info.channels)
+        if shard.shape != expected or shard.dtype != np.uint8:
+            raise UserError(
+                f"{folder / name} holds {shard.dtype} {shard.shape}, not the {expected} of {INDEX_JSON}: re-run augment"
+            )
+        yield shard
+        del shard  # no reference left here while the next one loads
 
 
 def load_train_images(folder: Path = TRAIN_DIR, mmap: bool = True) -> np.ndarray:
     """The training set as one (N, S, S, 3) uint8 array (memory-mapped shards, concatenated if several)."""
-    info = read_train_info(folder)
-    arrays = [_load_shard(folder / name, mmap) for name, _ in info.shards]
-    images = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-    expected = (info.count, info.image_size, info.image_size, info.channels)
-    if images.shape != expected or images.dtype != np.uint8:
-        raise UserError(
-            f"{folder} holds {images.dtype} {images.shape}, not the {expected} of {INDEX_JSON}: re-run augment"
-        )
-    return images
+    arrays = list(_checked_shards(folder, read_train_info(folder), mmap))
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def iter_train_images(folder: Path = TRAIN_DIR) -> Iterator[np.ndarray]:
+    """The training images one at a time, in order, from one memory-mapped shard at a time: unlike
+    ``load_train_images``, nothing is concatenated, and each shard is unmapped before the next is opened."""
+    for shard in _checked_shards(folder, read_train_info(folder), mmap=True):
+        yield from shard
+        del shard  # unmap it now: its pages leave this process's memory before the next shard's come in

@@ -9,7 +9,7 @@ augmentation (DiffAugment) instead.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -81,20 +81,20 @@ def check_transforms(params: AugmentParams, image_size: int) -> None:
             )
 
 
-def augment_faces(
-    faces: np.ndarray, face_ids: Sequence[str], params: AugmentParams
-) -> tuple[np.ndarray, list[Variant]]:
-    """Return the training images (originals first if kept, then each copy of every face)."""
+def augmented_images(
+    faces: Sequence[np.ndarray], face_ids: Sequence[str], params: AugmentParams
+) -> Iterator[np.ndarray]:
+    """The training images one at a time, in the training set's order: the originals first if kept, then each
+    copy of every face. ``faces`` is read once per pass (a lazy ``FaceFiles`` keeps one crop in memory).
+
+    The random draws come in that same order, so the images are the ones a whole-set pass would make.
+    """
     pipeline = build_pipeline(params) if params.copies else None
-    out: list[np.ndarray] = []
-    variants: list[Variant] = []
     if params.keep_original:
-        out.append(faces)
-        variants += [Variant(fid, 0) for fid in face_ids]
+        yield from faces
     first = 1 if params.keep_original else 0
     for c in range(params.copies):
         assert pipeline is not None
-        copy = np.empty_like(faces)
         for i, face in enumerate(faces):
             image = pipeline(image=face)["image"]
             if image.dtype != np.uint8 or image.shape != face.shape:  # a transform that resizes only sometimes
@@ -103,10 +103,20 @@ def augment_faces(
                     f"{first + c} of face {face_ids[i]} came out {image.dtype} {image.shape} from {face.shape} "
                     "(a transform such as RandomScale changes the size on some draws only)"
                 )
-            copy[i] = image
-        out.append(copy)
-        variants += [Variant(fid, first + c) for fid in face_ids]
-    return np.concatenate(out), variants
+            yield image
+
+
+def train_variants(face_ids: Sequence[str], params: AugmentParams) -> list[Variant]:
+    """Which face and copy each training image of ``augmented_images`` comes from, in the same order."""
+    return [Variant(fid, copy) for copy in range(per_face(params)) for fid in face_ids]
+
+
+def augment_faces(
+    faces: np.ndarray, face_ids: Sequence[str], params: AugmentParams
+) -> tuple[np.ndarray, list[Variant]]:
+    """The whole training set as one array (small sets; the stage streams ``augmented_images`` instead)."""
+    images = np.stack(list(augmented_images(faces, face_ids, params)))
+    return images, train_variants(face_ids, params)
 
 
 def per_face(params: AugmentParams) -> int:

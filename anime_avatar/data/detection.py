@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -23,11 +23,11 @@ from anime_avatar.core.errors import UserError
 from anime_avatar.core.params import DetectParams
 from anime_avatar.data.fetch import download
 from anime_avatar.data.images import (
+    DuplicateFilter,
     UnreadableImage,
     crop_resize,
     fit_within,
     load_rgb,
-    near_duplicates,
     phash64,
     png_bytes,
     square_box,
@@ -220,27 +220,38 @@ def detect_file(job: FileJob, detector: Detector, margin: float, image_size: int
 
 
 @dataclass
-class DetectionSummary:
-    kept: list[FaceCrop]
-    duplicates: list[tuple[FaceCrop, FaceCrop, int]]
-    errors: list[tuple[str, str]]
-    images: int
+class DetectionTally:
+    """What a pass of ``unique_faces`` saw besides the crops: the images read and the files that failed."""
+
+    images: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
 
 
-def collect_faces(results: Iterable[FileResult], dedup_distance: int) -> DetectionSummary:
-    """Gather crops in input order and drop perceptual near-duplicates (the first one stays)."""
-    crops: list[FaceCrop] = []
-    errors: list[tuple[str, str]] = []
-    images = 0
+@dataclass(frozen=True)
+class Found:
+    """One crop, in input order: kept, or a near-duplicate of the earlier kept crop ``duplicate_of``."""
+
+    crop: FaceCrop
+    duplicate_of: str = ""  # face id of the kept crop it repeats; "" = kept
+    distance: int = 0
+
+
+def unique_faces(results: Iterable[FileResult], dedup_distance: int, tally: DetectionTally) -> Iterator[Found]:
+    """Each crop in input order as it comes, marked kept or a perceptual near-duplicate of an earlier kept one
+    (the first stays). Only the kept crops' ids and hashes are remembered, never their pixels."""
+    seen = DuplicateFilter(dedup_distance)
+    kept_ids: list[str] = []
     for result in results:
-        images += 1
-        crops.extend(result.crops)
+        tally.images += 1
         if result.error:
-            errors.append((result.source, result.error))
-    dropped = near_duplicates([c.phash for c in crops], dedup_distance)
-    kept = [c for i, c in enumerate(crops) if i not in dropped]
-    duplicates = [(crops[i], crops[j], d) for i, (j, d) in sorted(dropped.items())]
-    return DetectionSummary(kept, duplicates, errors, images)
+            tally.errors.append((result.source, result.error))
+        for crop in result.crops:
+            match = seen.check(crop.phash)
+            if match is None:
+                kept_ids.append(crop.face_id)
+                yield Found(crop)
+            else:
+                yield Found(crop, kept_ids[match[0]], match[1])
 
 
 def pillow_major() -> int:

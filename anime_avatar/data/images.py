@@ -223,22 +223,41 @@ def near_duplicates(hashes: list[int], max_distance: int) -> dict[int, tuple[int
     An item is a duplicate when its perceptual hash lies within ``max_distance``
     bits of an earlier kept item; the first of a group is kept.
     """
-    if max_distance < 0 or not hashes:
-        return {}
-    values = np.array(hashes, dtype=np.uint64)
+    seen = DuplicateFilter(max_distance)
     kept: list[int] = []
-    kept_values = np.empty(len(values), dtype=np.uint64)
     dropped: dict[int, tuple[int, int]] = {}
-    for i, v in enumerate(values):
-        if kept:
-            dist = hamming_to_all(int(v), kept_values[: len(kept)])
-            j = int(np.argmin(dist))
-            if dist[j] <= max_distance:
-                dropped[i] = (kept[j], int(dist[j]))
-                continue
-        kept_values[len(kept)] = v
-        kept.append(i)
+    for i, value in enumerate(hashes):
+        match = seen.check(value)
+        if match is None:
+            kept.append(i)
+        else:
+            dropped[i] = (kept[match[0]], match[1])
     return dropped
+
+
+class DuplicateFilter:
+    """``near_duplicates`` one item at a time, for items that stream past (only their hashes are kept)."""
+
+    def __init__(self, max_distance: int) -> None:
+        self.max_distance = max_distance
+        self._kept = np.empty(64, dtype=np.uint64)
+        self._count = 0
+
+    def check(self, value: int) -> tuple[int, int] | None:
+        """``(k, distance)`` when ``value`` lies within ``max_distance`` bits of the k-th kept item (the nearest,
+        the first among equals), else None, and ``value`` is kept."""
+        if self.max_distance < 0:
+            return None
+        if self._count:
+            dist = hamming_to_all(value, self._kept[: self._count])
+            k = int(np.argmin(dist))
+            if dist[k] <= self.max_distance:
+                return k, int(dist[k])
+        if self._count == len(self._kept):
+            self._kept = np.concatenate([self._kept, np.empty_like(self._kept)])  # doubles: amortised O(1)
+        self._kept[self._count] = value
+        self._count += 1
+        return None
 
 
 def png_bytes(image: Image.Image) -> bytes:

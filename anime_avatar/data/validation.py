@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,11 +51,16 @@ def face_table(folder: Path, face_ids: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
-def train_table(images: np.ndarray) -> pd.DataFrame:
-    """One row per packed training image; ``hash`` is the md5 of its pixels."""
+def train_table(images: Iterable[np.ndarray], total: int | None = None) -> pd.DataFrame:
+    """One row per packed training image; ``hash`` is the md5 of its pixels. ``images`` is an (N, S, S, 3) array
+    or the images one at a time (``iter_train_images``: one memory-mapped shard at a time, never the whole set)."""
+    if total is None and isinstance(images, Sized):
+        total = len(images)
     rows = []
-    for i in progress_bar(iterable=range(len(images)), desc="inspect train", unit="img", leave=False):
-        array = np.asarray(images[i])
+    for i, image in enumerate(
+        progress_bar(iterable=images, total=total, desc="inspect train", unit="img", leave=False)
+    ):
+        array = np.asarray(image)
         brightness, contrast = image_stats(array)
         rows.append({"image": f"train[{i}]", "readable": True, "width": array.shape[1], "height": array.shape[0],
                      "channels": array.shape[2] if array.ndim == 3 else 1, "brightness": brightness,
