@@ -12,7 +12,7 @@ import logging
 
 import torch
 
-from anime_avatar.artifacts.faces import FACES_DIR, load_faces
+from anime_avatar.artifacts.faces import FACES_DIR, FaceFiles
 from anime_avatar.artifacts.generator import GENERATOR
 from anime_avatar.artifacts.reports import SAMPLES_PNG, write_eval_metrics
 from anime_avatar.artifacts.run import RUN_FILE
@@ -36,13 +36,13 @@ def evaluate(params: Params) -> None:
     cfg = params.eval
     device = resolve_device(cfg.device, key="eval.device")
     generator = load_generator(GENERATOR, device)
-    reals, _ = load_faces(FACES_DIR)
-    if reals.shape[1] != generator.resolution:
+    reals = FaceFiles(FACES_DIR)  # read batch by batch, and only when the features are not cached yet
+    if reals.image_size != generator.resolution:
         raise UserError(
-            f"{GENERATOR} makes {generator.resolution}px images but {FACES_DIR} holds {reals.shape[1]}px faces: "
+            f"{GENERATOR} makes {generator.resolution}px images but {FACES_DIR} holds {reals.image_size}px faces: "
             "run the pipeline again (dvc repro)"
         )
-    features = eval_real_features(reals, data_version(FACES_DIR), cfg, device)
+    features = eval_real_features(reals.batches(cfg.batch_size), data_version(FACES_DIR), cfg, device, len(reals))
     scores, fakes = score_generator(generator.net, generator.z_dim, features, cfg, device)
     scored = {"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std}
     write_eval_metrics(scored | {"n_samples": scores.n_fake, "n_real": scores.n_real})

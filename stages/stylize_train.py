@@ -12,7 +12,9 @@ import statistics
 import time
 from pathlib import Path
 
-from anime_avatar.artifacts.faces import FACES_DIR, load_faces
+import numpy as np
+
+from anime_avatar.artifacts.faces import FACES_DIR, FaceFiles
 from anime_avatar.artifacts.reports import STYLIZE_LOSSES_CSV, STYLIZE_TRAIN_METRICS
 from anime_avatar.artifacts.stylizer import STYLIZER, STYLIZER_CHECKPOINT, STYLIZER_RUN_FILE
 from anime_avatar.core.fsutil import atomic_write_json, write_csv
@@ -31,8 +33,9 @@ log = logging.getLogger(__name__)
 
 def stylize_train(params: Params) -> None:
     cfg = params.stylize
-    faces, _ = load_faces(FACES_DIR)
-    faces = faces[spread(range(len(faces)), cfg.max_faces)]
+    files = FaceFiles(FACES_DIR)
+    size = files.image_size  # only the faces it trains on are read (an empty set stays (0, S, S, 3))
+    faces = np.array(spread(files, cfg.max_faces), dtype=np.uint8).reshape(-1, size, size, 3)
     # Each style image is cut to the size the batches use as it is read: a folder of large paintings never sits in
     # memory at full resolution.
     styles = load_image_set(Path(cfg.style_path), "stylize.style_path", cfg.max_styles,

@@ -216,3 +216,30 @@ def test_write_train_set_refuses_images_of_mixed_sizes(tmp_path):
         write_train_set(tmp_path, iter([np.zeros((8, 8, 3), np.uint8), np.zeros((9, 9, 3), np.uint8)]), [], 1, 1)
     with pytest.raises(ValueError, match="uint8"):
         write_train_set(tmp_path, iter([np.zeros((8, 8, 3), np.float32)]), [], 4, 1)
+
+
+def test_the_real_faces_are_read_batch_by_batch_and_not_at_all_once_their_features_are_cached(tmp_path, monkeypatch):
+    """The evaluate stage once loaded every crop before looking in its feature cache; now a hit reads none."""
+    from anime_avatar.artifacts import faces as face_files
+    from anime_avatar.metrics import feature_cache
+
+    x, _ = face_set(tmp_path / "faces", 10)
+    reads: list[str] = []
+    read_face = face_files.read_face
+    monkeypatch.setattr(face_files, "read_face", lambda *args: reads.append(args[1]) or read_face(*args))
+    seen: list[np.ndarray] = []
+
+    def features(batches, *args, **kwargs) -> np.ndarray:  # Inception is not what is tested
+        seen.extend(batches)
+        return np.zeros((sum(len(b) for b in seen), 2048), np.float32)
+
+    monkeypatch.setattr(feature_cache, "extract_features", features)
+    monkeypatch.setattr(feature_cache, "default_cache_dir", lambda: tmp_path / "cache")
+    files = face_files.FaceFiles(tmp_path / "faces")
+    cfg = params_with({}).eval
+
+    first = feature_cache.eval_real_features(files.batches(4), "md5:abc", cfg, total=len(files))
+    assert first.shape == (10, 2048) and len(reads) == 10
+    assert [len(b) for b in seen] == [4, 4, 2] and np.array_equal(np.concatenate(seen), x)
+    again = feature_cache.eval_real_features(files.batches(4), "md5:abc", cfg, total=len(files))
+    assert np.array_equal(again, first) and len(reads) == 10  # the second evaluation read no face

@@ -164,6 +164,11 @@ class FaceFiles(Sequence[np.ndarray]):
             return [self[i] for i in range(*index.indices(len(self)))]
         return read_face(self.folder, self.ids[index], self.image_size)
 
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        """The crops in order as (n <= size, S, S, 3) arrays, each read when the last is done with."""
+        for start in range(0, len(self), size):
+            yield np.stack(self[start : start + size])
+
 
 def read_face(folder: Path, face_id: str, size: int) -> np.ndarray:
     """One crop as a (size, size, 3) uint8 array; a crop of another size or an unreadable one raises UserError."""

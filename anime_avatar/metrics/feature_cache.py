@@ -82,8 +82,11 @@ def real_features(
     return features
 
 
-def eval_real_features(reals: ImageSource, version: str, cfg: EvalParams, device: DeviceLike = None) -> np.ndarray:
-    """The evaluate stage's real features: ``reals`` (data/faces) cached in the fid-stats cache under their DVC
-    ``version``, so every evaluation of the same faces reads them instead of recomputing them."""
+def eval_real_features(
+    reals: ImageSource, version: str, cfg: EvalParams, device: DeviceLike = None, total: int | None = None
+) -> np.ndarray:
+    """The evaluate stage's real features: ``reals`` (data/faces; ``total`` images, for the progress bar) cached in
+    the fid-stats cache under their DVC ``version``, so every evaluation of the same faces reads them instead of
+    recomputing them (a lazy ``reals`` is then not even read)."""
     return real_features(reals, default_cache_dir() / "fid-stats", version.replace(":", "-"), device, cfg.batch_size,
-                         backend=cfg.inception_backend)  # fmt: skip
+                         total=total, backend=cfg.inception_backend)  # fmt: skip
