@@ -31,31 +31,59 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 # Changes to params.yaml: small enough for minutes on two CPU cores (7 measured under load: README), big enough to
 # pass validation (100 illustrations give about 150 faces) and to show the first face-like blobs.
+# The data are the offline ones whatever the project's params.yaml reads (its own folder, a URL, a dataset): the
+# demo is small and needs nothing outside it, and a relative path would not resolve from demo/.
 DEMO = {
-    "data": {"synthetic": {"count": 100}},
+    "data": {"source": "synthetic", "synthetic": {"count": 100}},
+    "photos": {"source": "synthetic"},
     "validate": {"min_count": 50},
     "train": {"steps": 300, "sample_every": 100, "checkpoint_every": 100},
     "eval": {"n_samples": 100, "kid_subset_size": 50},
     # The stylizer: a short run at 64 px (its outputs are barely stylised; `make run` trains longer).
-    "stylize": {"image_size": 64, "steps": 30},
+    "stylize": {"image_size": 64, "steps": 30, "style_path": "data/raw"},
     "gatys": {"steps": 30},
-    "stylize_eval": {"image_size": 128},
+    "stylize_eval": {"image_size": 128, "content_path": "data/faces", "photos": [], "style_path": "data/raw"},
     # The translator on the synthetic photo set: checks the stage, makes no avatars worth keeping (the shipped
     # translator does that).
-    "translate": {"steps": 60},
-    "translate_eval": {"n_images": 50, "kid_subset_size": 25},
+    "translate": {"steps": 60, "photos": "data/photos", "anime": "data/faces"},
+    "translate_eval": {
+        "n_images": 50,
+        "kid_subset_size": 25,
+        "photos": "data/photos",
+        "anime": "data/faces",
+        "reference": "data/faces",
+    },  # fmt: skip
 }
 COPIED = ("anime_avatar", "stages", "dvc.yaml", ".gitignore")
 FULL_RUN_GRID = ROOT / "plots" / "samples" / "step-0003000.png"  # committed by the default `dvc repro`
 PICTURES = ("avatars.png", "avatars-grid.png", "astronaut.png", "astronaut-anime.png")  # made after the run
 IDENTITY = ("-c", "user.name=anime-avatar demo", "-c", "user.email=demo@localhost")  # these commits only
+MARKER = ".anime-avatar-demo"  # in every demo workspace: the one kind of folder the demo replaces
+
+
+def replaceable(dest: Path) -> str | None:
+    """Why ``dest`` must not be replaced by a fresh demo workspace (None: it may be)."""
+    target = dest.resolve()
+    if target == ROOT or target in ROOT.parents:
+        return "it holds the project itself"
+    if not dest.exists() or target == ROOT / "demo" or (dest / MARKER).is_file():
+        return None  # absent, the default demo/ (made before the marker), or an earlier demo workspace
+    if not dest.is_dir():
+        return "it is not a folder"
+    if any(dest.iterdir()):
+        return f"it is not a demo workspace (no {MARKER} in it)"
+    return None
 
 
 def prepare(dest: Path) -> Path:
-    """A fresh DVC workspace at ``dest``: the code, dvc.yaml and the demo params (validated)."""
+    """A fresh DVC workspace at ``dest``: the code, dvc.yaml and the demo params (validated). An earlier demo
+    workspace there is replaced; any other folder with files in it is refused, never removed."""
+    if reason := replaceable(dest):
+        sys.exit(f"demo: --dir {dest}: {reason}; name a new or empty folder")
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
+    (dest / MARKER).write_text("made by `make demo` (python -m pipelines.demo); the next demo here replaces this\n")
     for name in COPIED:
         source = ROOT / name
         if source.is_dir():

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from anime_avatar import __version__
+from anime_avatar.core.params import merge
 from pipelines.cli import main
 from tests.conftest import ROOT, params_with
 
@@ -64,6 +65,27 @@ def test_params_prints_yaml_and_global_options_work_after_the_command(tmp_path, 
     assert '"steps": 3000' in capsys.readouterr().out
 
 
+def test_make_demo_replaces_only_an_earlier_demo_workspace(tmp_path):
+    from pipelines import demo
+
+    notes = tmp_path / "work" / "notes.txt"
+    notes.parent.mkdir()
+    notes.write_text("unpushed work")
+    for folder, reason in ((notes.parent, "it is not a demo workspace (no .anime-avatar-demo in it)"),
+                           (notes, "it is not a folder"), (ROOT, "it holds the project itself"),
+                           (ROOT / "stages" / "..", "it holds the project itself"),
+                           (ROOT.parent, "it holds the project itself")):  # fmt: skip
+        with pytest.raises(SystemExit) as refused:
+            demo.prepare(folder)
+        assert str(refused.value) == f"demo: --dir {folder}: {reason}; name a new or empty folder"
+    assert notes.read_text() == "unpushed work" and (ROOT / "dvc.yaml").is_file()
+
+    (tmp_path / "empty").mkdir()
+    work = demo.prepare(tmp_path / "empty")
+    (work / "leftover.txt").write_text("from the first demo")
+    assert demo.prepare(work) == work and not (work / "leftover.txt").exists()  # an earlier demo is replaced
+
+
 def test_make_demo_prepares_its_own_workspace_with_small_params(tmp_path):
     from anime_avatar.core.params import load_params
     from pipelines import demo
@@ -76,3 +98,28 @@ def test_make_demo_prepares_its_own_workspace_with_small_params(tmp_path):
     assert (work / ".dvc").is_dir() and (work / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text()
     assert (work / "stages" / "train.py").is_file() and not (work / "mlflow.db").exists()
     assert params.model == params_with().model  # the default architecture, just trained for less
+
+
+def test_make_demo_runs_on_the_offline_data_whatever_the_projects_params_read(tmp_path, monkeypatch):
+    from anime_avatar.core.params import load_params
+    from pipelines import demo
+
+    project = tmp_path / "project"
+    project.mkdir()
+    own = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), {
+        "data": {"source": "local", "path": "portraits"}, "photos": {"source": "url", "url": "https://example.org/p.zip"},
+        "stylize": {"style_path": "../paintings"}, "stylize_eval": {"photos": ["me.jpg"], "content_path": "mine"},
+        "translate": {"photos": "../selfies", "anime": "../anime"},
+        "translate_eval": {"photos": "a", "anime": "b", "reference": "c"},
+    })  # fmt: skip
+    (project / "params.yaml").write_text(yaml.safe_dump(own, sort_keys=False))
+    for name in demo.COPIED:
+        (project / name).symlink_to(ROOT / name)
+    monkeypatch.setattr(demo, "ROOT", project)
+    params = load_params(demo.prepare(tmp_path / "demo") / "params.yaml")
+    assert (params.data.source, params.photos.source) == ("synthetic", "synthetic")
+    assert (params.stylize.style_path, params.stylize_eval.style_path) == ("data/raw", "data/raw")
+    assert (params.stylize_eval.content_path, params.stylize_eval.photos) == ("data/faces", [])
+    assert (params.translate.photos, params.translate.anime) == ("data/photos", "data/faces")
+    t = params.translate_eval
+    assert (t.photos, t.anime, t.reference) == ("data/photos", "data/faces", "data/faces")
