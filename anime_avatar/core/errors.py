@@ -13,7 +13,7 @@ class ValidationFailed(UserError):
     """A data-validation expectation failed."""
 
 
-def first_line(err: BaseException, limit: int = 300) -> str:
-    """The first line of an error's message (its type's name when it has none): a library's multi-line error,
-    fit for a one-line message."""
+def first_line(err: BaseException, limit: int | None = None) -> str:
+    """The first line of an error's message (its type's name when it has none), at most ``limit`` characters: a
+    library's multi-line error, fit for a one-line message."""
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]

@@ -130,4 +130,4 @@ def check_tracking_store(uri: str, timeout: float = CHECK_TIMEOUT_S, write: bool
         try:
             MlflowClient(uri).search_experiments(max_results=1)
         except Exception as err:  # MLflow raises many types (HTTP, SQLAlchemy, its own): all mean the same here
-            raise UserError(f"the MLflow tracking store {uri} cannot be used ({first_line(err)})") from None
+            raise UserError(f"the MLflow tracking store {uri} cannot be used ({first_line(err, 300)})") from None
