@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from anime_avatar.ops.audit import DataVersion, LockVersion, RunRecord, format_history, lock_data
+from anime_avatar.core.errors import UserError
+from anime_avatar.ops.audit import DataVersion, LockVersion, RunRecord, format_history, lock_data, lock_history
 from anime_avatar.ops.lock import HOLDER_FILE, WorkspaceBusy, workspace_lock
 from tests.conftest import ROOT, run
 
@@ -59,6 +60,53 @@ def test_history_lists_runs_under_their_data_version_and_the_rest_apart():
     assert lines[2].split() == ["data/faces", "-"]
     assert lines[4] == "    runs:       111111111111 (FID 12.50, model version 2 (champion))"
     assert "found in no dvc.lock" in lines[5] and lines[6].startswith("    222222222222 (no FID)")
+
+
+def git_commit(repo, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-q", "-m", message], repo)
+
+
+def test_history_of_a_project_in_a_subfolder_of_its_repository(tmp_path):
+    """`dvc init --subdir`: the lock is project/dvc.lock in git, and every commit's version is read from there."""
+    run(["git", "init", "-q"], tmp_path)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "dvc.lock").write_text(LOCK)
+    git_commit(tmp_path, "data v1")
+    (project / "dvc.lock").write_text(LOCK.replace("cccc3333", "ffff9999"))
+    git_commit(tmp_path, "data v2")
+    history = lock_history(project)
+    assert [(h.subject, h.data["data/train"].md5) for h in history] == [
+        ("data v2", "ffff9999.dir"), ("data v1", "cccc3333.dir"),
+    ]  # fmt: skip
+
+
+def test_history_in_a_repository_without_a_commit_shows_the_workspace_lock(tmp_path):
+    run(["git", "init", "-q"], tmp_path)
+    (tmp_path / "dvc.lock").write_text(LOCK)
+    [only] = lock_history(tmp_path)
+    assert (only.commit, only.subject, only.data["data/raw"].nfiles) == ("workspace", "dvc.lock not committed", 12)
+
+
+def test_a_dvc_lock_with_merge_conflict_markers_is_one_line_and_a_committed_one_is_read_as_empty(tmp_path):
+    conflicted = LOCK.replace("      md5: cccc3333.dir\n", "<<<<<<< HEAD\n      md5: cccc3333.dir\n=======\n"
+                              "      md5: ffff9999.dir\n>>>>>>> other\n")  # fmt: skip
+    with pytest.raises(UserError) as err:
+        lock_data(conflicted)
+    assert str(err.value).startswith("dvc.lock is not valid YAML (") and "resolve the merge conflict" in str(err.value)
+    assert "\n" not in str(err.value)
+
+    run(["git", "init", "-q"], tmp_path)
+    (tmp_path / "dvc.lock").write_text(conflicted)
+    git_commit(tmp_path, "committed mid-merge")
+    (tmp_path / "dvc.lock").write_text(LOCK)
+    history = lock_history(tmp_path)
+    assert [(h.commit, h.data.get("data/train")) for h in history][1:] == [(history[1].commit, None)]
+    assert history[0].commit == "workspace" and history[0].data["data/train"].md5 == "cccc3333.dir"
+    (tmp_path / "dvc.lock").write_text(conflicted)
+    with pytest.raises(UserError, match="dvc.lock is not valid YAML"):
+        lock_history(tmp_path)
 
 
 def _try_lock(root: str, queue) -> None:

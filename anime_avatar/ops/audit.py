@@ -64,25 +64,33 @@ def _git(root: Path, *args: str) -> str:
 def lock_history(root: Path) -> list[LockVersion]:
     """Every commit that changed dvc.lock (newest first), and the workspace's dvc.lock if it differs."""
     history: list[LockVersion] = []
-    inside_git = subprocess.run(["git", "rev-parse"], cwd=root, capture_output=True).returncode == 0
-    if inside_git:
+    # A repository with no commit yet has no history to read (git log would fail); the workspace's lock still counts.
+    has_commits = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=root, capture_output=True)
+    if has_commits.returncode == 0:
         log = _git(root, "log", "--format=%H%x09%cs%x09%s", "--", "dvc.lock")
         for line in log.splitlines():
             commit, date, subject = line.split("\t", 2)
-            text = _git(root, "show", f"{commit}:dvc.lock") if _exists_at(root, commit) else ""
-            history.append(LockVersion(commit, date, subject, lock_data(text)))
+            history.append(LockVersion(commit, date, subject, _committed_lock(root, commit)))
     current = root / "dvc.lock"
     if current.is_file():
-        data = lock_data(current.read_text())
+        data = lock_data(current.read_text())  # a merge conflict here is the user's to resolve: one line
         if data and (not history or data != history[0].data):
             history.insert(0, LockVersion(WORKSPACE, "", "dvc.lock not committed", data))
     return history
 
 
-def _exists_at(root: Path, commit: str) -> bool:
-    return (
-        subprocess.run(["git", "cat-file", "-e", f"{commit}:dvc.lock"], cwd=root, capture_output=True).returncode == 0
-    )
+def _committed_lock(root: Path, commit: str) -> dict[str, DataVersion]:
+    """The data versions of dvc.lock at ``commit`` (none where it was deleted, or committed with a merge conflict).
+
+    ``./dvc.lock`` is the workspace's own (git reads ``commit:path`` from the repository's root, so a DVC project in
+    a subfolder of its repository, ``dvc init --subdir``, would otherwise find no lock in any commit)."""
+    spec = f"{commit}:./dvc.lock"
+    if subprocess.run(["git", "cat-file", "-e", spec], cwd=root, capture_output=True).returncode != 0:
+        return {}
+    try:
+        return lock_data(_git(root, "show", spec), f"dvc.lock of commit {commit[:10]}")
+    except UserError:
+        return {}
 
 
 def run_records(client, experiment_id: str, model_name: str) -> list[RunRecord]:

@@ -15,6 +15,7 @@ import yaml
 from anime_avatar.artifacts.faces import FACES_DIR
 from anime_avatar.artifacts.raw import PHOTOS_DIR, RAW_DIR
 from anime_avatar.artifacts.trainset import TRAIN_DIR
+from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.fsutil import sha256_file
 
 DVC_LOCK = Path("dvc.lock")
@@ -34,9 +35,17 @@ class DataVersion:
         return f"md5:{self.md5}"
 
 
-def lock_data(text: str) -> dict[str, DataVersion]:
-    """The data folders' hashes and file counts recorded in the text of one dvc.lock."""
-    stages = (yaml.safe_load(text) or {}).get("stages", {})
+def lock_data(text: str, source: str = "dvc.lock") -> dict[str, DataVersion]:
+    """The data folders' hashes and file counts recorded in the text of one dvc.lock (``source``, for the error
+    when it is not one: after a merge of two branches that both ran the pipeline, it holds conflict markers)."""
+    try:
+        lock = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise UserError(
+            f"{source} is not valid YAML ({first_line(err)}): resolve the merge conflict in it, or take one side "
+            "(git checkout --ours dvc.lock) and run dvc repro"
+        ) from None
+    stages = lock.get("stages", {}) if isinstance(lock, dict) else {}
     found = {}
     for stage in stages.values():
         for out in stage.get("outs", []):
