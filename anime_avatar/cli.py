@@ -459,11 +459,12 @@ def cmd_audit(args: argparse.Namespace) -> None:
     client, params = _mlflow(args)
     from anime_avatar.core.fsutil import write_csv
     from anime_avatar.ops import audit
-    from anime_avatar.ops.runs import experiment_id
+    from anime_avatar.ops.runs import experiment_id, resolve_run_id
 
     root = Path.cwd()
     if args.run:
-        item = audit.lineage(client, root, args.run, params.tracking.model_name)
+        run_id = resolve_run_id(client, params.tracking.experiment, args.run)  # the 12 characters `runs` shows do
+        item = audit.lineage(client, root, run_id, params.tracking.model_name)
         print(audit.format_lineage(item))
         if args.manifest:
             if item.manifest is None:
@@ -699,7 +700,7 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
     p.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment)")
 
     p = add_command(sub, cmd_audit)
-    p.add_argument("--run", metavar="RUN_ID", help="the data lineage of one training run")
+    p.add_argument("--run", metavar="RUN_ID", help="the data lineage of one training run (the id `runs` shows)")
     p.add_argument("--manifest", type=_csv_file, metavar="FILE.csv", help="with --run: write the raw manifest")
 
     p = add_command(sub, cmd_ui)

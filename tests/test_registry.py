@@ -75,6 +75,36 @@ def test_alias_moves_only_to_a_better_model(store):
     assert client.get_run(better.run_id).data.tags["champion.previous_version"] == first.version
 
 
+def test_a_champion_whose_run_was_deleted_and_collected_has_no_fid_and_the_runs_table_still_prints(
+    store, tmp_path, monkeypatch
+):
+    import subprocess
+
+    from tests.conftest import BIN, venv_env
+
+    client, trained = store
+    gone, kept = trained(80.0), trained(60.0)
+    client.set_registered_model_alias(NAME, registry.CHAMPION, gone.version)
+    client.delete_run(gone.run_id)
+    subprocess.run([str(BIN / "mlflow"), "gc", "--backend-store-uri", client.tracking_uri], check=True,
+                   env=venv_env(), capture_output=True)  # fmt: skip
+    assert registry.champion(client, NAME) == Candidate(gone.version, gone.run_id, None)
+    assert registry.best_evaluated(client, NAME) == kept
+    monkeypatch.chdir(tmp_path)
+    rows = runs.training_runs(client, "anime-avatar", NAME)
+    assert [row.run_id for row in rows] == [kept.run_id]  # the collected run is gone from the table, no traceback
+
+
+def test_a_run_is_found_by_the_first_characters_of_its_id_as_the_runs_table_shows_them(store):
+    client, trained = store
+    first, second = trained(80.0), trained(60.0)
+    assert runs.resolve_run_id(client, "anime-avatar", first.run_id[:12]) == first.run_id
+    assert runs.resolve_run_id(client, "anime-avatar", second.run_id) == second.run_id
+    assert runs.resolve_run_id(client, "anime-avatar", "nothing-like-it") == "nothing-like-it"  # lineage says so
+    with pytest.raises(UserError, match=r"run id '' begins 2 training runs' ids \(.*\): give more of it"):
+        runs.resolve_run_id(client, "anime-avatar", "")
+
+
 def test_a_run_without_a_registered_version_is_a_clear_error(store):
     client, _ = store
     with mlflow.start_run() as run:

@@ -65,7 +65,15 @@ def champion(client, model_name: str) -> Candidate | None:  # client: mlflow.Mlf
 
 
 def run_fid(client, run_id: str) -> float | None:
-    return client.get_run(run_id).data.metrics.get("fid")
+    """The FID of a run; None when it has none, or the run is gone (deleted and then `mlflow gc`)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id).data.metrics.get("fid")
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
 
 
 def version_of_run(client, model_name: str, run_id: str) -> Candidate:
@@ -79,14 +87,9 @@ def version_of_run(client, model_name: str, run_id: str) -> Candidate:
 
 def best_evaluated(client, model_name: str) -> Candidate | None:
     """The registered version with the lowest FID (the newest of equals); None when none was evaluated."""
-    from mlflow.exceptions import MlflowException
-
     evaluated = []
     for version in client.search_model_versions(f"name='{model_name}'"):
-        try:
-            fid = run_fid(client, version.run_id)
-        except MlflowException:  # its run was deleted
-            continue
+        fid = run_fid(client, version.run_id)
         if fid is not None:
             evaluated.append(Candidate(str(version.version), version.run_id, fid))
     return min(evaluated, key=lambda c: (c.fid, -int(c.version))) if evaluated else None

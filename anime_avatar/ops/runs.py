@@ -45,6 +45,19 @@ def search_training_runs(client, experiment: str) -> list:  # -> list[mlflow.ent
     return client.search_runs([experiment], "tags.stage = 'train'", max_results=50_000)
 
 
+def resolve_run_id(client, experiment: str, given: str) -> str:
+    """The full id of the training run whose id starts with ``given`` (the tables show the first 12 characters);
+    ``given`` itself when it is a whole id or matches none (the lookup then says there is no such run)."""
+    if len(given) >= 32:
+        return given
+    matches = [run.info.run_id for run in search_training_runs(client, experiment_id(client, experiment))
+               if run.info.run_id.startswith(given)]  # fmt: skip
+    if len(matches) > 1:
+        listed = ", ".join(match[:16] for match in matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise UserError(f"run id {given!r} begins {len(matches)} training runs' ids ({listed}): give more of it")
+    return matches[0] if matches else given
+
+
 def training_runs(client, experiment: str, model_name: str) -> list[RunRow]:
     """Every run of the train stage in the experiment, with its scores and whether it holds the champion."""
     runs = search_training_runs(client, experiment_id(client, experiment))
