@@ -87,6 +87,15 @@ def cmd_experiments(args: argparse.Namespace) -> None:
     show_experiments(Path.cwd(), args.output, args.all_commits)
 
 
+def deployment_name(text: str) -> str:
+    """A name Prefect takes for the deployment and its runner: not empty, none of / % & < >."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the name is empty")
+    if bad := sorted(set(text) & set("/%&<>")):
+        raise argparse.ArgumentTypeError(f"{text!r} holds {' '.join(bad)}: Prefect refuses / % & < > in names")
+    return text
+
+
 def add_flow_commands(sub: argparse._SubParsersAction) -> None:
     cli.add_command(sub, cmd_pipeline)
 
@@ -95,7 +104,7 @@ def add_flow_commands(sub: argparse._SubParsersAction) -> None:
 
     p = cli.add_command(sub, cmd_schedule)
     p.add_argument("--cron", required=True, help='cron schedule, e.g. "0 3 * * 1" (Mondays 03:00)')
-    p.add_argument("--name", default="scheduled", help="deployment name (default: scheduled)")
+    p.add_argument("--name", type=deployment_name, default="scheduled", help="deployment name (default: scheduled)")
     p.add_argument("--timezone", help="IANA time zone of the schedule (default: UTC)")
 
     p = cli.add_command(sub, cmd_experiments)

@@ -394,3 +394,16 @@ def test_a_bad_cron_or_timezone_is_named_with_its_reason(cron, timezone, message
     with pytest.raises(UserError) as err:
         cron_schedule(cron, timezone)
     assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    ("weekly/1", "'weekly/1' holds /: Prefect refuses / % & < > in names"),
+    ("50%<off>", "'50%<off>' holds % < >: Prefect refuses / % & < > in names"),
+    (" ", "the name is empty"),
+])  # fmt: skip
+def test_a_deployment_name_prefect_would_refuse_is_a_usage_error(name, reason, capsys):
+    from pipelines.cli import main
+
+    with pytest.raises(SystemExit) as usage:
+        main(["schedule", "--cron", "0 3 * * 1", "--name", name])
+    assert usage.value.code == 2 and f"argument --name: {reason}" in capsys.readouterr().err
