@@ -369,6 +369,17 @@ def test_resize_short_crops_extreme_aspect_ratios_to_the_pixel_budget(size, shor
     assert ("cropped to its central" in caplog.text) == (expected[0] * size[1] != expected[1] * size[0])
 
 
+def test_the_crop_warning_names_the_widest_shape_the_size_allows(caplog):
+    """At --size 768 an ordinary 4:3 photo is cropped square; the warning once said "at most 8:1"."""
+    from anime_avatar.core.limits import widest_aspect
+    from anime_avatar.style.images import resize_short
+
+    assert [widest_aspect(side) for side in (256, 271, 384, 512, 768)] == [8, 8, 4, 2.25, 1]
+    assert resize_short(Image.new("RGB", (1024, 768)), 768).size == (768, 768)
+    assert ("a 1024x768 picture cropped to its central 768x768: at a shorter side of 768 px, an image is at most "
+            "1:1 (589824 pixels at most, 8:1 at most)") in caplog.text  # fmt: skip
+
+
 def test_short_side_box_is_central_and_refuses_a_side_over_the_limit():
     from anime_avatar.core.errors import UserError
     from anime_avatar.core.limits import MAX_SIDE, short_side_box
@@ -378,3 +389,20 @@ def test_short_side_box_is_central_and_refuses_a_side_over_the_limit():
     assert short_side_box(3, 301, 16) == (0, 138, 3, 162)
     with pytest.raises(UserError, match=rf"the shorter side 100000 is outside 1\.\.{MAX_SIDE} \(pixels\)"):
         short_side_box(10, 10, 100_000)
+
+
+def test_a_broken_file_that_pillow_fails_on_with_another_error_type_is_unreadable_not_a_crash(tmp_path):
+    """A QOI file cut short makes Pillow's decoder raise IndexError; it once came up from the served models as a
+    stack trace and from `stylize` as a traceback."""
+    import io
+
+    from anime_avatar.ops.pyfunc_images import BadRequest, decode
+
+    whole = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(whole, "QOI")
+    cut = whole.getvalue()[:70]
+    (tmp_path / "cut.qoi").write_bytes(cut)
+    with pytest.raises(UnreadableImage, match="^corrupt image: IndexError: "):
+        read_image(tmp_path / "cut.qoi")
+    with pytest.raises(BadRequest, match="^row 0 style image cannot be decoded: corrupt image: IndexError: "):
+        decode(cut, "row 0 style image")

@@ -76,6 +76,10 @@ def read_image(path: str | os.PathLike[str], max_side: int | None = None) -> Dec
             raise UnreadableImage(f"cannot open: {err.strerror}") from None
         except (OSError, SyntaxError, ValueError, EOFError) as err:
             raise UnreadableImage(f"corrupt image: {err}") from None
+        except MemoryError:
+            raise
+        except Exception as err:  # Pillow's decoders raise others on broken files (a cut QOI: IndexError)
+            raise UnreadableImage(f"corrupt image: {type(err).__name__}: {err}") from None
     if frames > 1:
         log.warning("%s: an animated image: read the first of %d frames", os.fspath(path), frames)
     if max_side is not None and max(width, height) > max_side:
