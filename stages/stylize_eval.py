@@ -58,8 +58,11 @@ SCORING_NETWORK = "inception"  # every method is scored in the same feature spac
 
 def evaluation_pairs(cfg: StylizeEvalParams, faces: PhotoFacesParams, device: torch.device) -> list[Pair]:
     # Cut to the evaluation's size as they are read (make_pairs' own crop is then a no-op): bounded memory.
-    contents = load_image_set(Path(cfg.content_path), "stylize_eval.content_path", cfg.n_content,
-                              prepare=lambda image: center_square(image, cfg.image_size))[: cfg.n_content]  # fmt: skip
+    # n_content 0 (the photos only) reads no face: load_image_set's limit 0 would mean all of them.
+    contents = []
+    if cfg.n_content:
+        contents = load_image_set(Path(cfg.content_path), "stylize_eval.content_path", cfg.n_content,
+                                  prepare=lambda image: center_square(image, cfg.image_size))  # fmt: skip
     for photo in cfg.photos:
         path = Path(photo).expanduser()
         if not path.is_file():

@@ -330,3 +330,17 @@ def test_results_inside_the_content_folder_are_not_taken_for_pictures(files, tmp
     contents, targets = _contents_and_targets(Path("faces"), Path("faces/anime"))
     assert contents == [Path("faces/a.png"), Path("faces/b.png")]  # not faces/anime/a.png, an earlier result
     assert targets == [Path("faces/anime/a.png"), Path("faces/anime/b.png")]
+
+
+def test_stylize_eval_on_the_photos_only_reads_no_face_of_the_content_set(files, tmp_path):
+    """n_content 0 once decoded every face of content_path (load_image_set's limit 0 means all) to keep none."""
+    from stages.stylize_eval import evaluation_pairs
+
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    shutil.copy(files["style"], styles / "style.jpg")
+    missing = str(tmp_path / "no-such-folder")
+    params = params_with({"stylize_eval": {"n_content": 0, "photos": [str(files["photo"])], "image_size": 64,
+                                           "content_path": missing, "style_path": str(styles)}})  # fmt: skip
+    pairs = evaluation_pairs(params.stylize_eval, params.photo_faces, torch.device("cpu"))
+    assert [(pair.content_name, pair.style_name) for pair in pairs] == [("astronaut", "style")]
