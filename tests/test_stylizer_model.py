@@ -87,6 +87,23 @@ def test_the_logged_model_holds_code_and_tensors_and_resolves_for_the_cli(regist
     assert {r.split("==")[0] for r in requirements} == set(STYLIZER_DISTRIBUTIONS)
 
 
+def test_a_stylizer_found_by_its_run_is_kept_once_in_the_cache_and_leaves_no_temporary_folder(
+    registered, monkeypatch, tmp_path
+):
+    import tempfile
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
+    monkeypatch.setenv("ANIME_AVATAR_CACHE", str(tmp_path / "cache"))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where MLflow's downloads went (mkdtemp), one per use
+    uri = f"runs:/{registered['run_id']}/stylizer"
+    first, second = resolve_stylizer(uri, NAME), resolve_stylizer(uri, NAME)
+    assert first == second and first.parent == tmp_path / "cache" / "models"
+    assert first.read_bytes() == registered["file"].read_bytes() and load_stylizer(first, "adain").step == 3
+    assert list(scratch.iterdir()) == [], "each download went to a folder left behind in /tmp"
+
+
 def test_requirements_cover_every_import_of_the_model_code():
     path = Path(pyfunc_stylizer.__file__)
     assert {"torch", "mlflow", "PIL", "torchvision"} <= third_party_imports(path)  # the scan sees lazy imports too

@@ -193,19 +193,16 @@ def resolve_generator(model: str | None, model_name: str) -> nn.Module:
 def _load_mlflow(uri: str) -> nn.Module:
     """The generator of a logged pyfunc model: its ``generator.pt`` artifact, read as tensors (the model's code
     is not run, and nothing is unpickled)."""
-    import mlflow
-
-    from anime_avatar.ops.tracking import missing_tracking_db, mlflow_client, tracking_uri
+    from anime_avatar.ops.tracking import missing_tracking_db, mlflow_client, model_file, tracking_uri
 
     if missing := missing_tracking_db(tracking_uri()):  # do not let MLflow create an empty one here
         raise UserError(f"cannot load MLflow model {uri}: no MLflow database at {missing}")
     mlflow_client()
     try:
-        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        weights = model_file(uri, GENERATOR.name)
     except Exception as err:  # MLflow raises many types for a missing model or alias
         raise UserError(f"cannot load MLflow model {uri}: {err}") from None
-    weights = folder / "artifacts" / GENERATOR.name  # where MLflow keeps the model's generator.pt artifact
-    if not weights.is_file():
+    if weights is None:
         raise UserError(
             f"{uri} holds no artifacts/{GENERATOR.name}: not a generator logged by this project's train stage "
             "(models logged before the pyfunc format were pickled: train again, `dvc repro -f train`)"

@@ -74,9 +74,7 @@ def resolve_stylizer(model: str | None, model_name: str) -> Path:
 
 def _download(uri: str) -> Path:
     """The ``stylizer.pt`` artifact of a logged stylizer model (its code is not run, nothing is unpickled)."""
-    import mlflow
-
-    from anime_avatar.ops.tracking import mlflow_client, tracking_uri
+    from anime_avatar.ops.tracking import mlflow_client, model_file, tracking_uri
 
     hint = "train one with `dvc repro stylize_train`, or pass --model FILE"
     database = tracking_uri().removeprefix("sqlite:///")
@@ -84,10 +82,9 @@ def _download(uri: str) -> Path:
         raise UserError(f"no stylizer: {STYLIZER} does not exist and there is no MLflow database {database} ({hint})")
     mlflow_client()
     try:
-        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        weights = model_file(uri, STYLIZER.name)
     except Exception as err:  # MLflow raises many types for a missing model or version
         raise UserError(f"cannot load the stylizer {uri}: {first_line(err)} ({hint})") from None
-    weights = folder / "artifacts" / STYLIZER.name
-    if not weights.is_file():
+    if weights is None:
         raise UserError(f"{uri} holds no artifacts/{STYLIZER.name}: not a stylizer logged by the stylize_train stage")
     return weights
