@@ -107,10 +107,17 @@ def check_made_image(width: int, height: int, side: int, what: str = "image") ->
                          "(crop it closer to a square, or ask for a smaller size)")  # fmt: skip
 
 
+def widest_aspect(short: int) -> float:
+    """The longest shape (long side / short side) an image made at a shorter side of ``short`` px may have:
+    MAX_ASPECT, or less where MAX_MADE_PIXELS binds (8:1 up to 271 px, 4:1 at 384, 2.25:1 at 512, 1:1 at 768)."""
+    return min(MAX_ASPECT, MAX_MADE_PIXELS / short**2)
+
+
 def short_side_box(width: int, height: int, short: int) -> tuple[int, int, int, int] | None:
     """The central box (left, top, right, bottom) of a ``width`` x ``height`` image that, resized to a shorter side
-    of ``short`` pixels, is at most MAX_ASPECT times longer than wide and within MAX_MADE_PIXELS; None when the
-    whole image is. Only an extreme aspect ratio is cropped: ``short`` itself is at most MAX_SIDE.
+    of ``short`` pixels, is at most MAX_ASPECT times longer than wide and within MAX_MADE_PIXELS (so no longer than
+    :func:`widest_aspect`); None when the whole image is. At large sizes the pixel limit crops ordinary photos too:
+    at ``short`` = MAX_SIDE (768), everything not square.
     """
     check_side(short, "the shorter side")
     low, high = min(width, height), max(width, height)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from anime_avatar.core.limits import MAX_ASPECT, MAX_MADE_PIXELS, short_side_box
+from anime_avatar.core.limits import MAX_ASPECT, MAX_MADE_PIXELS, short_side_box, widest_aspect
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ def resize_short(image: Image.Image, short: int) -> Image.Image:
     if box is not None:
         cropped = image.crop(box)
         log.warning("a %dx%d picture cropped to its central %dx%d: at a shorter side of %d px, an image is at most "
-                    "%d:1 and %d pixels", *image.size, *cropped.size, short, MAX_ASPECT, MAX_MADE_PIXELS)  # fmt: skip
+                    "%.3g:1 (%d pixels at most, %d:1 at most)", *image.size, *cropped.size, short,
+                    widest_aspect(short), MAX_MADE_PIXELS, MAX_ASPECT)  # fmt: skip
         image = cropped
     w, h = image.size
     scale = short / min(w, h)
