@@ -193,7 +193,8 @@ def resolve_generator(model: str | None, model_name: str) -> nn.Module:
 def _load_mlflow(uri: str) -> nn.Module:
     """The generator of a logged pyfunc model: its ``generator.pt`` artifact, read as tensors (the model's code
     is not run, and nothing is unpickled)."""
-    from anime_avatar.ops.tracking import missing_tracking_db, mlflow_client, model_file, tracking_uri
+    from anime_avatar.ops.model_files import model_file
+    from anime_avatar.ops.tracking import missing_tracking_db, mlflow_client, tracking_uri
 
     if missing := missing_tracking_db(tracking_uri()):  # do not let MLflow create an empty one here
         raise UserError(f"cannot load MLflow model {uri}: no MLflow database at {missing}")

@@ -74,7 +74,8 @@ def resolve_stylizer(model: str | None, model_name: str) -> Path:
 
 def _download(uri: str) -> Path:
     """The ``stylizer.pt`` artifact of a logged stylizer model (its code is not run, nothing is unpickled)."""
-    from anime_avatar.ops.tracking import mlflow_client, model_file, tracking_uri
+    from anime_avatar.ops.model_files import model_file
+    from anime_avatar.ops.tracking import mlflow_client, tracking_uri
 
     hint = "train one with `dvc repro stylize_train`, or pass --model FILE"
     database = tracking_uri().removeprefix("sqlite:///")
