@@ -52,7 +52,7 @@ DEMO = {
         "photos": "data/photos",
         "anime": "data/faces",
         "reference": "data/faces",
-    },  # fmt: skip
+    },
 }
 COPIED = ("anime_avatar", "stages", "dvc.yaml", ".gitignore")
 FULL_RUN_GRID = ROOT / "plots" / "samples" / "step-0003000.png"  # committed by the default `dvc repro`
