@@ -115,6 +115,8 @@ def fetch(source: Path | None = None) -> list[Path]:
 
 def install(workspace: Path, source: Path | None = None, template: Path = TEMPLATE) -> Path:
     """Write ``template`` (once) and set ``workspace``'s DVC ``plots.html_template`` to it; returns the template."""
+    if not (workspace / ".dvc").is_dir():  # checked first: `dvc config --local` outside one is a traceback here
+        raise UserError(f"--workspace {workspace} is not a DVC workspace (no .dvc folder): run `dvc init` there first")
     if not template.is_file():
         scripts = [script_of(p, path) for p, path in zip(PACKAGES, fetch(source), strict=True)]
         atomic_write_text(template, build_page(scripts))

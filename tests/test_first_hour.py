@@ -204,6 +204,14 @@ def test_dvc_plots_draw_offline_with_the_inlined_vega_template(tmp_path):
     assert chart_pixels(work / "offline/index.html", tmp_path / "offline.png") > 500  # the two loss lines drawn
 
 
+def test_offline_plots_outside_a_dvc_workspace_is_a_warning_not_a_traceback(tmp_path, caplog):
+    from pipelines import offline_plots
+
+    offline_plots.main(["--workspace", str(tmp_path)])  # make setup goes on: the pages then load Vega from the network
+    assert f"offline plots not set up: --workspace {tmp_path} is not a DVC workspace (no .dvc folder)" in caplog.text
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_heavy_command_picks_its_threads_before_torch_and_checks_out_first(tmp_path):
     from PIL import Image
 
