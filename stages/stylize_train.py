@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,25 +49,23 @@ def stylize_train(params: Params) -> None:
     logged = {"stylize": cfg.model_dump(mode="json")}
     with training_run("stylize_train", name, params.tracking.experiment, logged, versions,
                       {"features": cfg.features}, STYLIZER_RUN_FILE) as run:  # fmt: skip
-        started = time.perf_counter()
         state = train_stylizers(cfg, batches, STYLIZER_CHECKPOINT, version,
                                 on_log=lambda step, losses: run.log_metrics(losses, step))  # fmt: skip
-        seconds = time.perf_counter() - started
         heads = {method: net.head for method, net in state.nets.items()}
         save_stylizer(STYLIZER, heads, state.step, cfg.image_size, run.run_id, version)
-        atomic_write_json(STYLIZE_TRAIN_METRICS, train_metrics(state, seconds))
+        atomic_write_json(STYLIZE_TRAIN_METRICS, train_metrics(state))
         fields = ["step", *(f"{m}_{part}" for m in state.nets for part in LOSS_PARTS)]
         write_csv(STYLIZE_LOSSES_CSV, [{k: h.get(k) for k in fields} for h in state.history], fields)
-        run.log_metrics({"train_seconds": seconds})
+        run.log_metrics({"train_seconds": state.seconds})
         tracking = params.tracking
         run.log_model("stylizer", STYLIZER, tracking.stylizer_model_name if tracking.register_model else None)
     log.info("stylizer saved to %s (MLflow run %s)", STYLIZER, run.run_id)
 
 
-def train_metrics(state: StyleTrainState, seconds: float) -> dict:
+def train_metrics(state: StyleTrainState) -> dict:
     """Per net: its losses averaged over the last ten logged steps, and its trainable parameters."""
     recent = state.history[-10:]
-    metrics: dict = {"steps": state.step, "seconds": round(seconds, 1)}
+    metrics: dict = {"steps": state.step, "seconds": round(state.seconds, 1)}
     for method, net in state.nets.items():
         parts = {p: round(statistics.fmean(h[f"{method}_{p}"] for h in recent), 5) for p in LOSS_PARTS if recent}
         metrics[method] = {**parts, "params": sum(p.numel() for p in net.head.parameters())}

@@ -8,7 +8,6 @@ The nets' resolution is the training images' side (data/train/index.json).
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import torch
@@ -66,10 +65,8 @@ def train_stage(params: Params) -> None:
             run.log_artifact(path, "samples")
             logged_grids.add(step)
 
-        started = time.perf_counter()
         state = train(params.model, params.train, images, CHECKPOINT, data_version, info,
                       Hooks(lambda step, losses: run.log_metrics(losses, step), on_sample))  # fmt: skip
-        seconds = time.perf_counter() - started
         save_generator(
             GENERATOR, state.config.to_dict(), state.ema.model.state_dict(), state.generator.state_dict(), state.step,
             run_id=run.run_id, data_version=data_version,
@@ -79,13 +76,13 @@ def train_stage(params: Params) -> None:
             "steps": state.step,
             "loss_d": float(np.mean([h["loss_d"] for h in recent])) if recent else None,
             "loss_g": float(np.mean([h["loss_g"] for h in recent])) if recent else None,
-            "seconds": round(seconds, 1),
+            "seconds": round(state.seconds, 1),
             "params_g": count_parameters(state.generator),
             "params_d": count_parameters(state.discriminator),
         }
         atomic_write_json(TRAIN_METRICS, metrics)
         write_losses(state.history)
-        run.log_metrics({"train_seconds": seconds})
+        run.log_metrics({"train_seconds": state.seconds})
         keep_and_log_sample_sheets(run, sample_steps(params.train.steps, params.train.sample_every), SAMPLES_DIR,
                                    "samples", logged_grids)  # fmt: skip
         tracking = params.tracking

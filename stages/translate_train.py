@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import statistics
-import time
 from pathlib import Path
 
 from anime_avatar.artifacts.raw import synthetic_only
@@ -70,10 +69,8 @@ def translate_train(params: Params) -> None:
             run.log_artifact(path, "translate_samples")
             logged_sheets.add(step)
 
-        started = time.perf_counter()
         state = train_translator(cfg, batches, TRANSLATOR_CHECKPOINT, version, info=info, on_sample=on_sample,
                                  on_log=lambda step, losses: run.log_metrics(losses, step))  # fmt: skip
-        seconds = time.perf_counter() - started
         # The sheets persist: a resumed run keeps those of the process it resumes, and logs them to its run too.
         keep_and_log_sample_sheets(run, sample_steps(cfg.steps, cfg.sample_every), TRANSLATE_SAMPLES_DIR,
                                    "translate_samples", logged_sheets)  # fmt: skip
@@ -81,22 +78,22 @@ def translate_train(params: Params) -> None:
         synthetic = synthetic_only(Path(cfg.photos))
         facts = {"params": logged["translate"], "domains": versions, "synthetic_photos": synthetic}
         save_translator(TRANSLATOR, state.output("g_ab"), state.output("g_ba"), state.step, run.run_id, version, facts)
-        atomic_write_json(TRANSLATE_TRAIN_METRICS, train_metrics(state, seconds))
+        atomic_write_json(TRANSLATE_TRAIN_METRICS, train_metrics(state))
         write_csv(TRANSLATE_LOSSES_CSV, [{k: h.get(k) for k in TRANSLATE_LOSS_FIELDS} for h in state.history],
                   TRANSLATE_LOSS_FIELDS)  # fmt: skip
-        run.log_metrics({"train_seconds": seconds})
+        run.log_metrics({"train_seconds": state.seconds})
         tracking = params.tracking
         run.log_model("translator", TRANSLATOR, tracking.translator_model_name if tracking.register_model else None)
     log.info("translator saved to %s (MLflow run %s)", TRANSLATOR, run.run_id)
 
 
-def train_metrics(state: TranslateTrainState, seconds: float) -> dict:
+def train_metrics(state: TranslateTrainState) -> dict:
     """The losses averaged over the last ten logged steps, and each net's parameters."""
     recent = state.history[-10:]
     losses = {k: round(statistics.fmean(h[k] for h in recent), 5) for k in TRANSLATE_LOSS_FIELDS[1:]
               if recent and all(k in h for h in recent)}  # fmt: skip
     nets = {name: count_parameters(getattr(state.nets, name)) for name in ("g_ab", "d_b")}
-    return {"steps": state.step, "seconds": round(seconds, 1), **losses, "params_generator": nets["g_ab"],
+    return {"steps": state.step, "seconds": round(state.seconds, 1), **losses, "params_generator": nets["g_ab"],
             "params_critic": nets["d_b"]}  # fmt: skip
 
 

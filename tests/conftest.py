@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -279,3 +280,15 @@ def peak_traced_bytes(work: Callable[[], object]) -> int:
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+@pytest.fixture
+def ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The training loops' clock (``core.loops.TrainingClock``) advances one second per reading: a loop that reads
+    it once per step has trained exactly as many seconds as it ran steps."""
+    from types import SimpleNamespace
+
+    from anime_avatar.core import loops
+
+    ticks = itertools.count()
+    monkeypatch.setattr(loops, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))

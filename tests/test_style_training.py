@@ -82,13 +82,17 @@ def weights(state) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("adversarial", [0.0, 0.1])
-def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(batches, tmp_path, adversarial):
+def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(
+    batches, tmp_path, adversarial, ticking_clock
+):
     cfg = tiny(adversarial_weight=adversarial)
     whole = train_stylizers(cfg, batches, tmp_path / "whole.pt")
     halves = tmp_path / "halves.pt"
     train_stylizers(cfg, batches, halves, stop_after=2)
     resumed = train_stylizers(cfg, batches, halves)
     assert resumed.step == whole.step == 4
+    # One tick of the clock per step: the resumed run reports both processes' time, as does one with nothing left.
+    assert resumed.seconds == whole.seconds == train_stylizers(cfg, batches, halves).seconds == 4.0
     a, b = weights(whole), weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     if adversarial:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from anime_avatar.artifacts.torchfile import load_tensors, save_tensors
 from anime_avatar.core.device import resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import TrainingInterrupted
@@ -60,6 +61,23 @@ def assert_resume_is_exact(changes: dict, tmp_path):
     assert [h["step"] for h in resumed.history] == list(range(1, 7))
     assert resumed.history == straight.history
     return straight
+
+
+def test_a_run_resumed_by_other_processes_reports_all_its_training_time(tmp_path, ticking_clock, caplog):
+    # The clock ticks a second per step: 3 steps, then 3 more in a resumed process, then a process with nothing
+    # left to do, which used to report its own few seconds as the run's training time.
+    assert fit(tiny(), tmp_path / "ck.pt", stop_after=3).seconds == 3.0
+    assert fit(tiny(), tmp_path / "ck.pt").seconds == 6.0
+    finished = fit(tiny(), tmp_path / "ck.pt")
+    assert finished.step == 6 and finished.seconds == 6.0
+    # A checkpoint written before checkpoints held the time resumes all the same, counting from the new process.
+    payload = load_tensors(tmp_path / "ck.pt", "checkpoint")
+    del payload["seconds"]
+    save_tensors(tmp_path / "old.pt", payload | {"step": 3})
+    caplog.set_level("INFO")
+    resumed = fit(tiny(), tmp_path / "old.pt")
+    assert resumed.step == 6 and resumed.seconds == 3.0
+    assert "does not hold the time trained so far" in caplog.text
 
 
 @pytest.mark.parametrize(("arch", "loss"), [("sagan", "hinge"), ("dcgan", "wgan-gp"), ("sagan", "bce")])

@@ -93,7 +93,7 @@ def test_the_mask_prior_keeps_the_mask_drawing(batches, tmp_path):
 
 
 @pytest.mark.parametrize(("attention", "ema"), [("cam+mask", 0.0), ("none", 0.0), ("cam", 0.9)])
-def test_resume_gives_the_weights_of_an_uninterrupted_run(batches, tmp_path, attention, ema):
+def test_resume_gives_the_weights_of_an_uninterrupted_run(batches, tmp_path, attention, ema, ticking_clock):
     cfg = tiny(attention=attention, ema=ema)
     whole = train_translator(cfg, batches, tmp_path / "whole.pt")
     first = train_translator(cfg, batches, tmp_path / "split.pt", stop_after=3)
@@ -101,6 +101,8 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(batches, tmp_path, att
     logged = []
     second = train_translator(cfg, batches, tmp_path / "split.pt", on_log=lambda step, losses: logged.append(step))
     assert second.step == 6 and logged == [4, 5, 6]
+    # One tick of the clock per step: the resumed run reports both processes' time, as does one with nothing left.
+    assert second.seconds == whole.seconds == train_translator(cfg, batches, tmp_path / "split.pt").seconds == 6.0
     assert second.history == whole.history
     for key, value in whole.nets.state_dict().items():
         assert torch.equal(value, second.nets.state_dict()[key]), key

@@ -1,7 +1,7 @@
 """``models/checkpoints/last.pt``: everything needed to resume training exactly.
 
-The training loop decides what goes in (weights, optimisers, EMA, step, RNG states, a
-fingerprint of the params and data); this module owns where it lies and how it is read:
+The training loop decides what goes in (weights, optimisers, EMA, step, seconds trained, RNG
+states, a fingerprint of the params and data); this module owns where it lies and how it is read:
 tensors and plain values only, so a checkpoint planted by someone else cannot run code.
 """
 
@@ -58,4 +58,7 @@ def load_resumable(
         log.info("checkpoint %s is at step %d, beyond %s=%d: starting from step 0", path, payload["step"], steps_key,
                  steps)  # fmt: skip
         return None
+    if "seconds" not in payload:  # written before checkpoints carried the training time: resumable all the same
+        log.info("checkpoint %s does not hold the time trained so far: the run's seconds count from now", path)
+        payload["seconds"] = 0.0
     return payload

@@ -1,6 +1,7 @@
-"""What every training loop of the project shares: per-step random streams and stopping on a signal.
+"""What every training loop of the project shares: per-step random streams, stopping on a signal, and the
+training time of a run that several processes resumed.
 
-Both loops (the GAN's and the stylizer's) draw each step's randomness from a generator seeded by
+The loops (the GAN's, the stylizer's and the translator's) draw each step's randomness from a generator seeded by
 (seed, rank, step, purpose) instead of a global stream, so a run resumed from the checkpoint of
 step t draws exactly what an uninterrupted run draws; and both turn SIGINT/SIGTERM into "checkpoint
 after this step, then stop".
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,19 @@ def step_generator(
     gen = torch.Generator(device=device)
     gen.manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
     return gen
+
+
+class TrainingClock:
+    """The seconds a run has trained: what its checkpoint carried (``before``, 0 for a fresh run) plus this
+    process's time since the clock started. A run resumed at its last step then still reports its whole
+    training time, not the few seconds of the process that found nothing left to do."""
+
+    def __init__(self, before: float = 0.0) -> None:
+        self.before = before
+        self._started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self._started
 
 
 class StopFlag:

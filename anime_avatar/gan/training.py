@@ -29,7 +29,7 @@ from torch.utils.data import DistributedSampler
 from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
 from anime_avatar.core.device import apply_threads
 from anime_avatar.core.errors import UserError
-from anime_avatar.core.loops import StopFlag, step_generator
+from anime_avatar.core.loops import StopFlag, TrainingClock, step_generator
 from anime_avatar.core.params import ModelParams, TrainParams, semantic_values
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.gan.diffaugment import diff_augment
@@ -80,6 +80,7 @@ class TrainState:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     step: int = 0
+    seconds: float = 0.0  # trained so far, over every process that resumed this run
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -140,6 +141,7 @@ def write_checkpoint(path: Path, state: TrainState, fp: dict[str, Any]) -> None:
         {
             "fingerprint": fp,
             "step": state.step,
+            "seconds": state.seconds,
             "generator": state.generator.state_dict(),
             "discriminator": state.discriminator.state_dict(),
             "ema": state.ema.state_dict(),
@@ -162,6 +164,7 @@ def resume(path: Path, state: TrainState, fp: dict[str, Any], steps: int, device
     state.opt_g.load_state_dict(payload["opt_g"])
     state.opt_d.load_state_dict(payload["opt_d"])
     state.step = int(payload["step"])
+    state.seconds = float(payload["seconds"])
     state.history = list(payload["history"])
     _set_rng_state(payload["rng"])
     return True
@@ -271,7 +274,7 @@ def train(
     z_fixed = fixed_latents(t.seed, config.z_dim)
     last = t.steps if stop_after is None else min(t.steps, state.step + stop_after)
     bar = progress_bar(total=t.steps, initial=state.step, desc="train", unit="step", disable=not info.is_main)
-    started, images_seen = time.perf_counter(), 0
+    clock, started, images_seen = TrainingClock(state.seconds), time.perf_counter(), 0
 
     with StopFlag() as stop, contextlib.closing(bar):
         while state.step < last:
@@ -279,6 +282,7 @@ def train(
             streams = step_generators(t.seed, info.rank, state.step, device)
             loss_d, loss_g = train_step(state, t, real, streams, (g_train, d_train), info.world_size)
             state.step += 1
+            state.seconds = clock.seconds()
             images_seen += t.batch_size
 
             if info.is_main:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
 from anime_avatar.core.device import apply_threads, resolve_device
 from anime_avatar.core.errors import UserError
-from anime_avatar.core.loops import StopFlag
+from anime_avatar.core.loops import StopFlag, TrainingClock
 from anime_avatar.core.params import StylizeParams, semantic_values
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.nn.losses import d_loss, g_loss
@@ -75,6 +75,7 @@ class StyleTrainState:
     nets: dict[str, NetState]  # by method, in stylize.methods order
     encoder: FeatureNet  # the fusion scales and the training style layers
     step: int = 0
+    seconds: float = 0.0  # trained so far, over every process that resumed this run
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -168,7 +169,8 @@ def train_step(state: StyleTrainState, cfg: StylizeParams, batches: StyleBatches
 
 def write_checkpoint(path: Path, state: StyleTrainState, fp: dict[str, Any]) -> None:
     nets = {method: net.state_dict() for method, net in state.nets.items()}
-    save_checkpoint(path, {"fingerprint": fp, "step": state.step, "history": state.history, "nets": nets})
+    payload = {"step": state.step, "seconds": state.seconds, "history": state.history, "nets": nets}
+    save_checkpoint(path, {"fingerprint": fp, **payload})
 
 
 def resume(path: Path, state: StyleTrainState, fp: dict[str, Any], steps: int, device: torch.device) -> bool:
@@ -179,6 +181,7 @@ def resume(path: Path, state: StyleTrainState, fp: dict[str, Any], steps: int, d
     for method, net in state.nets.items():
         net.load_state_dict(payload["nets"][method])
     state.step = int(payload["step"])
+    state.seconds = float(payload["seconds"])
     state.history = list(payload["history"])
     return True
 
@@ -205,9 +208,11 @@ def train_stylizers(
         log.info("resumed from %s at step %d", checkpoint, state.step)
     last = cfg.steps if stop_after is None else min(cfg.steps, state.step + stop_after)
     bar = progress_bar(total=cfg.steps, initial=state.step, desc="stylizer", unit="step")
+    clock = TrainingClock(state.seconds)
     with StopFlag() as stop, contextlib.closing(bar):
         while state.step < last:
             losses = train_step(state, cfg, batches)
+            state.seconds = clock.seconds()
             if not all(math.isfinite(v) for v in losses.values()):
                 raise UserError(f"stylizer training diverged at step {state.step} ({losses}): lower stylize.lr")
             if state.step % cfg.log_every == 0 or state.step == cfg.steps:

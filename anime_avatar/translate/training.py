@@ -44,7 +44,7 @@ from torch.nn.parallel import DistributedDataParallel
 from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
 from anime_avatar.core.device import apply_threads, resolve_device
 from anime_avatar.core.errors import UserError
-from anime_avatar.core.loops import StopFlag, step_generator
+from anime_avatar.core.loops import StopFlag, TrainingClock, step_generator
 from anime_avatar.core.params import TranslateParams, semantic_values
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.data.image_sets import spread
@@ -111,6 +111,7 @@ class TranslateTrainState:
     opt_g: torch.optim.Optimizer  # g_ab and g_ba
     opt_d: torch.optim.Optimizer  # d_a and d_b
     step: int = 0
+    seconds: float = 0.0  # trained so far, over every process that resumed this run
     history: list[dict[str, float]] = field(default_factory=list)
     info: DistInfo = field(default_factory=DistInfo)
     wrapped: dict[str, nn.Module] = field(default_factory=dict)  # DDP wrappers by net name, under torchrun
@@ -230,8 +231,9 @@ def train_step(
 
 def state_payload(state: TranslateTrainState) -> dict[str, Any]:
     """Everything training changes (tensors and plain values): what :func:`restore_state` puts back."""
-    return {"step": state.step, "config": state.config.as_dict(), "nets": state.nets.state_dict(),
-            "opt_g": state.opt_g.state_dict(), "opt_d": state.opt_d.state_dict(), "history": state.history,
+    return {"step": state.step, "seconds": state.seconds, "config": state.config.as_dict(),
+            "nets": state.nets.state_dict(), "opt_g": state.opt_g.state_dict(), "opt_d": state.opt_d.state_dict(),
+            "history": state.history,
             # Only where kept: without averages the checkpoint is the one a run before translate.ema wrote.
             **({"averages": {name: average.state_dict() for name, average in state.averages.items()}}
                if state.averages else {})}  # fmt: skip
@@ -242,6 +244,7 @@ def restore_state(state: TranslateTrainState, payload: dict[str, Any]) -> None:
     state.opt_g.load_state_dict(payload["opt_g"])
     state.opt_d.load_state_dict(payload["opt_d"])
     state.step = int(payload["step"])
+    state.seconds = float(payload["seconds"])
     state.history = list(payload["history"])
     for name, average in state.averages.items():
         average.load_state_dict(payload["averages"][name])
@@ -298,9 +301,11 @@ def train_translator(
     sheet_a, sheet_b = batches.fixed(SHEET_COLUMNS)
     last = cfg.steps if stop_after is None else min(cfg.steps, state.step + stop_after)
     bar = progress_bar(total=cfg.steps, initial=state.step, desc="translator", unit="step", disable=not info.is_main)
+    clock = TrainingClock(state.seconds)
     with StopFlag() as stop, contextlib.closing(bar):
         while state.step < last:
             losses = train_step(state, cfg, batches)
+            state.seconds = clock.seconds()
             if not all(math.isfinite(v) for v in losses.values()):
                 raise UserError(f"translator training diverged at step {state.step} ({losses}): lower translate.lr")
             if info.is_main:
