@@ -96,6 +96,11 @@ def test_a_file_that_is_no_torch_file_or_is_truncated_says_so_in_one_line(tmp_pa
     with pytest.raises(UserError) as err:
         load_tensors(text, "translator")
     assert str(err.value) == f"{text}: not a readable translator (not a file written by torch.save)"
+    # Text the weights-only unpickler reads as opcodes: an empty stack, an unknown memo key, a short length field.
+    for content in (b"error: unable to download model\n", b"hello world\n", b"r\xa1"):
+        text.write_bytes(content)
+        with pytest.raises(UserError, match=r"not a readable translator \(not a file written by torch.save\)$"):
+            load_tensors(text, "translator")
     with pytest.raises(UserError) as err:
         load_tensors(truncated, "translator")
     assert str(err.value).startswith(f"{truncated}: not a readable translator (damaged or truncated: ")

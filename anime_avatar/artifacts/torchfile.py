@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ def load_tensors(path: Path, what: str, device: torch.device | str = "cpu") -> d
         raise UserError(
             f"{path}: refused to load: not a {what} (it holds objects other than tensors: {reason})"
         ) from None
+    except (IndexError, KeyError, struct.error):  # the unpickler's stack, memo or a length on bytes that are no pickle
+        raise UserError(f"{path}: not a readable {what} (not a file written by torch.save)") from None
     except RuntimeError as err:  # torch's zip reader: its first sentence; the rest is advice
         raise UserError(f"{path}: not a readable {what} (damaged or truncated: {str(err).split('. ', 1)[0]})") from None
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
