@@ -47,7 +47,8 @@ def evaluate(params: Params) -> None:
     scored = {"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std}
     write_eval_metrics(scored | {"n_samples": scores.n_fake, "n_real": scores.n_real})
     atomic_write_bytes(SAMPLES_PNG, grid_png(torch.from_numpy(fakes[:64]).permute(0, 3, 1, 2)))
-    if log_to_recorded_run(RUN_FILE, "train", scored, (SAMPLES_PNG,), step=generator.step):
+    made_by = (GENERATOR, generator.run_id)
+    if log_to_recorded_run(RUN_FILE, "train", made_by, scored, (SAMPLES_PNG,), step=generator.step):
         name_champion_of_recorded_run(RUN_FILE, "train", scores.fid)
     print(f"FID {scores.fid:.2f}  KID {scores.kid_mean:.4f} ± {scores.kid_std:.4f}  "
           f"({scores.n_fake} generated vs {scores.n_real} real)")  # fmt: skip

@@ -24,7 +24,7 @@ from anime_avatar.artifacts.reports import (
     TRADEOFF_FIELDS,
     write_metrics_and_details,
 )
-from anime_avatar.artifacts.stylizer import STYLIZER, STYLIZER_RUN_FILE, stylizer_methods
+from anime_avatar.artifacts.stylizer import STYLIZER, STYLIZER_RUN_FILE, read_stylizer
 from anime_avatar.core.device import apply_threads, resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.fsutil import atomic_write_bytes, write_csv
@@ -78,7 +78,8 @@ def stylize_eval(params: Params) -> None:
     cfg = params.stylize_eval
     apply_threads(cfg.threads, "stylize_eval.threads")
     device = resolve_device(cfg.device, key="stylize_eval.device")
-    trained = stylizer_methods(STYLIZER)  # fails first, and says which stage to run, when there is none
+    stored = read_stylizer(STYLIZER)  # fails first, and says which stage to run, when there is none
+    trained = list(stored["nets"])
     pairs = evaluation_pairs(cfg, params.photo_faces, device)
     log.info("%d pairs at %d px, methods %s", len(pairs), cfg.image_size, ", ".join(cfg.methods))
     choice = LAYERS[SCORING_NETWORK]
@@ -111,7 +112,7 @@ def stylize_eval(params: Params) -> None:
     write_csv(STYLIZE_TRADEOFF_CSV, [{"method": m, **p} for m, points in curves.items() for p in points],
               TRADEOFF_FIELDS)  # fmt: skip
     atomic_write_bytes(STYLIZE_SHEET, png_bytes(comparison_sheet(pairs, results)))
-    log_to_training_run(metrics)
+    log_to_training_run(metrics, str(stored.get("run_id", "")))
     print(summary_table(metrics))
 
 
@@ -130,10 +131,11 @@ def comparisons(metrics: dict, curves: dict[str, list[dict[str, float]]]) -> dic
     return found
 
 
-def log_to_training_run(metrics: dict) -> None:
-    """The numbers, the sheet and the trade-off curves on the stylizer's MLflow run."""
+def log_to_training_run(metrics: dict, stylizer_run_id: str) -> None:
+    """The numbers, the sheet and the trade-off curves on the MLflow run that made the stylizer."""
     numbers = {k.replace("/", "_"): float(v) for k, v in flatten({"eval": metrics}).items() if _is_number(v)}
-    log_to_recorded_run(STYLIZER_RUN_FILE, "stylize_train", numbers, (STYLIZE_SHEET, STYLIZE_TRADEOFF_CSV))
+    log_to_recorded_run(STYLIZER_RUN_FILE, "stylize_train", (STYLIZER, stylizer_run_id), numbers,
+                        (STYLIZE_SHEET, STYLIZE_TRADEOFF_CSV))  # fmt: skip
 
 
 def _is_number(value: str) -> bool:

@@ -73,7 +73,8 @@ def translate_eval(params: Params) -> None:
     numbers = {f"eval.{row}.{k}": v for row in ("translated", "untranslated", "real_anime")
                for k, v in metrics[row].items() if v is not None}  # fmt: skip
     numbers["eval.seconds_per_avatar"] = metrics["seconds_per_avatar"]
-    log_to_recorded_run(TRANSLATOR_RUN_FILE, "translate_train", numbers, (TRANSLATE_SHEET,))
+    log_to_recorded_run(TRANSLATOR_RUN_FILE, "translate_train", (TRANSLATOR, trained.run_id), numbers,
+                        (TRANSLATE_SHEET,))  # fmt: skip
     print(summary_table(metrics))
 
 

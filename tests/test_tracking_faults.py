@@ -19,9 +19,11 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from anime_avatar.artifacts.run import RunRecord, write_run_file
 from anime_avatar.core.dvcfiles import restorable_paths, restore_hint, stage_outputs
 from anime_avatar.core.errors import UserError
 from anime_avatar.ops.run_journal import RunJournal, send_pending
+from anime_avatar.ops.stage_run import log_to_recorded_run
 from anime_avatar.ops.stale_runs import HOST_TAG, PID_TAG, REASON_TAG, STARTED_TAG, mark_stale_runs, process_tags
 from anime_avatar.ops.tracking_store import RETRIES_ENV, TIMEOUT_ENV, check_tracking_store, sqlite_path
 from tests.conftest import BIN, ROOT, free_port, venv_env
@@ -267,3 +269,21 @@ def test_runs_lists_a_read_only_mlflow_db_and_warns_that_it_cannot_settle_it(tmp
     row = proc.stdout.splitlines()[1].split()
     assert row[0] == run_id[:12] and row[3] == "RUNNING"  # listed as it is: marking it KILLED needs a write
     assert "could not settle earlier runs (" in proc.stderr and "readonly database" in proc.stderr
+
+
+def test_an_evaluation_is_logged_only_to_the_run_that_made_the_evaluated_file(tmp_path, monkeypatch, caplog):
+    # The shipped translator (or any model file) copied over the workspace's: its scores are not the run's.
+    uri, client, experiment = store(tmp_path)
+    trained = client.create_run(experiment).info.run_id
+    monkeypatch.chdir(tmp_path)
+    write_run_file(RunRecord(trained, experiment, uri), Path("models/translator_run.json"))
+    recorded = (Path("models/translator_run.json"), "translate_train")
+
+    with caplog.at_level(logging.WARNING):
+        assert not log_to_recorded_run(*recorded, (Path("models/translator.pt"), ""), {"eval.kid": 0.5})
+        assert not log_to_recorded_run(*recorded, (Path("models/translator.pt"), "0ther"), {"eval.kid": 0.5})
+    assert client.get_run(trained).data.metrics == {}
+    assert "models/translator.pt was made by no tracked run, not by the run" in caplog.text
+    assert "was made by MLflow run 0ther" in caplog.text
+    assert log_to_recorded_run(*recorded, (Path("models/translator.pt"), trained), {"eval.kid": 0.25})
+    assert client.get_run(trained).data.metrics == {"eval.kid": 0.25}

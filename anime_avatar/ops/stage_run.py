@@ -133,14 +133,26 @@ def training_run(
 
 
 def log_to_recorded_run(
-    run_file: Path, stage: str, metrics: dict[str, float], artifacts: tuple[Path, ...] = (), step: int = 0
+    run_file: Path,
+    stage: str,
+    model: tuple[Path, str],
+    metrics: dict[str, float],
+    artifacts: tuple[Path, ...] = (),
+    step: int = 0,
 ) -> bool:
     """An evaluation's ``metrics`` and ``artifacts`` on the run recorded in ``run_file`` (written by ``stage``),
     on the tracking store that run was recorded on; kept for later if the store does not answer.
-    False (and a warning) when there is no record."""
+    ``model`` is the evaluated file and the run id it holds: the numbers go to that run only. False (and a
+    warning) when there is no record, or when the file was made by another run (copied in, or the shipped one)."""
     record = read_run_file(name=run_file, stage=stage)
     if record is None:
         log.warning("%s is missing: the evaluation was not logged to MLflow", run_file)
+        return False
+    path, made_by = model
+    if made_by != record.run_id:
+        log.warning("%s was made by %s, not by the run %s in %s: the evaluation was not logged to MLflow "
+                    "(its reports are written)", path, f"MLflow run {made_by}" if made_by else "no tracked run",
+                    record.run_id, run_file)  # fmt: skip
         return False
     fail_fast_http()
     journal = RunJournal(record.tracking_uri, record.run_id)
