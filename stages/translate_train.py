@@ -75,7 +75,7 @@ def translate_train(params: Params) -> None:
         keep_and_log_sample_sheets(run, sample_steps(cfg.steps, cfg.sample_every), TRANSLATE_SAMPLES_DIR,
                                    "translate_samples", logged_sheets)  # fmt: skip
         # synthetic_photos: `avatar` then prefers the shipped translator (artifacts.translator.read_chosen_translator)
-        synthetic = synthetic_only(Path(cfg.photos))
+        synthetic = synthetic_only(Path(cfg.photos).expanduser())
         facts = {"params": logged["translate"], "domains": versions, "synthetic_photos": synthetic}
         save_translator(TRANSLATOR, state.output("g_ab"), state.output("g_ba"), state.step, run.run_id, version, facts)
         atomic_write_json(TRANSLATE_TRAIN_METRICS, train_metrics(state))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import shutil
+from pathlib import Path
 
 import pytest
 
 from anime_avatar.core.errors import UserError
 from anime_avatar.ops.audit import DataVersion, LockVersion, RunRecord, format_history, lock_data, lock_history
+from anime_avatar.ops.data_versions import data_version, data_versions, folder_digest, path_version
 from anime_avatar.ops.lock import HOLDER_FILE, WorkspaceBusy, workspace_lock
 from tests.conftest import ROOT, run
 
@@ -47,6 +49,27 @@ def test_lock_data_reads_the_data_outputs_only():
         "data/train": DataVersion("cccc3333.dir", 3, 50),
     }
     assert lock_data("") == {}
+
+
+def test_a_data_folder_changed_since_dvc_lock_is_versioned_by_its_contents(tmp_path, monkeypatch, caplog):
+    # data/train as the lock records it: 3 files, 50 bytes. A stage run by hand after the folder changed (or a
+    # translate.photos folder refilled) must not resume a checkpoint or hit a feature cache of the old contents.
+    monkeypatch.chdir(tmp_path)
+    Path("dvc.lock").write_text(LOCK)
+    train = Path("data/train")
+    train.mkdir(parents=True)
+    for name, size in (("a", 20), ("b", 20), ("c", 10)):
+        (train / name).write_bytes(b"x" * size)
+    assert data_version(train) == "md5:cccc3333.dir"
+    (train / "c").unlink()
+    with caplog.at_level("INFO"):
+        changed = data_version(train)
+    assert changed == folder_digest(train) and changed.startswith("sha256:")
+    assert "data/train has changed since dvc.lock recorded it" in caplog.text
+    assert "data/train" not in data_versions() and "data/raw" not in data_versions()  # data/raw is not here at all
+    # A setting's path may start with ~, as load_image_set reads it.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert path_version(Path("~/data/train")) == changed
 
 
 def test_history_lists_runs_under_their_data_version_and_the_rest_apart():

@@ -7,6 +7,7 @@ the audit matches runs to the commits whose ``dvc.lock`` holds the same hashes.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from anime_avatar.artifacts.raw import PHOTOS_DIR, RAW_DIR
 from anime_avatar.artifacts.trainset import TRAIN_DIR
 from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.fsutil import sha256_file
+
+log = logging.getLogger(__name__)
 
 DVC_LOCK = Path("dvc.lock")
 DATA_DIRS = (RAW_DIR.as_posix(), FACES_DIR.as_posix(), TRAIN_DIR.as_posix())  # the GAN's chain (what the audit shows)
@@ -33,6 +36,15 @@ class DataVersion:
     def tag(self) -> str:
         """The form the training runs carry in their data_version.* tags."""
         return f"md5:{self.md5}"
+
+    def describes(self, folder: Path) -> bool:
+        """Whether ``folder`` on disk has the file count and total size recorded with this hash (True where the
+        lock records neither). A stat of each file, no read: it catches a folder changed by hand since the stage
+        that wrote it, not a file rewritten with other bytes of the same length."""
+        if self.nfiles is None or self.size is None:
+            return True
+        sizes = [path.stat().st_size for path in folder.rglob("*") if path.is_file()]
+        return (len(sizes), sum(sizes)) == (self.nfiles, self.size)
 
 
 def lock_data(text: str, source: str = "dvc.lock") -> dict[str, DataVersion]:
@@ -55,10 +67,17 @@ def lock_data(text: str, source: str = "dvc.lock") -> dict[str, DataVersion]:
 
 
 def data_versions(lock: Path = DVC_LOCK) -> dict[str, str]:
-    """The version tags (``md5:<hash>``) of the data folders in a dvc.lock (empty when it does not exist)."""
+    """The version tags (``md5:<hash>``) of the data folders in a dvc.lock (empty when it does not exist), for the
+    folders whose contents on disk are still the ones it records (:meth:`DataVersion.describes`)."""
     if not lock.is_file():
         return {}
-    return {folder: version.tag for folder, version in lock_data(lock.read_text()).items()}
+    versions = {}
+    for folder, version in lock_data(lock.read_text()).items():
+        if version.describes(Path(folder)):
+            versions[folder] = version.tag
+        elif Path(folder).is_dir():  # (a folder not there has no version to give)
+            log.info("%s has changed since %s recorded it: it is versioned by its contents", folder, lock)
+    return versions
 
 
 def folder_digest(folder: Path) -> str:
@@ -70,7 +89,8 @@ def folder_digest(folder: Path) -> str:
 
 
 def data_version(folder: Path, lock: Path = DVC_LOCK) -> str:
-    """The version of one data folder: its dvc.lock hash, else a content hash."""
+    """The version of one data folder: its dvc.lock hash while the folder holds what dvc.lock records, else a
+    content hash."""
     return data_versions(lock).get(folder.as_posix()) or folder_digest(folder)
 
 
@@ -82,6 +102,7 @@ def data_version_tag(folder: str) -> str:
 def path_version(path: Path, lock: Path = DVC_LOCK) -> str:
     """The version of a folder or file given by a setting (a style set): its dvc.lock hash when it is a
     pipeline folder, else a content hash of the folder or the file."""
+    path = path.expanduser()
     if path.is_dir():
         return data_version(path, lock)
     return "sha256:" + sha256_file(path)
