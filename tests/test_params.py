@@ -87,6 +87,24 @@ def test_sha256_is_normalised_to_lowercase():
     assert parse_params(merge(RAW, {"data": {"sha256": digest}})).data.sha256 == digest.lower()
 
 
+@pytest.mark.parametrize("value", [-1, 2**62, 2**64])
+def test_every_seed_is_a_whole_number_the_commands_accept_and_a_bad_one_names_its_key(value):
+    from anime_avatar.core.limits import SEED_LIMIT, check_seed
+    from tests.conftest import params_with
+
+    seeds = [(s, "seed") for s, section in params_with() if "seed" in type(section).model_fields]
+    seeds += [("data.synthetic", "seed"), ("photos.synthetic", "seed")]
+    assert {s for s, _ in seeds} >= {"augment", "train", "eval", "stylize", "translate", "translate_eval"}
+    for where, name in seeds:
+        parts = where.split(".")
+        changes: dict = {name: value}
+        for part in reversed(parts):
+            changes = {part: changes}
+        with pytest.raises(ParamsError, match=rf"params.yaml: {where}.seed: Input should be"):
+            parse_params(merge(RAW, changes), "params.yaml")
+    assert params_with({"translate": {"seed": SEED_LIMIT - 1}}).translate.seed == check_seed(SEED_LIMIT - 1)
+
+
 @pytest.mark.parametrize(
     "key",
     ["detect.image_size", "stylize.image_size", "stylize_eval.image_size", "translate.image_size",

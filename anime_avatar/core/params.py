@@ -44,6 +44,9 @@ def _device_spec(value: str) -> str:
 
 
 DeviceSpec = Annotated[str, AfterValidator(_device_spec)]
+# The commands' rule for seeds (core.limits.SEED_LIMIT, kept literal here: importing limits would add it to every
+# stage's DVC deps; a test keeps the two equal). NumPy refuses negative seeds, torch those of 2**64 and above.
+Seed = Annotated[int, Field(ge=0, lt=2**62)]
 
 
 class Section(BaseModel):
@@ -67,7 +70,7 @@ class TrainingLoop(Computes):
 
 class SyntheticParams(Section):
     count: int = Field(ge=1, le=1_000_000)
-    seed: int
+    seed: Seed
     size: int = Field(ge=128, le=4096)
 
 
@@ -166,7 +169,7 @@ class AugmentParams(Section):
     transforms: list[TransformSpec]
     copies: int = Field(ge=0, le=64)
     keep_original: bool
-    seed: int
+    seed: Seed
     shard_size: int = Field(ge=1)
 
     @model_validator(mode="after")
@@ -210,7 +213,7 @@ class TrainParams(TrainingLoop):
     beta1: float = Field(ge=0.0, lt=1.0)
     beta2: float = Field(ge=0.0, lt=1.0)
     gp_weight: float = Field(ge=0.0)
-    seed: int
+    seed: Seed
     amp: bool
     ema: float = Field(ge=0.0, le=1.0)
     diffaugment: str
@@ -231,7 +234,7 @@ class EvalParams(Section):
     n_samples: int = Field(ge=2)
     batch_size: int = Field(ge=1)
     kid_subset_size: int = Field(ge=2)
-    seed: int
+    seed: Seed
     device: DeviceSpec = operational()
     # Operational: every backend computes the same float32 features to ~2e-6 relative (tested within 1e-4; FID
     # moves by far less than 0.1), like a change of thread count does.
@@ -266,7 +269,7 @@ class StylizeParams(TrainingLoop):
     decoder_width: int = Field(ge=16, le=1024)
     max_faces: int = Field(ge=0)
     max_styles: int = Field(ge=0)
-    seed: int
+    seed: Seed
 
     @field_validator("methods")
     @classmethod
@@ -348,7 +351,7 @@ class TranslateParams(TrainingLoop):
     mask_min_drawn: float = Field(ge=0.0, le=1.0)
     ema: float = Field(ge=0.0, lt=1.0)
     max_images: int = Field(ge=0)
-    seed: int
+    seed: Seed
     amp: bool
     sample_every: int = operational(ge=1)
 
@@ -370,7 +373,7 @@ class TranslateEvalParams(Computes):
     image_size: int = Field(ge=32, le=512)
     kid_subset_size: int = Field(ge=2)
     detector_min_face: int = Field(ge=4)
-    seed: int
+    seed: Seed
     timing_repeats: int = operational(ge=1)
     inception_backend: InceptionBackend = operational()
 
