@@ -162,6 +162,17 @@ def test_style_sets_come_from_folders_archives_and_single_files(tmp_path):
     with zipfile.ZipFile(archive, "w") as zf:
         zf.write(folder / "s0.png", "a/s0.png")
     assert [n for n, _ in load_image_set(archive, "stylize.style_path")] == ["a/s0"]
+    # Zipped by macOS Finder: AppleDouble members beside each file are left out. A broken member is named inside
+    # its archive, not by the temporary folder it was unpacked to (gone by the time the message is read).
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("__MACOSX/a/._s0.png", b"\x00\x05\x16\x07")
+        zf.writestr("a/._s0.png", b"\x00\x05\x16\x07")
+    assert [n for n, _ in load_image_set(archive, "stylize.style_path")] == ["a/s0"]
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.writestr("a/s1.png", b"not a png")
+    with pytest.raises(UserError) as err:
+        load_image_set(archive, "stylize.style_path")
+    assert str(err.value) == f"stylize.style_path: {archive}/a/s1.png is not a readable image (not an image)"
     assert len(load_image_set(folder / "s0.png", "stylize.style_path")) == 1
     with pytest.raises(UserError, match="stylize.style_path: .* does not exist"):
         load_image_set(tmp_path / "nothing", "stylize.style_path")

@@ -245,6 +245,23 @@ def test_load_domain_reads_squares_from_a_folder(tmp_path):
         load_domain(str(tmp_path / "missing"), "translate.photos", 16, 0)
 
 
+def test_load_domain_skips_macos_junk_and_reads_a_108_megapixel_phone_photo_reduced(tmp_path, caplog):
+    """A folder copied from a Mac (or a zip made by its Finder) holds ._name.jpg AppleDouble files and __MACOSX/; a
+    phone's 12000x9000 JPEG is over the decoder's pixel limit. Before: the first stopped translate_train ("is not
+    a readable image"), and so did the second ("more than 89.5 megapixels"), which the commands read reduced."""
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(tmp_path / "face.jpg")
+    (tmp_path / "._face.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    (tmp_path / "__MACOSX").mkdir()
+    (tmp_path / "__MACOSX" / "._face.jpg").write_bytes(b"\x00\x05\x16\x07")
+    (tmp_path / ".thumbnails").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / ".thumbnails" / "face.png")
+    Image.new("RGB", (12000, 9000), (20, 150, 220)).save(tmp_path / "phone.jpg", quality=50)
+    images = load_domain(str(tmp_path), "translate.photos", 16, 0)
+    assert images.shape == (2, 16, 16, 3)
+    assert np.abs(images[1, 8, 8].astype(int) - [20, 150, 220]).max() <= 3  # the phone photo, name order
+    assert "phone.jpg: 12000x9000 is larger than 4096 px: read downscaled to 4096x3072" in caplog.text
+
+
 @pytest.mark.slow
 def test_two_gloo_processes_train_what_one_process_trains(tmp_path):
     """Each rank takes half of every batch and DDP averages the gradients: the same maths as one process."""
