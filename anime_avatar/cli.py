@@ -486,10 +486,13 @@ def cmd_ui(args: argparse.Namespace) -> None:
     """
     import shutil
 
-    from anime_avatar.ops.tracking import runs_table_url, tracking_uri
+    from anime_avatar.ops.tracking import missing_tracking_db, runs_table_url, tracking_uri
 
     mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
     uri = tracking_uri()
+    if missing := missing_tracking_db(uri):  # `mlflow server` would create an empty one and show nothing
+        raise UserError(f"no MLflow database at {missing}: run the pipeline first (dvc repro), or run this in the "
+                        "project's folder")  # fmt: skip
     experiment_id = None
     if Path(args.params).is_file():  # the project's experiment, when it has been run
         with contextlib.suppress(UserError):

@@ -17,6 +17,7 @@ never makes a share link, and Gradio's analytics are off.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -29,6 +30,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +57,9 @@ MAX_AVATAR_SIDE = limits.MAX_SIDE  # the avatar's side in pixels, as --size
 MIN_AVATAR_SIDE = 32
 MAX_GATYS_STEPS = 300  # network evaluations of one Gatys request (30 s per 100 at 256 px on the CPU)
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # per uploaded file; Gradio refuses bigger ones before they reach us
+# Any request's body: an upload sent inline (a base64 data URL in the JSON of an API call) is 4/3 of its file, and
+# Gradio's own limit covers only multipart uploads. Bigger bodies are refused before they are read.
+MAX_REQUEST_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 2**20
 KEEP_FILES_S = 3600  # the pictures of answers older than this are deleted (Gradio's copies too: delete_cache)
 PREVIEW_SIDE = 768  # the photo with its face boxes is shown at most this large
 STYLE_SIZE = 256
@@ -77,12 +82,17 @@ class Loaded:
 
 
 def whole_number(value: Any, name: str, low: int, high: int) -> int:
-    """``value`` (a number or text from the page) as an int in [low, high], else one UserError naming ``name``."""
+    """``value`` (a number or text from the page) as an int in [low, high], else one UserError naming ``name``.
+
+    Exact: an int or a decimal text is read as it is, never through a float (a seed of 2**53 + 1 would become
+    2**53, and the page would draw another seed's avatars than ``generate --seed`` does)."""
     try:
-        number = float(value)
-    except (TypeError, ValueError):
+        number = Decimal(value)
+    except (TypeError, ValueError, ArithmeticError):
         raise UserError(f"{name}: {value!r} is not a number") from None
-    if not number.is_integer():
+    if not number.is_finite():
+        raise UserError(f"{name}: {value!r} is not a number")
+    if number != number.to_integral_value():
         raise UserError(f"{name}: {value} is not a whole number")
     if not low <= number <= high:
         raise UserError(f"{name}: {int(number)} is not between {low} and {high}")
@@ -259,9 +269,12 @@ class Studio:
             shutil.rmtree(self.out, ignore_errors=True)
 
     def _prune(self, before: float) -> None:
-        for folder in self.out.iterdir():
-            if folder.is_dir() and len(folder.name) == 12 and folder.stat().st_mtime < before:
-                shutil.rmtree(folder, ignore_errors=True)
+        # One request prunes at a time: two that both listed a folder would race to stat and remove it.
+        with self.lock("prune"):
+            for folder in self.out.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    if folder.is_dir() and len(folder.name) == 12 and folder.stat().st_mtime < before:
+                        shutil.rmtree(folder, ignore_errors=True)
 
     def _write_png(self, name: str, data: bytes) -> Path:
         path = self._new_file(name)
@@ -331,11 +344,17 @@ class Studio:
         if not file:
             raise UserError(f"no {what}: upload an image (PNG, JPEG or WebP)")
         path = Path(file if isinstance(file, str | os.PathLike) else getattr(file, "name", str(file)))
-        if path.stat().st_size > MAX_UPLOAD_BYTES:
-            raise UserError(f"{what} {path.name}: larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+        gone = UserError(f"the {what} {path.name} is no longer on the server (uploads are deleted after an hour): "
+                         "upload it again")  # fmt: skip
         try:
+            if path.stat().st_size > MAX_UPLOAD_BYTES:
+                raise UserError(f"{what} {path.name}: larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
             return load_rgb(path, MAX_READ_SIDE)
+        except FileNotFoundError:
+            raise gone from None
         except UnreadableImage as err:
+            if not path.exists():  # removed between the size check and the read
+                raise gone from None
             raise UserError(f"{what} {path.name} is not a usable image ({err}): upload a PNG, JPEG or WebP") from None
 
     def _faces(self, photo: Image.Image) -> list[tuple[int, int, int, int]]:
@@ -487,6 +506,8 @@ class Studio:
         try:
             report = json.loads(VALIDATION_REPORT.read_text())
             checks = report.get("checks", [])
+            if not isinstance(checks, list) or not all(isinstance(c, dict) for c in checks):
+                raise ValueError("its checks are not a list of expectations")
         except (OSError, ValueError, AttributeError) as err:
             return f"{VALIDATION_REPORT} could not be read ({first_line(err)})"
         when = datetime.fromtimestamp(VALIDATION_REPORT.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -714,12 +735,57 @@ def build_app(root: Path, params_file: Path | None = None, studio: Studio | None
     return app
 
 
+class BodyLimit:
+    """ASGI middleware: an HTTP request whose body is over ``limit`` bytes is answered 413, by its Content-Length
+    before anything is read; a body without one (chunked) is read up to the limit first and refused as soon as it
+    exceeds it (the app's own body parsing would turn an error raised inside it into a 400)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:  # the server holds the client to it: no more than this can come
+            if length.isdigit() and int(length) > self.limit:
+                await self._refuse(send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        messages, received = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                await self._refuse(send)
+                return
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay() -> dict:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Callable) -> None:
+        body = f"request body larger than {self.limit // 2**20} MiB".encode()
+        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, block: bool = True) -> None:
     """Serve ``app`` on ``host``:``port`` (127.0.0.1 by default; never a share link)."""
+    from starlette.middleware import Middleware
+
     studio: Studio = app.studio
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=False,
                max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(studio.out)], ssr_mode=False, quiet=True,
-               prevent_thread_lock=not block, theme=theme(), css=CSS, footer_links=[])  # fmt: skip
+               prevent_thread_lock=not block, theme=theme(), css=CSS, footer_links=[],
+               app_kwargs={"middleware": [Middleware(BodyLimit, limit=MAX_REQUEST_BYTES)]})  # fmt: skip
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -50,6 +50,14 @@ def test_runs_and_audit_outside_a_project_say_so_before_importing_mlflow(command
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def test_the_mlflow_ui_outside_a_project_says_so_and_makes_no_empty_database(tmp_path):
+    # Before: `mlflow server` started on a new, empty mlflow.db in whatever folder this ran in.
+    proc = run_cli(["ui", "--port", str(free_port())], tmp_path)
+    assert proc.stdout.splitlines()[0] == "exit 1 mlflow not imported", proc.stdout + proc.stderr
+    assert "no MLflow database at mlflow.db: run the pipeline first (dvc repro)" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 @pytest.mark.parametrize(
     ("cores", "load", "idle"), [(2, 0.0, 2), (2, 0.6, 1), (2, 11.0, 1), (16, 3.4, 13), (4, 0.4, 4)]
 )

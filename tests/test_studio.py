@@ -277,6 +277,112 @@ def test_the_runs_view_lists_the_runs_the_champion_and_the_validation(studio, wo
     assert pixels(Path(samples[0][0]))[0, 0].tolist() == [200, 120, 40]
 
 
+def test_a_malformed_validation_report_is_one_line_and_the_runs_still_list(studio, workspace):
+    report = workspace["work"] / "reports" / "validation.json"
+    kept = report.read_text()
+    try:
+        for checks in (None, ["x"], {"a": 1}):
+            report.write_text(json.dumps({"success": True, "checks": checks}))
+            view = studio.runs()  # before: a TypeError or AttributeError, and the tab showed no runs
+            assert view.validation.startswith("reports/validation.json could not be read (")
+            assert len(view.rows) == 2
+    finally:
+        report.write_text(kept)
+
+
+def test_seeds_are_exact_up_to_the_commands_largest(studio):
+    from anime_avatar.core.limits import SEED_LIMIT
+    from anime_avatar.studio import whole_number
+
+    # Before, through a float: 2**53 + 1 drew seed 2**53's avatars, and 2**62 - 1 was refused as 2**62.
+    assert whole_number(2**53 + 1, "seed", 0, SEED_LIMIT - 1) == 2**53 + 1
+    assert whole_number(str(2**53 + 1), "seed", 0, SEED_LIMIT - 1) == 2**53 + 1
+    assert whole_number(3.0, "seed", 0, 9) == 3 and whole_number(" 7 ", "seed", 0, 9) == 7
+    for bad, message in ((float("nan"), "is not a number"), ("1.5", "is not a whole number"),
+                         (SEED_LIMIT, f"{SEED_LIMIT} is not between 0 and {SEED_LIMIT - 1}")):  # fmt: skip
+        with pytest.raises(UserError, match=message):
+            whole_number(bad, "seed", 0, SEED_LIMIT - 1)
+    _, words = studio.generate(SEED_LIMIT - 1, 1, 0.0)
+    assert f"seeds {SEED_LIMIT - 1}" in words
+
+
+def test_a_photo_deleted_from_the_server_says_upload_it_again(studio, workspace, tmp_path):
+    gone = tmp_path / "astronaut.png"  # Gradio deletes uploads after an hour; the page still shows the photo
+    with pytest.raises(UserError) as err:
+        studio.avatar(str(gone), "translate")
+    assert str(err.value) == ("the photo astronaut.png is no longer on the server (uploads are deleted after an "
+                              "hour): upload it again")  # fmt: skip
+
+
+def test_requests_pruning_old_answers_at_once_do_not_trip_over_each_other(studio):
+    import threading
+
+    old = time.time() - 7200
+    for i in range(300):
+        folder = studio.out / f"{i:012d}"
+        folder.mkdir()
+        (folder / "a.png").write_bytes(b"x")
+        os.utime(folder, (old, old))
+    errors: list[BaseException] = []
+
+    def answers() -> None:
+        try:
+            for _ in range(5):
+                studio._new_file("a.png")
+        except BaseException as err:  # before: FileNotFoundError from a folder another request had removed
+            errors.append(err)
+
+    threads = [threading.Thread(target=answers) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and not any((studio.out / f"{i:012d}").exists() for i in range(300))
+
+
+def test_a_request_body_over_the_limit_is_refused_before_it_is_read(studio, workspace):
+    """Gradio's max_file_size covers multipart uploads only; an image sent inline in an API call's JSON (a base64
+    data URL) had no limit (a 250 MB body took the server to 2.8 GB)."""
+    import http.client
+
+    from anime_avatar.studio import MAX_REQUEST_BYTES, build_app, launch
+
+    app = build_app(workspace["work"], studio=studio)
+    port = free_port()
+    launch(app, port=port, block=False)
+
+    def status(body: bytes, announced: int | None = None, chunked: bool = False) -> int:
+        """POST ``body`` to /gradio_api/call/on_generate, chunked or with Content-Length ``announced`` (default: its
+        length; a larger one is sent with no body: the server must answer from the header alone)."""
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.putrequest("POST", "/gradio_api/call/on_generate")
+        connection.putheader("Content-Type", "application/json")
+        if chunked:
+            connection.putheader("Transfer-Encoding", "chunked")
+        else:
+            connection.putheader("Content-Length", str(len(body) if announced is None else announced))
+        connection.endheaders()
+        try:
+            if chunked:
+                for start in range(0, len(body), 2**20):
+                    piece = body[start : start + 2**20]
+                    connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+                connection.send(b"0\r\n\r\n")
+            elif announced is None:
+                connection.send(body)
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    try:
+        assert status(b'{"data": [3, 1, 0]}') == 200
+        assert status(b"", announced=MAX_REQUEST_BYTES + 1) == 413  # refused by its Content-Length, nothing read
+        assert status(b"x" * (MAX_REQUEST_BYTES + 1), chunked=True) == 413  # once what came exceeds the limit
+        assert status(b"x" * 2**20, chunked=True) == 422  # under it: the app reads it (and finds no JSON)
+    finally:
+        app.close()
+
+
 def test_each_heavy_model_takes_one_request_at_a_time_through_a_queue(studio, workspace):
     from anime_avatar.studio import build_app
 

@@ -74,6 +74,19 @@ def test_unreachable_server_is_one_line_at_once():
     assert "MLFLOW_TRACKING_URI" in message and "\n" not in message
 
 
+def test_a_model_uri_on_a_server_that_does_not_answer_is_one_refused_connection_not_minutes(monkeypatch):
+    """The studio asks for models:/…@champion by name; that path skipped fail_fast_http and spent 256 s in
+    MLflow's retries before falling back to models/generator.pt (`generate` without --model took 10 s)."""
+    from anime_avatar.ops.registry import resolve_generator
+
+    monkeypatch.delenv(RETRIES_ENV, raising=False)
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(UserError, match=r"cannot load MLflow model models:/anime-avatar-generator@champion: "):
+        resolve_generator("models:/anime-avatar-generator@champion", "anime-avatar-generator")
+    assert (os.environ[RETRIES_ENV], os.environ[TIMEOUT_ENV]) == ("0", "10")
+
+
 def test_a_champion_that_cannot_be_decided_says_how_to_decide_it_later(monkeypatch):
     from pipelines.flows import champion_decision
 

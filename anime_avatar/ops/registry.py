@@ -177,10 +177,7 @@ def resolve_generator(model: str | None, model_name: str) -> nn.Module:
         raise UserError(
             f"--model {model!r} is neither a file nor an MLflow model URI (models:/NAME@ALIAS, runs:/ID/generator)"
         )
-    from anime_avatar.ops.tracking_store import fail_fast_http
-
     uri = f"models:/{model_name}@{CHAMPION}"
-    fail_fast_http()  # a tracking server that does not answer: one refused connection, not minutes of retries
     try:
         generator = _load_mlflow(uri)
         log.info("using %s", uri)
@@ -195,7 +192,9 @@ def _load_mlflow(uri: str) -> nn.Module:
     is not run, and nothing is unpickled)."""
     from anime_avatar.ops.model_files import model_file
     from anime_avatar.ops.tracking import missing_tracking_db, mlflow_client, tracking_uri
+    from anime_avatar.ops.tracking_store import fail_fast_http
 
+    fail_fast_http()  # a tracking server that does not answer: one refused connection, not minutes of retries
     if missing := missing_tracking_db(tracking_uri()):  # do not let MLflow create an empty one here
         raise UserError(f"cannot load MLflow model {uri}: no MLflow database at {missing}")
     mlflow_client()
