@@ -32,7 +32,7 @@ from anime_avatar.nn.distributed import DistInfo
 from anime_avatar.nn.images import grid_png
 from anime_avatar.nn.layers import count_parameters
 from anime_avatar.nn.precision import training_precision
-from anime_avatar.ops.data_versions import data_versions, folder_digest
+from anime_avatar.ops.data_versions import data_version, data_versions
 from anime_avatar.ops.stage_run import keep_and_log_sample_sheets, training_run
 from anime_avatar.ops.tracking import gan_tags, params_dict
 
@@ -43,9 +43,9 @@ def train_stage(params: Params) -> None:
     info = DistInfo.from_env()
     images = np.asarray(load_train_images(TRAIN_DIR, mmap=False))
     versions = data_versions()
-    data_version = versions.get(TRAIN_DIR.as_posix()) or folder_digest(TRAIN_DIR)
+    train_version = data_version(TRAIN_DIR)  # from the shards themselves: dvc.lock may be older than the folder
     if not info.is_main:
-        train(params.model, params.train, images, CHECKPOINT, data_version, info)
+        train(params.model, params.train, images, CHECKPOINT, train_version, info)
         return
 
     SAMPLES_DIR.mkdir(parents=True, exist_ok=True)
@@ -53,10 +53,10 @@ def train_stage(params: Params) -> None:
     precision = training_precision(resolve_device(params.train.device, key="train.device"), params.train.amp)
     name = f"{params.model.arch}-{images.shape[1]}px-{params.train.steps}"
     tags = gan_tags(params) | {"precision": precision}
-    run_versions = versions | {TRAIN_DIR.as_posix(): data_version}
+    run_versions = versions | {TRAIN_DIR.as_posix(): train_version}
     with training_run("train", name, params.tracking.experiment, params_dict(params), run_versions, tags,
                       RUN_FILE) as run:  # fmt: skip
-        run.log_input(images, TRAIN_DIR, data_version)
+        run.log_input(images, TRAIN_DIR, train_version)
         logged_grids: set[int] = set()
 
         def on_sample(step: int, grid: torch.Tensor) -> None:
@@ -65,11 +65,11 @@ def train_stage(params: Params) -> None:
             run.log_artifact(path, "samples")
             logged_grids.add(step)
 
-        state = train(params.model, params.train, images, CHECKPOINT, data_version, info,
+        state = train(params.model, params.train, images, CHECKPOINT, train_version, info,
                       Hooks(lambda step, losses: run.log_metrics(losses, step), on_sample))  # fmt: skip
         save_generator(
             GENERATOR, state.config.to_dict(), state.ema.model.state_dict(), state.generator.state_dict(), state.step,
-            run_id=run.run_id, data_version=data_version,
+            run_id=run.run_id, data_version=train_version,
         )  # fmt: skip
         recent = state.history[-10:]
         metrics = {

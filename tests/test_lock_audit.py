@@ -7,12 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from anime_avatar.core.errors import UserError
 from anime_avatar.ops.audit import DataVersion, LockVersion, RunRecord, format_history, lock_data, lock_history
-from anime_avatar.ops.data_versions import data_version, data_versions, folder_digest, path_version
+from anime_avatar.ops.data_versions import data_version, data_versions, path_version
 from anime_avatar.ops.lock import HOLDER_FILE, WorkspaceBusy, workspace_lock
-from tests.conftest import ROOT, run
+from tests.conftest import BIN, ROOT, run
 
 LOCK = """
 schema: '2.0'
@@ -52,24 +53,32 @@ def test_lock_data_reads_the_data_outputs_only():
 
 
 def test_a_data_folder_changed_since_dvc_lock_is_versioned_by_its_contents(tmp_path, monkeypatch, caplog):
-    # data/train as the lock records it: 3 files, 50 bytes. A stage run by hand after the folder changed (or a
-    # translate.photos folder refilled) must not resume a checkpoint or hit a feature cache of the old contents.
+    # A stage run by hand after its folder changed (data/photos refilled, data/train rebuilt with another seed: the
+    # same sizes) must not resume a checkpoint or hit a feature cache of the old contents: the version a stage
+    # keys them by is computed from the folder, and is the hash DVC itself gives it.
     monkeypatch.chdir(tmp_path)
-    Path("dvc.lock").write_text(LOCK)
+    run(["git", "init", "-q"], tmp_path)
+    run([str(BIN / "dvc"), "init", "-q"], tmp_path)
     train = Path("data/train")
-    train.mkdir(parents=True)
-    for name, size in (("a", 20), ("b", 20), ("c", 10)):
-        (train / name).write_bytes(b"x" * size)
-    assert data_version(train) == "md5:cccc3333.dir"
+    (train / "a").mkdir(parents=True)
+    (train / "a-b").write_bytes(b"x" * 20)  # before a/b as text (DVC's order), after it as path parts
+    (train / "a" / "b").write_bytes(b"y" * 20)
+    (train / "c").write_bytes(b"z" * 10)
+    run([str(BIN / "dvc"), "add", "-q", "data/train"], tmp_path)
+    dvc_hash = yaml.safe_load((tmp_path / "data" / "train.dvc").read_text())["outs"][0]["md5"]
+    assert data_version(train) == f"md5:{dvc_hash}"
+    (train / "c").write_bytes(b"w" * 10)  # the same count and sizes, other bytes
+    assert data_version(train) not in (f"md5:{dvc_hash}", None) and data_version(train).endswith(".dir")
+    # The tags of folders a stage does not read come from dvc.lock, unless their count or size changed.
+    Path("dvc.lock").write_text(LOCK)  # data/train: 3 files, 50 bytes
+    assert data_versions()["data/train"] == "md5:cccc3333.dir"
     (train / "c").unlink()
     with caplog.at_level("INFO"):
-        changed = data_version(train)
-    assert changed == folder_digest(train) and changed.startswith("sha256:")
+        assert "data/train" not in data_versions() and "data/raw" not in data_versions()  # (data/raw: not here)
     assert "data/train has changed since dvc.lock recorded it" in caplog.text
-    assert "data/train" not in data_versions() and "data/raw" not in data_versions()  # data/raw is not here at all
     # A setting's path may start with ~, as load_image_set reads it.
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert path_version(Path("~/data/train")) == changed
+    assert path_version(Path("~/data/train")) == data_version(train)
 
 
 def test_history_lists_runs_under_their_data_version_and_the_rest_apart():

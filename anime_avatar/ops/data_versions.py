@@ -7,6 +7,7 @@ the audit matches runs to the commits whose ``dvc.lock`` holds the same hashes.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,8 @@ def lock_data(text: str, source: str = "dvc.lock") -> dict[str, DataVersion]:
 
 def data_versions(lock: Path = DVC_LOCK) -> dict[str, str]:
     """The version tags (``md5:<hash>``) of the data folders in a dvc.lock (empty when it does not exist), for the
-    folders whose contents on disk are still the ones it records (:meth:`DataVersion.describes`)."""
+    folders whose file count and size on disk are still the ones it records (:meth:`DataVersion.describes`): the
+    runs' tags of the folders a stage does not read (it reads no file of them to check)."""
     if not lock.is_file():
         return {}
     versions = {}
@@ -76,22 +78,28 @@ def data_versions(lock: Path = DVC_LOCK) -> dict[str, str]:
         if version.describes(Path(folder)):
             versions[folder] = version.tag
         elif Path(folder).is_dir():  # (a folder not there has no version to give)
-            log.info("%s has changed since %s recorded it: it is versioned by its contents", folder, lock)
+            log.info("%s has changed since %s recorded it: its version there is not used", folder, lock)
     return versions
 
 
 def folder_digest(folder: Path) -> str:
-    """A content hash of a folder (names and bytes), for when dvc.lock has none."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
-    return "sha256:" + digest.hexdigest()
+    """The folder's DVC hash, computed from what is on disk: ``md5:<hash>.dir``, the md5 of the JSON list of its
+    files' md5s and paths (in path order), as ``dvc add`` and dvc.lock record it (a test checks it against DVC)."""
+    files = sorted((p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file())
+    listing = []
+    for relpath, path in files:  # in DVC's order: by the path as text ("a-b" before "a/b")
+        with open(path, "rb") as f:
+            md5 = hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
+        listing.append({"md5": md5, "relpath": relpath})
+    digest = hashlib.md5(json.dumps(listing, sort_keys=True).encode(), usedforsecurity=False)
+    return f"md5:{digest.hexdigest()}.dir"
 
 
-def data_version(folder: Path, lock: Path = DVC_LOCK) -> str:
-    """The version of one data folder: its dvc.lock hash while the folder holds what dvc.lock records, else a
-    content hash."""
-    return data_versions(lock).get(folder.as_posix()) or folder_digest(folder)
+def data_version(folder: Path) -> str:
+    """The version of a data folder a stage reads, from its contents (the hash dvc.lock holds when it is in step
+    with the folder): a checkpoint, a feature cache or a run is never keyed by a stale dvc.lock's hash, as it was
+    when the folder had been changed by hand since."""
+    return folder_digest(folder)
 
 
 def data_version_tag(folder: str) -> str:
@@ -99,10 +107,10 @@ def data_version_tag(folder: str) -> str:
     return f"data_version.{folder.split('/')[-1]}"
 
 
-def path_version(path: Path, lock: Path = DVC_LOCK) -> str:
-    """The version of a folder or file given by a setting (a style set): its dvc.lock hash when it is a
-    pipeline folder, else a content hash of the folder or the file."""
+def path_version(path: Path) -> str:
+    """The version of a folder or file given by a setting (a style set): the folder's DVC hash, or the file's
+    sha256."""
     path = path.expanduser()
     if path.is_dir():
-        return data_version(path, lock)
+        return data_version(path)
     return "sha256:" + sha256_file(path)
