@@ -175,3 +175,52 @@ def test_the_headline_metric_keeps_the_named_scores_nested_and_the_report_keeps_
     write_metrics_and_details(full, keys, tmp_path / "metrics/m.json", tmp_path / "reports/m.json")
     assert json.loads((tmp_path / "reports/m.json").read_text()) == full
     assert json.loads((tmp_path / "metrics/m.json").read_text()) == headline(full, keys)
+
+
+def test_a_file_with_damaged_tensor_bytes_is_refused_and_such_a_checkpoint_restarts_training(tmp_path, caplog):
+    # torch.load does not check the zip's CRCs: before, the damaged weights loaded as if they were the trained ones.
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"step": 3, "w": torch.full((1000,), 7.0)})
+    data = bytearray(path.read_bytes())
+    at = bytes(data).index(torch.full((4,), 7.0).numpy().tobytes())
+    data[at : at + 16] = bytes(16)  # four of the weights now read 0.0: a flipped disk block, a bad copy
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"last.pt: not a readable checkpoint \(damaged: its .*data/0 fails the zip's"):
+        load_tensors(path, "checkpoint")
+    with caplog.at_level(logging.WARNING):
+        assert load_checkpoint(path) is None
+    assert "fails the zip's CRC check): starting from step 0" in caplog.text
+    path.write_bytes(b"")
+    with pytest.raises(UserError) as err:
+        load_tensors(path, "generator")
+    assert "()" not in str(err.value)  # before: "not a readable generator ()"
+
+
+def test_a_checkpoint_is_read_onto_the_cpu_and_says_when_the_thread_count_changed(tmp_path, caplog):
+    """A GAN checkpoint read onto the GPU held NumPy's RNG keys there (.numpy() on them: a TypeError on every resume
+    on CUDA). And a CPU run resumed on another thread count rounds differently from an uninterrupted one."""
+    from anime_avatar.artifacts.checkpoint import load_resumable
+
+    before = torch.get_num_threads()
+    path = tmp_path / "last.pt"
+    try:
+        torch.set_num_threads(1)
+        save_checkpoint(path, {"fingerprint": {"a": 1}, "step": 2, "seconds": 5.0, "keys": torch.arange(3)})
+        torch.set_num_threads(2)
+        with caplog.at_level(logging.WARNING):
+            payload = load_resumable(path, {"a": 1}, 10, "train.steps", device="meta")  # as a GPU run would
+            assert payload is not None and payload["keys"].device.type == "cpu" and caplog.text == ""
+            assert load_resumable(path, {"a": 1}, 10, "train.steps", device="cpu") is not None
+        assert "was trained on 1 CPU threads and this run has 2: it resumes" in caplog.text
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_gan_checkpoint_of_another_process_count_is_not_resumed():
+    from anime_avatar.gan.training import fingerprint
+    from tests.conftest import params_with
+
+    params = params_with()
+    config = NetConfig("dcgan", 32, z_dim=8, channels=8, attention=(), max_channels=64)
+    one, two = (fingerprint(config, params.train, "md5:x", "float32", n) for n in (1, 2))
+    assert one != two and {k for k in one if one[k] != two[k]} == {"processes"}

@@ -206,6 +206,20 @@ def test_two_gloo_processes_hold_identical_weights(tmp_path):
     assert any(not torch.equal(v, initial[k]) for k, v in r0["generator"].items()), "DDP steps changed nothing"
 
 
+@pytest.mark.slow
+def test_a_signal_reaching_the_ranks_at_different_steps_still_leaves_rank_0s_checkpoint(tmp_path):
+    """Rank 1 gets SIGTERM in its step 3, rank 0 in its step 5. Before: rank 1 stopped after step 3 (saying the
+    checkpoint was saved), rank 0 died waiting for it in the next all-reduce, and no checkpoint was written."""
+    proc = run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(ROOT / "tests" / "ddp_worker.py"),
+                str(tmp_path), "signals"], ROOT, check=False)  # fmt: skip
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f"stopped by signal 15 at step 5; checkpoint {tmp_path / 'last.pt'} saved" in out
+    assert f"stopped by signal 15 at step 5 with rank 0, which saved checkpoint {tmp_path / 'last.pt'}" in out
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert saved["step"] == 5 and saved["fingerprint"]["processes"] == 2
+
+
 def test_plain_generator_computes_the_same_images(tmp_path):
     import pickle
 

@@ -217,8 +217,8 @@ def test_load_domain_crops_each_image_as_it_is_read(tmp_path, monkeypatch):
     events: list[tuple[str, tuple[int, int]]] = []
     read, crop = image_sets.read_image, center_square
 
-    def reading(path, key, max_side=None):
-        image = read(path, key, max_side)
+    def reading(path, key, max_side=None, shown_as=None):
+        image = read(path, key, max_side, shown_as)
         events.append(("read", image.size))
         return image
 

@@ -24,7 +24,8 @@ FORMAT = 2  # 1 held pickled NumPy RNG state and is not read any more
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    save_tensors(path, {"format": FORMAT, **payload})
+    # The CPU threads it ran on: a CPU run resumed on another count rounds differently (see load_resumable).
+    save_tensors(path, {"format": FORMAT, "threads": torch.get_num_threads(), **payload})
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
@@ -46,8 +47,12 @@ def load_resumable(
     path: Path, fingerprint: dict[str, Any], steps: int, steps_key: str, device: torch.device | str = "cpu"
 ) -> dict[str, Any] | None:
     """The checkpoint's contents if it was made with these params and data (``fingerprint``) at or before
-    ``steps`` (the value of the params key ``steps_key``); None, and the reason in the log, otherwise."""
-    payload = load_checkpoint(path, device)
+    ``steps`` (the value of the params key ``steps_key``); None, and the reason in the log, otherwise.
+
+    Read onto the CPU whatever ``device`` trains: ``load_state_dict`` copies weights and optimiser state to the
+    nets' device, and values that must be on the CPU (NumPy's RNG state) are there. ``device`` decides whether a
+    change of CPU thread count matters (it changes a CPU run's float rounding, not a GPU run's)."""
+    payload = load_checkpoint(path, "cpu")
     if payload is None:
         return None
     if payload.get("fingerprint") != fingerprint:
@@ -58,6 +63,11 @@ def load_resumable(
         log.info("checkpoint %s is at step %d, beyond %s=%d: starting from step 0", path, payload["step"], steps_key,
                  steps)  # fmt: skip
         return None
+    threads = payload.get("threads")
+    if torch.device(device).type == "cpu" and threads not in (None, torch.get_num_threads()):
+        log.warning("checkpoint %s was trained on %d CPU threads and this run has %d: it resumes, but its weights "
+                    "will differ in float rounding from an uninterrupted run's (set the stage's threads to %d for a "
+                    "bit-identical resume)", path, threads, torch.get_num_threads(), threads)  # fmt: skip
     if "seconds" not in payload:  # written before checkpoints carried the training time: resumable all the same
         log.info("checkpoint %s does not hold the time trained so far: the run's seconds count from now", path)
         payload["seconds"] = 0.0

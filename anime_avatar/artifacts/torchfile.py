@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from anime_avatar.core.errors import UserError
+from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.fsutil import atomic_write_bytes
 
 
@@ -31,6 +31,7 @@ def save_tensors(path: Path, obj: dict[str, Any]) -> None:
 def load_tensors(path: Path, what: str, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Read a file written by :func:`save_tensors`; anything else raises UserError naming ``what`` it should be."""
     try:
+        _check_crcs(path, what)
         payload = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
         reason = _unpickler_reason(str(err))
@@ -44,10 +45,21 @@ def load_tensors(path: Path, what: str, device: torch.device | str = "cpu") -> d
     except RuntimeError as err:  # torch's zip reader: its first sentence; the rest is advice
         raise UserError(f"{path}: not a readable {what} (damaged or truncated: {str(err).split('. ', 1)[0]})") from None
     except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        raise UserError(f"{path}: not a readable {what} ({err})") from None
+        raise UserError(f"{path}: not a readable {what} ({first_line(err) or type(err).__name__})") from None
     if not isinstance(payload, dict):
         raise UserError(f"{path}: not a {what}")
     return payload
+
+
+def _check_crcs(path: Path, what: str) -> None:
+    """torch.load does not check the zip's CRCs: a file with damaged tensor bytes loads as other weights. Check
+    them (a read of the file, which torch.load reads anyway); a file that is no zip is left to torch.load."""
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise UserError(f"{path}: not a readable {what} (damaged: its {bad} fails the zip's CRC check)")
 
 
 def _unpickler_reason(message: str) -> str:

@@ -68,16 +68,27 @@ class StopFlag:
     def stop_if_signalled(self, step: int, checkpoint: Path, save: Callable[[], None] | None) -> None:
         """After each step: if a signal has come, ``save()`` the checkpoint and raise TrainingInterrupted.
 
-        ``save`` is None in a process that writes no checkpoint (a DDP rank other than 0): it stops all the same.
+        ``save`` is None in a process that writes no checkpoint (a DDP rank other than 0): it goes on until rank 0
+        stops, and stops when its next collective finds rank 0 gone (:meth:`peer_stopped`). Had it stopped at
+        once, a signal reaching it a step before rank 0 left rank 0 waiting in that collective, to die there
+        without writing the checkpoint.
         """
-        if self.signal is None:
+        if self.signal is None or save is None:
             return
-        if save is not None:
-            save()
+        save()
         raise TrainingInterrupted(
             f"stopped by signal {self.signal} at step {step}; checkpoint {checkpoint} saved, "
             "run the stage again to resume"
         )
+
+    def peer_stopped(self, step: int, checkpoint: Path) -> None:
+        """In a DDP rank other than 0 whose step failed: TrainingInterrupted if a signal had come (rank 0 stopped
+        on it and saved the checkpoint); otherwise nothing, and the caller re-raises the failure."""
+        if self.signal is not None:
+            raise TrainingInterrupted(
+                f"stopped by signal {self.signal} at step {step} with rank 0, which saved checkpoint {checkpoint}; "
+                "run the stage again to resume"
+            )
 
 
 class TrainingInterrupted(UserError):

@@ -103,13 +103,16 @@ def build_state(config: NetConfig, t: TrainParams, device: torch.device) -> Trai
     )
 
 
-def fingerprint(config: NetConfig, t: TrainParams, data_version: str, precision: str) -> dict[str, Any]:
+def fingerprint(
+    config: NetConfig, t: TrainParams, data_version: str, precision: str, processes: int = 1
+) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: the model, the optimisation (all but the step count), the
     arithmetic it ran in (``training_precision``: the same train.amp is bf16 on one machine, float32 on another),
-    the data."""
+    the data, and the number of processes (each draws its own part of a batch and its own random streams, and a
+    dcgan's BatchNorm keeps statistics per process: a run resumed on another count would be neither run)."""
     optimisation = {k: v for k, v in semantic_values(t).items() if k != "steps"}
-    return {"model": config.to_dict(), "train": optimisation,
-            "precision": precision, "data": data_version}  # fmt: skip
+    return {"model": config.to_dict(), "train": optimisation, "precision": precision, "data": data_version,
+            "processes": processes}  # fmt: skip
 
 
 def _rng_state() -> dict[str, Any]:
@@ -258,7 +261,7 @@ def train(
         raise UserError(str(err)) from None
     device = init_distributed(info, t.device)
     state = build_state(config, t, device)
-    fp = fingerprint(config, t, data_version, training_precision(device, t.amp))
+    fp = fingerprint(config, t, data_version, training_precision(device, t.amp), info.world_size)
     if resume(checkpoint, state, fp, t.steps, device):
         log.info("resumed from %s at step %d", checkpoint, state.step)
     if info.world_size > 1:
@@ -280,7 +283,12 @@ def train(
         while state.step < last:
             real = to_model_range(data[next(order)])
             streams = step_generators(t.seed, info.rank, state.step, device)
-            loss_d, loss_g = train_step(state, t, real, streams, (g_train, d_train), info.world_size)
+            try:
+                loss_d, loss_g = train_step(state, t, real, streams, (g_train, d_train), info.world_size)
+            except RuntimeError:  # a collective failing: rank 0 gone after a signal, or a real failure
+                if not info.is_main:
+                    stop.peer_stopped(state.step, checkpoint)
+                raise
             state.step += 1
             state.seconds = clock.seconds()
             images_seen += t.batch_size

@@ -304,7 +304,12 @@ def train_translator(
     clock = TrainingClock(state.seconds)
     with StopFlag() as stop, contextlib.closing(bar):
         while state.step < last:
-            losses = train_step(state, cfg, batches)
+            try:
+                losses = train_step(state, cfg, batches)
+            except RuntimeError:  # a collective failing: rank 0 gone after a signal, or a real failure
+                if not info.is_main:
+                    stop.peer_stopped(state.step, checkpoint)
+                raise
             state.seconds = clock.seconds()
             if not all(math.isfinite(v) for v in losses.values()):
                 raise UserError(f"translator training diverged at step {state.step} ({losses}): lower translate.lr")
