@@ -125,6 +125,17 @@ def test_process_pool_gives_the_same_faces_as_one_process(tmp_path, cascade):
     assert sum(len(r.crops) for r in serial) >= 6
 
 
+def test_a_detector_that_cannot_be_built_in_the_workers_is_one_error_not_a_hang(tmp_path):
+    """An error page saved as the cascade file, with two workers: the pool's initializer raised in every worker and
+    multiprocessing.Pool replaced each with a new one, for ever (the stage ran until killed, printing the error)."""
+    jobs = synthetic_jobs(tmp_path, seed=1, count=4)
+    html = tmp_path / "lbpcascade_animeface.xml"
+    html.write_text("<html><body>404: Not Found</body></html>\n")
+    params = section("detect", detector="lbp", cascade_path=str(html), image_size=32, workers=2)
+    with pytest.raises(UserError, match=r"lbpcascade_animeface.xml: not a valid OpenCV cascade file"):
+        list(local_results(jobs, params))
+
+
 def test_duplicates_are_dropped_after_the_first(tmp_path):
     rng = np.random.default_rng(0)
     face = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)

@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import stat
+import struct
 import sys
 import tarfile
 import types
@@ -708,13 +709,13 @@ def _tar_gz_truncated(path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "damage"),
     [
-        ("crc.zip", _zip_stored_bad_crc),
-        ("deflate.zip", _zip_deflate_garbage),
         ("corrupt.tar.xz", _tar_xz_corrupt),
         ("truncated.tar.gz", _tar_gz_truncated),
     ],
 )
 def test_damaged_archive_is_a_user_error(tmp_path, name, damage):
+    """A tar's members come from one stream: damage there loses what follows it. (A zip's members are read one by
+    one: a damaged member loses only itself, below.)"""
     archive = tmp_path / name
     damage(archive)
     out = tmp_path / "out"
@@ -858,3 +859,93 @@ def test_hf_default_loader_passes_dataset_and_split(tmp_path, monkeypatch):
     result = collect(hf_params(hf_split="validation"), tmp_path / "out")
     assert seen == [("someone/avatars", "validation")]
     assert [r.relpath for r in result.images] == ["images/hf/0000000.png"]
+
+
+def _patch_central_entry(archive: Path, name: bytes, flags: int = 0, method: int | None = None) -> None:
+    """Set general-purpose flag bits (``flags``) or the compression method of one entry of a zip's central
+    directory, as an encrypting or Deflate64-writing archiver would have written them."""
+    data = bytearray(archive.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        length = struct.unpack_from("<H", data, at + 28)[0]
+        if bytes(data[at + 46 : at + 46 + length]) == name:
+            struct.pack_into("<H", data, at + 8, struct.unpack_from("<H", data, at + 8)[0] | flags)
+            if method is not None:
+                struct.pack_into("<H", data, at + 10, method)
+            break
+        at = data.find(b"PK\x01\x02", at + 46)
+    archive.write_bytes(bytes(data))
+
+
+def test_a_zip_member_that_cannot_be_unpacked_alone_is_rejected_and_the_others_kept(tmp_path, caplog):
+    """Before: an encrypted member (RuntimeError) or a Deflate64 one (NotImplementedError) was a traceback, and a
+    member with a bad CRC lost the whole archive ('damaged archive: Bad CRC-32 for file ...')."""
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zf:  # stored: the members' bytes lie in the file as they are
+        for seed, name in enumerate(("a.png", "locked.png", "d64.png", "crc.png", "b.png")):
+            zf.writestr(name, image_bytes(seed))
+    _patch_central_entry(archive, b"locked.png", flags=0x1)
+    _patch_central_entry(archive, b"d64.png", method=9)
+    data = bytearray(archive.read_bytes())
+    data[data.index(image_bytes(3)) + 100] ^= 0xFF  # one flipped byte inside crc.png
+    archive.write_bytes(bytes(data))
+
+    result = collect(local_params(archive), tmp_path / "out")
+    assert sorted(r.relpath for r in result.images) == ["images/a.png", "images/b.png"]
+    assert (tmp_path / "out/images/b.png").read_bytes() == image_bytes(4)
+    assert rejected_map(result) == {
+        "locked.png": "encrypted (a password is needed): not extracted",
+        "d64.png": "not extracted: That compression method is not supported (re-pack it with Deflate or no "
+        "compression)",
+        "crc.png": "damaged member: Bad CRC-32 for file 'crc.png'",
+    }
+    assert "set.zip: locked.png: encrypted" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [(_zip_stored_bad_crc, "damaged member: Bad CRC-32 for file 'a.bin'"),
+     (_zip_deflate_garbage, "damaged member: Error -3 while decompressing data: invalid block type")],
+)  # fmt: skip
+def test_a_damaged_zip_member_loses_only_itself(tmp_path, damage, reason):
+    archive = tmp_path / "set.zip"
+    damage(archive)
+    assert [(r.relpath, r.reason) for r in extract_archive(archive, tmp_path / "out", 1 << 20)] == [("a.bin", reason)]
+    assert not (tmp_path / "out" / "a.bin").exists()  # nothing of it left half-written
+
+
+def test_members_a_file_blocks_or_with_names_too_long_for_the_disk_lose_only_themselves(tmp_path):
+    """Before: 'damaged archive: [Errno 17] File exists' for a tar holding a file `a` and a member `a/b.png`, and
+    '[Errno 36] File name too long' for a 268-byte member name (valid on Windows and macOS): every image lost."""
+    tarred, zipped = tmp_path / "clash.tar", tmp_path / "long.zip"
+    long_name = "初音ミク" * 22 + ".png"  # 268 bytes in UTF-8
+    with tarfile.open(tarred, "w") as tf:
+        add_tar_member(tf, "a", b"a plain file")
+        add_tar_member(tf, "a/b.png", image_bytes(1))
+        add_tar_member(tf, "c.png", image_bytes(2))
+    with zipfile.ZipFile(zipped, "w") as zf:
+        zf.writestr(long_name, image_bytes(3))
+        zf.writestr("d.png", image_bytes(4))
+    clash = collect(local_params(tarred), tmp_path / "clash")
+    assert [r.relpath for r in clash.images] == ["images/c.png"]
+    assert rejected_map(clash)["a/b.png"] == "cannot be written where its path leads (File exists)"
+    long = collect(local_params(zipped), tmp_path / "long")
+    kept = sorted(r.relpath for r in long.images)
+    assert kept[0] == "images/d.png" and kept[1].endswith(".png") and "~" in kept[1]
+    assert len(kept[1].removeprefix("images/").encode()) <= 255 and kept[1].startswith("images/初音ミク")
+    assert (tmp_path / "long" / kept[1]).read_bytes() == image_bytes(3)
+
+
+def test_a_long_shift_jis_file_name_is_kept_escaped_and_shortened(tmp_path, caplog):
+    """94 bytes of Shift-JIS escape to 376 characters (each byte as \\xNN), over the 255-byte limit of a name:
+    before, an OSError traceback stopped the download stage."""
+    src = tmp_path / "src"
+    src.mkdir()
+    name = not_utf8(("初音ミクのイラスト" * 5).encode("shift_jis") + b".jpg")
+    (src / name).write_bytes(image_bytes(5, fmt="JPEG"))
+    (src / "ok.png").write_bytes(image_bytes(6))
+    result = collect_from_path(src, local_params(src), tmp_path / "out", source="local:src")
+    kept = sorted(r.relpath for r in result.images)
+    assert len(kept) == 2 and kept[1] == "images/ok.png" and kept[0].startswith("images/\\x8f\\x89")
+    assert kept[0].endswith(".jpg") and len(kept[0].removeprefix("images/").encode()) <= 255
+    assert "the file name is not valid UTF-8; kept as images/\\x8f" in caplog.text

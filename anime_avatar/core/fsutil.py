@@ -42,6 +42,32 @@ def utf8_name(name: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+NAME_MAX = 255  # bytes in one file or folder name on Linux, macOS and Windows file systems
+
+
+def fitting_name(relpath: str) -> str:
+    """``relpath`` (a UTF-8 path with ``/``) with each part longer than NAME_MAX bytes shortened to its start, ``~``,
+    12 hex digits of its sha256 and its suffix: a file name escaped by :func:`utf8_name` (each byte of a Shift-JIS
+    name becomes four characters) or an archive member's long name can then be written."""
+
+    def size(text: str) -> int:  # bytes on disk; a name's bytes that are not UTF-8 are lone surrogates here
+        return len(text.encode("utf-8", "surrogateescape"))
+
+    parts = []
+    for part in relpath.split("/"):
+        if size(part) > NAME_MAX:
+            stem, dot, suffix = part.rpartition(".")
+            if not dot or len(suffix) > 16:
+                stem, suffix = part, ""
+            tag = f"~{hashlib.sha256(part.encode('utf-8', 'surrogateescape')).hexdigest()[:12]}"
+            tag += f".{suffix}" if suffix else ""
+            while size(stem) + size(tag) > NAME_MAX:  # by characters: a character is never cut in two
+                stem = stem[:-1]
+            part = stem + tag
+        parts.append(part)
+    return "/".join(parts)
+
+
 def current_umask() -> int:
     """The process's umask, read without changing it where the system tells (Linux), else set and restored."""
     try:

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import TypeVar
 
 from anime_avatar.core.progress import progress_bar
@@ -62,8 +63,30 @@ def parallel_map(
     chunksize = max(1, min(64, len(items) // (n * 8)))
     # fork starts workers in milliseconds with the parent's imports (cv2, animeface) already loaded.
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with context.Pool(n, initializer=initializer, initargs=tuple(initargs)) as pool:
-        for result in pool.imap(fn, items, chunksize=chunksize):
+    init_args = (initializer, *initargs)
+    with context.Pool(n, initializer=_kept_init_error, initargs=init_args) as pool:
+        for result in pool.imap(partial(_unless_init_failed, fn), items, chunksize=chunksize):
             yield result
             bar.update()
     bar.close()
+
+
+# A worker's initializer that raised (a detector that cannot be built). multiprocessing.Pool replaces a worker whose
+# initializer raises with a new one, for ever: the stage hung, printing the error hundreds of times a second. The
+# error is kept instead, and raised by the worker's first task, which sends it to the parent.
+_INIT_ERROR: list[Exception] = []
+
+
+def _kept_init_error(initializer: Callable[..., None] | None, *args: object) -> None:
+    if initializer is None:
+        return
+    try:
+        initializer(*args)
+    except Exception as err:
+        _INIT_ERROR[:] = [err]
+
+
+def _unless_init_failed(fn: Callable[[T], R], item: T) -> R:
+    if _INIT_ERROR:
+        raise _INIT_ERROR[0]
+    return fn(item)

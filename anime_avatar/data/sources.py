@@ -7,6 +7,8 @@ files that are not readable images are returned as rejections with a reason.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import io
 import json
 import logging
@@ -27,8 +29,8 @@ from typing import Any, BinaryIO
 from PIL import Image
 
 from anime_avatar.artifacts.raw import IMAGES, RawImage, Rejected
-from anime_avatar.core.errors import UserError
-from anime_avatar.core.fsutil import sha256_file, utf8_name
+from anime_avatar.core.errors import UserError, first_line
+from anime_avatar.core.fsutil import NAME_MAX, fitting_name, sha256_file, utf8_name
 from anime_avatar.core.parallel import parallel_map
 from anime_avatar.core.params import DataParams
 from anime_avatar.data.fetch import DownloadPolicy, download
@@ -219,20 +221,37 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
     """Unpack a zip or tar into ``dest``: regular files only, nothing outside ``dest``.
 
     Links, devices, paths that escape the folder and later members with an earlier one's path are skipped and
-    reported.
+    reported; so is a member that cannot be unpacked on its own (encrypted, an unsupported compression method, a
+    bad CRC, a path a file already blocks), while the others are kept. A name longer than the file system allows
+    is shortened (:func:`fitting_name`).
     """
     budget = _Budget(max_bytes)
     rejected: list[Rejected] = []
     written: dict[str, str] = {}  # path in dest -> the member written there
 
-    def unpack(member_name: str, path: str, src: BinaryIO) -> None:
+    def unpack(member_name: str, path: str, open_member: Callable[[], BinaryIO], random_access: bool) -> None:
         """Copy one member to ``dest/path``, unless an earlier member went there (``a.png`` and ``./a.png``,
-        or a name twice in a zip): the first stays, the later is reported instead of silently replacing it."""
+        or a name twice in a zip): the first stays, the later is reported instead of silently replacing it.
+        ``random_access``: a zip, whose members are read independently, so that one that fails to read loses only
+        itself; in a tar a read error means the stream is broken, and stays an error of the whole archive."""
+        path = fitting_name(path)
         if path in written:
             rejected.append(Rejected(utf8_name(member_name), f"same path as the earlier member {written[path]}"))
             return
+        target = dest / path
+        try:
+            with open_member() as src:
+                budget.copy(src, target)
+        except Exception as err:
+            reason = _member_failure(err, random_access)
+            if reason is None:
+                raise
+            if target.is_file():
+                target.unlink()  # what was written of it before it failed
+            rejected.append(Rejected(utf8_name(member_name), reason))
+            log.warning("%s: %s: %s", archive, utf8_name(member_name), reason)
+            return
         written[path] = utf8_name(member_name)
-        budget.copy(src, dest / path)
 
     try:
         if zipfile.is_zipfile(archive):
@@ -248,8 +267,7 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
                     elif (mode & 0o170000) == 0o120000:
                         rejected.append(Rejected(utf8_name(info.filename), "symbolic link"))
                     else:
-                        with zf.open(info) as src:
-                            unpack(info.filename, name, src)
+                        unpack(info.filename, name, functools.partial(zf.open, info), random_access=True)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive, "r:*") as tf:
                 for member in tf:
@@ -265,8 +283,7 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
                     else:
                         src = tf.extractfile(member)
                         if src is not None:
-                            with src:
-                                unpack(member.name, name, src)
+                            unpack(member.name, name, lambda src=src: src, random_access=False)
         else:
             raise UserError(f"{archive}: not a zip or tar archive")
     except UnicodeDecodeError:  # a local header flagged UTF-8 but not (the directory read by _open_zip was)
@@ -274,6 +291,22 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as err:
         raise UserError(f"{archive}: damaged archive: {err}") from None
     return rejected
+
+
+def _member_failure(err: Exception, random_access: bool) -> str | None:
+    """Why one archive member could not be unpacked, when that loses only this member; None when the error is the
+    whole archive's (or the unpacking budget's)."""
+    if isinstance(err, OSError) and err.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG):
+        return f"cannot be written where its path leads ({err.strerror})"  # `a` a file and `a/b.jpg` a member
+    if not random_access:
+        return None
+    if isinstance(err, RuntimeError) and "encrypted" in str(err):
+        return "encrypted (a password is needed): not extracted"
+    if isinstance(err, NotImplementedError):
+        return f"not extracted: {first_line(err)} (re-pack it with Deflate or no compression)"
+    if isinstance(err, (zipfile.BadZipFile, zlib.error, EOFError)):
+        return f"damaged member: {first_line(err)}"
+    return None
 
 
 # --- local files, archives and downloads -----------------------------------------------------
@@ -298,7 +331,8 @@ def _ingest_files(
     for original, path in files:
         if params.max_files and len(result.images) >= params.max_files:
             break
-        rel = utf8_name(original)  # a name that is not UTF-8 is kept under an escaped, UTF-8 name
+        escaped = utf8_name(original)  # a name that is not UTF-8 is kept under an escaped, UTF-8 name
+        rel = fitting_name(escaped)  # each escaped byte takes four characters: a long name is shortened
         check = check_image(path, max_bytes)
         if not check.ok:
             result.rejected.append(Rejected(rel, check.reason))
@@ -312,7 +346,8 @@ def _ingest_files(
             result.rejected.append(Rejected(rel, "another file already has this name once made valid UTF-8"))
             continue
         if rel != original:
-            log.warning("%s: the file name is not valid UTF-8; kept as %s", rel, target.relative_to(out).as_posix())
+            why = "not valid UTF-8" if escaped != original else f"longer than {NAME_MAX} bytes"
+            log.warning("%s: the file name is %s; kept as %s", escaped, why, target.relative_to(out).as_posix())
         target.parent.mkdir(parents=True, exist_ok=True)
         if move:
             shutil.move(path, target)
