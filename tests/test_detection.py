@@ -176,13 +176,17 @@ def test_zero_faces_message_blames_pillow_only_when_pillow_12_is_installed(monke
     monkeypatch.setattr(PIL, "__version__", "11.3.0")
     message = zero_faces_message(params, 12)
     assert message == (
-        "detector 'animeface' found no faces in 12 images: "
-        "try a smaller detect.min_face or detect.min_score, or detect.detector=lbp"
+        "detector 'animeface' found no faces in 12 images: try a smaller detect.min_face or detect.min_score, or a "
+        f"larger detect.max_side (images are searched at most {params.max_side} px wide), or detect.detector=lbp"
     )
     monkeypatch.setattr(PIL, "__version__", "12.0.0")
     message = zero_faces_message(params, 12)
     assert "found no faces in 12 images" in message and "Pillow >= 12 (installed: 12.0.0)" in message
     assert "Pillow" not in zero_faces_message(section("detect", detector="lbp"), 3)
+    # Faces shrunk below the detector's smallest by a small max_side: before, only min_face was blamed.
+    assert "or a larger detect.max_side (images are searched at most 64 px wide)" in zero_faces_message(
+        section("detect", detector="lbp", max_side=64), 4
+    )
 
 
 # --- inputs read correctly before detection, and huge images on a bounded copy ----------------------

@@ -259,12 +259,14 @@ def pillow_major() -> int:
 
 
 def zero_faces_message(params: DetectParams, images: int) -> str:
+    # A small detect.max_side shrinks the faces of larger images below what the detector can see.
+    smaller = f"or a larger detect.max_side (images are searched at most {params.max_side} px wide)"
     if params.detector == "animeface" and pillow_major() >= 12:
         hint = f"animeface silently finds nothing with Pillow >= 12 (installed: {PIL.__version__}); install pillow<12"
+    elif params.detector == "animeface":
+        hint = f"try a smaller detect.min_face or detect.min_score, {smaller}, or detect.detector=lbp"
+    elif params.detector == "lbp":
+        hint = f"try a smaller detect.min_face or detect.min_neighbors, {smaller}"
     else:
-        hint = {
-            "animeface": "try a smaller detect.min_face or detect.min_score, or detect.detector=lbp",
-            "lbp": "try a smaller detect.min_face or detect.min_neighbors",
-            "none": f"every image is smaller than detect.min_face={params.min_face}",
-        }[params.detector]
+        hint = f"every image is smaller than detect.min_face={params.min_face}"
     return f"detector {params.detector!r} found no faces in {images} images: {hint}"
