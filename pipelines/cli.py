@@ -37,6 +37,15 @@ def _workspace_params(args: argparse.Namespace) -> Path:
     return workspace
 
 
+def _check_prefect_server() -> None:
+    """A PREFECT_API_URL that points at no server (one stopped since `export`, a URL without /api) is one line
+    before the flow starts; without it Prefect starts a temporary server of its own."""
+    from pipelines.schedule import check_server, prefect_api_url
+
+    if url := prefect_api_url():
+        check_server(url, "the flow", "start it, or `unset PREFECT_API_URL` to let Prefect run a temporary one")
+
+
 def cmd_pipeline(args: argparse.Namespace) -> None:
     """Run every DVC stage as a Prefect flow (anime-avatar-pipeline), under the workspace lock.
 
@@ -48,6 +57,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     from pipelines.flows import pipeline_flow
 
     workspace = _workspace_params(args)
+    _check_prefect_server()
     _flow_outcome("anime-avatar-pipeline", pipeline_flow(workspace=str(workspace)))
 
 
@@ -61,6 +71,7 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     from pipelines.flows import retrain_flow
 
     workspace = _workspace_params(args)
+    _check_prefect_server()
     _flow_outcome("anime-avatar-retrain", retrain_flow(workspace=str(workspace), refresh=not args.no_refresh))
 
 

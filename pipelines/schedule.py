@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from anime_avatar.core.errors import UserError
+from anime_avatar.core.errors import UserError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +26,23 @@ def prefect_api_url() -> str:
     return PREFECT_API_URL.value() or ""
 
 
-def check_server(url: str) -> None:
-    """Fail with one message unless a Prefect server answers at ``url``."""
+def check_server(url: str, needed_for: str = "scheduling", unset_hint: str = "") -> None:
+    """Fail with one message unless a Prefect server answers at ``url`` (the PREFECT_API_URL ``needed_for`` uses;
+    ``unset_hint``: what else the user can do, for the commands that run without one)."""
     import httpx
 
     if not url:
-        raise UserError(f"scheduling needs a Prefect server and PREFECT_API_URL is not set: {START_SERVER_HINT}")
+        raise UserError(f"{needed_for} needs a Prefect server and PREFECT_API_URL is not set: {START_SERVER_HINT}")
+    health = f"{url.rstrip('/')}/health"
     try:
-        response = httpx.get(f"{url.rstrip('/')}/health", timeout=5)
-        response.raise_for_status()
+        response = httpx.get(health, timeout=5)
     except httpx.HTTPError as err:
-        raise UserError(f"no Prefect server answers at {url} ({err}): {START_SERVER_HINT}") from None
+        raise UserError(f"no Prefect server answers at PREFECT_API_URL={url} ({first_line(err)}): "
+                        f"{unset_hint or START_SERVER_HINT}") from None  # fmt: skip
+    if response.status_code != 200:
+        api = "" if url.rstrip("/").endswith("/api") else f" (a Prefect API URL ends in /api: {url.rstrip('/')}/api)"
+        raise UserError(f"PREFECT_API_URL={url} answers {health} with HTTP {response.status_code}: not a Prefect "
+                        f"server's API{api}")  # fmt: skip
 
 
 def cron_schedule(cron: str, timezone: str | None = None):  # -> CronSchedule

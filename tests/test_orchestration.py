@@ -384,6 +384,36 @@ def test_schedule_says_when_no_server_is_reachable(workspace):
     assert proc.returncode == 1 and "--cron 'every monday': Invalid cron string" in proc.stderr
 
 
+def test_the_flows_say_when_prefect_api_url_points_at_no_server(workspace):
+    """README has users `export PREFECT_API_URL` for `schedule`; a later `pipeline` once that server is stopped
+    ended in a 113-line Prefect traceback (`RuntimeError: Failed to reach API`)."""
+    env = {"PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
+    for command in (["pipeline"], ["retrain", "--no-refresh"]):
+        proc = run(["anime-avatar", *command], workspace["path"], check=False, env=env)
+        assert proc.returncode == 1, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "no Prefect server answers at PREFECT_API_URL=http://127.0.0.1:" in lines[0]
+        assert lines[0].endswith("start it, or `unset PREFECT_API_URL` to let Prefect run a temporary one")
+
+
+def test_a_prefect_api_url_without_api_is_named_as_such(tmp_path):
+    import http.server
+    import threading
+
+    from pipelines.schedule import check_server
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(UserError) as err:
+            check_server(url)  # a server answers, but /health is not there: before, "no Prefect server answers"
+    finally:
+        server.shutdown()
+    assert str(err.value) == (f"PREFECT_API_URL={url} answers {url}/health with HTTP 404: not a Prefect server's API "
+                              f"(a Prefect API URL ends in /api: {url}/api)")  # fmt: skip
+
+
 @pytest.mark.parametrize(("cron", "timezone", "message"), [
     ("bad", None, "--cron 'bad': Invalid cron string: \"bad\""),
     ("0 3 * * 1", "Mars/Olympus", "--timezone 'Mars/Olympus': Invalid timezone: \"Mars/Olympus\" (specify in IANA"),
