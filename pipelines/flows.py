@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import subprocess
 import time
@@ -39,6 +40,26 @@ from anime_avatar.ops.stage_run import tracking_ready
 from anime_avatar.ops.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, tracking_uri
 from anime_avatar.ops.tracking_store import check_tracking_store, fail_fast_http
 from pipelines.recovery import dvc_executable, kept_outputs, preflight
+
+
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Prefect logs the exception a flow or task run raised with its traceback: for a user's error (a locked
+    workspace, a failed stage) that is 20-70 lines around the one that matters. The traceback is dropped; the
+    message stays, and the command ends with it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], UserError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_user_errors() -> None:
+    """Install the filter on Prefect's flow- and task-run loggers (once; called as a flow starts, after Prefect
+    has configured its logging)."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _UserErrorsWithoutTraceback) for f in logger.filters):
+            logger.addFilter(_UserErrorsWithoutTraceback())
 
 
 class StageFailed(UserError):
@@ -292,6 +313,7 @@ def publish_results(root: Path, flow_name: str, result: PipelineResult) -> None:
 @flow(name="anime-avatar-pipeline", log_prints=True)
 def pipeline_flow(workspace: str = ".") -> dict:
     """Every DVC stage in order (DVC skips what is up to date), under the workspace lock."""
+    quiet_user_errors()
     root = Path(workspace).resolve()
     with workspace_lock(root, f"flow anime-avatar-pipeline {_flow_run_id()}"):
         result = run_pipeline(root, "anime-avatar-pipeline", force_download=False)
@@ -303,6 +325,7 @@ def pipeline_flow(workspace: str = ".") -> dict:
 def retrain_flow(workspace: str = ".", refresh: bool = True) -> dict:
     """Refresh the data, run the pipeline, and promote the new generator if its FID beats the champion's
     (decided inside the flow's MLflow run, which then carries the decision's tags)."""
+    quiet_user_errors()
     root = Path(workspace).resolve()
     logger = get_run_logger()
     with workspace_lock(root, f"flow anime-avatar-retrain {_flow_run_id()}"):
