@@ -92,6 +92,15 @@ def test_history_lists_runs_under_their_data_version_and_the_rest_apart():
     assert lines[2].split() == ["data/faces", "-"]
     assert lines[4] == "    runs:       111111111111 (FID 12.50, model version 2 (champion))"
     assert "found in no dvc.lock" in lines[5] and lines[6].startswith("    222222222222 (no FID)")
+    # Commits that changed only other stages' outputs (a retrained model) join the block of their data version:
+    # before, each repeated it with the same runs (26 blocks for 2 data versions in this repository).
+    later = [
+        LockVersion(c * 40, d, f"retrained {c}", lock_data(LOCK)) for c, d in (("e", "2026-11-27"), ("d", "2026-11-26"))
+    ]
+    merged = format_history([*later, *history], [on_it]).splitlines()
+    assert merged[:2] == [f"{'e' * 10}  2026-11-27  retrained e",
+                          f"    (and 2 earlier commits with the same data, back to {'f' * 10} 2026-11-25)"]  # fmt: skip
+    assert sum(line.startswith("    runs:") for line in merged) == 1
 
 
 def git_commit(repo, message: str) -> None:

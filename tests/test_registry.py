@@ -189,7 +189,8 @@ def test_first_promotion_takes_the_best_evaluated_version_not_the_newest(store):
     registry.apply(client, NAME, decision)
     assert registry.champion(client, NAME) == older_better
     tags = client.get_run(newest.run_id).data.tags
-    assert tags["champion.decision"] == "kept" and tags["champion.version"] == older_better.version
+    # Before: "kept", in the tags and the log, while the alias went to the older version.
+    assert tags["champion.decision"] == "named" and tags["champion.version"] == older_better.version
     # Once there is a champion, only a strictly lower FID moves it.
     assert not decide(newest, registry.champion(client, NAME), best).promote
     assert unevaluated.fid is None and decide(unevaluated, None, best).winner == older_better

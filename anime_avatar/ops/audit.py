@@ -126,15 +126,31 @@ def _run_line(record: RunRecord) -> str:
     return f"{record.run_id[:12]} ({fid}{models})"
 
 
+def _by_data_version(history: list[LockVersion]) -> list[tuple[LockVersion, list[LockVersion]]]:
+    """The history as one entry per data version: each newest commit, with the consecutive earlier commits whose
+    dvc.lock changed only other stages' outputs (a retrained model, a new metric), which would repeat its block."""
+    groups: list[tuple[LockVersion, list[LockVersion]]] = []
+    for entry in history:
+        data = {folder: entry.data.get(folder) for folder in DATA_DIRS}
+        if groups and {folder: groups[-1][0].data.get(folder) for folder in DATA_DIRS} == data:
+            groups[-1][1].append(entry)
+        else:
+            groups.append((entry, []))
+    return groups
+
+
 def format_history(history: list[LockVersion], runs: list[RunRecord]) -> str:
     """One block per dvc.lock version: its data hashes and file counts, and the runs trained on it."""
     if not history:
         return "no dvc.lock yet (in git or in the workspace): run the pipeline and commit dvc.lock"
     lines = []
     matched: set[str] = set()
-    for entry in history:
+    for entry, earlier in _by_data_version(history):
         label = entry.commit if entry.commit == WORKSPACE else entry.commit[:10]
         lines.append(f"{label}  {entry.date}  {entry.subject}".rstrip())
+        if earlier:
+            oldest, commits = earlier[-1], f"{len(earlier)} earlier commit{'s' * (len(earlier) > 1)}"
+            lines.append(f"    (and {commits} with the same data, back to {oldest.commit[:10]} {oldest.date})")
         for folder in DATA_DIRS:
             lines.append(f"    {folder:<11} {_short(entry.data.get(folder))}")
         train = entry.data.get("data/train")

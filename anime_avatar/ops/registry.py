@@ -36,9 +36,17 @@ class Decision:
     def winner(self) -> Candidate:
         return self.target or self.new
 
+    @property
+    def outcome(self) -> str:
+        """``promoted`` (the new version took the alias), ``named`` (with no champion yet, an older, better
+        version took it) or ``kept`` (the alias did not move)."""
+        if not self.promote:
+            return "kept"
+        return "promoted" if self.winner == self.new else "named"
+
     def tags(self) -> dict[str, str]:
         tags = {
-            "champion.decision": "promoted" if self.promote and self.winner == self.new else "kept",
+            "champion.decision": self.outcome,
             "champion.reason": self.reason,
             "champion.new_version": self.new.version,
         }
