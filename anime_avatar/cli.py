@@ -445,7 +445,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
     rows = runs.sort_rows(runs.training_runs(client, experiment, params.tracking.model_name), args.sort)
     print(runs.to_csv(rows) if args.csv else runs.format_table(rows), end="" if args.csv else "\n")
     if args.plot:
-        runs.plot(rows, runs.fid_histories(client, rows), args.plot)
+        runs.plot(rows, runs.fid_by_steps(rows), args.plot)
         log.info("plot written to %s", args.plot)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -167,8 +168,12 @@ def test_runs_table_sorts_by_fid_marks_the_champion_and_plots(store, tmp_path):
     table = runs.format_table(rows).splitlines()
     assert table[2].endswith("*") and not table[1].endswith("*")
     assert table[3].split()[-2:] == ["-", "-"]  # no FID, no KID, not the champion
-    histories = runs.fid_histories(client, rows)
-    assert histories == {c.run_id: [(100, 110.0), (200, 60.0)], a.run_id: [(50, 130.0), (100, 80.0)]}
+    # FID over training: runs of one data version at several step counts (before, a run's own FID history, which
+    # the pipeline never makes longer than one point: the panel could not show a curve).
+    same_data = [replace(r, data_version="md5:d1.dir") for r in rows] + [replace(rows[0], steps=100, fid=70.0)]
+    histories = runs.fid_by_steps(same_data)
+    assert histories == {"md5:d1.dir": [(100, 70.0), (200, 60.0)]}  # the best at each step count; b has no FID
+    assert runs.fid_by_steps(rows) == {}  # every run on data of its own
     runs.plot(rows, histories, tmp_path / "runs.png")
     assert (tmp_path / "runs.png").stat().st_size > 10_000
     with pytest.raises(UserError, match="no MLflow experiment"):

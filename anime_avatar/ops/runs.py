@@ -135,18 +135,21 @@ def to_csv(rows: list[RunRow]) -> str:
     return out.getvalue()
 
 
-def fid_histories(client, rows: list[RunRow]) -> dict[str, list[tuple[int, float]]]:
-    """(step, FID) of every run evaluated more than once."""
-    histories = {}
+def fid_by_steps(rows: list[RunRow]) -> dict[str, list[tuple[int, float]]]:
+    """Per data version trained for two or more step counts: (steps, FID), the best FID at each count, in step
+    order. That is FID over training: each training (a resumed one, `dvc exp run -S train.steps=4000`, included)
+    is a run of its own, evaluated once at the step it reached, so one run's FID history is a single point."""
+    by_data: dict[str, dict[int, float]] = {}
     for row in rows:
-        points = sorted((m.step, m.value) for m in client.get_metric_history(row.run_id, "fid"))
-        if len(points) > 1:
-            histories[row.run_id] = points
-    return histories
+        if row.fid is not None and math.isfinite(row.fid) and row.steps is not None:
+            points = by_data.setdefault(row.data_version, {})
+            points[row.steps] = min(row.fid, points.get(row.steps, math.inf))
+    return {version: sorted(points.items()) for version, points in by_data.items() if len(points) > 1}
 
 
 def plot(rows: list[RunRow], histories: dict[str, list[tuple[int, float]]], path: Path) -> None:
-    """FID per run (the champion in orange) and, where runs were evaluated more than once, FID over steps."""
+    """FID per run (the champion in orange) and, where a data version was trained for several step counts, FID
+    against steps (``histories``: :func:`fid_by_steps`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,8 +168,9 @@ def plot(rows: list[RunRow], histories: dict[str, list[tuple[int, float]]], path
     ax.set_title("FID per training run (orange: champion)")
     if histories:
         ax = axes[0][1]
-        for run_id, points in histories.items():
-            ax.plot([s for s, _ in points], [f for _, f in points], marker="o", label=run_id[:8])
+        for version, points in histories.items():
+            label = f"data {version.removeprefix('md5:')[:10]}"
+            ax.plot([s for s, _ in points], [f for _, f in points], marker="o", label=label)
         ax.set_xlabel("training step")
         ax.set_ylabel("FID")
         ax.set_title("FID over training")
