@@ -170,7 +170,8 @@ def test_runs_table_sorts_by_fid_marks_the_champion_and_plots(store, tmp_path):
     assert table[3].split()[-2:] == ["-", "-"]  # no FID, no KID, not the champion
     # FID over training: runs of one data version at several step counts (before, a run's own FID history, which
     # the pipeline never makes longer than one point: the panel could not show a curve).
-    same_data = [replace(r, data_version="md5:d1.dir") for r in rows] + [replace(rows[0], steps=100, fid=70.0)]
+    same_data = [replace(r, data_version="md5:d1.dir") for r in rows]
+    same_data.append(replace(same_data[0], steps=100, fid=70.0))
     histories = runs.fid_by_steps(same_data)
     assert histories == {"md5:d1.dir": [(100, 70.0), (200, 60.0)]}  # the best at each step count; b has no FID
     assert runs.fid_by_steps(rows) == {}  # every run on data of its own
