@@ -483,7 +483,7 @@ class Studio:
         plot = None
         if any(r.fid is not None for r in rows):
             plot = self._new_file("fid.png")
-            runs.plot(rows, runs.fid_histories(client, rows), plot)
+            runs.plot(rows, runs.fid_by_steps(rows), plot)
         holder = registry.champion(client, name)
         if holder is None:
             champion = f"no champion: no version of {name} has the alias `champion` yet"
