@@ -43,7 +43,7 @@ def _check_prefect_server() -> None:
     from pipelines.schedule import check_server, prefect_api_url
 
     if url := prefect_api_url():
-        check_server(url, "the flow", "start it, or `unset PREFECT_API_URL` to let Prefect run a temporary one")
+        check_server(url, "start it, or `unset PREFECT_API_URL` to let Prefect run a temporary one")
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:

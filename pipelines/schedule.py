@@ -26,13 +26,13 @@ def prefect_api_url() -> str:
     return PREFECT_API_URL.value() or ""
 
 
-def check_server(url: str, needed_for: str = "scheduling", unset_hint: str = "") -> None:
-    """Fail with one message unless a Prefect server answers at ``url`` (the PREFECT_API_URL ``needed_for`` uses;
-    ``unset_hint``: what else the user can do, for the commands that run without one)."""
+def check_server(url: str, unset_hint: str = "") -> None:
+    """Fail with one message unless a Prefect server answers at ``url`` (``unset_hint``: what else the user can do,
+    for the commands that run without one)."""
     import httpx
 
     if not url:
-        raise UserError(f"{needed_for} needs a Prefect server and PREFECT_API_URL is not set: {START_SERVER_HINT}")
+        raise UserError(f"scheduling needs a Prefect server and PREFECT_API_URL is not set: {START_SERVER_HINT}")
     health = f"{url.rstrip('/')}/health"
     try:
         response = httpx.get(health, timeout=5)
