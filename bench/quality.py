@@ -41,7 +41,7 @@ from anime_avatar.gan.inference import generate_images  # noqa: E402
 from anime_avatar.gan.training import train  # noqa: E402
 from anime_avatar.metrics.feature_cache import real_features  # noqa: E402
 from anime_avatar.metrics.fid import compute_fid_kid  # noqa: E402
-from anime_avatar.ops.data_versions import folder_digest  # noqa: E402
+from anime_avatar.ops.data_versions import data_version  # noqa: E402
 
 COLUMNS = ["label", "cpu_minutes", "step", "images_seen", "fid", "kid_mean"]
 
@@ -141,7 +141,7 @@ def main() -> None:
         flush=True,
     )
     real_set = faces[np.random.default_rng(0).permutation(len(faces))[: args.n_real]] if args.n_real else faces
-    key = f"{folder_digest(args.faces).replace(':', '-')}-{len(real_set)}"
+    key = f"{data_version(args.faces).replace(':', '-')}-{len(real_set)}"
     backend = params.eval.inception_backend  # auto: OpenVINO, ~2.4x TorchScript (README, Speed)
     reals = real_features(real_set, cache_dir() / "fid-stats", key, backend=backend)
 
@@ -216,7 +216,7 @@ def start_tracking(experiment: str, params, args: argparse.Namespace):  # -> mlf
     mlflow.set_experiment(experiment)
     mlflow.start_run(run_name=f"quality {params.model.arch} {args.faces.name}")
     mlflow.set_tags(
-        stage_tags("train", {"data/train": folder_digest(args.faces)}) | gan_tags(params) | {"bench": "quality"}
+        stage_tags("train", {"data/train": data_version(args.faces)}) | gan_tags(params) | {"bench": "quality"}
     )
     mlflow.log_params(flatten(params_dict(params)) | {"train.steps": "budget", "bench.budgets": str(args.budgets)})
     return mlflow

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ class StopFlag:
         """After each step: if a signal has come, ``save()`` the checkpoint and raise TrainingInterrupted.
 
         ``save`` is None in a process that writes no checkpoint (a DDP rank other than 0): it goes on until rank 0
-        stops, and stops when its next collective finds rank 0 gone (:meth:`peer_stopped`). Had it stopped at
+        stops, and stops when its next collective finds rank 0 gone (:meth:`step_of_rank`). Had it stopped at
         once, a signal reaching it a step before rank 0 left rank 0 waiting in that collective, to die there
         without writing the checkpoint.
         """
@@ -81,14 +81,20 @@ class StopFlag:
             "run the stage again to resume"
         )
 
-    def peer_stopped(self, step: int, checkpoint: Path) -> None:
-        """In a DDP rank other than 0 whose step failed: TrainingInterrupted if a signal had come (rank 0 stopped
-        on it and saved the checkpoint); otherwise nothing, and the caller re-raises the failure."""
-        if self.signal is not None:
-            raise TrainingInterrupted(
-                f"stopped by signal {self.signal} at step {step} with rank 0, which saved checkpoint {checkpoint}; "
-                "run the stage again to resume"
-            )
+    @contextlib.contextmanager
+    def step_of_rank(self, is_main: bool, step: int, checkpoint: Path) -> Iterator[None]:
+        """Around one training step: in a DDP rank other than 0 whose step fails (a collective finding rank 0
+        gone) after a signal had come, TrainingInterrupted (rank 0 stopped on it and saved the checkpoint);
+        any other failure, and any failure of rank 0, goes on as it is."""
+        try:
+            yield
+        except RuntimeError:
+            if not is_main and self.signal is not None:
+                raise TrainingInterrupted(
+                    f"stopped by signal {self.signal} at step {step} with rank 0, which saved checkpoint "
+                    f"{checkpoint}; run the stage again to resume"
+                ) from None
+            raise
 
 
 class TrainingInterrupted(UserError):

@@ -57,7 +57,7 @@ def load_image_set(
     if not path.exists():
         raise UserError(f"{key}: {path} does not exist")
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        return [(path.stem, _read(path, key, prepare))]
+        return [(path.stem, _read(path, key, prepare, shown_as=path))]
     if path.is_file():
         from anime_avatar.data.sources import extract_archive
 
@@ -78,13 +78,12 @@ def _read_all(
     found = []
     for path in spread(files, limit):
         name = path.relative_to(folder)
-        image = read_image(path, key, MAX_READ_SIDE, shown_as=shown_as / name)
-        found.append((name.with_suffix("").as_posix(), image if prepare is None else prepare(image)))
+        found.append((name.with_suffix("").as_posix(), _read(path, key, prepare, shown_as=shown_as / name)))
     return found
 
 
-def _read(path: Path, key: str, prepare: Callable[[Image.Image], Image.Image] | None) -> Image.Image:
-    image = read_image(path, key, MAX_READ_SIDE)
+def _read(path: Path, key: str, prepare: Callable[[Image.Image], Image.Image] | None, shown_as: Path) -> Image.Image:
+    image = read_image(path, key, MAX_READ_SIDE, shown_as=shown_as)
     return image if prepare is None else prepare(image)
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
+from anime_avatar.artifacts.checkpoint import Schedule, load_resumable, save_checkpoint
 from anime_avatar.core.device import apply_threads
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import StopFlag, TrainingClock, step_generator
@@ -156,9 +156,9 @@ def write_checkpoint(path: Path, state: TrainState, fp: dict[str, Any]) -> None:
     )
 
 
-def resume(path: Path, state: TrainState, fp: dict[str, Any], steps: int, device: torch.device) -> bool:
-    """Restore ``state`` from the checkpoint at ``path`` if it matches ``fp`` and lies at or before ``steps``."""
-    payload = load_resumable(path, fp, steps, "train.steps", device)
+def resume(path: Path, state: TrainState, fp: dict[str, Any], schedule: Schedule, device: torch.device) -> bool:
+    """Restore ``state`` from the checkpoint at ``path`` if it matches ``fp``, at or before ``schedule.steps``."""
+    payload = load_resumable(path, fp, schedule, "train", device)
     if payload is None:
         return False
     state.generator.load_state_dict(payload["generator"])
@@ -262,7 +262,7 @@ def train(
     device = init_distributed(info, t.device)
     state = build_state(config, t, device)
     fp = fingerprint(config, t, data_version, training_precision(device, t.amp), info.world_size)
-    if resume(checkpoint, state, fp, t.steps, device):
+    if resume(checkpoint, state, fp, t, device):
         log.info("resumed from %s at step %d", checkpoint, state.step)
     if info.world_size > 1:
         ddp_ids = [device.index] if device.type == "cuda" else None
@@ -283,12 +283,8 @@ def train(
         while state.step < last:
             real = to_model_range(data[next(order)])
             streams = step_generators(t.seed, info.rank, state.step, device)
-            try:
+            with stop.step_of_rank(info.is_main, state.step, checkpoint):
                 loss_d, loss_g = train_step(state, t, real, streams, (g_train, d_train), info.world_size)
-            except RuntimeError:  # a collective failing: rank 0 gone after a signal, or a real failure
-                if not info.is_main:
-                    stop.peer_stopped(state.step, checkpoint)
-                raise
             state.step += 1
             state.seconds = clock.seconds()
             images_seen += t.batch_size

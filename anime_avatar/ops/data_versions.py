@@ -82,9 +82,11 @@ def data_versions(lock: Path = DVC_LOCK) -> dict[str, str]:
     return versions
 
 
-def folder_digest(folder: Path) -> str:
-    """The folder's DVC hash, computed from what is on disk: ``md5:<hash>.dir``, the md5 of the JSON list of its
-    files' md5s and paths (in path order), as ``dvc add`` and dvc.lock record it (a test checks it against DVC)."""
+def data_version(folder: Path) -> str:
+    """The version of a data folder a stage reads, computed from what is on disk: its DVC hash,
+    ``md5:<hash>.dir``, the md5 of the JSON list of its files' md5s and paths (in path order), as ``dvc add`` and
+    dvc.lock record it (a test checks it against DVC). A checkpoint, a feature cache or a run is so never keyed by
+    a stale dvc.lock's hash, as it was when the folder had been changed by hand since."""
     files = sorted((p.relative_to(folder).as_posix(), p) for p in folder.rglob("*") if p.is_file())
     listing = []
     for relpath, path in files:  # in DVC's order: by the path as text ("a-b" before "a/b")
@@ -93,13 +95,6 @@ def folder_digest(folder: Path) -> str:
         listing.append({"md5": md5, "relpath": relpath})
     digest = hashlib.md5(json.dumps(listing, sort_keys=True).encode(), usedforsecurity=False)
     return f"md5:{digest.hexdigest()}.dir"
-
-
-def data_version(folder: Path) -> str:
-    """The version of a data folder a stage reads, from its contents (the hash dvc.lock holds when it is in step
-    with the folder): a checkpoint, a feature cache or a run is never keyed by a stale dvc.lock's hash, as it was
-    when the folder had been changed by hand since."""
-    return folder_digest(folder)
 
 
 def data_version_tag(folder: str) -> str:

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
+from anime_avatar.artifacts.checkpoint import Schedule, load_resumable, save_checkpoint
 from anime_avatar.core.device import apply_threads, resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import StopFlag, TrainingClock, step_generator
@@ -254,9 +254,11 @@ def write_checkpoint(path: Path, state: TranslateTrainState, fp: dict[str, Any])
     save_checkpoint(path, {"fingerprint": fp, **state_payload(state)})
 
 
-def resume(path: Path, state: TranslateTrainState, fp: dict[str, Any], steps: int, device: torch.device) -> bool:
-    """Restore ``state`` from ``path`` if it was made with the same params and data, at or before ``steps``."""
-    payload = load_resumable(path, fp, steps, "translate.steps", device)
+def resume(
+    path: Path, state: TranslateTrainState, fp: dict[str, Any], schedule: Schedule, device: torch.device
+) -> bool:
+    """Restore ``state`` from ``path`` if it was made with the same params and data, at or before ``schedule.steps``."""
+    payload = load_resumable(path, fp, schedule, "translate", device)
     if payload is None:
         return False
     restore_state(state, payload)
@@ -293,7 +295,7 @@ def train_translator(
     state = build_state(cfg, device)
     state.info = info
     fp = fingerprint(cfg, data_version, training_precision(device, cfg.amp))
-    if resume(checkpoint, state, fp, cfg.steps, device):
+    if resume(checkpoint, state, fp, cfg, device):
         log.info("resumed from %s at step %d", checkpoint, state.step)
     if info.world_size > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -304,12 +306,8 @@ def train_translator(
     clock = TrainingClock(state.seconds)
     with StopFlag() as stop, contextlib.closing(bar):
         while state.step < last:
-            try:
+            with stop.step_of_rank(info.is_main, state.step, checkpoint):
                 losses = train_step(state, cfg, batches)
-            except RuntimeError:  # a collective failing: rank 0 gone after a signal, or a real failure
-                if not info.is_main:
-                    stop.peer_stopped(state.step, checkpoint)
-                raise
             state.seconds = clock.seconds()
             if not all(math.isfinite(v) for v in losses.values()):
                 raise UserError(f"translator training diverged at step {state.step} ({losses}): lower translate.lr")
