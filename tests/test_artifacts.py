@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,6 +23,8 @@ from anime_avatar.data.images import png_bytes
 from anime_avatar.gan.model_file import load_generator
 from anime_avatar.gan.nets import NetConfig, build_generator
 from tests.conftest import WritesMarker
+
+SCHEDULE = SimpleNamespace(steps=10, log_every=1)  # what load_resumable reads of a loop's params
 
 
 def crop(face_id: str, colour: int, size: int = 16) -> FaceCrop:
@@ -208,9 +211,9 @@ def test_a_checkpoint_is_read_onto_the_cpu_and_says_when_the_thread_count_change
         save_checkpoint(path, {"fingerprint": {"a": 1}, "step": 2, "seconds": 5.0, "keys": torch.arange(3)})
         torch.set_num_threads(2)
         with caplog.at_level(logging.WARNING):
-            payload = load_resumable(path, {"a": 1}, 10, "train.steps", device="meta")  # as a GPU run would
+            payload = load_resumable(path, {"a": 1}, SCHEDULE, "train", device="meta")  # as a GPU run would
             assert payload is not None and payload["keys"].device.type == "cpu" and caplog.text == ""
-            assert load_resumable(path, {"a": 1}, 10, "train.steps", device="cpu") is not None
+            assert load_resumable(path, {"a": 1}, SCHEDULE, "train", device="cpu") is not None
         assert "was trained on 1 CPU threads and this run has 2: it resumes" in caplog.text
     finally:
         torch.set_num_threads(before)

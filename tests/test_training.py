@@ -132,10 +132,13 @@ def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
 
 
 def test_more_steps_continue_a_finished_run(tmp_path):
-    fit(tiny(steps=3), tmp_path / "ck.pt")
-    longer = fit(tiny(steps=6), tmp_path / "ck.pt")
-    straight = fit(tiny(steps=6), tmp_path / "s.pt")
+    first = fit(tiny(steps=3, log_every=2), tmp_path / "ck.pt")
+    assert [row["step"] for row in first.history] == [2, 3]  # the last step is logged, on the schedule or not
+    longer = fit(tiny(steps=6, log_every=2), tmp_path / "ck.pt")
+    straight = fit(tiny(steps=6, log_every=2), tmp_path / "s.pt")
     assert_same(weights(longer), weights(straight))
+    # Step 3's row was logged only because it was the last step then: the loss curve is the uninterrupted run's.
+    assert longer.history == straight.history and [row["step"] for row in longer.history] == [2, 4, 6]
 
 
 def test_fewer_steps_than_the_checkpoint_start_afresh(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -43,11 +43,18 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     return payload
 
 
+class Schedule(Protocol):
+    """The params of a training loop that say how long it runs and when it logs (train, stylize, translate)."""
+
+    steps: int
+    log_every: int
+
+
 def load_resumable(
-    path: Path, fingerprint: dict[str, Any], steps: int, steps_key: str, device: torch.device | str = "cpu"
+    path: Path, fingerprint: dict[str, Any], schedule: Schedule, section: str, device: torch.device | str = "cpu"
 ) -> dict[str, Any] | None:
     """The checkpoint's contents if it was made with these params and data (``fingerprint``) at or before
-    ``steps`` (the value of the params key ``steps_key``); None, and the reason in the log, otherwise.
+    ``schedule.steps`` (the params key ``<section>.steps``); None, and the reason in the log, otherwise.
 
     Read onto the CPU whatever ``device`` trains: ``load_state_dict`` copies weights and optimiser state to the
     nets' device, and values that must be on the CPU (NumPy's RNG state) are there. ``device`` decides whether a
@@ -58,11 +65,17 @@ def load_resumable(
     if payload.get("fingerprint") != fingerprint:
         log.info("checkpoint %s was made with other params or data: starting from step 0", path)
         return None
-    if int(payload["step"]) > steps:
+    step = int(payload["step"])
+    if step > schedule.steps:
         # Resuming would hand back a model trained longer than params.yaml says.
-        log.info("checkpoint %s is at step %d, beyond %s=%d: starting from step 0", path, payload["step"], steps_key,
-                 steps)  # fmt: skip
+        log.info("checkpoint %s is at step %d, beyond %s.steps=%d: starting from step 0", path, step, section,
+                 schedule.steps)  # fmt: skip
         return None
+    history = payload.get("history")
+    if history and step < schedule.steps and history[-1].get("step") == step and step % schedule.log_every:
+        # Logged only because it was the last step then (steps has been raised since): an uninterrupted run to the
+        # new steps has no row there, and the loss curve and means must be the same as its.
+        payload["history"] = history[:-1]
     threads = payload.get("threads")
     if torch.device(device).type == "cpu" and threads not in (None, torch.get_num_threads()):
         log.warning("checkpoint %s was trained on %d CPU threads and this run has %d: it resumes, but its weights "

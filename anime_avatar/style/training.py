@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from anime_avatar.artifacts.checkpoint import load_resumable, save_checkpoint
+from anime_avatar.artifacts.checkpoint import Schedule, load_resumable, save_checkpoint
 from anime_avatar.core.device import apply_threads, resolve_device
 from anime_avatar.core.errors import UserError
 from anime_avatar.core.loops import StopFlag, TrainingClock
@@ -173,9 +173,9 @@ def write_checkpoint(path: Path, state: StyleTrainState, fp: dict[str, Any]) -> 
     save_checkpoint(path, {"fingerprint": fp, **payload})
 
 
-def resume(path: Path, state: StyleTrainState, fp: dict[str, Any], steps: int, device: torch.device) -> bool:
-    """Restore ``state`` from ``path`` if it was made with the same params and data, at or before ``steps``."""
-    payload = load_resumable(path, fp, steps, "stylize.steps", device)
+def resume(path: Path, state: StyleTrainState, fp: dict[str, Any], schedule: Schedule, device: torch.device) -> bool:
+    """Restore ``state`` from ``path`` if it was made with the same params and data, at or before ``schedule.steps``."""
+    payload = load_resumable(path, fp, schedule, "stylize", device)
     if payload is None:
         return False
     for method, net in state.nets.items():
@@ -204,7 +204,7 @@ def train_stylizers(
     encoder = build_features(cfg.features, loss_layers(cfg.features), device)
     state = build_state(cfg, encoder)
     fp = fingerprint(cfg, data_version)
-    if resume(checkpoint, state, fp, cfg.steps, device):
+    if resume(checkpoint, state, fp, cfg, device):
         log.info("resumed from %s at step %d", checkpoint, state.step)
     last = cfg.steps if stop_after is None else min(cfg.steps, state.step + stop_after)
     bar = progress_bar(total=cfg.steps, initial=state.step, desc="stylizer", unit="step")
