@@ -28,7 +28,7 @@ def detect(params: Params) -> None:
             log.warning("%s: %s", source, error)
         if not faces.count:
             raise UserError(zero_faces_message(cfg, tally.images))  # the temporary folder goes, data/faces stays
-        faces.finish(cfg.image_size, cfg.detector)
+        faces.finish(cfg.image_size, cfg.detector, deduplicated=cfg.dedup_distance >= 0)
     log.info(
         "%d faces from %d images with %s (%d near-duplicates dropped)",
         faces.count, tally.images, cfg.detector, duplicates,

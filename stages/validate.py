@@ -23,13 +23,17 @@ log = logging.getLogger(__name__)
 
 def validate(params: Params) -> None:
     cfg = params.validation
-    size = read_face_info(FACES_DIR).image_size
+    face_info = read_face_info(FACES_DIR)
     train_info = read_train_info(TRAIN_DIR)
     faces = face_table(FACES_DIR, face_ids(FACES_DIR))
     train = train_table(iter_train_images(TRAIN_DIR), total=train_info.count)  # shard by shard, never concatenated
     tables = {
-        "faces": (faces, expectations(cfg, size)),
-        "train": (train, expectations(cfg, size, row_count=len(faces) * train_info.per_face, unique_hash=False)),
+        # Faces are expected unique unless the detect stage kept near-duplicates (detect.dedup_distance: -1).
+        "faces": (faces, expectations(cfg, face_info.image_size, unique_hash=face_info.deduplicated)),
+        "train": (
+            train,
+            expectations(cfg, face_info.image_size, row_count=len(faces) * train_info.per_face, unique_hash=False),
+        ),
     }
     results = run_suites(tables)
     summary = report(results, {name: df for name, (df, _) in tables.items()})

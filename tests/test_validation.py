@@ -53,6 +53,19 @@ def test_each_fault_fails_its_expectation(checks):
     assert any("brightness" in line and "0.99" in line for line in summary["failed"])
 
 
+def test_a_failure_names_the_images_that_fail_it(checks):
+    """Not only the values: which of 8000 faces has a brightness of 0.99?"""
+    results, tables = checks
+    failed = {r.column: r for r in results if r.table == "bad" and not r.success}
+    assert failed["brightness"].unexpected_examples == [{"image": "train[1]", "value": 0.99}]
+    assert failed["hash"].unexpected_examples == [
+        {"image": "train[3]", "value": tables["bad"].loc[4, "hash"]},
+        {"image": "train[4]", "value": tables["bad"].loc[4, "hash"]},
+    ]
+    failures = report(results, tables)["failed"]
+    assert "expect_column_values_to_be_between on bad.width: 1 unexpected, e.g. train[5] = 15" in failures
+
+
 def test_face_table_marks_unreadable_files(tmp_path):
     Image.fromarray(varied_faces(1)[0]).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"broken")
@@ -70,7 +83,7 @@ def test_html_report_is_self_contained_and_names_every_check(checks, tmp_path):
     assert "http://" not in page and "https://" not in page and "src=" not in page
     assert "FAILED" in page and page.count('<tr class="failed">') == 6 and page.count('<tr class="passed">') == 10
     assert 'good <span class="muted">(8 rows)</span>' in page
-    assert "expect_column_values_to_be_unique" in page and "0.99" in page
+    assert "expect_column_values_to_be_unique" in page and "train[1] = 0.99" in page
     passing = report_html(report([r for r in results if r.table == "good"], {"good": tables["good"]}))
     assert "PASSED" in passing and "FAIL<" not in passing
 
@@ -150,3 +163,28 @@ def test_validate_stage_does_not_copy_the_training_set_into_memory(tmp_path, mon
     assert peak < images.nbytes / 4, f"peak {peak / 1e6:.2f} MB for a {images.nbytes / 1e6:.2f} MB training set"
     train, _ = tables["train"]
     assert train["hash"].tolist() == [hashlib.md5(image.tobytes()).hexdigest() for image in images]
+
+
+@pytest.mark.parametrize("deduplicated", [True, False])
+def test_faces_are_expected_unique_unless_the_detect_stage_kept_near_duplicates(tmp_path, monkeypatch, deduplicated):
+    """detect.dedup_distance: -1 keeps near-duplicates on purpose: validation's uniqueness check then failed on them."""
+    import json
+
+    import stages.validate
+    from anime_avatar.artifacts.faces import read_face_info, write_face_set
+
+    monkeypatch.chdir(tmp_path)
+    faces = tmp_path / "data" / "faces"
+    write_face_set(faces, [], [], image_size=16, detector="none", deduplicated=deduplicated)
+    assert read_face_info(faces).deduplicated is deduplicated
+    write_shards(tmp_path / "data" / "train", n=0, size=16, shard_size=5)
+    tables = {}
+    monkeypatch.setattr(stages.validate, "run_suites", lambda t: tables.update(t) or [])
+    stages.validate.validate(params_with({"validate": {"data_docs": False}}))
+    checked = {getattr(e, "column", None) for e in tables["faces"][1]}
+    assert ("hash" in checked) is deduplicated
+    # A faces.json from before the flag was recorded: made with the default, which drops near-duplicates.
+    info = json.loads((faces / "faces.json").read_text())
+    del info["deduplicated"]
+    (faces / "faces.json").write_text(json.dumps(info))
+    assert read_face_info(faces).deduplicated is True

@@ -59,6 +59,9 @@ class FaceSetInfo:
     image_size: int
     count: int
     detector: str
+    # Whether near-duplicates were dropped (detect.dedup_distance >= 0): validation then expects unique faces. A
+    # faces.json written before it was recorded was made with the default, which drops them.
+    deduplicated: bool = True
 
 
 def face_path(folder: Path, face_id: str) -> Path:
@@ -71,6 +74,7 @@ def write_face_set(
     duplicates: Sequence[tuple[FaceCrop, FaceCrop, int]],
     image_size: int,
     detector: str,
+    deduplicated: bool = True,
 ) -> FaceSetInfo:
     """Write the crops, their table, the dropped near-duplicates (dropped, kept, distance) and the info file."""
     writer = FaceSetWriter(folder)
@@ -78,7 +82,7 @@ def write_face_set(
         writer.add(crop)
     for dropped, kept, distance in duplicates:
         writer.add_duplicate(dropped, kept.face_id, distance)
-    return writer.finish(image_size, detector)
+    return writer.finish(image_size, detector, deduplicated)
 
 
 class FaceSetWriter:
@@ -104,10 +108,10 @@ class FaceSetWriter:
     def count(self) -> int:
         return len(self._rows)
 
-    def finish(self, image_size: int, detector: str) -> FaceSetInfo:
+    def finish(self, image_size: int, detector: str, deduplicated: bool) -> FaceSetInfo:
         write_csv(self.folder / FACES_CSV, self._rows, FACE_FIELDS)
         write_csv(self.folder / DUPLICATES_CSV, self._duplicates, DUPLICATE_FIELDS)
-        info = FaceSetInfo(image_size=image_size, count=len(self._rows), detector=detector)
+        info = FaceSetInfo(image_size, len(self._rows), detector, deduplicated)
         atomic_write_json(self.folder / INFO_JSON, asdict(info))
         return info
 

@@ -103,16 +103,28 @@ class CheckResult:
     success: bool
     observed: Any
     unexpected_count: int
-    unexpected_examples: list[Any]
+    unexpected_examples: list[dict[str, Any]]  # {"image": its name, "value": its value}
 
     def describe(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
         detail = (
-            f"{self.unexpected_count} unexpected, e.g. {self.unexpected_examples[:3]}"
+            f"{self.unexpected_count} unexpected, e.g. {examples_text(self.unexpected_examples[:3])}"
             if self.unexpected_count
             else f"observed {self.observed}"
         )
         return f"{self.expectation} on {where}: {detail}"
+
+
+def examples_text(examples: list[dict[str, Any]]) -> str:
+    """Unexpected values with the images they belong to: ``face_0003.png = 0.02, face_0107.png = 0.01``."""
+    return ", ".join(f"{e['image']} = {json.dumps(e['value'])}" for e in examples)
+
+
+def _examples(result: dict[str, Any], column: str) -> list[dict[str, Any]]:
+    """The first unexpected rows GX gives (``partial_unexpected_index_list``, with the image column asked for by
+    ``unexpected_index_column_names``), as image and value."""
+    rows = result.get("partial_unexpected_index_list") or []
+    return [{"image": str(row.get("image")), "value": _plain(row.get(column))} for row in rows]
 
 
 def _plain(value: Any) -> Any:
@@ -141,18 +153,23 @@ def run_suites(tables: dict[str, tuple[pd.DataFrame, list[Any]]]) -> list[CheckR
         for expectation in suite_expectations:
             suite.add_expectation(expectation)
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-        outcome = definition.run(batch_parameters={"dataframe": frame})
+        # The unexpected rows are named by their image, not only by their values (a brightness of 0.02: which face?)
+        outcome = definition.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "SUMMARY", "unexpected_index_column_names": ["image"]},
+        )
         for r in outcome.results:
             kwargs = r.expectation_config.kwargs
+            column = str(kwargs.get("column", ""))
             results.append(
                 CheckResult(
                     table=name,
                     expectation=r.expectation_config.type,
-                    column=str(kwargs.get("column", "")),
+                    column=column,
                     success=bool(r.success),
                     observed=_plain(r.result.get("observed_value")),
                     unexpected_count=int(r.result.get("unexpected_count") or 0),
-                    unexpected_examples=_plain(r.result.get("partial_unexpected_list") or []),
+                    unexpected_examples=_examples(r.result, column),
                 )
             )
     return results
@@ -208,8 +225,7 @@ def report_html(summary: dict[str, Any], title: str = "Data validation") -> str:
         parts.append("<table><tr><th>expectation</th><th>column</th><th>result</th><th>details</th></tr>")
         for c in checks:
             if c["unexpected_count"]:
-                examples = ", ".join(esc(json.dumps(e)) for e in c["unexpected_examples"][:5])
-                detail = f"{c['unexpected_count']} unexpected, e.g. {examples}"
+                detail = f"{c['unexpected_count']} unexpected, e.g. {esc(examples_text(c['unexpected_examples'][:5]))}"
             else:
                 detail = f"observed {esc(json.dumps(c['observed']))}" if c["observed"] is not None else ""
             parts.append(
