@@ -33,7 +33,7 @@ from anime_avatar.artifacts.reports import SAMPLES_PNG, read_eval_metrics, read_
 from anime_avatar.artifacts.run import read_run_file
 from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.params import Params, load_params
-from anime_avatar.core.stage import NO_LOG_TIME_ENV
+from anime_avatar.core.stage import NO_LOG_TIME_ENV, OUTPUTS_RESTORED_ENV
 from anime_avatar.ops.lock import workspace_lock
 from anime_avatar.ops.run_journal import RunJournal, journaled_run
 from anime_avatar.ops.stage_run import tracking_ready
@@ -177,7 +177,7 @@ def run_keeping_outputs(task, stage: str, root: Path, force: bool, env: dict[str
     """Run the stage's task; if it fails, put back the previous outputs DVC removed, and say so."""
     with kept_outputs(root, stage) as kept:
         try:
-            return task(stage, str(root), force=force, env=env)
+            return task(stage, str(root), force=force, env={**env, OUTPUTS_RESTORED_ENV: "1"})
         except StageFailed as err:
             done = kept.restore()
             logger = get_run_logger()
@@ -188,7 +188,8 @@ def run_keeping_outputs(task, stage: str, root: Path, force: bool, env: dict[str
             if done.set_aside:
                 where = done.failed_dir.relative_to(root) if done.failed_dir else ""
                 logger.warning("what the failed run wrote is in %s: %s", where, ", ".join(done.set_aside))
-                note += f"\nwhat the failed run wrote is in {where}: {', '.join(done.set_aside)}"
+                # (the stage's message above names them where they were: they are here now)
+                note += f"\nwhat the failed run wrote is now in {where}: {', '.join(done.set_aside)}"
             for problem in done.problems:
                 logger.error("could not restore an output of stage %s: %s", stage, problem)
                 note += f"\ncould not restore: {problem}"

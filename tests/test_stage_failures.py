@@ -107,6 +107,9 @@ def test_the_pipeline_flow_restores_the_outputs_of_a_failed_stage(workspace, pre
         ["models/generator.pt", "models/run.json", "plots/losses.csv", "metrics/train.json"]
     )  # dvc.yaml's order: outs (the loss CSV is an uncached out), then metrics
     assert restored in output
+    # The stage's own message says the flow restores them: no `dvc checkout` for the user to run.
+    assert "the flow puts back the previous outputs DVC removed before it ran" in output
+    assert "dvc checkout" not in output
     assert contents(workspace, TRAIN_OUTPUTS) == before
 
     flow_runs = prefect_rest(prefect_server, "POST", "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 1})

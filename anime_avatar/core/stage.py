@@ -34,9 +34,18 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Set (to 1) by a caller that puts a failed stage's previous outputs back itself (the Prefect flows): the stage's
+# message then says so instead of telling the user to run `dvc checkout`.
+OUTPUTS_RESTORED_ENV = "ANIME_AVATAR_OUTPUTS_RESTORED"
+
+
 def failure_hint(name: str) -> str:
     """How to restore what DVC removed before running this stage ("" when DVC is not running it)."""
-    return restore_hint(name) if running_stage() == name else ""
+    if running_stage() != name or not restore_hint(name):
+        return ""
+    if os.environ.get(OUTPUTS_RESTORED_ENV, "") not in ("", "0"):
+        return "; the flow puts back the previous outputs DVC removed before it ran, and sets aside what this run wrote"
+    return restore_hint(name)
 
 
 def run_stage(name: str, body: Callable[[Params], None], argv: list[str] | None = None) -> None:
