@@ -47,7 +47,8 @@ class FileServer(ThreadingHTTPServer):
         self.cut_body_at: int | None = None  # send only this many body bytes, then hang up
         # Misbehaviour for the next requests, one entry each: ("reset", n) sends n body bytes then resets
         # the connection; ("stall", n) sends n bytes then goes silent; ("silent", 0) never answers;
-        # ("trickle", s) sends one byte every s seconds; ("status", code) answers with that error.
+        # ("trickle", s) sends one byte every s seconds; ("status", code) answers with that error;
+        # ("trickle_headers", s) sends its status line and headers one byte every s seconds.
         self.plan: list[tuple[str, float]] = []
         self.release = threading.Event()  # set at the end of a test: silent handlers give up
 
@@ -73,6 +74,15 @@ class RangeHandler(BaseHTTPRequestHandler):
             return
         if action == "status":
             self.send_error(int(arg))
+            return
+        if action == "trickle_headers":  # the status line and headers a byte at a time, for ever
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Padding: " + b"x" * 100_000
+            for i in range(len(head)):
+                self.wfile.write(head[i : i + 1])
+                self.wfile.flush()
+                if srv.release.wait(arg):
+                    break
+            self.close_connection = True
             return
         path = urlsplit(self.path).path
         data = srv.files.get(path)
@@ -460,6 +470,19 @@ def test_trickling_server_is_stopped_by_the_deadline(server, cache):
     assert 0 < part.stat().st_size < len(data)
     assert f"bytes are kept in {part} and the next run resumes from there" in message
     assert len(server.requests) == 1, "a trickle is no stall: the deadline ends it, not a retry"
+
+
+def test_a_server_trickling_its_headers_is_stopped_by_the_deadline(server, cache):
+    """urlopen reads the status line and headers with only the stall timeout per byte: a server sending a header
+    byte every 0.05 s kept a download with a 1 s deadline going as long as it liked."""
+    server.files["/data.zip"] = b"x"
+    server.plan = [("trickle_headers", 0.05)] * 3
+    url = server.url("/data.zip")
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"failed after 1 s \(the deadline of 1 s passed\); nothing kept"):
+        download(url, policy=fast(retries=2, stall=0.5, deadline=1.0))
+    assert time.monotonic() - started < 5
+    assert len(server.requests) == 1
 
 
 def test_server_errors_are_retried_and_client_errors_are_not(server, cache):

@@ -11,12 +11,15 @@ a deadline the whole download.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
 import logging
 import os
 import re
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -237,8 +240,25 @@ class _Fetch:
         else:
             headers.update(self.conditional)
         request = urllib.request.Request(self.url, headers=headers)
+        timeout = self._timeout()
+        with _Watchdog(self.deadline - time.monotonic()) as watchdog:
+            try:
+                response = self._answer(watchdog.opener(), request, offset, timeout)
+            except (_Retry, UserError):
+                if watchdog.fired.is_set():  # what failed is the cut connection
+                    raise _Retry(self._late()) from None
+                raise
+        if watchdog.fired.is_set():  # headers cut short by the watchdog: not the server's answer
+            if response is not None:
+                response.close()
+            raise _Retry(self._late())
+        return response
+
+    def _answer(
+        self, opener: urllib.request.OpenerDirector, request: urllib.request.Request, offset: int, timeout: float
+    ) -> http.client.HTTPResponse | None:
         try:
-            return urllib.request.urlopen(request, timeout=self._timeout())
+            return opener.open(request, timeout=timeout)
         except urllib.error.HTTPError as err:
             err.close()
             if err.code == 304 and not offset and self.conditional:
@@ -313,6 +333,62 @@ class _Fetch:
                     return
                 f.write(chunk)
                 bar.update(len(chunk))
+
+
+class _Watchdog:
+    """Shuts the sockets of a request when the download's deadline passes. The stall timeout bounds each wait for
+    a byte and the body is read in small chunks with the deadline checked between them, but a server that
+    trickles its status line and headers (a byte every few seconds) keeps ``urlopen`` reading them for ever."""
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(max(seconds, 0.0), self._cut)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def _cut(self) -> None:
+        self.fired.set()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):  # (already closed)
+                sock.shutdown(socket.SHUT_RDWR)  # a blocked read returns at once; the response then fails
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """urllib's opener, its HTTP(S) connections (redirects' included) registering their sockets here."""
+        return urllib.request.build_opener(_WatchedHTTP(self._sockets), _WatchedHTTPS(self._sockets))
+
+
+def _watched(base: type[http.client.HTTPConnection], sockets: list[socket.socket]) -> type:
+    class Watched(base):  # type: ignore[valid-type,misc]
+        def connect(self) -> None:
+            super().connect()
+            sockets.append(self.sock)
+
+    return Watched
+
+
+class _WatchedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, sockets: list[socket.socket]) -> None:
+        super().__init__()
+        self.sockets = sockets
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(http.client.HTTPConnection, self.sockets), req)
+
+
+class _WatchedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, sockets: list[socket.socket]) -> None:
+        super().__init__()
+        self.sockets = sockets
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(http.client.HTTPSConnection, self.sockets), req, context=self._context)
 
 
 class _Whole(Exception):
