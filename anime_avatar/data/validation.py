@@ -117,7 +117,11 @@ class CheckResult:
 
 def examples_text(examples: list[dict[str, Any]]) -> str:
     """Unexpected values with the images they belong to: ``face_0003.png = 0.02, face_0107.png = 0.01``."""
-    return ", ".join(f"{e['image']} = {json.dumps(e['value'])}" for e in examples)
+    return ", ".join(f"{e['image']} = {_shown(e['value'])}" for e in examples)
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
 
 
 def _examples(result: dict[str, Any], column: str) -> list[dict[str, Any]]:
