@@ -168,8 +168,26 @@ def _style_method(
 
 
 def _method_from_options(args: argparse.Namespace):  # -> anime_avatar.style.transfer.Method
-    return _style_method(args.params, args.method, args.model, args.features, args.plain, steps=args.steps,
-                         style_weight=args.style_weight, content_weight=args.content_weight)  # fmt: skip
+    gatys = {"steps": args.steps, "style_weight": args.style_weight, "content_weight": args.content_weight}
+    return _style_method(args.params, args.method, args.model, args.features or "inception", args.plain, **gatys)
+
+
+GATYS_OPTIONS = {"features": "--features", "plain": "--plain", "steps": "--steps", "style_weight": "--style-weight",
+                 "content_weight": "--content-weight"}  # fmt: skip
+
+
+def _gatys_options_misused(args: argparse.Namespace) -> str | None:
+    """The usage error for Gatys-only options given with another method (they would be ignored: a net's encoder
+    and weights come from its file), or None."""
+    if not hasattr(args, "plain") or args.method == "gatys":
+        return None
+    given = [flag for attr, flag in GATYS_OPTIONS.items() if getattr(args, attr) not in (None, False)]
+    if not given:
+        return None
+    return (
+        f"{', '.join(given)} only apply to --method gatys; --method {args.method} ignores "
+        f"{'it' if len(given) == 1 else 'them'} (a trained net's encoder and weights come from its file)"
+    )
 
 
 def _image_format(path: Path) -> str:
@@ -405,8 +423,11 @@ def _add_style_options(p: argparse.ArgumentParser, translate: bool = False) -> N
         p.add_argument(
             "--model", help="stylizer file or MLflow URI (default: models/stylizer.pt, else the registered one)"
         )
-    p.add_argument("--features", choices=["inception", "vgg19"], default="inception",
-                   help="gatys: the feature network (vgg19 needs its torchvision download)")  # fmt: skip
+    p.add_argument(
+        "--features",
+        choices=["inception", "vgg19"],
+        help="gatys: the feature network (default: inception; vgg19 needs its torchvision download)",
+    )
     p.add_argument("--plain", action="store_true", help="gatys: plain Gram matrices, no softmax transform")
     p.add_argument("--steps", type=_int_at_least(1), help="gatys: network evaluations (default: gatys.steps)")
     p.add_argument("--style-weight", type=_positive_float, help="gatys: style weight (default: gatys.style_weight)")
@@ -721,6 +742,8 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
 def main(argv: list[str] | None = None, groups: Sequence[CommandGroup] = ()) -> None:
     parser = build_parser(groups)
     args = parser.parse_args(argv)
+    if misused := _gatys_options_misused(args):
+        parser.error(misused)
     setup_logging(args.verbose)
     if args.command in HEAVY_COMMANDS and not os.environ.get("OMP_NUM_THREADS"):
         # One torch thread per idle core (core.device.apply_threads' rule), set before torch is imported: the

@@ -141,6 +141,23 @@ def test_without_a_trained_stylizer_the_network_method_says_how_to_get_one(files
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["stylize", "--method", "adain", "--style-weight", "1000000"], "--style-weight only apply"),
+        (["stylize", "--features", "vgg19", "--plain"], "--features, --plain only apply"),  # (network, the default)
+        (["avatar", "--steps", "3"], "--steps only apply to --method gatys; --method translate"),
+    ],
+)
+def test_gatys_options_with_another_method_are_a_usage_error(files, capsys, argv, named):
+    """They were ignored: --method adain with --style-weight 1000000 wrote the very same bytes as without."""
+    picture = str(files["style"])
+    images = ["--content", picture, "--style", picture] if argv[0] == "stylize" else ["--photo", picture]
+    with pytest.raises(SystemExit) as exit_:
+        main(*argv, *images, "--out", "z.png")
+    assert exit_.value.code == 2 and named in capsys.readouterr().err
+
+
 def test_bad_numbers_and_missing_images_are_refused_by_the_parser(files, capsys):
     with pytest.raises(SystemExit) as exit_:
         main("stylize", "--content", "x.png", "--style", str(files["style"]), "--out", "z.png", "--steps", "0")
