@@ -105,6 +105,15 @@ def test_every_seed_is_a_whole_number_the_commands_accept_and_a_bad_one_names_it
     assert params_with({"translate": {"seed": SEED_LIMIT - 1}}).translate.seed == check_seed(SEED_LIMIT - 1)
 
 
+def test_max_keys_is_bounded_as_the_nets_bound_it():
+    """params.py cannot import core.limits (it would join every stage's DVC deps): the literal bound is checked."""
+    from anime_avatar.core.limits import MAX_ATTENTION_KEYS
+
+    assert parse_params(merge(RAW, {"stylize": {"max_keys": MAX_ATTENTION_KEYS}})).stylize.max_keys == 1024
+    with pytest.raises(ParamsError, match=r"stylize.max_keys: Input should be less than or equal to 1024"):
+        parse_params(merge(RAW, {"stylize": {"max_keys": MAX_ATTENTION_KEYS + 1}}), "params.yaml")
+
+
 @pytest.mark.parametrize(
     "key",
     ["detect.image_size", "stylize.image_size", "stylize_eval.image_size", "translate.image_size",

@@ -146,6 +146,13 @@ def test_the_stylizer_file_rebuilds_each_net(batches, tmp_path):
     torch.save(payload, tmp_path / "huge.pt")
     with pytest.raises(UserError, match="its weights do not fit its config"):
         load_stylizer(tmp_path / "huge.pt", "attention")
+    # One attending to a million style positions: the same weights, quadratic memory at large sizes (10.6 GB at
+    # 768 px): refused.
+    payload["nets"]["attention"]["config"]["decoder_width"] = state.nets["attention"].head.cfg.decoder_width
+    payload["nets"]["attention"]["config"]["max_keys"] = 1_000_000
+    torch.save(payload, tmp_path / "many_keys.pt")
+    with pytest.raises(UserError, match="max_keys must be 1 to 1024, got 1000000"):
+        load_stylizer(tmp_path / "many_keys.pt", "attention")
 
 
 def test_style_sets_come_from_folders_archives_and_single_files(tmp_path):

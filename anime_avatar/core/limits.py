@@ -29,6 +29,10 @@ from anime_avatar.core.errors import UserError
 SEED_LIMIT = 2**62  # seeds lie in 0 .. SEED_LIMIT - 1
 MIN_TRUNCATION = 0.05  # P(a latent value is still outside after 1000 redraws) <= 0.96**1000 ~ 2e-18
 MAX_SIDE = 768  # the side of any image a request or command makes (the stylizer at 768 px: 1.7 GiB)
+# Style positions one attention query weighs (stylize.max_keys, and a stylizer file's): its matrix is content
+# positions x keys, 35,344 x 1,024 x 4 bytes = 145 MB at 768 px. Unbounded, a file with 1,000,000 trained the same
+# at 128 px (784 positions there) and took 10.6 GB and 78 s at 768 px instead of 1.3 GB and 5.5 s.
+MAX_ATTENTION_KEYS = 1024
 MAX_ROWS = 64  # rows (images) per request
 # rows x side**2 per request: 1 image at 768 px, 4 at 512, 16 at 256. MLflow answers with nested JSON lists,
 # about 100 bytes of Python objects per pixel while it writes them, outside the model's one-at-a-time turn:

@@ -265,7 +265,7 @@ class StylizeParams(TrainingLoop):
     identity_feature_weight: float = Field(ge=0.0)
     adversarial_weight: float = Field(ge=0.0)
     key_dim: int = Field(ge=1, le=1024)
-    max_keys: int = Field(ge=1)
+    max_keys: int = Field(ge=1, le=1024)  # core.limits.MAX_ATTENTION_KEYS (a test keeps them equal)
     decoder_width: int = Field(ge=16, le=1024)
     max_faces: int = Field(ge=0)
     max_styles: int = Field(ge=0)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anime_avatar.core.limits import MAX_ATTENTION_KEYS
 from anime_avatar.nn.norm import adain, mean_variance_norm
 from anime_avatar.style.features import FeatureMaps, FeatureNet
 
@@ -45,6 +46,8 @@ class FusionConfig:
     def __post_init__(self) -> None:
         if self.method not in ("attention", "adain"):
             raise ValueError(f"method must be attention or adain, got {self.method!r}")
+        if not 1 <= self.max_keys <= MAX_ATTENTION_KEYS:  # a file's, not only params.yaml's: memory grows with it
+            raise ValueError(f"max_keys must be 1 to {MAX_ATTENTION_KEYS}, got {self.max_keys}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "scales": list(self.scales), "channels": list(self.channels)}
