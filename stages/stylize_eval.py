@@ -67,7 +67,8 @@ def evaluation_pairs(cfg: StylizeEvalParams, faces: PhotoFacesParams, device: to
         path = Path(photo).expanduser()
         if not path.is_file():
             raise UserError(f"stylize_eval.photos: {path} does not exist")
-        face = photo_faces(load_rgb(path), cfg.image_size, faces, largest=True)[0]
+        face = photo_faces(load_rgb(path), cfg.image_size, faces, largest=True, named=f"stylize_eval.photos: {path}",
+                           remedy="crop the photo around the face, or take it out of the list")[0]  # fmt: skip
         contents.append((path.stem, face.crop))
     styles = load_image_set(Path(cfg.style_path), "stylize_eval.style_path", cfg.n_styles,
                             prepare=lambda image: resize_short(image, cfg.image_size))  # fmt: skip

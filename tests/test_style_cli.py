@@ -12,6 +12,7 @@ from PIL import Image
 
 from anime_avatar import cli
 from anime_avatar.artifacts.generator import save_generator
+from anime_avatar.core.errors import UserError
 from anime_avatar.gan.nets import build_generator, net_config
 from anime_avatar.style.features import LAYERS, build_features
 from anime_avatar.style.model_file import save_stylizer
@@ -361,3 +362,19 @@ def test_stylize_eval_on_the_photos_only_reads_no_face_of_the_content_set(files,
                                            "content_path": missing, "style_path": str(styles)}})  # fmt: skip
     pairs = evaluation_pairs(params.stylize_eval, params.photo_faces, torch.device("cpu"))
     assert [(pair.content_name, pair.style_name) for pair in pairs] == [("astronaut", "style")]
+
+
+def test_a_stylize_eval_photo_without_a_face_is_named_with_its_setting(files, tmp_path):
+    """With several photos the message said only 'no face found in the photo', and offered the commands'
+    --no-detect, which a stage does not have."""
+    from stages.stylize_eval import evaluation_pairs
+
+    styles = tmp_path / "styles"
+    styles.mkdir()
+    shutil.copy(files["style"], styles / "style.jpg")
+    params = params_with({"stylize_eval": {"n_content": 0, "photos": [str(files["photo"]), str(files["style"])],
+                                           "image_size": 64, "style_path": str(styles)}})  # fmt: skip
+    with pytest.raises(UserError) as err:
+        evaluation_pairs(params.stylize_eval, params.photo_faces, torch.device("cpu"))
+    assert str(err.value).startswith(f"no face found in stylize_eval.photos: {files['style']} (")
+    assert str(err.value).endswith("crop the photo around the face, or take it out of the list")

@@ -55,18 +55,28 @@ def detect_photo_faces(photo: Image.Image, cfg: PhotoFacesParams) -> list[tuple[
     return sorted(boxes, key=lambda b: (-b[2] * b[3], b[0], b[1]))
 
 
-def photo_faces(photo: Image.Image, size: int, cfg: PhotoFacesParams, largest: bool = False) -> list[PhotoFace]:
+NO_DETECT_REMEDY = "crop the photo around the face, or use --no-detect to stylise the whole picture"
+
+
+def photo_faces(
+    photo: Image.Image,
+    size: int,
+    cfg: PhotoFacesParams,
+    largest: bool = False,
+    named: str = "the photo",
+    remedy: str = NO_DETECT_REMEDY,
+) -> list[PhotoFace]:
     """Square crops (``size`` px, grown by ``cfg.margin`` per side) of the faces in ``photo``, largest first
     (only it with ``largest``).
 
-    No face found: a UserError that suggests --no-detect.
+    No face found: a UserError naming the photo (``named``) and saying what to do (``remedy``: by default, a
+    command's --no-detect).
     """
     boxes = detect_photo_faces(photo, cfg)
     if not boxes:
         raise UserError(
-            f"no face found in the photo ({photo.width}x{photo.height}): the detector looks for frontal faces at "
-            f"least {cfg.min_size:.0%} of the picture's shorter side; crop the photo around the face, or use "
-            "--no-detect to stylise the whole picture"
+            f"no face found in {named} ({photo.width}x{photo.height}): the detector looks for frontal faces at "
+            f"least {cfg.min_size:.0%} of the picture's shorter side; {remedy}"
         )
     if largest:
         boxes = boxes[:1]
