@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from anime_avatar.core.errors import ParamsError
 from anime_avatar.core.params import load_params, merge, parse_params, read_params_file, semantic_keys
@@ -103,6 +104,17 @@ def test_every_seed_is_a_whole_number_the_commands_accept_and_a_bad_one_names_it
         with pytest.raises(ParamsError, match=rf"params.yaml: {where}.seed: Input should be"):
             parse_params(merge(RAW, changes), "params.yaml")
     assert params_with({"translate": {"seed": SEED_LIMIT - 1}}).translate.seed == check_seed(SEED_LIMIT - 1)
+
+
+def test_stylize_image_size_leaves_the_deeper_fusion_layer_more_than_one_position():
+    """At 32 px the encoder's mixed_2 map was 1x1: one content loss exactly 0, two style layers without signal."""
+    from anime_avatar.style.features import LAYERS, build_features
+
+    encoder = build_features("inception", LAYERS["inception"].fusion_scales)
+    deeper = encoder(torch.rand(1, 3, 48, 48))[LAYERS["inception"].fusion_scales[-1]]
+    assert min(deeper.shape[-2:]) >= 3
+    with pytest.raises(ParamsError, match=r"stylize.image_size: Input should be greater than or equal to 48"):
+        parse_params(merge(RAW, {"stylize": {"image_size": 32}}), "params.yaml")
 
 
 def test_max_keys_is_bounded_as_the_nets_bound_it():

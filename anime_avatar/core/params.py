@@ -255,7 +255,9 @@ class StylizeParams(TrainingLoop):
     style_path: str = Field(min_length=1)
     features: FeatureNetwork
     methods: list[Literal[FUSION_METHODS]] = Field(min_length=1)  # type: ignore[valid-type]
-    image_size: int = Field(ge=32, le=384)  # style images are resized to twice it: at most limits.MAX_SIDE
+    # Style images are resized to twice it: at most limits.MAX_SIDE. At least 48: below 35 px the deeper fusion layer
+    # (Inception's mixed_2) is 1x1, its content loss 0 and its style statistics constant; 2x2 up to 42.
+    image_size: int = Field(ge=48, le=384)
     steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0.0, lt=1.0)
