@@ -25,7 +25,7 @@ from anime_avatar.ops.stage_run import training_run
 from anime_avatar.style.data import StyleBatches
 from anime_avatar.style.images import resize_short
 from anime_avatar.style.model_file import save_stylizer
-from anime_avatar.style.training import LOSS_PARTS, StyleTrainState, train_stylizers
+from anime_avatar.style.training import StyleTrainState, loss_parts, train_stylizers
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def stylize_train(params: Params) -> None:
                                 on_log=lambda step, losses: run.log_metrics(losses, step))  # fmt: skip
         heads = {method: net.head for method, net in state.nets.items()}
         save_stylizer(STYLIZER, heads, state.step, cfg.image_size, run.run_id, version)
-        atomic_write_json(STYLIZE_TRAIN_METRICS, train_metrics(state))
-        fields = ["step", *(f"{m}_{part}" for m in state.nets for part in LOSS_PARTS)]
+        atomic_write_json(STYLIZE_TRAIN_METRICS, train_metrics(state, loss_parts(cfg)))
+        fields = ["step", *(f"{m}_{part}" for m in state.nets for part in loss_parts(cfg))]
         write_csv(STYLIZE_LOSSES_CSV, [{k: h.get(k) for k in fields} for h in state.history], fields)
         run.log_metrics({"train_seconds": state.seconds})
         tracking = params.tracking
@@ -62,12 +62,13 @@ def stylize_train(params: Params) -> None:
     log.info("stylizer saved to %s (MLflow run %s)", STYLIZER, run.run_id)
 
 
-def train_metrics(state: StyleTrainState) -> dict:
-    """Per net: its losses averaged over the last ten logged steps, and its trainable parameters."""
+def train_metrics(state: StyleTrainState, parts_logged: tuple[str, ...]) -> dict:
+    """Per net: its losses (``parts_logged``) averaged over the last ten logged steps, and its trainable
+    parameters."""
     recent = state.history[-10:]
     metrics: dict = {"steps": state.step, "seconds": round(state.seconds, 1)}
     for method, net in state.nets.items():
-        parts = {p: round(statistics.fmean(h[f"{method}_{p}"] for h in recent), 5) for p in LOSS_PARTS if recent}
+        parts = {p: round(statistics.fmean(h[f"{method}_{p}"] for h in recent), 5) for p in parts_logged if recent}
         metrics[method] = {**parts, "params": sum(p.numel() for p in net.head.parameters())}
     return metrics
 

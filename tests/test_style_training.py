@@ -19,7 +19,7 @@ from anime_avatar.style.data import StyleBatches
 from anime_avatar.style.features import LAYERS, build_features
 from anime_avatar.style.gatys import gatys_transfer
 from anime_avatar.style.model_file import load_stylizer, save_stylizer
-from anime_avatar.style.training import build_state, loss_layers, train_step, train_stylizers
+from anime_avatar.style.training import build_state, loss_layers, loss_parts, train_step, train_stylizers
 from tests.conftest import section
 
 SIZE = 48  # the smallest side the Inception encoder's training layers accept is 27
@@ -101,6 +101,14 @@ def test_a_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(
             db = resumed.nets[method].discriminator.state_dict()
             assert all(torch.equal(da[k], db[k]) for k in da)
     assert resumed.history == whole.history
+    # The stage's metrics and loss log carry every part the nets log: the GAN's too (they were left out).
+    from stages.stylize_train import train_metrics
+
+    parts = loss_parts(cfg)
+    assert all(set(row) == {"step"} | {f"{m}_{p}" for m in ("attention", "adain") for p in parts}
+               for row in whole.history)  # fmt: skip
+    assert ("adversarial" in parts and "d_loss" in parts) is bool(adversarial)
+    assert set(train_metrics(whole, parts)["attention"]) == {*parts, "params"}
 
 
 def test_a_checkpoint_of_other_params_or_data_is_not_resumed(batches, tmp_path, caplog):

@@ -45,6 +45,12 @@ from anime_avatar.style.nets import FusionHead, PatchDiscriminator, fusion_confi
 log = logging.getLogger(__name__)
 
 LOSS_PARTS = ("total", "content", "style", "id_pixel", "id_feature")
+ADVERSARIAL_PARTS = ("adversarial", "d_loss")  # logged too when stylize.adversarial_weight > 0
+
+
+def loss_parts(cfg: StylizeParams) -> tuple[str, ...]:
+    """The losses each net logs under these params."""
+    return LOSS_PARTS + (ADVERSARIAL_PARTS if cfg.adversarial_weight > 0 else ())
 
 
 @dataclass
