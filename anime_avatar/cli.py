@@ -181,7 +181,11 @@ def _gatys_options_misused(args: argparse.Namespace) -> str | None:
     and weights come from its file), or None."""
     if not hasattr(args, "plain") or args.method == "gatys":
         return None
-    given = [flag for attr, flag in GATYS_OPTIONS.items() if getattr(args, attr) not in (None, False)]
+    given = [
+        flag
+        for attr, flag in GATYS_OPTIONS.items()
+        if getattr(args, attr) is not None and getattr(args, attr) is not False
+    ]
     if not given:
         return None
     return (
@@ -432,7 +436,7 @@ def _add_style_options(p: argparse.ArgumentParser, translate: bool = False) -> N
     p.add_argument("--steps", type=_int_at_least(1), help="gatys: network evaluations (default: gatys.steps)")
     p.add_argument("--style-weight", type=_positive_float, help="gatys: style weight (default: gatys.style_weight)")
     p.add_argument(
-        "--content-weight", type=_positive_float, help="gatys: content weight (default: gatys.content_weight)"
+        "--content-weight", type=_non_negative_float, help="gatys: content weight (default: gatys.content_weight)"
     )
 
 

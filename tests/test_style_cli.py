@@ -148,6 +148,7 @@ def test_without_a_trained_stylizer_the_network_method_says_how_to_get_one(files
         (["stylize", "--method", "adain", "--style-weight", "1000000"], "--style-weight only apply"),
         (["stylize", "--features", "vgg19", "--plain"], "--features, --plain only apply"),  # (network, the default)
         (["avatar", "--steps", "3"], "--steps only apply to --method gatys; --method translate"),
+        (["stylize", "--method", "adain", "--content-weight", "0"], "--content-weight only apply"),  # (0: given)
     ],
 )
 def test_gatys_options_with_another_method_are_a_usage_error(files, capsys, argv, named):
