@@ -141,7 +141,8 @@ def main() -> None:
         flush=True,
     )
     real_set = faces[np.random.default_rng(0).permutation(len(faces))[: args.n_real]] if args.n_real else faces
-    key = f"{data_version(args.faces).replace(':', '-')}-{len(real_set)}"
+    # The faces are resized to detect.image_size first: features of another size are other features.
+    key = f"{data_version(args.faces).replace(':', '-')}-{size}px-{len(real_set)}"
     backend = params.eval.inception_backend  # auto: OpenVINO, ~2.4x TorchScript (README, Speed)
     reals = real_features(real_set, cache_dir() / "fid-stats", key, backend=backend)
 

@@ -42,6 +42,9 @@ def evaluate(params: Params) -> None:
             f"{GENERATOR} makes {generator.resolution}px images but {FACES_DIR} holds {reals.image_size}px faces: "
             "run the pipeline again (dvc repro)"
         )
+    if len(reals) < 2:  # before the generator samples and the features are computed: FID needs two of each
+        raise UserError(f"{FACES_DIR} holds {len(reals)} face: FID and KID need at least 2 real faces "
+                        "(find more: a larger data set, or a lower detect.min_face)")  # fmt: skip
     features = eval_real_features(reals.batches(cfg.batch_size), data_version(FACES_DIR), cfg, device, len(reals))
     scores, fakes = score_generator(generator.net, generator.z_dim, features, cfg, device)
     scored = {"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,6 +48,20 @@ def kid_fid(real: np.ndarray, fake: np.ndarray, cfg: TranslateEvalParams, device
     return scores.kid_mean, scores.fid
 
 
+def anime_and_reference(cfg: TranslateEvalParams) -> tuple[np.ndarray, np.ndarray]:
+    """The test anime faces and the reference ones (the floor: real faces scored the same way). When both settings
+    name one set (the offline default: data/faces), they are its two alternate halves of 2 x n_images evenly
+    spread faces, never the same images: the floor was the test faces scored against themselves (FID 0)."""
+    same = Path(cfg.anime).expanduser().resolve() == Path(cfg.reference).expanduser().resolve()
+    if not same:
+        anime = load_domain(cfg.anime, "translate_eval.anime", cfg.image_size, cfg.n_images)
+        return anime, load_domain(cfg.reference, "translate_eval.reference", cfg.image_size, len(anime))
+    both = load_domain(cfg.anime, "translate_eval.anime", cfg.image_size, 2 * cfg.n_images)
+    log.info("translate_eval.reference is translate_eval.anime: the test faces and the reference are its alternate "
+             "halves (%d each)", len(both) // 2)  # fmt: skip
+    return both[0::2], both[1::2]
+
+
 def translate_eval(params: Params) -> None:
     cfg = params.translate_eval
     apply_threads(cfg.threads, "translate_eval.threads")
@@ -54,8 +69,7 @@ def translate_eval(params: Params) -> None:
     trained = load_translator(TRANSLATOR, "anime", device)
     size = trained.image_size
     photos = load_domain(cfg.photos, "translate_eval.photos", max(size, cfg.image_size), cfg.n_images)
-    anime = load_domain(cfg.anime, "translate_eval.anime", cfg.image_size, cfg.n_images)
-    reference = load_domain(cfg.reference, "translate_eval.reference", cfg.image_size, len(anime))
+    anime, reference = anime_and_reference(cfg)
     for key, images in (("photos", photos), ("anime", anime), ("reference", reference)):
         if len(images) < 2:  # checked before Inception runs, not after
             raise UserError(f"translate_eval.{key}: {len(images)} image; KID and FID need at least 2")

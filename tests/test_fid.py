@@ -63,7 +63,7 @@ def test_torchmetrics_fid_matches_closed_form() -> None:
     fake = samples_with_moments(mu2, sigma2, n + 50, rng)
     np.testing.assert_allclose(np.cov(fake, rowvar=False), sigma2, atol=1e-10)
 
-    scores = fid.scores_from_features(real, fake, device="cpu", kid_subset_size=100, kid_subsets=5)
+    scores = fid.scores_from_features(real, fake, kid_subset_size=100, kid_subsets=5)
 
     expected = closed_form_fid(mu1, sigma1, mu2, sigma2)
     assert scores.fid == pytest.approx(expected, rel=1e-8)
@@ -78,7 +78,7 @@ def test_fid_of_diagonal_gaussians_has_its_textbook_value() -> None:
     real = samples_with_moments(mu1, np.diag(a), 100, rng)
     fake = samples_with_moments(mu2, np.diag(b), 100, rng)
 
-    scores = fid.scores_from_features(real, fake, device="cpu", kid_subset_size=50, kid_subsets=3)
+    scores = fid.scores_from_features(real, fake, kid_subset_size=50, kid_subsets=3)
 
     assert scores.fid == pytest.approx(5.25 + 1.0 + 1.0 + 0.0 + 0.25, rel=1e-9)
 
@@ -89,11 +89,22 @@ def test_kid_is_deterministic_and_keeps_the_global_rng() -> None:
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    first = fid.scores_from_features(real, fake, device="cpu", kid_subset_size=40, kid_subsets=20)
+    first = fid.scores_from_features(real, fake, kid_subset_size=40, kid_subsets=20)
     assert torch.rand(1) == before
-    second = fid.scores_from_features(real, fake, device="cpu", kid_subset_size=40, kid_subsets=20)
+    second = fid.scores_from_features(real, fake, kid_subset_size=40, kid_subsets=20)
     assert first == second
     assert first.kid_mean > 0 and first.kid_std > 0
+
+
+def test_kid_reseeds_no_gpu_random_stream(monkeypatch) -> None:
+    """torch.manual_seed seeds every CUDA device too (queued when CUDA is not initialised): a GPU training run's
+    random stream was reset by an evaluation."""
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: seeded.append(seed))
+    monkeypatch.setattr(torch.mps, "manual_seed", lambda seed: seeded.append(seed))
+    rng = np.random.default_rng(3)
+    fid.scores_from_features(rng.normal(size=(30, 4)), rng.normal(size=(30, 4)), kid_subset_size=10, kid_subsets=3)
+    assert seeded == []
 
 
 def test_input_transform_follows_the_tf_convention() -> None:
@@ -160,7 +171,7 @@ def face_scores() -> dict[str, fid.FidKid]:
     half_a = extraction.extract_features(faces[0::2], "cpu", progress=False)
     others = {"other half": faces[1::2], "uniform noise": noise, "flat colours": flat}
     scores = {
-        name: fid.compute_fid_kid(half_a, images, device="cpu", kid_subset_size=N_PER_SET // 2, progress=False)
+        name: fid.compute_fid_kid(half_a, images, kid_subset_size=N_PER_SET // 2, progress=False)
         for name, images in others.items()
     }
     for name, s in scores.items():
@@ -228,3 +239,24 @@ def test_a_feature_cache_that_would_run_code_is_recomputed_without_running_it(tm
     assert features.shape == (1, extraction.FEATURE_DIM)
     with np.load(tmp_path / "abc.npz", allow_pickle=False) as data:  # replaced by plain numbers
         np.testing.assert_array_equal(data["features"], features)
+
+
+def test_evaluate_with_one_real_face_stops_in_one_line_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    """FID needs two faces: with one, a ValueError traceback came after sampling and the features."""
+    from types import SimpleNamespace
+
+    import stages.evaluate
+    from anime_avatar.artifacts.faces import FaceCrop, write_face_set
+    from anime_avatar.core.errors import UserError
+    from anime_avatar.data.images import png_bytes
+    from tests.conftest import params_with
+
+    monkeypatch.chdir(tmp_path)
+    face = FaceCrop("a-00", "a.png", (1, 2, 10, 10), (0, 0, 12, 12), 0.9, "lbp", 7,
+                    png_bytes(Image.new("RGB", (16, 16), (200, 100, 50))))  # fmt: skip
+    (tmp_path / "data" / "faces").mkdir(parents=True)
+    write_face_set(tmp_path / "data" / "faces", [face], [], image_size=16, detector="lbp")
+    monkeypatch.setattr(stages.evaluate, "load_generator", lambda path, device: SimpleNamespace(resolution=16))
+    monkeypatch.setattr(stages.evaluate, "eval_real_features", lambda *a: pytest.fail("features computed"))
+    with pytest.raises(UserError, match=r"data/faces holds 1 face: FID and KID need at least 2 real faces"):
+        stages.evaluate.evaluate(params_with())

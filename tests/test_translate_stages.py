@@ -213,3 +213,18 @@ def test_translate_eval_with_one_image_in_a_set_stops_before_scoring_naming_the_
         finally:
             torch.set_num_threads(threads)
     assert not (tmp_path / "metrics").exists()
+
+
+def test_one_set_as_anime_and_reference_is_split_in_disjoint_halves(tmp_path):
+    """The offline default names data/faces for both: the floor was the test faces scored against themselves."""
+    from stages.translate_eval import anime_and_reference
+
+    for i in range(9):
+        Image.new("RGB", (40, 40), (25 * i, 90, 160)).save(tmp_path / f"{i}.png")
+    same = {"anime": str(tmp_path), "reference": str(tmp_path / "."), "image_size": 32}
+    anime, reference = anime_and_reference(params_with({"translate_eval": {**same, "n_images": 4}}).translate_eval)
+    assert len(anime) == len(reference) == 4
+    colours = lambda images: {int(image[0, 0, 0]) for image in images}  # noqa: E731
+    assert colours(anime) == {0, 50, 100, 150} and colours(reference) == {25, 75, 125, 175}  # spread 8: 0,1,...,7
+    everything, rest = anime_and_reference(params_with({"translate_eval": {**same, "n_images": 0}}).translate_eval)
+    assert (len(everything), len(rest)) == (5, 4) and not colours(everything) & colours(rest)

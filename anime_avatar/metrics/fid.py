@@ -55,7 +55,6 @@ class FidKid:
 def scores_from_features(
     real: np.ndarray,
     fake: np.ndarray,
-    device: DeviceLike = None,
     kid_subset_size: int = 1000,
     kid_subsets: int = 100,
     seed: int = 0,
@@ -65,29 +64,33 @@ def scores_from_features(
     The metrics get :class:`PrecomputedFeatures` as their extractor and the features as "images", so the
     distances (FID's eigenvalue-based matrix square root, KID's unbiased polynomial-kernel MMD) stay torchmetrics'
     code. Features go in as float64 so FID's moments and result are double precision. The KID subset size is
-    capped at the smaller set (torchmetrics refuses larger ones) and the subsets are drawn from a fixed seed,
-    without touching the global RNG, so the same features always give the same KID.
+    capped at the smaller set (torchmetrics refuses larger ones; the subsets then all hold that whole set, and
+    ``kid_std`` shows only the other set's resampling) and the subsets are drawn from a fixed seed, without touching
+    the global RNG, so the same features always give the same KID.
+
+    The distances are computed on the CPU whatever device made the features: in float64, which MPS lacks, with
+    the same results on every machine, and with no GPU random stream reseeded (``torch.manual_seed`` seeds
+    every CUDA device too, and queues that seed when CUDA is not yet initialised).
     """
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f"real and fake features must be (N, D) with the same D, got {real.shape} and {fake.shape}")
     if len(real) < 2 or len(fake) < 2:
         raise ValueError(f"FID needs at least 2 real and 2 fake samples, got {len(real)} and {len(fake)}")
-    device = resolve_device(device)
     dim = real.shape[1]
     subset_size = min(kid_subset_size, len(real), len(fake))
-    fid = FrechetInceptionDistance(feature=PrecomputedFeatures(dim)).to(device)
+    fid = FrechetInceptionDistance(feature=PrecomputedFeatures(dim))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features", category=UserWarning)
         kid = KernelInceptionDistance(
             feature=PrecomputedFeatures(dim), subsets=kid_subsets, subset_size=subset_size
-        ).to(device)
+        )
     for features, is_real in ((real, True), (fake, False)):
-        tensor = torch.from_numpy(np.asarray(features, dtype=np.float64)).to(device)
+        tensor = torch.from_numpy(np.asarray(features, dtype=np.float64))
         fid.update(tensor, real=is_real)
         kid.update(tensor, real=is_real)
     fid_value = fid.compute()
     with torch.random.fork_rng(devices=[]):  # KID's subsets use torch.randperm on the CPU generator
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # that generator only
         kid_mean, kid_std = kid.compute()
     return FidKid(
         fid=float(fid_value),
@@ -127,4 +130,4 @@ def compute_fid_kid(
     device = resolve_device(device)
     real_f = _as_features(real, device, batch_size, progress, "real Inception features", backend)
     fake_f = _as_features(fake, device, batch_size, progress, "fake Inception features", backend)
-    return scores_from_features(real_f, fake_f, device, kid_subset_size, kid_subsets, seed)
+    return scores_from_features(real_f, fake_f, kid_subset_size, kid_subsets, seed)
