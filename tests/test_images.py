@@ -1,3 +1,4 @@
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -406,3 +407,23 @@ def test_a_broken_file_that_pillow_fails_on_with_another_error_type_is_unreadabl
         read_image(tmp_path / "cut.qoi")
     with pytest.raises(BadRequest, match="^row 0 style image cannot be decoded: corrupt image: IndexError: "):
         decode(cut, "row 0 style image")
+
+
+def test_a_postscript_file_never_reaches_ghostscript(tmp_path, monkeypatch):
+    """Pillow's EPS plugin runs Ghostscript on the bytes when `gs` is on the PATH: a served model or a command
+    handed a client's file to it. Only the formats images come in are read."""
+    from anime_avatar.ops.pyfunc_images import BadRequest, check_image_header
+
+    marker = tmp_path / "gs-ran"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "gs").write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    (tmp_path / "bin" / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n0 0 moveto 16 16 lineto stroke\nshowpage\n"
+    (tmp_path / "face.eps").write_bytes(eps)
+    with pytest.raises(UnreadableImage, match="^not an image$"):
+        read_image(tmp_path / "face.eps")
+    assert check_image(tmp_path / "face.eps", 1 << 20).reason == "not an image"
+    with pytest.raises(BadRequest, match="is not an image Pillow can read"):
+        check_image_header(eps, "row 0 photo")
+    assert not marker.exists()

@@ -15,6 +15,10 @@ from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+# The formats any image is read as (files, uploads, served requests). Not whatever Pillow knows: its EPS plugin
+# hands the bytes to Ghostscript when `gs` is installed (whose -dSAFER has had bypasses), and its rarer parsers
+# are less tried. (JPEG's opener also reads MPO, the JPEG of phones and cameras that hold a second picture.)
+READ_FORMATS = ("PNG", "JPEG", "WEBP", "AVIF", "GIF", "BMP", "DIB", "TIFF", "PPM", "ICO", "QOI")
 
 
 # Pillow's own decompression-bomb limit (about 9459x9459): larger images are refused, whatever
@@ -97,7 +101,7 @@ def _open(path: str | os.PathLike[str], max_side: int | None) -> Image.Image:
             is_jpeg = f.read(3) == b"\xff\xd8\xff"
         if is_jpeg:
             return JpegImagePlugin.JpegImageFile(path)
-    return Image.open(path)
+    return Image.open(path, formats=READ_FORMATS)
 
 
 def load_rgb(path: str | os.PathLike[str], max_side: int | None = None) -> Image.Image:
@@ -158,7 +162,7 @@ def check_image(path: str | os.PathLike[str], max_bytes: int) -> ImageCheck:
         return ImageCheck(False, "empty file")
     try:
         width, height = read_image(path).rgb.size
-        with Image.open(path) as im:
+        with Image.open(path, formats=READ_FORMATS) as im:
             im.verify()  # checksums that decoding alone does not look at (PNG CRCs)
     except UnreadableImage as err:
         return ImageCheck(False, str(err))

@@ -81,9 +81,7 @@ def scores_from_features(
     fid = FrechetInceptionDistance(feature=PrecomputedFeatures(dim))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*will save all extracted features", category=UserWarning)
-        kid = KernelInceptionDistance(
-            feature=PrecomputedFeatures(dim), subsets=kid_subsets, subset_size=subset_size
-        )
+        kid = KernelInceptionDistance(feature=PrecomputedFeatures(dim), subsets=kid_subsets, subset_size=subset_size)
     for features, is_real in ((real, True), (fake, False)):
         tensor = torch.from_numpy(np.asarray(features, dtype=np.float64))
         fid.update(tensor, real=is_real)

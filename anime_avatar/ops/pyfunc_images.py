@@ -33,10 +33,12 @@ def image_bytes(value: Any, what: str) -> bytes:
 def check_image_header(data: bytes, what: str, resized_to: int | None = None) -> tuple[int, int]:
     """The size an image file declares, checked against the limits before anything is decoded (and, with
     ``resized_to``, the image it makes at that short side), or BadRequest."""
+    from anime_avatar.data.images import READ_FORMATS
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(io.BytesIO(data), formats=READ_FORMATS) as im:
                 width, height = im.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise BadRequest(f"{what} is too large to decode safely ({err})") from None
