@@ -76,6 +76,26 @@ def test_pyfunc_model_stylises_rows_of_image_bytes_like_the_cli(registered, monk
     mlflow.set_tracking_uri(None)
 
 
+def test_a_stylizer_holding_only_adain_serves_requests_that_name_no_method(registered, tmp_path):
+    """stylize.methods: [adain] made a file whose logged signature defaulted to attention: every request without a
+    method, the logged input example's included, was refused."""
+    from types import SimpleNamespace
+
+    from anime_avatar.ops.stylizer_models import stylizer_signature
+
+    encoder = build_features("inception", LAYERS["inception"].fusion_scales)
+    head = FusionHead(fusion_config("adain", encoder, LAYERS["inception"].fusion_scales, 8, 64, 16))
+    save_stylizer(tmp_path / "adain.pt", {"adain": head}, step=3, image_size=64)
+    model = pyfunc_stylizer.StylizerModel()
+    model.load_context(SimpleNamespace(artifacts={pyfunc_stylizer.ARTIFACT: str(tmp_path / "adain.pt")}))
+    a, _, style = registered["images"]
+    out = model.predict(None, pd.DataFrame({"content": [png(a)], "style": [png(style)]}), params={"size": 48})
+    assert out.shape == (1, 48, 48, 3)
+    params = stylizer_signature(pyfunc_stylizer.default_method(["adain"])).params.params
+    assert {p.name: p.default for p in params}["method"] == "adain"
+    assert pyfunc_stylizer.default_method(["adain", "attention"]) == "attention"
+
+
 def test_the_logged_model_holds_code_and_tensors_and_resolves_for_the_cli(registered, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
     folder, files = code_model_files(f"models:/{NAME}/1")

