@@ -143,3 +143,25 @@ def test_image_sizes_are_bounded_within_the_largest_side_and_fail_naming_the_key
     field = type(getattr(params_with(), section)).model_fields[name]
     largest = max(m.le for m in field.metadata if getattr(m, "le", None) is not None)
     assert largest * (2 if key == "stylize.image_size" else 1) <= MAX_SIDE  # stylize: style images at twice it
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["stylize.style_path", "stylize_eval.content_path", "stylize_eval.style_path", "translate.photos",
+     "translate.anime", "translate_eval.photos", "translate_eval.anime", "translate_eval.reference"],
+)  # fmt: skip
+def test_a_path_dvc_lists_as_a_dependency_may_not_start_with_a_tilde(key):
+    """DVC took '~/styles' literally: train and evaluate ran for minutes, then 'No such file or directory' naming
+    no key."""
+    section, name = key.split(".")
+    with pytest.raises(ParamsError, match=rf"{key}: '~/styles' starts with ~, which DVC does not expand"):
+        parse_params(merge(RAW, {section: {name: "~/styles"}}), "params.yaml")
+
+
+def test_stylize_eval_may_compare_only_the_nets_stylize_trains():
+    """stylize.methods: [adain] with the default stylize_eval.methods failed minutes in, after stylize_train."""
+    with pytest.raises(ParamsError, match=r"^params.yaml: stylize_eval.methods names attention, which stylize.methods"):
+        parse_params(merge(RAW, {"stylize": {"methods": ["adain"]}}), "params.yaml")
+    evaluated = ["gatys-inception", "adain"]
+    changes = {"stylize": {"methods": ["adain"]}, "stylize_eval": {"methods": evaluated}}
+    assert parse_params(merge(RAW, changes)).stylize_eval.methods == evaluated

@@ -49,6 +49,17 @@ DeviceSpec = Annotated[str, AfterValidator(_device_spec)]
 Seed = Annotated[int, Field(ge=0, lt=2**62)]
 
 
+def _no_home_shorthand(value: str) -> str:
+    if value.startswith("~"):
+        raise ValueError(f"{value!r} starts with ~, which DVC does not expand (dvc.yaml lists this path as a "
+                         "stage's dependency): write the full path, e.g. $HOME/… in a shell")  # fmt: skip
+    return value
+
+
+# A path that dvc.yaml interpolates into a stage's deps (${stylize.style_path}): DVC takes it literally.
+DvcDependency = Annotated[str, Field(min_length=1), AfterValidator(_no_home_shorthand)]
+
+
 class Section(BaseModel):
     # allow_inf_nan: a NaN or infinite value (YAML .nan, .inf) is an error naming its key, not a silent nonsense run.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -252,7 +263,7 @@ FeatureNetwork = Literal["inception", "vgg19"]
 class StylizeParams(TrainingLoop):
     """stylize_train: the attention fusion network and its AdaIN baseline."""
 
-    style_path: str = Field(min_length=1)
+    style_path: DvcDependency
     features: FeatureNetwork
     methods: list[Literal[FUSION_METHODS]] = Field(min_length=1)  # type: ignore[valid-type]
     # Style images are resized to twice it: at most limits.MAX_SIDE. At least 48: below 35 px the deeper fusion layer
@@ -305,9 +316,9 @@ class PhotoFacesParams(Section):
 class StylizeEvalParams(Computes):
     """stylize_eval: every method on one fixed content/style set."""
 
-    content_path: str = Field(min_length=1)
+    content_path: DvcDependency
     photos: list[str]
-    style_path: str = Field(min_length=1)
+    style_path: DvcDependency
     n_content: int = Field(ge=0)
     n_styles: int = Field(ge=1)
     image_size: int = Field(ge=64, le=768)
@@ -335,8 +346,8 @@ TRANSLATE_ATTENTION = ("cam+mask", "cam", "mask", "none")  # anime_avatar/transl
 class TranslateParams(TrainingLoop):
     """translate_train: the photo <-> anime translator (cycle-consistent GAN with CAM attention and a mask)."""
 
-    photos: str = Field(min_length=1)
-    anime: str = Field(min_length=1)
+    photos: DvcDependency
+    anime: DvcDependency
     image_size: int = Field(ge=16, le=512)
     channels: int = Field(ge=1, le=256)
     n_blocks: int = Field(ge=1, le=16)
@@ -368,9 +379,9 @@ class TranslateParams(TrainingLoop):
 class TranslateEvalParams(Computes):
     """translate_eval: the translator on test photos against test anime faces (KID, FID, face rate, structure)."""
 
-    photos: str = Field(min_length=1)
-    anime: str = Field(min_length=1)
-    reference: str = Field(min_length=1)
+    photos: DvcDependency
+    anime: DvcDependency
+    reference: DvcDependency
     n_images: int = Field(ge=0)
     image_size: int = Field(ge=32, le=512)
     kid_subset_size: int = Field(ge=2)
@@ -435,6 +446,17 @@ class Params(Section):
         # The train stage reads its resolution from the training images, which detect makes at
         # detect.image_size: check here, before any stage runs, that such a net can be built.
         net_config(self.model, self.detect.image_size, key="detect.image_size")
+        return self
+
+    @model_validator(mode="after")
+    def _evaluated_nets_are_trained(self) -> Params:
+        # stylize_eval loads each net it compares from the stylizer stylize_train makes: checked before any stage.
+        untrained = [m for m in self.stylize_eval.methods if m in FUSION_METHODS and m not in self.stylize.methods]
+        if untrained:
+            raise ValueError(
+                f"stylize_eval.methods names {', '.join(untrained)}, which stylize.methods does not train: add it "
+                "to stylize.methods, or take it out of stylize_eval.methods"
+            )
         return self
 
 
