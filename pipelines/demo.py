@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = {
     "data": {"source": "synthetic", "synthetic": {"count": 100}},
     "photos": {"source": "synthetic"},
+    # The offline detector: a project's lbp cascade_path is relative to the project, not to demo/.
+    "detect": {"detector": "animeface"},
     "validate": {"min_count": 50},
     "train": {"steps": 300, "sample_every": 100, "checkpoint_every": 100},
     "eval": {"n_samples": 100, "kid_subset_size": 50},
@@ -66,12 +68,14 @@ def replaceable(dest: Path) -> str | None:
     target = dest.resolve()
     if target == ROOT or target in ROOT.parents:
         return "it holds the project itself"
-    if not dest.exists() or target == ROOT / "demo" or (dest / MARKER).is_file():
-        return None  # absent, the default demo/ (made before the marker), or an earlier demo workspace
+    if not dest.exists() or (dest / MARKER).is_file():
+        return None  # absent, or an earlier demo workspace
     if not dest.is_dir():
         return "it is not a folder"
     if any(dest.iterdir()):
-        return f"it is not a demo workspace (no {MARKER} in it)"
+        # The default demo/ too: it is git-ignored, so a folder of the user's there would go unnoticed. (A demo/
+        # made before workspaces were marked, on 2026-12-07, is refused once: remove it by hand.)
+        return f"it is not a demo workspace (no {MARKER} in it; an old demo's folder: remove it yourself)"
     return None
 
 

@@ -233,3 +233,18 @@ def test_a_heavy_command_picks_its_threads_before_torch_and_checks_out_first(tmp
     assert lines[0] == "exit 1 torch not imported", proc.stdout + proc.stderr
     assert "--out A.png is a folder" in proc.stderr
     assert lines[1] == f"threads {idle_cores()}"  # torch, once imported, would start with the idle cores
+
+
+def test_the_demo_replaces_only_its_own_workspaces_even_at_the_default_demo_folder(tmp_path, monkeypatch):
+    """./demo was replaced whatever it held: a folder of the user's notes there (git-ignored) went silently."""
+    from pipelines import demo
+
+    monkeypatch.setattr(demo, "ROOT", tmp_path)
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match=r"it is not a demo workspace \(no \.anime-avatar-demo in it"):
+        demo.prepare(tmp_path / "demo")
+    assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"
+    (tmp_path / "demo" / demo.MARKER).write_text("")
+    assert demo.replaceable(tmp_path / "demo") is None
+    assert demo.replaceable(tmp_path / "new") is None and demo.replaceable(tmp_path) == "it holds the project itself"
