@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import os
 import subprocess
 import sys
 import tarfile
@@ -121,9 +122,10 @@ def install(workspace: Path, source: Path | None = None, template: Path = TEMPLA
         scripts = [script_of(p, path) for p, path in zip(PACKAGES, fetch(source), strict=True)]
         atomic_write_text(template, build_page(scripts))
     dvc = Path(sys.executable).parent / "dvc"
-    # --local: .dvc/config.local, which DVC's own .gitignore keeps out of git (the path is this machine's).
-    subprocess.run([str(dvc), "config", "--local", "plots.html_template", str(template.resolve())], cwd=workspace,
-                   check=True)  # fmt: skip
+    # --local: .dvc/config.local, which DVC's own .gitignore keeps out of git. Relative to .dvc/, where DVC
+    # resolves it: a checkout moved or copied elsewhere keeps its plots (an absolute path broke `dvc plots show`).
+    relative = os.path.relpath(template.resolve(), (workspace / ".dvc").resolve())
+    subprocess.run([str(dvc), "config", "--local", "plots.html_template", relative], cwd=workspace, check=True)
     return template
 
 

@@ -205,11 +205,17 @@ def test_dvc_plots_draw_offline_with_the_inlined_vega_template(tmp_path):
     run(["dvc", "init", "--no-scm", "-q"], work)
     run(["dvc", "plots", "show", "-o", "cdn"], work)  # DVC's own page: Vega from a CDN, blank offline
     assert chart_pixels(work / "cdn/index.html", tmp_path / "cdn.png") == 0
-    template = offline_plots.TEMPLATE if offline_plots.TEMPLATE.is_file() else tmp_path / "offline.html"
+    template = work / ".vega" / "offline.html"  # inside the workspace, as the project's is
+    if offline_plots.TEMPLATE.is_file():
+        template.parent.mkdir()
+        shutil.copy(offline_plots.TEMPLATE, template)
     offline_plots.install(work, template=template)  # what make setup does (it fetches Vega once, pinned)
-    assert str(template.resolve()) in (work / ".dvc/config.local").read_text()
-    run(["dvc", "plots", "show", "-o", "offline"], work)
-    assert chart_pixels(work / "offline/index.html", tmp_path / "offline.png") > 500  # the two loss lines drawn
+    assert "html_template = ../.vega/offline.html" in (work / ".dvc/config.local").read_text()
+    # Relative to .dvc/: the checkout moved elsewhere still draws (an absolute path failed: "HTML template has to
+    # contain '{plot_divs}'").
+    moved = work.rename(tmp_path / "moved")
+    run(["dvc", "plots", "show", "-o", "offline"], moved)
+    assert chart_pixels(moved / "offline/index.html", tmp_path / "offline.png") > 500  # the two loss lines drawn
 
 
 def test_offline_plots_outside_a_dvc_workspace_is_a_warning_not_a_traceback(tmp_path, caplog):
