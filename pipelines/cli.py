@@ -25,15 +25,20 @@ def _flow_outcome(state_name: str, result: dict) -> None:
     log.info("%s finished", state_name)
 
 
-def _workspace_params(args: argparse.Namespace) -> Path:
-    """The flows run ``dvc repro``, which reads the workspace's params.yaml: check it, refuse any other file."""
+def _workspace_params(args: argparse.Namespace, retrains: bool = False) -> Path:
+    """The flows run ``dvc repro``, which reads the workspace's params.yaml: check it, refuse any other file.
+    ``retrains``: the retrain flow's own needs too (:func:`pipelines.recovery.check_retrain_params`)."""
     workspace = Path.cwd()
     if Path(args.params).resolve() != (workspace / DEFAULT_PARAMS).resolve():
         raise UserError(
             f"--params {args.params}: the flows run DVC, which reads {DEFAULT_PARAMS} of the workspace only; "
             "edit it, or try values with `dvc exp run -S key=value`"
         )
-    load_params(args.params)  # bad params fail here, in one line, before Prefect starts
+    params = load_params(args.params)  # bad params fail here, in one line, before Prefect starts
+    if retrains:
+        from pipelines.recovery import check_retrain_params
+
+        check_retrain_params(params)
     return workspace
 
 
@@ -70,7 +75,7 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     """
     from pipelines.flows import retrain_flow
 
-    workspace = _workspace_params(args)
+    workspace = _workspace_params(args, retrains=True)
     _check_prefect_server()
     _flow_outcome("anime-avatar-retrain", retrain_flow(workspace=str(workspace), refresh=not args.no_refresh))
 
@@ -83,7 +88,7 @@ def cmd_schedule(args: argparse.Namespace) -> None:
     """
     from pipelines.schedule import serve_retrain
 
-    serve_retrain(_workspace_params(args), args.cron, args.name, args.timezone)
+    serve_retrain(_workspace_params(args, retrains=True), args.cron, args.name, args.timezone)
 
 
 def cmd_experiments(args: argparse.Namespace) -> None:

@@ -39,7 +39,7 @@ from anime_avatar.ops.run_journal import RunJournal, journaled_run
 from anime_avatar.ops.stage_run import tracking_ready
 from anime_avatar.ops.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, tracking_uri
 from anime_avatar.ops.tracking_store import check_tracking_store, fail_fast_http
-from pipelines.recovery import dvc_executable, kept_outputs, preflight
+from pipelines.recovery import check_retrain_params, dvc_executable, kept_outputs, preflight
 
 
 class _UserErrorsWithoutTraceback(logging.Filter):
@@ -331,6 +331,7 @@ def retrain_flow(workspace: str = ".", refresh: bool = True) -> dict:
     logger = get_run_logger()
     with workspace_lock(root, f"flow anime-avatar-retrain {_flow_run_id()}"):
         params = load_params(root / "params.yaml")
+        check_retrain_params(params)  # again: a scheduled run reads params.yaml as it is then
         name = params.tracking.model_name
         # The store first, in a second, not after MLflow's minutes of retries on the champion lookup below.
         check_tracking_store(tracking_uri(root))

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from anime_avatar.core.dvcfiles import locked_params, removed_outputs, restorable_paths
+from anime_avatar.core.errors import UserError
 from anime_avatar.core.params import Params
 from anime_avatar.data.sources import url_archive
 from anime_avatar.ops.tracking import tracking_uri
@@ -47,10 +48,24 @@ def download_will_fetch(root: Path, params: Params, force: bool) -> bool:
 
 
 def preflight(root: Path, params: Params, force_download: bool) -> None:
-    """Raise UserError before any stage runs if the tracking store or the download's archive is unusable."""
+    """Raise UserError before any stage runs if the tracking store, the download's archive or a local data
+    folder is unusable (a missing local folder failed in the download task, which the flow retried three times,
+    74 s, for a user's typo)."""
     check_tracking_store(tracking_uri(root))
+    for source in (params.data, params.photos):
+        local = Path(source.path).expanduser()
+        if source.source == "local" and not (local if local.is_absolute() else root / local).exists():
+            raise UserError(f"{source.section}.path: {source.path} does not exist")
     if download_will_fetch(root, params, force_download):
         url_archive(params.data)  # in the cache now: the download stage reuses it
+
+
+def check_retrain_params(params: Params) -> None:
+    """Retraining decides between registered versions: without registration it ran the whole pipeline (12 min
+    with the defaults), then failed, and a schedule failed so every time."""
+    if not params.tracking.register_model:
+        raise UserError("retrain moves the champion between registered generator versions, and "
+                        "tracking.register_model is false: set it to true, or run `anime-avatar pipeline`")  # fmt: skip
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -64,3 +64,33 @@ def test_a_stage_that_never_ran_has_nothing_to_restore(tmp_path):
     with kept_outputs(tmp_path, "make") as kept:
         done = kept.restore()
     assert (done.paths, done.set_aside, done.problems) == ([], [], [])
+
+
+def test_the_flows_refuse_a_missing_local_data_folder_before_any_stage(tmp_path, monkeypatch):
+    """The download task failed on it, and the flow retried that task three times: 74 s for a typo."""
+    import pytest
+
+    from anime_avatar.core.errors import UserError
+    from pipelines.recovery import preflight
+    from tests.conftest import params_with
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tmp_path / "art").mkdir()
+    preflight(tmp_path, params_with({"data": {"source": "local", "path": "art"}}), force_download=False)
+    with pytest.raises(UserError, match=r"^data.path: no-such-folder does not exist$"):
+        preflight(tmp_path, params_with({"data": {"source": "local", "path": "no-such-folder"}}), False)
+    with pytest.raises(UserError, match=r"^photos.path: /no/photos.zip does not exist$"):
+        preflight(tmp_path, params_with({"photos": {"source": "local", "path": "/no/photos.zip"}}), False)
+
+
+def test_retrain_without_model_registration_is_refused_before_the_pipeline(tmp_path):
+    """It ran every stage (12 minutes with the defaults), then failed: a weekly schedule did so every week."""
+    proc = run(["anime-avatar", "retrain", "--params", "p.yaml"], tmp_path, check=False)
+    assert "reads params.yaml of the workspace only" in proc.stderr
+    shutil.copy(Path(__file__).parents[1] / "params.yaml", tmp_path / "params.yaml")
+    text = (tmp_path / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(text.replace("register_model: true", "register_model: false"))
+    for command in (["retrain"], ["schedule", "--cron", "0 3 * * 1"]):
+        proc = run(["anime-avatar", *command], tmp_path, check=False)
+        assert proc.returncode == 1
+        assert "tracking.register_model is false: set it to true, or run `anime-avatar pipeline`" in proc.stderr
