@@ -100,6 +100,8 @@ def test_the_logged_model_holds_code_and_tensors_and_resolves_for_the_cli(regist
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
     folder, files = code_model_files(f"models:/{NAME}/1")
     assert {"pyfunc_stylizer.py", "artifacts/stylizer.pt", "code/anime_avatar/style/nets.py"} <= files
+    # The package as code, without the shipped translator's 11.5 MB of weights, which every model carried.
+    assert not [f for f in files if f.startswith("code/") and (f.endswith(".pt") or "__pycache__" in f)]
     path = resolve_stylizer(f"models:/{NAME}/1", NAME)
     assert load_stylizer(path, "adain").step == 3
     assert resolve_stylizer(str(registered["file"]), NAME) == registered["file"]

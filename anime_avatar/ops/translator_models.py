@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from anime_avatar.ops.tracking import PACKAGE_DIR, model_requirements
+from anime_avatar.ops.tracking import log_code_model
 
 # What pyfunc_translator.py and its closure in anime_avatar import, by distribution (a test keeps it so).
 TRANSLATOR_DISTRIBUTIONS = ("mlflow", "torch", "numpy", "pandas", "pillow", "torchvision", "torchmetrics",
@@ -36,13 +36,6 @@ def log_translator_model(mlflow, translator_file: Path, model_name: str | None) 
 
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (230, 190, 170)).save(buf, format="PNG")
-    mlflow.pyfunc.log_model(
-        name="translator",
-        python_model=str(Path(pyfunc_translator.__file__)),  # models from code: the file runs on load
-        artifacts={pyfunc_translator.ARTIFACT: str(translator_file)},
-        code_paths=[str(PACKAGE_DIR)],
-        signature=translator_signature(),
-        input_example=(pd.DataFrame({"photo": [buf.getvalue()]}), {"size": 64}),
-        pip_requirements=model_requirements(TRANSLATOR_DISTRIBUTIONS),
-        registered_model_name=model_name,
-    )
+    example = (pd.DataFrame({"photo": [buf.getvalue()]}), {"size": 64})
+    log_code_model(mlflow, "translator", pyfunc_translator, (pyfunc_translator.ARTIFACT, translator_file),
+                   translator_signature(), example, TRANSLATOR_DISTRIBUTIONS, model_name)  # fmt: skip
