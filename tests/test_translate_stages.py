@@ -150,6 +150,11 @@ def test_translator_files_that_do_not_fit_are_refused_in_one_line(tmp_path):
     with pytest.raises(UserError, match="refused to load"):
         load_translator(tmp_path / "evil.pt")
     assert not (tmp_path / "pwned").exists()
+    # Plain values of the wrong kind, which weights_only loads: one line, not a ValueError/TypeError traceback.
+    for bad in ({"step": "latest"}, {"info": [1, 2]}):
+        torch.save({**payload, **bad}, tmp_path / "odd.pt")
+        with pytest.raises(UserError, match="odd.pt: not a"):
+            load_translator(tmp_path / "odd.pt")
 
 
 def test_translate_command_writes_one_image_or_a_folder(tmp_path):
