@@ -26,6 +26,14 @@ def test_decide_promotes_only_a_strictly_lower_fid():
     assert not decide(new, Candidate("1", "a", 40.0)).promote
     assert not decide(Candidate("1", "a", 40.0), Candidate("1", "a", 40.0)).promote  # the same model
     assert decide(new, Candidate("1", "a", None)).promote  # a champion that was never evaluated
+    # FIDs against other faces do not compare (each is against its own real statistics): retrain refreshed the
+    # data, and the version scored on the current faces takes the alias, whatever the two numbers.
+    other_faces = decide(Candidate("2", "b", 150.0, "md5:bbbb"), Candidate("1", "a", 100.0, "md5:aaaa"))
+    assert other_faces.promote and "was scored on other faces (md5:aaaa)" in other_faces.reason
+    assert not decide(Candidate("2", "b", 150.0, "md5:bbbb"), Candidate("1", "a", 100.0, "md5:bbbb")).promote
+    assert (
+        decide(Candidate("3", "c", 90.0, "md5:bbbb"), None, Candidate("1", "a", 50.0, "md5:aaaa")).winner.version == "3"
+    )
     assert not decide(Candidate("2", "b", None), Candidate("1", "a", 60.0)).promote
     tags = decide(new, Candidate("1", "a", 60.0)).tags()
     assert tags == {
@@ -202,6 +210,9 @@ def test_first_promotion_takes_the_best_evaluated_version_not_the_newest(store):
     assert unevaluated.fid is None and decide(unevaluated, None, best).winner == older_better
     # When the new version is the best, it takes the alias itself.
     assert decide(trained(50.0), None, registry.best_evaluated(client, NAME)).winner.fid == 50.0
+    # The faces each FID was measured against come from the run's data version tag.
+    client.set_tag(newest.run_id, "data_version.faces", "md5:ffff.dir")
+    assert registry.candidate(client, newest.version, newest.run_id).faces == "md5:ffff.dir"
 
 
 def test_the_first_evaluation_names_a_champion_and_later_ones_leave_it(store):

@@ -17,11 +17,20 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 
 
+FID_REFERENCE_TAG = "data_version.faces"  # the faces a run's FID is measured against (evaluate's real set)
+
+
 @dataclass(frozen=True)
 class Candidate:
     version: str
     run_id: str
     fid: float | None
+    faces: str | None = None  # the version of the faces its FID was measured against (None: not recorded)
+
+    def comparable(self, other: Candidate) -> bool:
+        """Whether the two FIDs were measured against the same faces (each against its own real statistics):
+        unknown counts as the same, as before versions were recorded."""
+        return self.faces is None or other.faces is None or self.faces == other.faces
 
 
 @dataclass(frozen=True)
@@ -69,19 +78,21 @@ def champion(client, model_name: str) -> Candidate | None:  # client: mlflow.Mlf
             return None
         # A store that does not answer is not "no champion": retrain would compare against the wrong model.
         raise UserError(f"cannot look up the champion of {model_name}: {first_line(err)}") from None
-    return Candidate(str(version.version), version.run_id, run_fid(client, version.run_id))
+    return candidate(client, str(version.version), version.run_id)
 
 
-def run_fid(client, run_id: str) -> float | None:
-    """The FID of a run; None when it has none, or the run is gone (deleted and then `mlflow gc`)."""
+def candidate(client, version: str, run_id: str) -> Candidate:
+    """A registered version with its run's FID and the faces it was measured against; no FID when the run has
+    none, or is gone (deleted and then `mlflow gc`)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_run(run_id).data.metrics.get("fid")
+        run = client.get_run(run_id)
     except MlflowException as err:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
+            return Candidate(version, run_id, None)
         raise
+    return Candidate(version, run_id, run.data.metrics.get("fid"), run.data.tags.get(FID_REFERENCE_TAG))
 
 
 def version_of_run(client, model_name: str, run_id: str) -> Candidate:
@@ -90,23 +101,20 @@ def version_of_run(client, model_name: str, run_id: str) -> Candidate:
     if not versions:
         raise UserError(f"run {run_id} registered no version of {model_name!r}: is tracking.register_model false?")
     newest = max(versions, key=lambda v: int(v.version))
-    return Candidate(str(newest.version), run_id, run_fid(client, run_id))
+    return candidate(client, str(newest.version), run_id)
 
 
 def best_evaluated(client, model_name: str) -> Candidate | None:
     """The registered version with the lowest FID (the newest of equals); None when none was evaluated."""
-    evaluated = []
-    for version in client.search_model_versions(f"name='{model_name}'"):
-        fid = run_fid(client, version.run_id)
-        if fid is not None:
-            evaluated.append(Candidate(str(version.version), version.run_id, fid))
+    found = (candidate(client, str(v.version), v.run_id) for v in client.search_model_versions(f"name='{model_name}'"))
+    evaluated = [c for c in found if c.fid is not None]
     return min(evaluated, key=lambda c: (c.fid, -int(c.version))) if evaluated else None
 
 
 def decide(new: Candidate, previous: Candidate | None, best: Candidate | None = None) -> Decision:
     """Promote when the new FID is strictly lower than the champion's. With no champion yet, the alias goes to
     ``best`` (the best evaluated version, see :func:`best_evaluated`) when it beats the new version."""
-    best_is_older = best is not None and best.version != new.version
+    best_is_older = best is not None and best.version != new.version and new.comparable(best)
     if previous is None and best_is_older and (new.fid is None or best.fid < new.fid):
         new_fid = "no FID" if new.fid is None else f"FID {new.fid:.2f}"
         reason = (f"no {CHAMPION} yet: version {best.version} (FID {best.fid:.2f}) is the best evaluated version; "
@@ -120,6 +128,12 @@ def decide(new: Candidate, previous: Candidate | None, best: Candidate | None = 
         return Decision(False, f"version {new.version} already is the {CHAMPION} (no new model)", new, previous)
     if previous.fid is None:
         return Decision(True, f"the {CHAMPION} (version {previous.version}) has no FID", new, previous)
+    if not new.comparable(previous):
+        # Each FID is against its own faces' statistics: the numbers do not compare. The new version was scored
+        # on the faces the pipeline has now (retrain refreshes the data); later runs on them compare with it.
+        return Decision(True, f"FID {new.fid:.2f} on faces {new.faces}; the {CHAMPION} (version {previous.version}, "
+                              f"FID {previous.fid:.2f}) was scored on other faces ({previous.faces}), so the version "
+                              "scored on the current faces takes it", new, previous)  # fmt: skip
     if new.fid < previous.fid:
         return Decision(True, f"FID {new.fid:.2f} < {previous.fid:.2f} of version {previous.version}", new, previous)
     return Decision(False, f"FID {new.fid:.2f} >= {previous.fid:.2f} of version {previous.version}", new, previous)
