@@ -20,6 +20,8 @@ from anime_avatar.core.stage import setup_logging
 
 log = logging.getLogger("anime_avatar")
 HEAVY_COMMANDS = frozenset({"generate", "avatar", "stylize", "translate", "studio"})  # torch on the CPU
+GENERATE_CHUNK = 256  # avatars made, written and dropped at a time
+MAX_GRID_AVATARS = 1024  # tiles of one grid (a 32x32 grid; 32,768 px a side at 256 px a face would be too large)
 
 
 def cmd_params(args: argparse.Namespace) -> None:
@@ -103,20 +105,29 @@ def cmd_generate(args: argparse.Namespace) -> None:
         generator = resolve_generator(args.model, load_params(args.params).tracking.model_name)
     if args.interpolate:
         images = walk(generator, *args.interpolate, steps=args.steps, truncation=args.truncation)
-        labels = [f"walk-{args.interpolate[0]}-{args.interpolate[1]}-{i:03d}" for i in range(len(images))]
+        chunks = iter([([f"walk-{args.interpolate[0]}-{args.interpolate[1]}-{i:03d}" for i in range(len(images))],
+                        images)])  # fmt: skip
     else:
-        seeds = list(range(args.seed, args.seed + args.n))
-        images = avatars(generator, seeds, args.truncation)
-        labels = [f"avatar-{s:06d}" for s in seeds]
-    if args.style:
-        images = _stylize_avatars(args, images)
-    if args.out:
-        for label, image in zip(labels, images, strict=True):
+        # A chunk at a time: written, then dropped (100,000 avatars held at once took 3.2 GB, and grew with --n).
+        seeds = range(args.seed, args.seed + args.n)
+        blocks = (seeds[i : i + GENERATE_CHUNK] for i in range(0, len(seeds), GENERATE_CHUNK))
+        chunks = (([f"avatar-{s:06d}" for s in b], avatars(generator, list(b), args.truncation)) for b in blocks)
+    grid, written = [], 0
+    for labels, chunk in chunks:
+        images = _stylize_avatars(args, chunk) if args.style else chunk
+        for label, image in zip(labels, images, strict=True) if args.out else ():
             _write(args.out / f"{label}.png", png_bytes(to_pil_image(image)))
-        log.info("%d avatars in %s", len(images), args.out)
+        written += len(images)
+        if args.grid:  # at most MAX_GRID_AVATARS (the parser's check)
+            grid.append(images)
+    if args.out:
+        log.info("%d avatars in %s", written, args.out)
     if args.grid:
-        nrow = len(images) if args.interpolate else max(1, int(len(images) ** 0.5))
-        _write(args.grid, grid_png(images, nrow=nrow))
+        import torch
+
+        tiles = torch.cat(grid)
+        nrow = len(tiles) if args.interpolate else max(1, int(len(tiles) ** 0.5))
+        _write(args.grid, grid_png(tiles, nrow=nrow))
         log.info("grid written to %s", args.grid)
 
 
@@ -545,7 +556,7 @@ def cmd_studio(args: argparse.Namespace) -> None:
 # --- argument types: a bad value is a usage error (exit 2) named by argparse -------------------
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
+def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -553,6 +564,8 @@ def _int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is less than {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} is more than {high}")
         return value
 
     return parse
@@ -689,7 +702,7 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
     p.add_argument("--truncation", type=_truncation, default=0.0,
                    help="redraw latents beyond ±T (0: off; 0.7 is typical)")  # fmt: skip
     p.add_argument("--interpolate", type=_seed, nargs=2, metavar=("A", "B"), help="latent walk from seed A to B")
-    p.add_argument("--steps", type=_int_at_least(2), default=8, help="images in the walk")
+    p.add_argument("--steps", type=_int_at_least(2, MAX_GRID_AVATARS), default=8, help="images in the walk")
     p.add_argument("--style", type=_image_file, metavar="IMG", help="stylise the avatars in the style of this image")
     p.add_argument("--style-method", choices=["gatys", "network", "adain"], default="network",
                    help="with --style: gatys, network (default) or adain")  # fmt: skip
@@ -755,6 +768,8 @@ def main(argv: list[str] | None = None, groups: Sequence[CommandGroup] = ()) -> 
         from anime_avatar.core.parallel import idle_cores
 
         os.environ["OMP_NUM_THREADS"] = str(idle_cores())
+    if args.command == "generate" and args.grid and not args.interpolate and args.n > MAX_GRID_AVATARS:
+        parser.error(f"--grid holds at most {MAX_GRID_AVATARS} avatars (--n {args.n}): write them with --out FOLDER")
     if args.command == "generate" and not (args.out or args.grid):
         args.out = Path("avatars")
         if args.out.exists() and not args.out.is_dir():

@@ -163,6 +163,25 @@ def test_generate_output_that_cannot_be_written_is_one_line(generator_project):
     assert error_line(proc).endswith("cannot write file/sub/avatar-000000.png: Not a directory")
 
 
+def test_generate_writes_many_avatars_a_chunk_at_a_time_and_bounds_a_grid(generator_project, monkeypatch):
+    """100,000 avatars were all held at once (3.2 GB, growing with --n); a grid of them has no sensible size."""
+    proc = cli(["generate", "--n", "1025", "--model", "models/generator.pt", "--grid", "g.png"], generator_project)
+    assert proc.returncode == USAGE_ERROR
+    assert error_line(proc).endswith("--grid holds at most 1024 avatars (--n 1025): write them with --out FOLDER")
+    proc = cli(["generate", "--interpolate", "1", "2", "--steps", "1025", "--grid", "w.png"], generator_project)
+    assert error_line(proc).endswith("argument --steps: 1025 is more than 1024")
+    from anime_avatar import cli as commands
+    from anime_avatar.gan import inference
+
+    made, real = [], inference.avatars
+    monkeypatch.setattr(inference, "avatars", lambda g, seeds, t: made.append(len(seeds)) or real(g, seeds, t))
+    monkeypatch.chdir(generator_project)
+    commands.main(["generate", "--n", "600", "--seed", "5", "--model", "models/generator.pt", "--out", "many"])
+    assert made == [256, 256, 88]
+    names = sorted(p.name for p in (generator_project / "many").iterdir())
+    assert len(names) == 600 and names[0] == "avatar-000005.png" and names[-1] == "avatar-000604.png"
+
+
 def test_generated_files_honour_the_umask(generator_project):
     proc = subprocess.run(
         ["bash", "-c", f"umask 027 && exec {BIN / 'anime-avatar'} generate --n 1 --out out --grid g/grid.png"],
