@@ -251,6 +251,24 @@ def test_an_image_whose_data_is_broken_is_a_400_too(models):
     assert_refused(*post(models["sty"], body), "row 0 style image cannot be decoded")
 
 
+def test_every_mlflow_request_form_carries_the_pictures(models):
+    """Only dataframe_split/_records worked: MLflow hands `inputs` (and `instances`) the base64 text as undecoded
+    bytes, and base64.encodebytes (as MLflow's own examples) wraps lines."""
+    raw = png(40, 30)
+    wrapped = base64.encodebytes(raw).decode()
+    assert "\n" in wrapped
+    bodies = [
+        {"inputs": {"photo": [b64(raw)]}, "params": {"size": 24}},
+        {"instances": [{"photo": b64(raw)}], "params": {"size": 24}},
+        split(["photo"], [[wrapped]], size=24),
+    ]
+    for body in bodies:
+        status, answer = post(models["tra"], body)
+        assert status == 200, (body.keys(), answer)
+        assert np.asarray(answer["predictions"]).shape == (1, 24, 24, 3)
+    assert_refused(*post(models["tra"], split(["photo"], [["not base64!"]], size=24)), "Invalid base64")
+
+
 def test_work_stops_once_the_deadline_has_passed(models, monkeypatch):
     """The scoring server answers 504 at MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT but cannot stop predict's thread:
     predict stops itself between rows, and gives up waiting for the requests before it."""

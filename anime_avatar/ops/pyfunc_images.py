@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
+import re
 import warnings
 from typing import Any
 
@@ -17,17 +19,31 @@ from PIL import Image
 from anime_avatar.core.limits import LimitError, check_input_image, check_made_image, check_rows, check_side
 from anime_avatar.ops.pyfunc_guard import BadRequest, refuse
 
+_BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
+
 
 def image_bytes(value: Any, what: str) -> bytes:
-    """An image file's bytes from a cell (bytes, or their base64 text as JSON carries them), or BadRequest."""
+    """An image file's bytes from a cell: bytes, or their base64 text as MLflow's request forms carry them: a
+    string (``dataframe_split``/``_records``), or the text itself as bytes (``inputs``, which MLflow does not
+    decode); line-wrapped base64 (``base64.encodebytes``) too. Or BadRequest."""
     if isinstance(value, str):
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest(f"{what} is text but not base64 (send the image file's bytes, base64-encoded)") from None
+        return _from_base64(value.encode("ascii", "replace"), what)
     if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
+        data = bytes(value)
+        # No binary image file is all base64 characters (their signatures are not): this is base64 text left
+        # undecoded. (Plain-text PBM/PGM/PPM, "P1".."P3", are: they stay as they are.)
+        if _BASE64_TEXT.fullmatch(data) and not data.startswith((b"P1", b"P2", b"P3")):
+            with contextlib.suppress(binascii.Error, ValueError):  # not base64 after all: read as it is
+                return base64.b64decode(b"".join(data.split()), validate=True)
+        return data
     raise BadRequest(f"{what} is {type(value).__name__}, not an image file's bytes")
+
+
+def _from_base64(text: bytes, what: str) -> bytes:
+    try:
+        return base64.b64decode(b"".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{what} is text but not base64 (send the image file's bytes, base64-encoded)") from None
 
 
 def check_image_header(data: bytes, what: str, resized_to: int | None = None) -> tuple[int, int]:
