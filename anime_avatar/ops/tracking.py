@@ -21,7 +21,8 @@ FLOW_RUN_ENV = "ANIME_AVATAR_FLOW_RUN_ID"
 
 def tracking_uri(root: Path | None = None) -> str:
     """``$MLFLOW_TRACKING_URI``, else ``mlflow.db`` in the project ``root`` (default: the working folder,
-    as a relative path, so that models/run.json stays valid when the workspace moves).
+    as a relative path, so that models/run.json stays valid when the workspace moves; the logged models do not
+    move with it: MLflow stores each experiment's artifact folder as an absolute path, see the README).
 
     Current MLflow refuses the plain ``./mlruns`` file store, and SQLite keeps runs,
     metrics and the model registry in one file next to the code.
