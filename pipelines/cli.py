@@ -7,7 +7,14 @@ to the library's parser, so the library never imports this package.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from anime_avatar import cli
@@ -42,13 +49,63 @@ def _workspace_params(args: argparse.Namespace, retrains: bool = False) -> Path:
     return workspace
 
 
-def _check_prefect_server() -> None:
-    """A PREFECT_API_URL that points at no server (one stopped since `export`, a URL without /api) is one line
-    before the flow starts; without it Prefect starts a temporary server of its own."""
+@contextlib.contextmanager
+def prefect_api() -> Iterator[None]:
+    """The Prefect API a flow reports to: PREFECT_API_URL's server (one that does not answer is one line before the
+    flow starts), else a temporary server, as Prefect would start one, but in a session of its own.
+
+    Prefect's own temporary server shares the terminal's process group: a Ctrl-C reached it too, it died while the
+    stage was saving its checkpoint, and the flow then printed about 100 lines of connection errors and hung."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from pipelines.schedule import check_server, prefect_api_url
 
     if url := prefect_api_url():
         check_server(url, "start it, or `unset PREFECT_API_URL` to let Prefect run a temporary one")
+        yield
+        return
+    port = free_local_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+        env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"},
+        start_new_session=True,  # out of the terminal's process group: a Ctrl-C is the flow's to handle
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_for_server(url, server)
+        log.info("temporary Prefect server on %s", url)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def free_local_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_server(url: str, server: subprocess.Popen, timeout_s: float = 180.0) -> None:
+    """Until ``url``/health answers (its first start migrates a new database: minutes on a loaded machine)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise UserError(f"the temporary Prefect server exited with status {server.returncode} before it answered")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise UserError(f"the temporary Prefect server did not answer within {timeout_s:g} s: start one with "
+                    "`make prefect-server` and export PREFECT_API_URL=http://127.0.0.1:4200/api")  # fmt: skip
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
@@ -62,8 +119,8 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     from pipelines.flows import pipeline_flow
 
     workspace = _workspace_params(args)
-    _check_prefect_server()
-    _flow_outcome("anime-avatar-pipeline", pipeline_flow(workspace=str(workspace)))
+    with prefect_api():
+        _flow_outcome("anime-avatar-pipeline", pipeline_flow(workspace=str(workspace)))
 
 
 def cmd_retrain(args: argparse.Namespace) -> None:
@@ -76,8 +133,8 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     from pipelines.flows import retrain_flow
 
     workspace = _workspace_params(args, retrains=True)
-    _check_prefect_server()
-    _flow_outcome("anime-avatar-retrain", retrain_flow(workspace=str(workspace), refresh=not args.no_refresh))
+    with prefect_api():
+        _flow_outcome("anime-avatar-retrain", retrain_flow(workspace=str(workspace), refresh=not args.no_refresh))
 
 
 def cmd_schedule(args: argparse.Namespace) -> None:

@@ -17,7 +17,9 @@ import base64
 import json
 import logging
 import os
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,6 +68,30 @@ class StageFailed(UserError):
     """``dvc repro`` of one stage exited non-zero."""
 
 
+class StageInterrupted(StageFailed):
+    """A stage stopped by Ctrl-C: not retried, and the flow stops (after putting the stage's outputs back)."""
+
+
+def _retry_unless_interrupted(task, task_run, state) -> bool:  # Prefect's retry_condition_fn
+    return not isinstance(getattr(state, "data", None), StageInterrupted)
+
+
+@contextmanager
+def ctrl_c_left_to_the_stage() -> Iterator[list[int]]:
+    """While a stage runs, a Ctrl-C (sent by the terminal to the whole process group, the stage too) is the
+    stage's to handle: it saves its checkpoint and exits, and the flow notes the signal (the list it yields)
+    instead of a KeyboardInterrupt tearing through Prefect's engine mid-task (a traceback, no outputs put back)."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # (signals can be handled in the main one only)
+        yield got
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @dataclass
 class StageOutcome:
     stage: str
@@ -104,11 +130,15 @@ def repro_stage(stage: str, workspace: str, force: bool = False, env: dict[str, 
     )
     stream = StageOutput(stage, logger.info)
     assert proc.stdout is not None
-    for raw in proc.stdout:
-        for line in raw.replace("\r", "\n").splitlines():
-            stream.add(line)
-    code = proc.wait()
+    with ctrl_c_left_to_the_stage() as interrupted:
+        for raw in proc.stdout:
+            for line in raw.replace("\r", "\n").splitlines():
+                stream.add(line)
+        code = proc.wait()
     seconds = time.perf_counter() - started
+    if interrupted:
+        excerpt = "\n".join(failure_excerpt(stream.lines))
+        raise StageInterrupted(f"stage {stage} interrupted (Ctrl-C) after {seconds:.0f} s:\n{excerpt}")
     if code != 0:
         excerpt = "\n".join(failure_excerpt(stream.lines))
         raise StageFailed(f"stage {stage} failed (dvc repro exit {code}) after {seconds:.0f} s:\n{excerpt}")
@@ -162,7 +192,8 @@ def stage_task(stage: str, params: Params):
         return repro_stage.with_options(name=stage)
     p = params.pipeline
     delays = [p.retry_delay_s * 2**i for i in range(p.download_retries)]
-    return repro_stage.with_options(name=stage, retries=p.download_retries, retry_delay_seconds=delays)
+    return repro_stage.with_options(name=stage, retries=p.download_retries, retry_delay_seconds=delays,
+                                    retry_condition_fn=_retry_unless_interrupted)  # fmt: skip
 
 
 def pipeline_stages(root: Path) -> list[str]:

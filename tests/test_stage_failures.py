@@ -170,3 +170,41 @@ def test_the_flows_check_the_tracking_server_and_the_archive_before_any_stage(wo
     assert "Running stage" not in proc.stdout + proc.stderr
     assert (workspace / "dvc.lock").read_text() == lock
     assert contents(workspace, ("data/raw/manifest.csv", *TRAIN_OUTPUTS[:2])) == data
+
+
+def test_ctrl_c_during_the_pipeline_ends_it_in_one_line_with_the_outputs_back(workspace):
+    """A terminal's Ctrl-C reaches every process of its group: Prefect's temporary server died with the stage, and
+    the flow printed about 100 lines of connection errors, then hung for minutes. The flows' temporary server now
+    runs in a session of its own."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import BIN, venv_env
+
+    before = contents(workspace, TRAIN_OUTPUTS[:4])
+    env = venv_env()
+    env.pop("PREFECT_API_URL", None)  # the temporary server
+    with params_changed(workspace, {"train": {"steps": 100_000, "log_every": 1}}):
+        proc = subprocess.Popen([str(BIN / "anime-avatar"), "pipeline"], cwd=workspace, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:  # until the training has taken a step
+            lines.append(line)
+            if "train:" in line and "step" in line or "loss_d" in line:
+                break
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        try:
+            rest, _ = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    output = "".join(lines) + rest
+    assert proc.returncode != 0
+    assert "ConnectError" not in output and "Connection refused" not in output, output[-3000:]
+    assert "the previous outputs of stage train were restored" in output, output[-3000:]
+    assert "stage train interrupted (Ctrl-C)" in output and "Traceback" not in output, output[-3000:]
+    assert contents(workspace, TRAIN_OUTPUTS[:4]) == before
