@@ -71,6 +71,12 @@ def test_pyfunc_model_stylises_rows_of_image_bytes_like_the_cli(registered, monk
         assert out.dtype == np.uint8 and out.shape == (2, 48, 48, 3)
         expected = stylize_image(make_method(method, stylizer=registered["file"]), center_square(a, 48), style, 48)
         assert np.array_equal(out[0], np.asarray(expected))
+    # A large square photo: the command resizes it whole (resize_short), the served model crops it first
+    # (center_square); both with Lanczos and the same reducing gap, so the same pixels (they differed by a grey level).
+    big = Image.fromarray(np.random.default_rng(5).integers(0, 256, (300, 300, 3), dtype=np.uint8))
+    served = model.predict(pd.DataFrame({"content": [png(big)], "style": [png(style)]}), params={"size": 48})[0]
+    command = stylize_image(make_method("attention", stylizer=registered["file"]), big, style, 48)
+    assert np.array_equal(served, np.asarray(command))
     with pytest.raises(Exception, match="method 'gatys'"):
         model.predict(frame, params={"method": "gatys"})
     mlflow.set_tracking_uri(None)
