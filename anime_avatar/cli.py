@@ -112,9 +112,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
         seeds = range(args.seed, args.seed + args.n)
         blocks = (seeds[i : i + GENERATE_CHUNK] for i in range(0, len(seeds), GENERATE_CHUNK))
         chunks = (([f"avatar-{s:06d}" for s in b], avatars(generator, list(b), args.truncation)) for b in blocks)
+    restyle = _avatar_stylist(args) if args.style else None  # read and loaded once, not once per chunk
     grid, written = [], 0
     for labels, chunk in chunks:
-        images = _stylize_avatars(args, chunk) if args.style else chunk
+        images = restyle(chunk) if restyle else chunk
         for label, image in zip(labels, images, strict=True) if args.out else ():
             _write(args.out / f"{label}.png", png_bytes(to_pil_image(image)))
         written += len(images)
@@ -131,7 +132,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
         log.info("grid written to %s", args.grid)
 
 
-def _stylize_avatars(args: argparse.Namespace, images):  # images: uint8 (N, 3, H, W) -> the same, stylised
+def _avatar_stylist(args: argparse.Namespace) -> Callable:  # uint8 (N, 3, H, W) -> the same, stylised
+    """What stylises the generated avatars: the --style image read and the method loaded once (a registered
+    stylizer is a download)."""
     import numpy as np
     import torch
     from torchvision.transforms.functional import to_pil_image
@@ -142,11 +145,17 @@ def _stylize_avatars(args: argparse.Namespace, images):  # images: uint8 (N, 3, 
 
     style = read_image(args.style, "--style", MAX_READ_SIDE)
     method = _style_method(args.params, args.style_method, args.style_model)
-    stylised = [
-        torch.from_numpy(np.array(stylize_image(method, to_pil_image(image), style, args.style_size))).permute(2, 0, 1)
-        for image in progress_bar(iterable=images, desc="stylize", unit="img", disable=len(images) < 2)
-    ]
-    return torch.stack(stylised)
+
+    def restyle(images):
+        stylised = [
+            torch.from_numpy(np.array(stylize_image(method, to_pil_image(image), style, args.style_size))).permute(
+                2, 0, 1
+            )
+            for image in progress_bar(iterable=images, desc="stylize", unit="img", disable=len(images) < 2)
+        ]
+        return torch.stack(stylised)
+
+    return restyle
 
 
 def _style_method(

@@ -10,11 +10,12 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from anime_avatar import cli
@@ -70,6 +71,7 @@ def prefect_api() -> Iterator[None]:
          "--port", str(port), "--log-level", "error", "--lifespan", "on"],
         env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"},
         start_new_session=True,  # out of the terminal's process group: a Ctrl-C is the flow's to handle
+        preexec_fn=_end_with_parent(),  # and no longer killed with that group: it ends with this process instead
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/api"
     try:
@@ -84,6 +86,17 @@ def prefect_api() -> Iterator[None]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _end_with_parent() -> Callable[[], None] | None:
+    """For the temporary server's process: be sent SIGTERM when the process that started it dies, however it dies
+    (SIGHUP from a closed terminal, SIGKILL), on Linux (prctl PR_SET_PDEATHSIG); elsewhere nothing is set."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+    return lambda: prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def free_local_port() -> int:

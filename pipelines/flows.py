@@ -80,12 +80,19 @@ def _retry_unless_interrupted(task, task_run, state) -> bool:  # Prefect's retry
 def ctrl_c_left_to_the_stage() -> Iterator[list[int]]:
     """While a stage runs, a Ctrl-C (sent by the terminal to the whole process group, the stage too) is the
     stage's to handle: it saves its checkpoint and exits, and the flow notes the signal (the list it yields)
-    instead of a KeyboardInterrupt tearing through Prefect's engine mid-task (a traceback, no outputs put back)."""
+    instead of a KeyboardInterrupt tearing through Prefect's engine mid-task (a traceback, no outputs put back).
+    A second Ctrl-C is a KeyboardInterrupt as before: a stage that does not stop can still be left."""
     got: list[int] = []
     if threading.current_thread() is not threading.main_thread():  # (signals can be handled in the main one only)
         yield got
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+
+    def note(signum: int, frame: object) -> None:
+        if got:
+            raise KeyboardInterrupt
+        got.append(signum)
+
+    previous = signal.signal(signal.SIGINT, note)
     try:
         yield got
     finally:
@@ -136,7 +143,7 @@ def repro_stage(stage: str, workspace: str, force: bool = False, env: dict[str, 
                 stream.add(line)
         code = proc.wait()
     seconds = time.perf_counter() - started
-    if interrupted:
+    if interrupted and code != 0:  # (a stage that finished all the same is done: its outputs are in dvc.lock)
         excerpt = "\n".join(failure_excerpt(stream.lines))
         raise StageInterrupted(f"stage {stage} interrupted (Ctrl-C) after {seconds:.0f} s:\n{excerpt}")
     if code != 0:
@@ -394,8 +401,9 @@ def champion_decision(uri: str, model_name: str, run_id: str, current):  # -> re
 
     client = MlflowClient(uri)
     try:
-        best = registry.best_evaluated(client, model_name) if current is None else None
-        decision = registry.decide(registry.version_of_run(client, model_name, run_id), current, best)
+        new = registry.version_of_run(client, model_name, run_id)
+        best = registry.best_evaluated(client, model_name, like=new) if current is None else None
+        decision = registry.decide(new, current, best)
         registry.apply(client, model_name, decision)
     except UserError:
         raise

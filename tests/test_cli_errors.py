@@ -180,6 +180,14 @@ def test_generate_writes_many_avatars_a_chunk_at_a_time_and_bounds_a_grid(genera
     assert made == [256, 256, 88]
     names = sorted(p.name for p in (generator_project / "many").iterdir())
     assert len(names) == 600 and names[0] == "avatar-000005.png" and names[-1] == "avatar-000604.png"
+    # With --style, the style image and the stylizer are loaded once, not once per chunk (a download each).
+    loads = []
+    monkeypatch.setattr(commands, "_style_method", lambda *a: loads.append(a) or (lambda content, style, size: content))
+    monkeypatch.setattr("anime_avatar.style.transfer.stylize_image", lambda method, content, style, size: content)
+    Image.new("RGB", (8, 8)).save(generator_project / "style.png")
+    commands.main(["generate", "--n", "600", "--model", "models/generator.pt", "--out", "styled", "--style",
+                   "style.png"])  # fmt: skip
+    assert len(loads) == 1 and len(list((generator_project / "styled").iterdir())) == 600
 
 
 def test_generated_files_honour_the_umask(generator_project):

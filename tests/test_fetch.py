@@ -485,6 +485,21 @@ def test_a_server_trickling_its_headers_is_stopped_by_the_deadline(server, cache
     assert len(server.requests) == 1
 
 
+def test_a_deadline_that_passes_while_connecting_still_stops_a_header_trickle(server, cache, monkeypatch):
+    """The watchdog shut the sockets it knew when the deadline came; one still connecting (a slow DNS lookup or
+    handshake) was registered after that, and its trickled headers then ran unbounded."""
+    import socket
+
+    server.files["/data.zip"] = b"x"
+    server.plan = [("trickle_headers", 0.05)] * 3
+    connect = socket.create_connection
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(1.3) or connect(*a, **k))
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"\(the deadline of 1 s passed"):
+        download(server.url("/data.zip"), policy=fast(retries=2, stall=2.0, deadline=1.0))
+    assert time.monotonic() - started < 5
+
+
 def test_server_errors_are_retried_and_client_errors_are_not(server, cache):
     data = payload(1_000, seed=9)
     server.files["/data.zip"] = data

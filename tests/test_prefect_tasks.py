@@ -109,3 +109,21 @@ def test_results_markdown_has_the_scores_table_and_the_sample_grid():
     assert "![sample grid](data:image/png;base64,iVBORyBmYWtl)" in text
     bare = flows.results_markdown("anime-avatar-pipeline", flows.PipelineResult(), {}, None)
     assert "| FID | not evaluated |" in bare and "data:image" not in bare
+
+
+def test_a_ctrl_c_during_a_stage_is_noted_and_a_second_one_interrupts():
+    """The first Ctrl-C is the stage's to handle (the flow notes it); a stage that does not stop can still be left
+    with a second one, as it could before."""
+    import os
+    import signal
+
+    import pytest
+
+    from pipelines.flows import ctrl_c_left_to_the_stage
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), ctrl_c_left_to_the_stage() as interrupted:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupted == [signal.SIGINT]
+        os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before

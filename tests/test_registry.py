@@ -210,9 +210,16 @@ def test_first_promotion_takes_the_best_evaluated_version_not_the_newest(store):
     assert unevaluated.fid is None and decide(unevaluated, None, best).winner == older_better
     # When the new version is the best, it takes the alias itself.
     assert decide(trained(50.0), None, registry.best_evaluated(client, NAME)).winner.fid == 50.0
-    # The faces each FID was measured against come from the run's data version tag.
+    # The faces each FID was measured against come from the run's data version tag; with no champion, the best
+    # version is looked for among those scored on the new version's faces (the best overall may be on others).
     client.set_tag(newest.run_id, "data_version.faces", "md5:ffff.dir")
     assert registry.candidate(client, newest.version, newest.run_id).faces == "md5:ffff.dir"
+    on_other_faces = registry.candidate(client, newest.version, newest.run_id)
+    best_overall = registry.best_evaluated(client, NAME)
+    client.set_tag(best_overall.run_id, "data_version.faces", "md5:eeee.dir")
+    same_faces = registry.best_evaluated(client, NAME, like=on_other_faces)
+    assert same_faces is not None and same_faces.version != best_overall.version
+    assert same_faces.faces in (None, "md5:ffff.dir")
 
 
 def test_the_first_evaluation_names_a_champion_and_later_ones_leave_it(store):

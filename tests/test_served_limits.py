@@ -267,6 +267,11 @@ def test_every_mlflow_request_form_carries_the_pictures(models):
         assert status == 200, (body.keys(), answer)
         assert np.asarray(answer["predictions"]).shape == (1, 24, 24, 3)
     assert_refused(*post(models["tra"], split(["photo"], [["not base64!"]], size=24)), "Invalid base64")
+    # A binary PGM whose pixels are all letters is all base64 characters too: it is read as the image it is.
+    from anime_avatar.ops.pyfunc_images import check_image_header, image_bytes
+
+    pgm = b"P5\n5 5\n255\n" + b"A" * 25
+    assert image_bytes(pgm, "row 0 photo") == pgm and check_image_header(pgm, "row 0 photo") == (5, 5)
 
 
 def test_work_stops_once_the_deadline_has_passed(models, monkeypatch):

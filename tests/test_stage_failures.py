@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import io
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -208,3 +209,34 @@ def test_ctrl_c_during_the_pipeline_ends_it_in_one_line_with_the_outputs_back(wo
     assert "the previous outputs of stage train were restored" in output, output[-3000:]
     assert "stage train interrupted (Ctrl-C)" in output and "Traceback" not in output, output[-3000:]
     assert contents(workspace, TRAIN_OUTPUTS[:4]) == before
+
+
+def test_the_temporary_prefect_server_ends_with_the_command_however_it_ends(tmp_path):
+    """It runs in a session of its own (a Ctrl-C is the flow's): a closed terminal (SIGHUP) or a SIGKILL of the
+    command left it running on its port with its database open."""
+    import subprocess
+
+    import httpx
+
+    from tests.conftest import BIN, venv_env
+
+    script = """
+import os, signal
+from pipelines.cli import prefect_api
+from prefect.settings import PREFECT_API_URL
+with prefect_api():
+    print(PREFECT_API_URL.value(), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+    env = venv_env({"PREFECT_HOME": str(tmp_path / "home")})
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.run([str(BIN / "python"), "-c", script], env=env, capture_output=True, text=True, timeout=240)
+    url = proc.stdout.strip()
+    assert proc.returncode == -9 and url.startswith("http://127.0.0.1:"), proc.stderr
+    for _ in range(100):  # SIGTERM on the parent's death, then uvicorn's shutdown
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+        except httpx.ConnectError:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the temporary server still answers at {url} after the command was killed")

@@ -342,6 +342,7 @@ class _Watchdog:
 
     def __init__(self, seconds: float) -> None:
         self.fired = threading.Event()
+        self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._timer = threading.Timer(max(seconds, 0.0), self._cut)
         self._timer.daemon = True
@@ -354,41 +355,55 @@ class _Watchdog:
         self._timer.cancel()
 
     def _cut(self) -> None:
-        self.fired.set()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):  # (already closed)
-                sock.shutdown(socket.SHUT_RDWR)  # a blocked read returns at once; the response then fails
+        with self._lock:
+            self.fired.set()
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+    def watch(self, sock: socket.socket) -> None:
+        """A connection's socket, once connected: shut at once if the deadline passed while it connected."""
+        with self._lock:
+            self._sockets.append(sock)
+            late = self.fired.is_set()
+        if late:
+            _shut(sock)
 
     def opener(self) -> urllib.request.OpenerDirector:
         """urllib's opener, its HTTP(S) connections (redirects' included) registering their sockets here."""
-        return urllib.request.build_opener(_WatchedHTTP(self._sockets), _WatchedHTTPS(self._sockets))
+        return urllib.request.build_opener(_WatchedHTTP(self), _WatchedHTTPS(self))
 
 
-def _watched(base: type[http.client.HTTPConnection], sockets: list[socket.socket]) -> type:
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # (already closed)
+        sock.shutdown(socket.SHUT_RDWR)  # a blocked read returns at once; the response then fails
+
+
+def _watched(base: type[http.client.HTTPConnection], watchdog: _Watchdog) -> type:
     class Watched(base):  # type: ignore[valid-type,misc]
         def connect(self) -> None:
             super().connect()
-            sockets.append(self.sock)
+            watchdog.watch(self.sock)
 
     return Watched
 
 
 class _WatchedHTTP(urllib.request.HTTPHandler):
-    def __init__(self, sockets: list[socket.socket]) -> None:
+    def __init__(self, watchdog: _Watchdog) -> None:
         super().__init__()
-        self.sockets = sockets
+        self.watchdog = watchdog
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_watched(http.client.HTTPConnection, self.sockets), req)
+        return self.do_open(_watched(http.client.HTTPConnection, self.watchdog), req)
 
 
 class _WatchedHTTPS(urllib.request.HTTPSHandler):
-    def __init__(self, sockets: list[socket.socket]) -> None:
+    def __init__(self, watchdog: _Watchdog) -> None:
         super().__init__()
-        self.sockets = sockets
+        self.watchdog = watchdog
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_watched(http.client.HTTPSConnection, self.sockets), req, context=self._context)
+        return self.do_open(_watched(http.client.HTTPSConnection, self.watchdog), req, context=self._context)
 
 
 class _Whole(Exception):

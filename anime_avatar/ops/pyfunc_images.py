@@ -30,9 +30,11 @@ def image_bytes(value: Any, what: str) -> bytes:
         return _from_base64(value.encode("ascii", "replace"), what)
     if isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)
-        # No binary image file is all base64 characters (their signatures are not): this is base64 text left
-        # undecoded. (Plain-text PBM/PGM/PPM, "P1".."P3", are: they stay as they are.)
-        if _BASE64_TEXT.fullmatch(data) and not data.startswith((b"P1", b"P2", b"P3")):
+        # No image file of the formats read is all base64 characters (their signatures are not), except the
+        # netpbm ones ("P1".."P7", then digits and whitespace, and pixel bytes that may all be letters): anything
+        # else that is, is base64 text left undecoded.
+        netpbm = len(data) > 1 and data[:1] == b"P" and data[1:2] in b"1234567"
+        if _BASE64_TEXT.fullmatch(data) and not netpbm:
             with contextlib.suppress(binascii.Error, ValueError):  # not base64 after all: read as it is
                 return base64.b64decode(b"".join(data.split()), validate=True)
         return data

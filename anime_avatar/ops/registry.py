@@ -104,10 +104,11 @@ def version_of_run(client, model_name: str, run_id: str) -> Candidate:
     return candidate(client, str(newest.version), run_id)
 
 
-def best_evaluated(client, model_name: str) -> Candidate | None:
-    """The registered version with the lowest FID (the newest of equals); None when none was evaluated."""
+def best_evaluated(client, model_name: str, like: Candidate | None = None) -> Candidate | None:
+    """The registered version with the lowest FID (the newest of equals), among those whose FID compares with
+    ``like``'s (measured against the same faces); None when none was evaluated."""
     found = (candidate(client, str(v.version), v.run_id) for v in client.search_model_versions(f"name='{model_name}'"))
-    evaluated = [c for c in found if c.fid is not None]
+    evaluated = [c for c in found if c.fid is not None and (like is None or like.comparable(c))]
     return min(evaluated, key=lambda c: (c.fid, -int(c.version))) if evaluated else None
 
 
@@ -165,7 +166,7 @@ def name_first_champion(client, run_id: str, fid: float) -> Decision | None:
         return None
     new = version_of_run(client, model_name, run_id)
     new = Candidate(new.version, run_id, fid)  # the score just made, whether or not the store has it yet
-    decision = decide(new, None, best_evaluated(client, model_name))
+    decision = decide(new, None, best_evaluated(client, model_name, like=new))
     apply(client, model_name, decision)
     log.info("champion named (%s): models:/%s@%s", decision.reason, model_name, CHAMPION)
     return decision
