@@ -71,7 +71,8 @@ def test_make_demo_replaces_only_an_earlier_demo_workspace(tmp_path):
     notes = tmp_path / "work" / "notes.txt"
     notes.parent.mkdir()
     notes.write_text("unpushed work")
-    for folder, reason in ((notes.parent, "it is not a demo workspace (no .anime-avatar-demo in it)"),
+    not_a_demo = "it is not a demo workspace (no .anime-avatar-demo in it; an old demo's folder: remove it yourself)"
+    for folder, reason in ((notes.parent, not_a_demo),
                            (notes, "it is not a folder"), (ROOT, "it holds the project itself"),
                            (ROOT / "stages" / "..", "it holds the project itself"),
                            (ROOT.parent, "it holds the project itself")):  # fmt: skip
