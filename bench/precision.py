@@ -17,6 +17,7 @@ side by side.
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import tempfile
 import time
@@ -50,6 +51,16 @@ PRECISIONS = {"bfloat16": True, "float32": False}  # the train.amp value that tr
 def in_row_order(rows: list[dict]) -> list[dict]:
     """Rows by seed, precision, step: how the CSV and the table list them."""
     return sorted(rows, key=lambda r: (r["seed"], r["precision"], r["step"]))
+
+
+def earlier_rows(path: Path, seeds: set[int]) -> list[dict]:
+    """The rows an earlier run wrote for other seeds: a run of more seeds adds to the table (it replaced it, and
+    the reported CSV had to be merged by hand); a seed run again replaces its own rows."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = [row for row in csv.DictReader(f) if int(row["seed"]) not in seeds]
+    return [{**row, "seed": int(row["seed"]), "step": int(row["step"])} for row in rows]
 
 
 def int_list(text: str) -> list[int]:
@@ -121,13 +132,14 @@ def main() -> None:
     runs = [(seed, precision) for seed in args.seeds for precision in PRECISIONS]
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
+    earlier = earlier_rows(args.out / "precision.csv", set(args.seeds))
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         futures = [
             pool.submit(run_one, params, seed, precision, args.eval_at, args.threads) for seed, precision in runs
         ]
         for future in as_completed(futures):  # the CSV grows run by run: a later failure keeps the finished ones
             rows += future.result()
-            write_rows(args.out / "precision.csv", in_row_order(rows), COLUMNS)
+            write_rows(args.out / "precision.csv", in_row_order(earlier + rows), COLUMNS)
     print_table(rows)
     print(f"wrote {args.out / 'precision.csv'}")
 

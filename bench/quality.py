@@ -130,8 +130,10 @@ def main() -> None:
                             "--label keeps both")  # fmt: skip
 
     raw = apply_sets({}, ["train.steps=100000000", "train.checkpoint_every=100000000", f"train.threads={args.threads}",
-                          f"train.seed={args.seed}", *args.set])  # fmt: skip
+                          f"train.seed={args.seed}", "train.device=cpu", *args.set])  # fmt: skip
     params = load_params(ROOT / "params.yaml", raw)
+    if params.train.device != "cpu":  # the plain DCGAN trains on the CPU, against a CPU-time budget
+        parser.error("equal CPU time: the project trains on the CPU as the reference does (no train.device)")
     torch.set_num_threads(args.threads)
     files = sorted(p for p in args.faces.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     size = params.detect.image_size

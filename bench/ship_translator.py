@@ -30,11 +30,18 @@ from anime_avatar.core.params import semantic_keys  # noqa: E402
 MAX_BYTES = 20 << 20
 
 
+# What the training code did before a key existed, for a record made then: without these, the command would train
+# with today's defaults (translate.ema 0.999 would save the weight average, not the weights shipped).
+BEFORE_THE_KEY = {"ema": 0.0, "mask_weight": 0.0}  # (mask_min_drawn does nothing at mask_weight 0)
+
+
 def reproduce_command(params: dict) -> str:
     """``dvc exp run`` with every translate key that changes the output set to its value in ``params``, so that
-    the command stays true when a default in params.yaml changes later (as translate.ema's did)."""
+    the command stays true when a default in params.yaml changes later (as translate.ema's did); a key newer
+    than the record gets the value that reproduces what the code did before it (:data:`BEFORE_THE_KEY`)."""
     names = [key.removeprefix("translate.") for key in semantic_keys("translate")]
-    sets = " ".join(f"-S translate.{name}={params[name]}" for name in names if name in params)
+    values = {**BEFORE_THE_KEY, **params}
+    sets = " ".join(f"-S translate.{name}={values[name]}" for name in names if name in values)
     return f"dvc exp run translate_train {sets}"
 
 

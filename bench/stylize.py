@@ -82,6 +82,10 @@ def main() -> None:
     if not DANBOORU.is_dir():
         sys.exit(f"{DANBOORU} is absent: this benchmark needs ../shared/data")
 
+    # Only this benchmark's own earlier folder is replaced (--out bench/results wiped the other benchmarks' runs).
+    ours = (args.out / "summary.json").is_file() or (args.out / "project").is_dir()
+    if args.out.exists() and any(args.out.iterdir()) and not ours:
+        parser.error(f"--out {args.out} holds files this benchmark did not write: name a new or empty folder")
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     changes = prepare_sets(args.out)

@@ -577,8 +577,10 @@ def main() -> None:
 
     raw = apply_sets({}, [f"translate.photos={args.data / 'trainA'}", f"translate.anime={args.data / 'trainB'}",
                           f"translate.image_size={args.image_size}", f"translate.threads={args.threads}",
-                          f"translate.seed={args.seed}", *args.set])  # fmt: skip
+                          f"translate.seed={args.seed}", "translate.device=cpu", *args.set])  # fmt: skip
     cfg = load_params(ROOT / "params.yaml", raw).translate
+    if cfg.device != "cpu":  # the plain CycleGAN trains on the CPU, against a CPU-time budget
+        parser.error("equal CPU time: the project trains on the CPU as the reference does (no translate.device)")
     start = time.perf_counter()
     batches = TranslateBatches(load_domain(cfg.photos, "translate.photos", cfg.image_size, cfg.max_images),
                                load_domain(cfg.anime, "translate.anime", cfg.image_size, cfg.max_images))  # fmt: skip
