@@ -105,7 +105,7 @@ def stylize_project(project, steps: int):
     import numpy as np
 
     work = project(merge(TINY_METHODS, {"stylize": {"steps": steps, "style_path": "styles", "checkpoint_every": 1,
-                                                    "image_size": 32}}))  # fmt: skip
+                                                    "image_size": 48}}))  # fmt: skip
     rng = np.random.default_rng(0)
     faces, styles = work / "data/faces", work / "styles"
     faces.mkdir(parents=True)

@@ -23,7 +23,7 @@ TINY = merge(TINY_METHODS, {"data": {"synthetic": {"count": 8, "size": 256}}})
 
 
 @pytest.mark.slow
-def test_dvc_repro_trains_evaluates_and_registers_the_translator(project):
+def test_dvc_repro_trains_evaluates_and_registers_the_translator(project, monkeypatch):
     work = project(TINY)
     run(["dvc", "repro", "translate_eval"], work)
 
@@ -50,7 +50,8 @@ def test_dvc_repro_trains_evaluates_and_registers_the_translator(project):
     for row in ("translated", "untranslated", "real_anime"):
         assert np.isfinite(metrics[row]["kid_x100"]) and 0.0 <= metrics[row]["face_rate"] <= 1.0, row
     assert metrics["translated"]["fid"] > 0 and metrics["untranslated"]["fid"] > 0
-    assert metrics["real_anime"]["fid"] == pytest.approx(0.0, abs=1e-3)  # the default reference is the test set
+    # The default reference is the test set's folder: its other half, not the test faces themselves (FID 0).
+    assert metrics["real_anime"]["fid"] > 0 and metrics["n_reference"] >= 2
     assert metrics["untranslated"]["structure"] == pytest.approx(1.0)
     assert 0.0 < metrics["translated"]["structure"] < 1.0
     assert metrics["real_anime"]["structure"] is None
@@ -88,6 +89,9 @@ def test_dvc_repro_trains_evaluates_and_registers_the_translator(project):
     # The logged model is code and tensors, and translates like the file does.
     import mlflow
 
+    # (mlflow.set_tracking_uri sets MLFLOW_TRACKING_URI: through monkeypatch, so that it does not outlive the test
+    # and send a later test's stages to this project's store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     folder, files = code_model_files("models:/anime-avatar-translator/1")
     assert "artifacts/translator.pt" in files
