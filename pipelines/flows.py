@@ -143,12 +143,14 @@ def repro_stage(stage: str, workspace: str, force: bool = False, env: dict[str, 
                 stream.add(line)
         code = proc.wait()
     seconds = time.perf_counter() - started
-    if interrupted and code != 0:  # (a stage that finished all the same is done: its outputs are in dvc.lock)
+    if code != 0:  # (a stage that finished all the same after a Ctrl-C is done: its outputs are in dvc.lock)
         excerpt = "\n".join(failure_excerpt(stream.lines))
-        raise StageInterrupted(f"stage {stage} interrupted (Ctrl-C) after {seconds:.0f} s:\n{excerpt}")
-    if code != 0:
-        excerpt = "\n".join(failure_excerpt(stream.lines))
-        raise StageFailed(f"stage {stage} failed (dvc repro exit {code}) after {seconds:.0f} s:\n{excerpt}")
+        error, what = (
+            (StageInterrupted, "interrupted (Ctrl-C)")
+            if interrupted
+            else (StageFailed, f"failed (dvc repro exit {code})")
+        )
+        raise error(f"stage {stage} {what} after {seconds:.0f} s:\n{excerpt}")
     logger.info("stage %s %s in %.1f s", stage, "ran" if stream.ran else "was up to date", seconds)
     return StageOutcome(stage, stream.ran, round(seconds, 1), sorted(stream.git_files))
 
