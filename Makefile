@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup browser run demo test lint bench ui prefect-server clean studio
 
-setup: $(STAMP) .dvc/config .vega/offline.html
+setup: $(STAMP) .dvc/config dvc-without-git .vega/offline.html
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ $(STAMP): pyproject.toml
 .dvc/config: | $(STAMP)
 	if git rev-parse --git-dir >/dev/null 2>&1; then $(BIN)/dvc init -q; else $(BIN)/dvc init -q --no-scm; fi
 	$(BIN)/dvc config core.analytics false
+
+# A copy without git (a source archive) has the committed .dvc/config, which DVC refuses until it says no_scm.
+.PHONY: dvc-without-git
+dvc-without-git: | .dvc/config
+	@if ! git rev-parse --git-dir >/dev/null 2>&1 && ! grep -q "no_scm *= *true" .dvc/config; then \
+		echo "not a git repository: DVC runs without git here (core.no_scm; dvc exp and dvc plots diff need git)"; \
+		$(BIN)/dvc config core.no_scm true; fi
 
 # `dvc plots` pages that draw offline: Vega inlined from pinned npm tarballs (a warning, not a failure, when
 # the registry does not answer; the pages then load Vega from its CDN as before).

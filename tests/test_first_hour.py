@@ -254,3 +254,21 @@ def test_the_demo_replaces_only_its_own_workspaces_even_at_the_default_demo_fold
     (tmp_path / "demo" / demo.MARKER).write_text("")
     assert demo.replaceable(tmp_path / "demo") is None
     assert demo.replaceable(tmp_path / "new") is None and demo.replaceable(tmp_path) == "it holds the project itself"
+
+
+def test_make_setup_in_a_copy_without_git_lets_dvc_run_without_it(tmp_path):
+    """A source archive has the committed .dvc/config but no .git: DVC refused every command ("not a git
+    repository") until the config said no_scm, which the Makefile's `dvc init --no-scm` branch never did."""
+    for name in ("Makefile", "pyproject.toml", "dvc.yaml", "params.yaml", ".dvc/config"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        shutil.copy2(ROOT / name, tmp_path / name)
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    env = venv_env() | {"GIT_CEILING_DIRECTORIES": str(tmp_path.parent)}
+    refused = subprocess.run([str(BIN / "dvc"), "status"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert refused.returncode != 0 and "not a git repository" in refused.stderr
+    made = subprocess.run(["make", "dvc-without-git"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert "no_scm = true" in (tmp_path / ".dvc/config").read_text()
+    assert subprocess.run([str(BIN / "dvc"), "status"], cwd=tmp_path, env=env, capture_output=True).returncode == 0
+    again = subprocess.run(["make", "dvc-without-git"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "not a git repository" not in again.stdout  # said once, written once
