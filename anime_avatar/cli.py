@@ -132,6 +132,20 @@ def cmd_generate(args: argparse.Namespace) -> None:
         log.info("grid written to %s", args.grid)
 
 
+def _stylized(method, image, style, size: int, flag: str):  # -> PIL.Image.Image
+    """``stylize_image`` at ``size`` px, the size the user gave as ``flag``: one too small for the method's
+    feature network is named as that flag."""
+    from anime_avatar.style.features import ImageTooSmall
+    from anime_avatar.style.transfer import stylize_image
+
+    try:
+        return stylize_image(method, image, style, size)
+    except ImageTooSmall as err:
+        raise UserError(
+            f"{flag} {size} is too small for this method ({err}): give {flag} {err.needed} or more"
+        ) from None
+
+
 def _avatar_stylist(args: argparse.Namespace) -> Callable:  # uint8 (N, 3, H, W) -> the same, stylised
     """What stylises the generated avatars: the --style image read and the method loaded once (a registered
     stylizer is a download)."""
@@ -141,16 +155,15 @@ def _avatar_stylist(args: argparse.Namespace) -> Callable:  # uint8 (N, 3, H, W)
 
     from anime_avatar.core.progress import progress_bar
     from anime_avatar.data.image_sets import read_image
-    from anime_avatar.style.transfer import stylize_image
 
     style = read_image(args.style, "--style", MAX_READ_SIDE)
     method = _style_method(args.params, args.style_method, args.style_model)
 
     def restyle(images):
         stylised = [
-            torch.from_numpy(np.array(stylize_image(method, to_pil_image(image), style, args.style_size))).permute(
-                2, 0, 1
-            )
+            torch.from_numpy(
+                np.array(_stylized(method, to_pil_image(image), style, args.style_size, "--style-size"))
+            ).permute(2, 0, 1)
             for image in progress_bar(iterable=images, desc="stylize", unit="img", disable=len(images) < 2)
         ]
         return torch.stack(stylised)
@@ -297,7 +310,6 @@ def cmd_stylize(args: argparse.Namespace) -> None:
 
     from anime_avatar.core.progress import progress_bar
     from anime_avatar.data.image_sets import read_image
-    from anime_avatar.style.transfer import stylize_image
 
     single = read_image(contents[0], "--content", MAX_READ_SIDE) if len(contents) == 1 else None  # before the slow part
     style = read_image(args.style, "--style", MAX_READ_SIDE)
@@ -310,7 +322,7 @@ def cmd_stylize(args: argparse.Namespace) -> None:
         except UserError as err:
             unreadable.append(str(err))
             continue
-        _save_image(stylize_image(method, image, style, args.size), target)
+        _save_image(_stylized(method, image, style, args.size, "--size"), target)
     done = len(contents) - len(unreadable)
     if done:
         log.info("%d image%s stylised with %s: %s", done, "s" * (done != 1), args.method, args.out)
@@ -375,9 +387,7 @@ def cmd_avatar(args: argparse.Namespace) -> None:
 
             _save_image(translate_picture(translator.net, crop, args.size), target)
         else:
-            from anime_avatar.style.transfer import stylize_image
-
-            _save_image(stylize_image(method, crop, style, args.size), target)
+            _save_image(_stylized(method, crop, style, args.size, "--size"), target)
         print(target)
 
 

@@ -66,6 +66,25 @@ def test_stylize_a_folder_with_gatys_writes_one_image_each(files, tmp_path):
     assert styled.size == (64, 48) and styled.tobytes() != original.tobytes()
 
 
+@pytest.mark.parametrize(("command", "flag"), [("stylize", "--size"), ("avatar", "--size"),
+                                              ("generate", "--style-size")])  # fmt: skip
+def test_a_size_too_small_for_the_methods_features_names_the_flag_that_set_it(files, tmp_path, caplog, command,
+                                                                              flag):  # fmt: skip
+    """This net's deepest inception layer needs 27 px; at 20 the message named only "images of 30x20 px"."""
+    picture = {"stylize": ["--content", str(files["faces"] / "face0.png")],
+               "avatar": ["--photo", str(files["photo"]), "--no-detect"],
+               "generate": ["--model", files["generator"], "--n", "1"]}[command]  # fmt: skip
+    style = ["--style-model", files["stylizer"]] if command == "generate" else ["--model", files["stylizer"]]
+    method = ["--style-method", "network"] if command == "generate" else ["--method", "network"]
+    out = tmp_path / ("avatars" if command == "generate" else "a.png")
+    with pytest.raises(SystemExit, match="1"):
+        main(command, *picture, "--style", files["style"], "--out", str(out), *method, *style, flag, "20")
+    message = caplog.records[-1].getMessage()
+    assert message.startswith(f"{flag} 20 is too small for this method (images of 30x20 px are too small for the")
+    assert message.endswith(f"give {flag} 27 or more")
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_avatar_finds_the_one_face_in_the_photo(files, tmp_path, caplog):
     out = tmp_path / "avatar.png"
     with caplog.at_level(logging.INFO):

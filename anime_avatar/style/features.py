@@ -93,6 +93,14 @@ LAYERS: dict[str, LayerChoice] = {
 }
 
 
+class ImageTooSmall(UserError):
+    """An image with a side shorter than the deepest requested layer accepts (``needed`` px)."""
+
+    def __init__(self, message: str, needed: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+
+
 class FeatureNet(nn.Module):
     """Activations of a frozen network at chosen layers, for float images in [0, 1] of shape (N, 3, H, W).
 
@@ -136,9 +144,10 @@ class FeatureNet(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
         if min(images.shape[-2:]) < self.min_size():
-            raise UserError(
+            raise ImageTooSmall(
                 f"images of {images.shape[-1]}x{images.shape[-2]} px are too small for the {self.network} layer "
-                f"{self.layers[-1]}: it needs at least {self.min_size()} px"
+                f"{self.layers[-1]}: it needs at least {self.min_size()} px",
+                self.min_size(),
             )
 
 
