@@ -53,8 +53,9 @@ def stylize_train(params: Params) -> None:
                                 on_log=lambda step, losses: run.log_metrics(losses, step))  # fmt: skip
         heads = {method: net.head for method, net in state.nets.items()}
         save_stylizer(STYLIZER, heads, state.step, cfg.image_size, run.run_id, version)
-        atomic_write_json(STYLIZE_TRAIN_METRICS, train_metrics(state, loss_parts(cfg)))
-        fields = ["step", *(f"{m}_{part}" for m in state.nets for part in loss_parts(cfg))]
+        parts = loss_parts(cfg)
+        atomic_write_json(STYLIZE_TRAIN_METRICS, train_metrics(state, parts))
+        fields = ["step", *(f"{m}_{part}" for m in state.nets for part in parts)]
         write_csv(STYLIZE_LOSSES_CSV, [{k: h.get(k) for k in fields} for h in state.history], fields)
         run.log_metrics({"train_seconds": state.seconds})
         tracking = params.tracking

@@ -35,8 +35,8 @@ def image_bytes(value: Any, what: str) -> bytes:
         # else that is, is base64 text left undecoded.
         netpbm = len(data) > 1 and data[:1] == b"P" and data[1:2] in b"1234567"
         if _BASE64_TEXT.fullmatch(data) and not netpbm:
-            with contextlib.suppress(binascii.Error, ValueError):  # not base64 after all: read as it is
-                return base64.b64decode(b"".join(data.split()), validate=True)
+            with contextlib.suppress(BadRequest):  # not base64 after all: read as it is
+                return _from_base64(data, what)
         return data
     raise BadRequest(f"{what} is {type(value).__name__}, not an image file's bytes")
 
