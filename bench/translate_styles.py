@@ -6,7 +6,8 @@ Each of selfie2anime's 100 testA photos is stylised at --size px in the style of
 default trainB's first image in name order) by each --methods entry: ``adain`` and ``attention`` (the nets of
 --stylizer, trained by the stylize_train stage) and ``gatys-inception-softmax`` (optimisation, params.yaml's
 gatys section; --gatys-photos of the photos only, as it takes seconds per image). Rows are appended to
-``<out>/styles.csv``.
+``<out>/styles.csv``, each naming what made it: the stylizer file (its sha256's first 12 digits; gatys has
+none), the style image and the size.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/translate_styles.py --stylizer models/stylizer.pt
 """
@@ -25,12 +26,14 @@ sys.path.insert(0, str(ROOT))
 
 from translate import EVAL_SIZE, CachedFeatures, anime_face_finder, load_eval_sets  # noqa: E402
 
+from anime_avatar.core.fsutil import sha256_file  # noqa: E402
 from anime_avatar.core.params import load_params  # noqa: E402
 from anime_avatar.data.image_sets import image_files, read_image  # noqa: E402
 from anime_avatar.metrics.features import extract_features  # noqa: E402
 from anime_avatar.translate.evaluation import evaluate_translator  # noqa: E402
 
-COLUMNS = ["method", "photos", "kid_x100", "fid", "face_rate", "structure", "seconds_per_avatar"]
+METRICS = ["kid_x100", "fid", "face_rate", "structure"]
+COLUMNS = ["method", "stylizer", "style", "size", "photos", *METRICS, "seconds_per_avatar"]
 
 
 def style_translator(method, style, size: int):  # -> anime_avatar.translate.evaluation.Translator
@@ -67,6 +70,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "styles.csv"
     new = not path.is_file()
+    if not new and path.read_text().splitlines()[:1] != [",".join(COLUMNS)]:
+        sys.exit(f"{path} has other columns (an older version of this script): move it away, or name another --out")
+    stylizer = f"{args.stylizer.name}@{sha256_file(args.stylizer)[:12]}" if args.stylizer.is_file() else ""
     with open(path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         if new:
@@ -80,7 +86,9 @@ def main() -> None:
             photos = sets.photos[: args.gatys_photos] if name.startswith("gatys") else sets.photos
             metrics, _ = evaluate_translator(style_translator(method, style, args.size), args.size, photos, sets.anime,
                                              sets.reference, EVAL_SIZE, features.scorer, finds_face, 3)  # fmt: skip
-            row = {"method": name, "photos": len(photos), **{k: metrics["translated"][k] for k in COLUMNS[2:6]},
+            row = {"method": name, "stylizer": "" if name.startswith("gatys") else stylizer,
+                   "style": style_path.name, "size": args.size, "photos": len(photos),
+                   **{k: metrics["translated"][k] for k in METRICS},
                    "seconds_per_avatar": metrics["seconds_per_avatar"]}  # fmt: skip
             writer.writerow(row)
             f.flush()
