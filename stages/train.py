@@ -22,7 +22,7 @@ from anime_avatar.artifacts.reports import (
     write_losses,
 )
 from anime_avatar.artifacts.run import RUN_FILE
-from anime_avatar.artifacts.trainset import TRAIN_DIR, load_train_images
+from anime_avatar.artifacts.trainset import TRAIN_DIR, open_train_images
 from anime_avatar.core.device import resolve_device
 from anime_avatar.core.fsutil import atomic_write_bytes, atomic_write_json
 from anime_avatar.core.params import Params
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 def train_stage(params: Params) -> None:
     info = DistInfo.from_env()
-    images = np.asarray(load_train_images(TRAIN_DIR, mmap=False))
+    images = open_train_images(TRAIN_DIR)  # read in place: batches are gathered from the memory-mapped shards
     versions = data_versions()
     train_version = data_version(TRAIN_DIR)  # from the shards themselves: dvc.lock may be older than the folder
     if not info.is_main:

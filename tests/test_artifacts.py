@@ -142,6 +142,21 @@ def test_training_images_must_be_square_uint8(tmp_path):
         write_train_set(tmp_path, np.zeros((2, 8, 4, 3), np.uint8), [], 10, 1)
 
 
+def test_the_training_set_in_place_takes_images_across_shards_in_the_order_asked(tmp_path):
+    from anime_avatar.artifacts.trainset import TrainImages, Variant, open_train_images, write_train_set
+
+    images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+    write_train_set(tmp_path, images, [Variant(str(i), 0) for i in range(10)], 4, 1)  # shards of 4, 4, 2
+    in_place = open_train_images(tmp_path)
+    order = [9, 0, 4, 3, 8, 4]
+    assert np.array_equal(in_place.take(order, axis=0), images.take(order, axis=0))
+    assert np.array_equal(np.asarray(in_place), images) and in_place.take([]).shape == (0, 4, 4, 3)
+    with pytest.raises(IndexError):
+        in_place.take([10])
+    with pytest.raises(ValueError):
+        TrainImages([])
+
+
 def test_a_training_shard_that_would_run_code_is_refused_without_running_it(tmp_path):
     from anime_avatar.artifacts.trainset import Variant, load_train_images, write_train_set
 
@@ -168,6 +183,9 @@ def test_a_generator_file_whose_config_asks_for_a_huge_net_is_refused_before_bui
     with pytest.raises(UserError, match="its weights do not fit its config") as err:
         load_generator(tmp_path / "huge.pt")
     assert "\n" not in str(err.value)
+    torch.save({**torch.load(tmp_path / "g.pt", weights_only=True), "step": float("inf")}, tmp_path / "inf.pt")
+    with pytest.raises(UserError, match=r"inf.pt: not a .*\(OverflowError: "):  # not an OverflowError traceback
+        read_generator(tmp_path / "inf.pt")
 
 
 def test_the_headline_metric_keeps_the_named_scores_nested_and_the_report_keeps_everything(tmp_path):

@@ -124,6 +124,25 @@ def test_training_changes_weights_and_seed_matters(tmp_path):
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
 
 
+def test_training_from_the_shards_in_place_is_the_run_on_the_whole_array(tmp_path, monkeypatch):
+    """The train stage reads its set in place (memory-mapped shards, each batch gathered from them) instead of
+    one copy of the whole set in memory: the same run to the last bit, and on the CPU never a whole copy."""
+    from anime_avatar.artifacts.trainset import TrainImages, Variant, open_train_images, write_train_set
+
+    def whole_copy(*args, **kwargs):
+        raise AssertionError("the whole training set was copied into memory")
+
+    monkeypatch.setattr(TrainImages, "__array__", whole_copy)
+
+    (tmp_path / "train").mkdir()
+    write_train_set(tmp_path / "train", IMAGES, [Variant(f"f{i}", 0) for i in range(len(IMAGES))], 20, 1)
+    in_place = open_train_images(tmp_path / "train")
+    assert len(in_place) == len(IMAGES) and in_place.shape == IMAGES.shape  # three shards: 20, 20, 8
+    params = params_with(tiny(steps=3))
+    from_shards = train(params.model, params.train, in_place, tmp_path / "shards.pt")
+    assert_same(weights(fit(tiny(steps=3), tmp_path / "array.pt")), weights(from_shards))
+
+
 def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
     fit(tiny(steps=2), tmp_path / "ck.pt")
     other = fit(tiny(steps=2, lr_g=0.001), tmp_path / "ck.pt")

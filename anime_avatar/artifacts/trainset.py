@@ -139,6 +139,49 @@ def _checked_shards(folder: Path, info: TrainSetInfo, mmap: bool) -> Iterator[np
         del shard  # no reference left here while the next one loads
 
 
+class TrainImages:
+    """The training set read in place: its shards memory-mapped, a batch gathered from them by index. Nothing
+    copies the whole set into a process (the pages read stay in the OS's cache, shared by every process of a
+    torchrun launch); ``take`` answers as ``np.ndarray.take(indices, axis=0)``, so an array serves as well."""
+
+    def __init__(self, shards: Sequence[np.ndarray]) -> None:
+        if not shards or not all(len(s) for s in shards):
+            raise ValueError("a training set needs at least one image in each shard")
+        self._shards = list(shards)
+        self._ends = np.cumsum([len(s) for s in shards])
+        self.shape: tuple[int, ...] = (int(self._ends[-1]), *shards[0].shape[1:])
+        self.dtype = shards[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take(self, indices: Iterable[int], axis: int = 0) -> np.ndarray:
+        """The images at ``indices``, in that order, as one new array."""
+        if axis != 0:
+            raise ValueError("training images are taken along the first axis only")
+        wanted = np.fromiter(indices, dtype=np.int64)
+        if wanted.size and (wanted.min() < 0 or wanted.max() >= len(self)):
+            raise IndexError(f"image index out of range for a training set of {len(self)}")
+        out = np.empty((len(wanted), *self.shape[1:]), self.dtype)
+        shard_of = np.searchsorted(self._ends, wanted, side="right")
+        for s in np.unique(shard_of):
+            rows = shard_of == s
+            out[rows] = self._shards[s][wanted[rows] - (self._ends[s] - len(self._shards[s]))]
+        return out
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        whole = self.take(range(len(self)))
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def open_train_images(folder: Path = TRAIN_DIR) -> TrainImages:
+    """The training set of ``folder``, read in place (:class:`TrainImages`)."""
+    info = read_train_info(folder)
+    if info.count == 0:
+        raise UserError(f"{folder / INDEX_JSON} holds no training images: re-run augment on a face set")
+    return TrainImages(list(_checked_shards(folder, info, mmap=True)))
+
+
 def load_train_images(folder: Path = TRAIN_DIR, mmap: bool = True) -> np.ndarray:
     """The training set as one (N, S, S, 3) uint8 array (memory-mapped shards, concatenated if several)."""
     arrays = list(_checked_shards(folder, read_train_info(folder), mmap))

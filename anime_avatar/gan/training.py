@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from anime_avatar.nn.images import to_model_range
 from anime_avatar.nn.losses import d_loss, g_loss, gradient_penalty
 from anime_avatar.nn.precision import autocast_for, training_precision
 
+if TYPE_CHECKING:
+    from anime_avatar.artifacts.trainset import TrainImages
+
 log = logging.getLogger(__name__)
 
 # Purposes of the per-step random streams (part of their seeds).
@@ -52,6 +55,16 @@ def step_generators(seed: int, rank: int, step: int, device: torch.device) -> li
     DiffAugment, gradient penalty. Each depends only on (seed, rank, step), so a resumed run draws what an
     uninterrupted one draws."""
     return [step_generator(seed, rank, step, purpose, device) for purpose in (_LATENT_D, _LATENT_G, _AUGMENT, _PENALTY)]
+
+
+def batch_reader(images: np.ndarray | TrainImages, device: torch.device) -> Callable[[list[int]], torch.Tensor]:
+    """Each step's real images by index. On a GPU the set goes to the device once (no host copy per step);
+    elsewhere each batch is gathered from ``images`` where they are (a memory-mapped training set is never all
+    copied into the process: before, a 60,000-face set at 128 px took 2.9 GB in each process)."""
+    if device.type == "cuda":
+        on_device = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        return lambda indices: on_device[indices]
+    return lambda indices: torch.from_numpy(images.take(indices, axis=0)).to(device)
 
 
 def batch_indices(n: int, batch: int, seed: int, info: DistInfo, start_step: int) -> Iterator[list[int]]:
@@ -271,9 +284,9 @@ def train(
     else:
         g_train, d_train = state.generator, state.discriminator
     d = state.discriminator
-    data = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    real_batch = batch_reader(images, device)
     per_rank = t.batch_size // info.world_size
-    order = batch_indices(len(data), per_rank, t.seed, info, state.step)
+    order = batch_indices(len(images), per_rank, t.seed, info, state.step)
     z_fixed = fixed_latents(t.seed, config.z_dim)
     last = t.steps if stop_after is None else min(t.steps, state.step + stop_after)
     bar = progress_bar(total=t.steps, initial=state.step, desc="train", unit="step", disable=not info.is_main)
@@ -281,7 +294,7 @@ def train(
 
     with StopFlag() as stop, contextlib.closing(bar):
         while state.step < last:
-            real = to_model_range(data[next(order)])
+            real = to_model_range(real_batch(next(order)))
             streams = step_generators(t.seed, info.rank, state.step, device)
             with stop.step_of_rank(info.is_main, state.step, checkpoint):
                 loss_d, loss_g = train_step(state, t, real, streams, (g_train, d_train), info.world_size)
