@@ -115,6 +115,17 @@ def test_copies_of_a_pipeline_that_draws_one_image_are_refused_and_random_ones_p
     check_transforms(section("augment", transforms=[{"name": "HorizontalFlip", "p": 0.5}], copies=2), image_size=16)
 
 
+@pytest.mark.parametrize("transforms", [[], [{"name": "HorizontalFlip", "p": 0.0}]])
+def test_copies_that_never_change_the_image_beside_the_originals_are_refused(transforms):
+    """copies: 1 with keep_original and no transform that changes anything put every face in twice, unchanged."""
+    params = section("augment", transforms=transforms, copies=1, keep_original=True)
+    refused = r"^augment.copies is 1 with augment.keep_original, but .* every face would be in the training set 2 "
+    with pytest.raises(ParamsError, match=refused):
+        check_transforms(params, image_size=16)
+    check_transforms(params.model_copy(update={"keep_original": False}), image_size=16)  # the faces once: fine
+    check_transforms(params.model_copy(update={"copies": 0}), image_size=16)
+
+
 def test_a_transform_that_resizes_on_some_draws_only_is_named_not_a_traceback():
     params = section("augment", transforms=[{"name": "RandomScale", "scale_limit": 0.02}], copies=1)
     check_transforms(params, image_size=32)  # the sample's draw keeps the size: the check cannot see it

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -134,6 +137,22 @@ def test_a_detector_that_cannot_be_built_in_the_workers_is_one_error_not_a_hang(
     params = section("detect", detector="lbp", cascade_path=str(html), image_size=32, workers=2)
     with pytest.raises(UserError, match=r"lbpcascade_animeface.xml: not a valid OpenCV cascade file"):
         list(local_results(jobs, params))
+
+
+def _dies_on_three(item: int) -> int:
+    if item == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer ends a worker
+    return item * 10
+
+
+def test_a_worker_process_that_dies_is_one_error_naming_the_workers_key_not_a_hang():
+    """A detect worker killed mid-run (kill -9, the OOM killer): multiprocessing.Pool started a new worker and
+    waited for ever for the result the dead one held (the stage ran until `timeout` killed it)."""
+    from anime_avatar.core.parallel import parallel_map
+
+    assert list(parallel_map(_dies_on_three, [0, 1, 2], workers=2)) == [0, 10, 20]
+    with pytest.raises(UserError, match=r"^detect worker process died .*: run it again \(with fewer detect.workers"):
+        list(parallel_map(_dies_on_three, list(range(8)), workers=2, desc="detect", workers_key="detect.workers"))
 
 
 def test_duplicates_are_dropped_after_the_first(tmp_path):

@@ -231,6 +231,19 @@ def test_cached_path_stays_inside_the_cache(cache, url):
     assert path.name not in ("", ".", "..") and "/" not in path.name
 
 
+def test_a_url_whose_last_part_is_longer_than_a_file_name_downloads(server, cache):
+    """A 300-character last part (or 84 percent-encoded Japanese characters) failed with OSError "File name too
+    long" before any request."""
+    data = payload(20_000)
+    long_name = "/" + "a" * 300 + ".zip"
+    server.files[long_name] = data
+    path = download(server.url(long_name), sha256(data))
+    assert path.read_bytes() == data and path.suffix == ".zip"
+    assert len((path.name + ".part").encode()) <= 255 and len((path.name + ".json").encode()) <= 255
+    japanese = cached_path("https://host/" + "%E7%94%BB" * 90 + ".zip")  # 270 bytes of UTF-8
+    assert len(japanese.name.encode()) <= 250 and japanese.name.startswith("画")
+
+
 # --- download ------------------------------------------------------------------------------------
 
 

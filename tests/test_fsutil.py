@@ -50,3 +50,17 @@ def test_utf8_name_escapes_only_bytes_that_are_not_utf8():
     assert utf8_name("été/ok.png") == "été/ok.png"
     assert utf8_name(os.fsdecode(b"caf\xe9/\xff.png")) == "caf\\xe9/\\xff.png"
     assert utf8_name("\ud800.png") == "\\ud800.png"  # a surrogate no file name byte gives
+
+
+def test_a_temporary_folder_a_killed_run_left_is_removed_by_the_next_and_no_other(tmp_path):
+    """A detect stage killed with SIGKILL left data/.faces.di_leqvv.tmp/ with its partial crops for good."""
+    stale = tmp_path / ".faces.di_leqvv.tmp"
+    (stale / "crops").mkdir(parents=True)
+    (stale / "crops" / "a.png").write_bytes(b"partial")
+    others = [tmp_path / ".faces-old.x.tmp", tmp_path / ".train.y.tmp", tmp_path / "faces.z.tmp"]
+    for other in others:
+        other.mkdir()
+    with atomic_dir(tmp_path / "faces") as out:
+        (out / "new.png").write_bytes(b"new")
+    assert not stale.exists() and all(other.is_dir() for other in others)
+    assert [p.name for p in (tmp_path / "faces").iterdir()] == ["new.png"]

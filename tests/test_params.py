@@ -165,3 +165,27 @@ def test_stylize_eval_may_compare_only_the_nets_stylize_trains():
     evaluated = ["gatys-inception", "adain"]
     changes = {"stylize": {"methods": ["adain"]}, "stylize_eval": {"methods": evaluated}}
     assert parse_params(merge(RAW, changes)).stylize_eval.methods == evaluated
+
+
+@pytest.mark.parametrize(("section", "path", "how"), [
+    ("data", "data/raw", "is"), ("data", "data/raw/mine", "is inside data/raw"), ("data", "data", "holds data/raw"),
+    ("data", ".", "holds data/raw"), ("photos", "data/photos", "is"), ("data", "data/faces", "is"),
+])  # fmt: skip
+def test_a_local_source_in_a_folder_the_pipeline_writes_is_refused(section, path, how, monkeypatch, tmp_path):
+    """data.path: data/raw read the user's images into the folder being replaced: duplicates and non-images were
+    deleted, and under DVC (which deletes data/raw first) every image was lost."""
+    monkeypatch.chdir(tmp_path)
+    raw = merge(RAW, {section: {"source": "local", "path": path}})
+    with pytest.raises(ParamsError, match=rf"{section}.path {path} {how}, a folder the pipeline writes"):
+        parse_params(raw, "params.yaml")
+    assert parse_params(merge(RAW, {section: {"source": "local", "path": "data/mine"}})).data  # beside them: fine
+
+
+def test_the_folders_a_local_source_may_not_overlap_are_the_pipelines_data_outputs():
+    import yaml
+
+    from anime_avatar.core.params import PIPELINE_FOLDERS
+
+    stages = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"].values()
+    outs = {next(iter(o)) if isinstance(o, dict) else o for stage in stages for o in stage.get("outs", [])}
+    assert {o for o in outs if o.startswith("data/")} | {"models"} == set(PIPELINE_FOLDERS)

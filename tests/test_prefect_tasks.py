@@ -32,6 +32,20 @@ def test_dask_executor_gives_the_same_crops_as_local_processes(tmp_path, prefect
     assert sum(len(r.crops) for r in local) >= 5  # faces found, not an empty comparison
 
 
+def test_an_unreachable_dask_scheduler_is_one_line_naming_the_key(tmp_path, prefect_api, monkeypatch):
+    """detect.dask_address naming no scheduler ended in about 290 lines of Prefect and distributed tracebacks."""
+    import dask
+
+    from anime_avatar.core.errors import UserError
+
+    jobs = synthetic_jobs(tmp_path, seed=2, count=2)
+    params = section("detect", detector="animeface", image_size=32, executor="dask", dask_address="tcp://127.0.0.1:1")
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), pytest.raises(UserError) as err:
+        list(detect_results(jobs, params))
+    assert str(err.value).startswith("detect.executor dask: detect.dask_address tcp://127.0.0.1:1 did not answer (")
+    assert "\n" not in str(err.value)
+
+
 def test_download_task_retries_with_doubling_delays(tmp_path, monkeypatch, prefect_api):
     attempts = tmp_path / "attempts"
     # Fails twice (a flaky download), then succeeds printing what DVC prints for a stage that ran.

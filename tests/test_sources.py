@@ -527,6 +527,30 @@ def test_archive_detected_by_content_without_archive_suffix(tmp_path):
     assert [r.relpath for r in result.images] == ["images/x.png"]
 
 
+def test_zip_folder_entries_written_with_a_backslash_or_the_folder_attribute_keep_their_images(tmp_path):
+    """A folder entry `top\\` (DOS folder attribute) became an empty file `top`, which blocked the folder: every
+    image in it was rejected ("cannot be written where its path leads")."""
+    archive = tmp_path / "in" / "windows.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        folder = zipfile.ZipInfo("top\\")
+        folder.external_attr = 0x10  # MS-DOS directory
+        zf.writestr(folder, b"")
+        unix = zipfile.ZipInfo("other")
+        unix.create_system, unix.external_attr = 3, (stat.S_IFDIR | 0o755) << 16
+        zf.writestr(unix, b"")
+        zf.writestr("top\\a.png", image_bytes(20))
+        zf.writestr("other/b.png", image_bytes(21))
+        flagged = zipfile.ZipInfo("c.png")
+        flagged.external_attr = 0x10  # a folder attribute on an entry with bytes: still a file
+        zf.writestr(flagged, image_bytes(22))
+    out = tmp_path / "out"
+    out.mkdir()
+    result = collect(local_params(archive), out)
+    assert sorted(r.relpath for r in result.images) == ["images/c.png", "images/other/b.png", "images/top/a.png"]
+    assert rejected_map(result) == {}
+
+
 def test_zip_traversal_absolute_and_symlink_members_are_rejected(tmp_path):
     good = image_bytes(20)
     abs_target = tmp_path / "abs_evil.png"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import hashlib
 import io
 import json
@@ -45,23 +46,24 @@ def utf8_name(name: str) -> str:
 NAME_MAX = 255  # bytes in one file or folder name on Linux, macOS and Windows file systems
 
 
-def fitting_name(relpath: str) -> str:
-    """``relpath`` (a UTF-8 path with ``/``) with each part longer than NAME_MAX bytes shortened to its start, ``~``,
+def fitting_name(relpath: str, limit: int = NAME_MAX) -> str:
+    """``relpath`` (a UTF-8 path with ``/``) with each part longer than ``limit`` bytes shortened to its start, ``~``,
     12 hex digits of its sha256 and its suffix: a file name escaped by :func:`utf8_name` (each byte of a Shift-JIS
-    name becomes four characters) or an archive member's long name can then be written."""
+    name becomes four characters) or an archive member's long name can then be written. A ``limit`` below
+    NAME_MAX leaves room for a suffix added later."""
 
     def size(text: str) -> int:  # bytes on disk; a name's bytes that are not UTF-8 are lone surrogates here
         return len(text.encode("utf-8", "surrogateescape"))
 
     parts = []
     for part in relpath.split("/"):
-        if size(part) > NAME_MAX:
+        if size(part) > limit:
             stem, dot, suffix = part.rpartition(".")
             if not dot or len(suffix) > 16:
                 stem, suffix = part, ""
             tag = f"~{hashlib.sha256(part.encode('utf-8', 'surrogateescape')).hexdigest()[:12]}"
             tag += f".{suffix}" if suffix else ""
-            while size(stem) + size(tag) > NAME_MAX:  # by characters: a character is never cut in two
+            while size(stem) + size(tag) > limit:  # by characters: a character is never cut in two
                 stem = stem[:-1]
             part = stem + tag
         parts.append(part)
@@ -129,10 +131,13 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary folder that replaces ``target`` when the block succeeds.
 
-    On an exception the temporary folder is removed and ``target`` is left as it was.
+    On an exception the temporary folder is removed and ``target`` is left as it was; one that a run killed
+    outright (SIGKILL, a power cut) left beside ``target`` is removed by the next.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):  # left by a run killed outright
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700 whatever the umask, as mkdir would not

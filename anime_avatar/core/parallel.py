@@ -7,9 +7,12 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from typing import TypeVar
 
+from anime_avatar.core.errors import UserError
 from anime_avatar.core.progress import progress_bar
 
 T = TypeVar("T")
@@ -45,10 +48,13 @@ def parallel_map(
     initializer: Callable[..., None] | None = None,
     initargs: Iterable[object] = (),
     unit: str = "it",
+    workers_key: str = "",
 ) -> Iterator[R]:
     """Apply ``fn`` to every item in order, over ``workers`` processes (1: in this process).
 
-    Results come back in input order, so output is the same whatever the worker count.
+    Results come back in input order, so output is the same whatever the worker count. A worker process that
+    dies (the out-of-memory killer, a crash in native code) is a UserError naming ``workers_key``, the params
+    key that sets ``workers``.
     """
     n = resolve_workers(workers)
     bar = progress_bar(total=len(items), desc=desc, unit=unit, leave=False, disable=not desc)
@@ -64,16 +70,27 @@ def parallel_map(
     # fork starts workers in milliseconds with the parent's imports (cv2, animeface) already loaded.
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     init_args = (initializer, *initargs)
-    with context.Pool(n, initializer=_kept_init_error, initargs=init_args) as pool:
-        for result in pool.imap(partial(_unless_init_failed, fn), items, chunksize=chunksize):
+    # Not multiprocessing.Pool: it replaces a worker that dies and waits for ever for the result it held.
+    pool = ProcessPoolExecutor(n, mp_context=context, initializer=_kept_init_error, initargs=init_args)
+    try:
+        for result in pool.map(partial(_unless_init_failed, fn), items, chunksize=chunksize):
             yield result
             bar.update()
+    except BrokenProcessPool:
+        fewer = f" (with fewer {workers_key} if memory is short)" if workers_key else ""
+        raise UserError(
+            f"{desc or 'a'} worker process died (killed, e.g. by the out-of-memory killer, or crashed): "
+            f"run it again{fewer}"
+        ) from None
+    finally:  # also when the caller stops early: no work left running, no waiting for it
+        pool.shutdown(wait=False, cancel_futures=True)
     bar.close()
 
 
-# A worker's initializer that raised (a detector that cannot be built). multiprocessing.Pool replaces a worker whose
-# initializer raises with a new one, for ever: the stage hung, printing the error hundreds of times a second. The
-# error is kept instead, and raised by the worker's first task, which sends it to the parent.
+# A worker's initializer that raised (a detector that cannot be built). multiprocessing.Pool replaced a worker whose
+# initializer raised with a new one, for ever (the stage hung, printing the error hundreds of times a second), and
+# ProcessPoolExecutor calls the pool broken without the error. The error is kept instead, and raised by the
+# worker's first task, which sends it to the parent.
 _INIT_ERROR: list[Exception] = []
 
 

@@ -123,7 +123,34 @@ class DataParams(Section):
             problem = _url_problem(self.url)
             if problem:  # said now, not after retries that treat it as a network failure
                 raise ValueError(f"{self.section}.url {self.url!r} {problem}")
+        if self.source == "local":
+            overlap = _pipeline_folder_overlap(self.path)
+            if overlap:
+                raise ValueError(
+                    f"{self.section}.path {self.path} {overlap}, a folder the pipeline writes: `dvc repro` deletes "
+                    "and remakes it, and the images there would be lost. Put them elsewhere (e.g. data/mine or "
+                    "$HOME/anime) and name that folder"
+                )
         return self
+
+
+# The folders the pipeline's stages write (DVC outputs: deleted before their stage runs); a test keeps this list
+# in step with dvc.yaml.
+PIPELINE_FOLDERS = ("data/raw", "data/faces", "data/train", "data/photos", "models")
+
+
+def _pipeline_folder_overlap(path: str) -> str:
+    """How a local source ``path`` overlaps a folder the pipeline writes ("" when it does not)."""
+    where = Path(os.path.expanduser(path)).resolve()
+    for folder in PIPELINE_FOLDERS:
+        written = Path(folder).resolve()
+        if where == written:
+            return "is"
+        if where.is_relative_to(written):
+            return f"is inside {folder}"
+        if written.is_relative_to(where):
+            return f"holds {folder}"
+    return ""
 
 
 def _url_problem(url: str) -> str:

@@ -70,6 +70,15 @@ def check_transforms(params: AugmentParams, image_size: int) -> None:
                 f"{key} must keep the crops' size and uint8 type: it turns {image_size}x{image_size} uint8 "
                 f"into {'x'.join(map(str, out.shape[:2][::-1]))} {out.dtype}"
             )
+    if params.copies and params.keep_original and all(
+        np.array_equal(sample, pipeline(image=sample)["image"]) for _ in range(DETERMINISM_DRAWS)
+    ):
+        raise ParamsError(
+            f"augment.copies is {params.copies} with augment.keep_original, but augment.transforms never change "
+            "an image (none, or each with p: 0): every face would be in the training set "
+            f"{params.copies + 1} times, unchanged; use copies: 0, or a transform that changes the image such "
+            "as {name: HorizontalFlip, p: 0.5}"
+        )
     if params.copies > 1:
         # A pipeline that draws the same image every time makes copies that are all one image: wasted work.
         first = pipeline(image=sample)["image"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
+from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.parallel import parallel_map, resolve_workers
 from anime_avatar.core.params import DetectParams
 from anime_avatar.data.detection import Detector, FileJob, FileResult, build_detector, detect_file, resolve_cascade
@@ -40,12 +41,15 @@ def local_results(jobs: Sequence[FileJob], params: DetectParams) -> Iterator[Fil
     """Detect over local processes (``detect.workers``), in input order."""
     return parallel_map(
         _detect_in_worker, jobs, params.workers, desc=f"detect ({params.detector})",
-        initializer=_init_worker, initargs=(params,), unit="img",
+        initializer=_init_worker, initargs=(params,), unit="img", workers_key="detect.workers",
     )  # fmt: skip
 
 
 def dask_results(jobs: Sequence[FileJob], params: DetectParams) -> list[FileResult]:
     """Detect every job on a Dask cluster (``detect.dask_address``, else a local one); results in input order."""
+    from anime_avatar.core.prefect_env import apply_prefect_defaults
+
+    apply_prefect_defaults()
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE
     from prefect_dask import DaskTaskRunner
@@ -68,7 +72,18 @@ def dask_results(jobs: Sequence[FileJob], params: DetectParams) -> list[FileResu
         print(f"{len(jobs)} images in {len(chunks)} tasks on {params.dask_address or 'a local Dask cluster'}")
         return [result for future in futures for result in future.result()]
 
-    return detect_on_dask()
+    try:
+        return detect_on_dask()
+    except (OSError, TimeoutError) as err:  # distributed's "Timed out trying to connect to tcp://…"
+        where = f"detect.dask_address {params.dask_address}" if params.dask_address else "a local Dask cluster"
+        raise UserError(f"detect.executor dask: {where} did not answer ({first_line(err)}): start the "
+                        "scheduler, correct the address, or use detect.executor local") from None  # fmt: skip
+    except RuntimeError as err:
+        if "Prefect API" not in str(err):
+            raise
+        raise UserError(f"detect.executor dask runs through Prefect, whose server did not answer ({first_line(err)}): "
+                        "set PREFECT_API_URL to a running server (make prefect-server), or use detect.executor "
+                        "local") from None  # fmt: skip
 
 
 def detect_results(jobs: Sequence[FileJob], params: DetectParams) -> Iterable[FileResult]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from anime_avatar.core.errors import UserError
-from anime_avatar.core.fsutil import atomic_write_json, sha256_file
+from anime_avatar.core.fsutil import NAME_MAX, atomic_write_json, fitting_name, sha256_file
 from anime_avatar.core.params import DataParams
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,9 @@ def cached_path(url: str, sha256: str = "") -> Path:
     """Where ``url`` is cached: keyed by its sha256 when known, else by the URL itself."""
     key = sha256 or hashlib.sha256(url.encode()).hexdigest()
     name = Path(urllib.request.url2pathname(url.split("?")[0].rstrip("/").rsplit("/", 1)[-1])).name or "download"
-    return cache_dir() / "downloads" / key[:16] / name
+    # Room for the ".part" of a download under way and the ".json" of its record (a URL's last part may be
+    # longer than a file name can be: OSError "File name too long" before any request).
+    return cache_dir() / "downloads" / key[:16] / fitting_name(name, NAME_MAX - len(".part"))
 
 
 def record_path(dest: Path) -> Path:

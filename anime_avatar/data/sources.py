@@ -97,6 +97,14 @@ def collect_synthetic(params: DataParams, out: Path, workers: int = 0, kind: str
 # --- safe archive extraction ---------------------------------------------------------------
 
 
+def _zip_member_is_folder(info: zipfile.ZipInfo) -> bool:
+    """A zip's folder entry: a name ending in "/" (what zipfile knows), or in "\\" as some Windows tools write
+    it, or the DOS or Unix folder attribute (an entry read as an empty file named "top" blocked the folder
+    "top" its images go to)."""
+    flagged = info.filename.endswith("\\") or info.external_attr & 0x10 or stat.S_ISDIR(info.external_attr >> 16)
+    return info.is_dir() or (bool(flagged) and info.file_size == 0)  # an entry with bytes is a file whatever it says
+
+
 def _safe_member_name(name: str) -> str | None:
     """The member's path if it stays inside the target folder, else None."""
     name = name.replace("\\", "/")
@@ -258,7 +266,7 @@ def extract_archive(archive: Path, dest: Path, max_bytes: int) -> list[Rejected]
             with contextlib.ExitStack() as stack:
                 zf, skip, rejected = _open_zip(archive, stack)
                 for index, info in enumerate(zf.infolist()):
-                    if info.is_dir() or index in skip:
+                    if _zip_member_is_folder(info) or index in skip:
                         continue
                     name = _safe_member_name(info.filename)
                     mode = info.external_attr >> 16
