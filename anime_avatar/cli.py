@@ -243,9 +243,14 @@ def _image_format(path: Path) -> str:
     return fmt
 
 
-def _check_targets(targets: Sequence[Path]) -> None:
-    """Before any work: each image to write has an image suffix, is not a folder and lies under no regular file."""
+def _check_targets(targets: Sequence[Path], inputs: Sequence[Path | None] = ()) -> None:
+    """Before any work: each image to write has an image suffix, is not a folder, lies under no regular file, and
+    is none of the ``inputs`` (the pictures the command reads: a result never replaces its photo or style)."""
+    read = {path.resolve(): path for path in inputs if path is not None}
     for target in targets:
+        if target.resolve() in read:
+            raise UserError(f"--out {target} is the picture {read[target.resolve()]} the command reads: the result "
+                            "would replace it; name another file")  # fmt: skip
         if target.is_dir():
             raise UserError(f"--out {target} is a folder: name the image file to write (e.g. {target / 'out.png'})")
         _image_format(target)
@@ -265,22 +270,32 @@ def _save_image(image, path: Path) -> None:  # image: PIL.Image
     _write(path, buf.getvalue())
 
 
-def _contents_and_targets(content: Path, out: Path) -> tuple[list[Path], list[Path]]:
+# Marks a folder of a command's results (stylize/translate --content DIR --out FOLDER): an --out inside --content
+# that holds it is an earlier run's results, not pictures to read (or to protect from being written over).
+RESULTS_MARKER = ".anime-avatar-results"
+
+
+def _contents_and_targets(
+    content: Path, out: Path, also_read: Sequence[Path | None] = ()
+) -> tuple[list[Path], list[Path]]:
     """--content IMG -> ([IMG], [--out]); --content DIR -> its images and the PNG of each under --out (a folder).
 
-    --out is checked here, before any work: an image file to write, or for a folder a folder (or a new path)."""
+    --out is checked here, before any work: an image file to write (never a picture read: the content or one of
+    ``also_read``), or for a folder a folder (or a new path), marked as results."""
     from anime_avatar.data.image_sets import image_files
 
     if not content.is_dir():
-        _check_targets([out])
+        _check_targets([out], [content, *also_read])
         return [content], [out]
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: with a folder as --content, --out is the folder to write into")
     out_folder = out.resolve()
     if out_folder == content.resolve():
         raise UserError(f"--out {out} is the --content folder: the results would replace the pictures; name another")
-    # An --out inside --content holds an earlier run's results: they are outputs, not pictures to process again.
-    contents = [c for c in image_files(content) if out_folder not in c.resolve().parents]
+    # An --out inside --content that a run marked holds its results: outputs, not pictures to process again. Any
+    # other folder's pictures are the user's: read, and never written over (the check below).
+    earlier_results = (out / RESULTS_MARKER).is_file()
+    contents = [c for c in image_files(content) if not (earlier_results and out_folder in c.resolve().parents)]
     if not contents:
         raise UserError(f"--content {content}: no images in this folder")
     targets = [out / f"{c.relative_to(content).with_suffix('')}.png" for c in contents]
@@ -293,7 +308,9 @@ def _contents_and_targets(content: Path, out: Path) -> tuple[list[Path], list[Pa
         if target.resolve() in inputs:
             raise UserError(f"--out {out}: {target} would replace one of the pictures; name another folder")
         first[target] = picture
-    _check_targets(targets)
+    _check_targets(targets, also_read)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RESULTS_MARKER).touch()
     return contents, targets
 
 
@@ -306,7 +323,7 @@ def cmd_stylize(args: argparse.Namespace) -> None:
     stylises every image in it, and --out is then a folder.
     Example: anime-avatar stylize --content face.png --style art.jpg --out avatar.png --method network
     """
-    contents, targets = _contents_and_targets(args.content, args.out)  # before the slow imports
+    contents, targets = _contents_and_targets(args.content, args.out, [args.style])  # before the slow imports
 
     from anime_avatar.core.progress import progress_bar
     from anime_avatar.data.image_sets import read_image
@@ -359,7 +376,7 @@ def cmd_avatar(args: argparse.Namespace) -> None:
     if args.method != "translate" and args.style is None:
         raise UserError(f"--method {args.method} restyles the face after an example: give it --style IMG (or use "
                         "--method translate, which needs none)")  # fmt: skip
-    _check_targets([args.out])
+    _check_targets([args.out], [args.photo, args.style])
     photo = read_image(args.photo, "--photo", MAX_READ_SIDE)
     if args.method == "translate":
         translator = _translator(args.model, "anime")
@@ -380,7 +397,7 @@ def cmd_avatar(args: argparse.Namespace) -> None:
         if len(crops) == 1
         else [args.out.with_stem(f"{args.out.stem}-{i}") for i in range(1, len(crops) + 1)]
     )
-    _check_targets(targets)
+    _check_targets(targets, [args.photo, args.style])
     for crop, target in zip(crops, targets, strict=True):
         if args.method == "translate":
             from anime_avatar.translate.inference import translate_picture
@@ -780,6 +797,9 @@ def main(argv: list[str] | None = None, groups: Sequence[CommandGroup] = ()) -> 
     args = parser.parse_args(argv)
     if misused := _gatys_options_misused(args):
         parser.error(misused)
+    if args.command == "avatar" and args.method == "translate" and args.style is not None:
+        parser.error("--style applies to --method network, adain and gatys; --method translate (the default) uses "
+                     "no style image: add --method, or leave --style out")  # fmt: skip
     setup_logging(args.verbose)
     if args.command in HEAVY_COMMANDS and not os.environ.get("OMP_NUM_THREADS"):
         # One torch thread per idle core (core.device.apply_threads' rule), set before torch is imported: the

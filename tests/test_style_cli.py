@@ -61,7 +61,7 @@ def test_stylize_a_folder_with_gatys_writes_one_image_each(files, tmp_path):
     out = tmp_path / "styled"
     main("stylize", "--content", str(files["faces"]), "--style", files["style"], "--out", str(out),
          "--method", "gatys", "--steps", "2", "--size", "48")  # fmt: skip
-    assert sorted(p.name for p in out.iterdir()) == ["face0.png", "face1.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["face0.png", "face1.png"]
     styled, original = Image.open(out / "face0.png"), Image.open(files["faces"] / "face0.png").resize((64, 48))
     assert styled.size == (64, 48) and styled.tobytes() != original.tobytes()
 
@@ -283,7 +283,7 @@ def test_a_folder_with_an_unreadable_file_gets_the_others_done_and_names_it(file
     options = ["--style", files["style"], "--model", files["stylizer"]] if command == "stylize" else []
     message = fails_with(caplog, command, "--content", "faces", "--out", "out", "--size", "32", *options)
     assert message == "--content: faces/broken.png is not a readable image (not an image)"
-    assert sorted(p.name for p in Path("out").iterdir()) == ["face0.png", "face1.png"]
+    assert sorted(p.name for p in Path("out").glob("*.png")) == ["face0.png", "face1.png"]
 
 
 @pytest.mark.parametrize("command", ["stylize", "translate", "avatar"])
@@ -358,16 +358,55 @@ def test_a_folder_whose_results_would_collide_or_replace_its_pictures_is_refused
     assert {p.name: p.read_bytes() for p in Path("faces").iterdir()} == before and not Path("out").exists()
 
 
-def test_results_inside_the_content_folder_are_not_taken_for_pictures(files, tmp_path, monkeypatch):
-    from anime_avatar.cli import _contents_and_targets
+def test_results_inside_the_content_folder_are_not_taken_for_pictures_and_the_users_pictures_never_replaced(
+    files, tmp_path, monkeypatch
+):
+    """An --out inside --content was taken for an earlier run's results whatever it held: a folder of the user's
+    own pictures was skipped, and each written over by the translation of a same-named picture beside it."""
+    from anime_avatar.cli import RESULTS_MARKER, _contents_and_targets
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "faces" / "anime").mkdir(parents=True)
     for name in ("a.png", "b.png", "anime/a.png"):
         Image.open(files["faces"] / "face0.png").save(tmp_path / "faces" / name)
-    contents, targets = _contents_and_targets(Path("faces"), Path("faces/anime"))
-    assert contents == [Path("faces/a.png"), Path("faces/b.png")]  # not faces/anime/a.png, an earlier result
-    assert targets == [Path("faces/anime/a.png"), Path("faces/anime/b.png")]
+    with pytest.raises(UserError, match=r"^--out faces/anime: faces/anime/a.png would replace one of the pictures"):
+        _contents_and_targets(Path("faces"), Path("faces/anime"))  # anime/a.png is the user's: read, kept
+    assert not (tmp_path / "faces" / "anime" / RESULTS_MARKER).exists()
+    contents, targets = _contents_and_targets(Path("faces"), Path("faces/styled"))
+    assert contents == [Path("faces/a.png"), Path("faces/anime/a.png"), Path("faces/b.png")]
+    assert (tmp_path / "faces" / "styled" / RESULTS_MARKER).is_file()  # the folder is marked as results
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(files["faces"] / "face0.png").save(target)
+    again, _ = _contents_and_targets(Path("faces"), Path("faces/styled"))
+    assert again == contents  # not faces/styled/*, the earlier run's results
+
+
+@pytest.mark.parametrize("command", ["translate", "stylize", "avatar"])
+def test_an_out_that_names_a_picture_the_command_reads_is_refused_before_any_work(files, tmp_path, caplog,
+                                                                                   command):  # fmt: skip
+    """avatar --photo me.png --out me.png (and translate/stylize alike) replaced the photo with its avatar."""
+    photo, style = tmp_path / "me.png", tmp_path / "style.png"
+    shutil.copy(files["photo"], photo)
+    shutil.copy(files["style"], style)
+    before = photo.read_bytes(), style.read_bytes()
+    given = {"translate": ["--content", str(photo)], "stylize": ["--content", str(photo), "--style", str(style)],
+             "avatar": ["--photo", str(photo), "--method", "adain", "--style", str(style)]}[command]  # fmt: skip
+    for out in (photo, style):
+        if command == "translate" and out == style:
+            continue
+        assert fails_with(caplog, command, *given, "--out", str(out), "--model", "nowhere.pt") == (
+            f"--out {out} is the picture {out} the command reads: the result would replace it; name another file"
+        )
+    assert (photo.read_bytes(), style.read_bytes()) == before
+
+
+def test_avatar_with_a_style_and_the_default_translate_method_is_a_usage_error(files, tmp_path, capsys):
+    """--style with the default method was ignored without a word: the avatar was the plain translation."""
+    with pytest.raises(SystemExit) as exit:
+        main("avatar", "--photo", str(files["photo"]), "--style", files["style"], "--out", str(tmp_path / "a.png"))
+    assert exit.value.code == 2 and "--style applies to --method network, adain and gatys" in capsys.readouterr().err
+    assert not (tmp_path / "a.png").exists()
 
 
 def test_stylize_eval_on_the_photos_only_reads_no_face_of_the_content_set(files, tmp_path):

@@ -162,10 +162,11 @@ def test_the_stylizer_file_rebuilds_each_net(batches, tmp_path):
     with pytest.raises(UserError, match="max_keys must be 1 to 1024, got 1000000"):
         load_stylizer(tmp_path / "many_keys.pt", "attention")
     payload["nets"]["attention"]["config"]["max_keys"] = 64
-    payload["step"] = "latest"  # a plain value of the wrong kind: one line, not a ValueError traceback
-    torch.save(payload, tmp_path / "odd.pt")
-    with pytest.raises(UserError, match="odd.pt: not a"):
-        load_stylizer(tmp_path / "odd.pt", "attention")
+    for step in ("latest", float("inf")):  # plain values of the wrong kind: one line, not a ValueError traceback
+        payload["step"] = step
+        torch.save(payload, tmp_path / "odd.pt")
+        with pytest.raises(UserError, match="odd.pt: not a"):
+            load_stylizer(tmp_path / "odd.pt", "attention")
 
 
 def test_style_sets_come_from_folders_archives_and_single_files(tmp_path):

@@ -139,7 +139,7 @@ def test_a_translator_file_rebuilds_both_directions_exactly(tmp_path):
         load_translator(tmp_path / "t.pt", "cartoon")
 
 
-def test_translator_files_that_do_not_fit_are_refused_in_one_line(tmp_path):
+def test_translator_files_that_do_not_fit_are_refused_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="no such translator file .*dvc repro translate_train"):
         load_translator(tmp_path / "missing.pt")
     tiny_translator(tmp_path / "t.pt")
@@ -155,10 +155,17 @@ def test_translator_files_that_do_not_fit_are_refused_in_one_line(tmp_path):
         load_translator(tmp_path / "evil.pt")
     assert not (tmp_path / "pwned").exists()
     # Plain values of the wrong kind, which weights_only loads: one line, not a ValueError/TypeError traceback.
-    for bad in ({"step": "latest"}, {"info": [1, 2]}):
+    for bad in ({"step": "latest"}, {"info": [1, 2]}, {"step": float("inf")}):
         torch.save({**payload, **bad}, tmp_path / "odd.pt")
         with pytest.raises(UserError, match="odd.pt: not a"):
             load_translator(tmp_path / "odd.pt")
+    # The workspace's models/translator.pt (the default, read for its info first): the same line, not an
+    # AttributeError traceback from avatar, translate and the studio.
+    (tmp_path / "models").mkdir()
+    torch.save({**payload, "info": [1, 2]}, tmp_path / "models" / "translator.pt")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=r"^models/translator.pt: not a .* \(info is a list, not a mapping\)$"):
+        load_translator()
 
 
 def test_translate_command_writes_one_image_or_a_folder(tmp_path):
@@ -174,7 +181,7 @@ def test_translate_command_writes_one_image_or_a_folder(tmp_path):
     assert Image.open(tmp_path / "a.png").size == (16, 16)  # the translator's side unless --size
     main(["translate", "--content", str(faces), "--out", str(tmp_path / "out"), "--model", str(tmp_path / "t.pt"),
           "--size", "40", "--to", "photo"])  # fmt: skip
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f0.png", "f1.png", "f2.png"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["f0.png", "f1.png", "f2.png"]
     assert Image.open(tmp_path / "out/f2.png").size == (40, 40)
 
 

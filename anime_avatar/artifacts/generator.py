@@ -67,5 +67,5 @@ def read_generator(path: Path = GENERATOR, device: torch.device | str = "cpu") -
             path, dict(payload["config"]), payload["ema"], payload["generator"], int(payload.get("step", 0)),
             str(payload.get("run_id", "")), str(payload.get("data_version", "")),
         )  # fmt: skip
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError) as err:  # (a step of inf: OverflowError)
         raise UserError(f"{path}: not a {WHAT} ({type(err).__name__}: {err})") from None

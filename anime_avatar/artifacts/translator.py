@@ -60,6 +60,8 @@ def read_translator(path: Path = TRANSLATOR, device: torch.device | str = "cpu")
     payload = load_tensors(path, WHAT, device)
     if payload.get("format") != FORMAT or not isinstance(payload.get("config"), dict):
         raise UserError(f"{path}: not a {WHAT}")
+    if not isinstance(payload.get("info", {}), dict):  # read before any net is built (a list: an AttributeError)
+        raise UserError(f"{path}: not a {WHAT} (info is a {type(payload['info']).__name__}, not a mapping)")
     return payload
 
 

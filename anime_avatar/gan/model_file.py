@@ -41,7 +41,7 @@ def load_generator(
     try:
         config = NetConfig.from_dict(saved.config)
         net = build_loaded(lambda: build_generator(config), saved.ema if use_ema else saved.generator)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as err:
         raise saved.refuse(err) from None
     net = net.to(device).eval().requires_grad_(False)
     return TrainedGenerator(net, config, saved.step, saved.run_id, saved.data_version)

@@ -46,7 +46,7 @@ def load_stylizer(
         config = FusionConfig.from_dict(entry["config"])
         head = build_loaded(lambda: FusionHead(config), entry["head"])
         step, image_size = int(payload.get("step", 0)), int(payload.get("image_size", 0))  # (a "latest": a traceback)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as err:
         raise UserError(f"{path}: not a {WHAT} ({type(err).__name__}: {err})") from None
     encoder = build_features(head.cfg.network, head.cfg.scales, device)
     net = Stylizer(head.to(device).eval().requires_grad_(False), encoder)

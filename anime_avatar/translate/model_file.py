@@ -50,7 +50,7 @@ def load_translator(
         net = build_loaded(lambda: Generator(config), payload[DIRECTIONS[to]])
         # (plain values too: a step "latest" was a ValueError traceback)
         step, info = int(payload.get("step", 0)), dict(payload.get("info", {}))
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError, RuntimeError) as err:
         raise UserError(f"{path}: not a {WHAT} ({type(err).__name__}: {first_line(err)})") from None
     net = net.to(device).eval().requires_grad_(False)
     return TrainedTranslator(net, config, path, step, str(payload.get("run_id", "")),
