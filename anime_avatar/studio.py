@@ -339,7 +339,7 @@ class Studio:
         MAX_READ_SIDE, such as a 108-megapixel JPEG from a phone, read reduced as ``avatar --photo`` reads it);
         anything else is one line naming the file."""
         from anime_avatar.core.limits import MAX_READ_SIDE
-        from anime_avatar.data.images import UnreadableImage, load_rgb
+        from anime_avatar.data.images import TOO_LARGE, UnreadableImage, load_rgb
 
         if not file:
             raise UserError(f"no {what}: upload an image (PNG, JPEG or WebP)")
@@ -355,7 +355,8 @@ class Studio:
         except UnreadableImage as err:
             if not path.exists():  # removed between the size check and the read
                 raise gone from None
-            raise UserError(f"{what} {path.name} is not a usable image ({err}): upload a PNG, JPEG or WebP") from None
+            advice = "upload a smaller one" if TOO_LARGE in str(err) else "upload a PNG, JPEG or WebP"
+            raise UserError(f"{what} {path.name} is not a usable image ({err}): {advice}") from None
 
     def _faces(self, photo: Image.Image) -> list[tuple[int, int, int, int]]:
         from anime_avatar.data.photos import detect_photo_faces
@@ -408,9 +409,10 @@ class Studio:
             crop_size = translator.model.image_size
         else:
             if not style_file:
-                raise UserError(f"{method} restyles the face after an example: upload a style image or pick one of "
+                label = next(name for name, cli_name in METHODS.items() if cli_name == method)
+                raise UserError(f"{label} restyles the face after an example: upload a style image or pick one of "
                                 "the examples (translate needs none)")  # fmt: skip
-            style = self.read_upload(style_file, "style image")
+            style = self.read_upload(self._example_behind(style_file), "style image")
             crop_size = size
         if whole_picture:
             crop, boxes, where = center_square(photo, crop_size), [], "the whole picture (its central square)"
@@ -447,7 +449,7 @@ class Studio:
 
         folder = self.out / "examples"
         folder.mkdir(exist_ok=True)
-        examples = []
+        examples: list[Path] = []
         for i in range(count):
             path = folder / f"synthetic-{i}.png"
             if not path.is_file():
@@ -455,7 +457,24 @@ class Studio:
             examples.append(path)
         if FACES_DIR.is_dir():
             examples += [f.resolve() for f in image_files(FACES_DIR)[:count]]
+        self._examples = examples
         return examples
+
+    def _example_behind(self, file: Any) -> Any:
+        """``file``, or the studio's own copy of the style example it was when Gradio has deleted its copy (its
+        hourly sweep of the files it made takes the examples' copies too, made at start-up): Gradio names a copy
+        by the sha256 of the example's bytes, so an upload that expired is never taken for an example."""
+        if not file:
+            return file
+        path = Path(file if isinstance(file, str | os.PathLike) else getattr(file, "name", str(file)))
+        if path.exists():
+            return file
+        from gradio.processing_utils import hash_file
+
+        for example in getattr(self, "_examples", []):
+            if example.name == path.name and example.is_file() and hash_file(example) == path.parent.name:
+                return str(example)
+        return file
 
     # --- Runs ----------------------------------------------------------------------------------------
 
@@ -620,16 +639,18 @@ def build_app(root: Path, params_file: Path | None = None, studio: Studio | None
         with gr.Tab("Generate", id="generate", elem_id="tab-generate"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    seed = gr.Number(label="Seed (avatar i is seed + i)", value=0, precision=0, minimum=0,
-                                     elem_id="gen-seed")  # fmt: skip
+                    # Seeds are text, read exactly by whole_number: a number field goes through a JavaScript float
+                    # (2**53 + 1 became 2**53, the largest seed was refused, 2.5 became 2).
+                    seed = gr.Textbox(label="Seed (avatar i is seed + i)", value="0", max_lines=1,
+                                      elem_id="gen-seed")  # fmt: skip
                     count = gr.Slider(1, MAX_AVATARS, value=16, step=1, label="Avatars", elem_id="gen-count")
                     truncation = gr.Slider(0.0, MAX_TRUNCATION, value=0.0, step=0.05, elem_id="gen-truncation",
                                            label="Truncation (0: off; 0.7 is typical)")  # fmt: skip
                     go = gr.Button("Generate", variant="primary", elem_id="gen-button")
                     gr.Markdown("**Walk between two seeds**")
                     with gr.Row():
-                        seed_a = gr.Number(label="From seed", value=0, precision=0, minimum=0, elem_id="walk-a")
-                        seed_b = gr.Number(label="To seed", value=1, precision=0, minimum=0, elem_id="walk-b")
+                        seed_a = gr.Textbox(label="From seed", value="0", max_lines=1, elem_id="walk-a")
+                        seed_b = gr.Textbox(label="To seed", value="1", max_lines=1, elem_id="walk-b")
                     steps = gr.Slider(2, MAX_WALK_STEPS, value=8, step=1, label="Steps", elem_id="walk-steps")
                     walk_go = gr.Button("Walk", elem_id="walk-button")
                 with gr.Column(scale=2):
@@ -688,22 +709,26 @@ def build_app(root: Path, params_file: Path | None = None, studio: Studio | None
             def on_picture(changed, other):
                 latest = latest_picture(changed, other)
                 if not latest:
-                    return None, None, ""
-                path, found = studio.faces(latest)
-                return latest, path, found
+                    return None, ""
+                return studio.faces(latest)
 
             def on_make(latest, method, style, whole, size, steps, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
                 made, faces_png, note = studio.avatar(latest, method, style, whole, size, steps)
                 return made, faces_png, note, made
 
-            found = [picture, boxed, photo_note, photo_status]
-            photo.change(guarded(on_picture, 3), [photo, webcam], found, concurrency_id="detector",
-                         concurrency_limit=1)  # fmt: skip
-            webcam.change(guarded(on_picture, 3), [webcam, photo], found, concurrency_id="detector",
-                          concurrency_limit=1)  # fmt: skip
+            # The picture is known at once (no queue); its face boxes follow. When the state waited for the
+            # detection, a click in between (seconds, for a phone's 12-megapixel photo) made the avatar of nothing,
+            # or of the webcam shot the state still held.
+            found = [boxed, photo_note, photo_status]
+            for source, other in ((photo, webcam), (webcam, photo)):
+                source.change(latest_picture, [source, other], picture, queue=False)
+                source.change(guarded(on_picture, 2), [source, other], found, concurrency_id="detector",
+                              concurrency_limit=1)  # fmt: skip
+            # Two at a time: a slow Gatys request (minutes at 768 px) leaves a slot for the fast methods; each
+            # model still serves one request at a time (Studio.lock).
             make.click(guarded(on_make, 4), [picture, method, style, whole, size, gatys_steps],
                        [avatar, boxed, photo_note, avatar_file, photo_status], concurrency_id="photo",
-                       concurrency_limit=1)  # fmt: skip
+                       concurrency_limit=2)  # fmt: skip
 
         with gr.Tab("Runs", id="runs", elem_id="tab-runs") as runs_tab:
             runs_status = gr.Markdown(elem_id="runs-status", elem_classes="status")
@@ -777,6 +802,34 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class SameOriginUploads:
+    """ASGI middleware: an upload whose browser says it comes from another site (an ``Origin`` that is not the
+    studio's own address) is answered 403. Gradio's upload route takes any origin, so a page elsewhere could fill
+    the studio's disk through its user's browser. Requests without an Origin (scripts, gradio_client) pass."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        from urllib.parse import urlsplit
+
+        if scope["type"] == "http" and scope["path"].rstrip("/").endswith("/upload"):
+            headers = dict(scope["headers"])
+            origin, host = headers.get(b"origin"), headers.get(b"host", b"")
+            if origin is not None and urlsplit(origin.decode("latin-1")).netloc != host.decode("latin-1"):
+                body = b"uploads from another site's page are refused"
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 403,
+                        "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, block: bool = True) -> None:
     """Serve ``app`` on ``host``:``port`` (127.0.0.1 by default; never a share link)."""
     from starlette.middleware import Middleware
@@ -785,7 +838,8 @@ def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, b
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=False,
                max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(studio.out)], ssr_mode=False, quiet=True,
                prevent_thread_lock=not block, theme=theme(), css=CSS, footer_links=[],
-               app_kwargs={"middleware": [Middleware(BodyLimit, limit=MAX_REQUEST_BYTES)]})  # fmt: skip
+               app_kwargs={"middleware": [Middleware(BodyLimit, limit=MAX_REQUEST_BYTES),
+                                          Middleware(SameOriginUploads)]})  # fmt: skip
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -815,6 +869,10 @@ def serve(root: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, params
     deleted when it stops."""
     check_can_listen(host, port)
     studio = Studio(root, params_file)
+    # Gradio's copies of uploads and examples in the studio's own folder, not the machine's shared /tmp/gradio:
+    # there, any other Gradio app that stopped deleted this one's example copies (same bytes, same path), and
+    # they go when the studio stops, with the rest of its folder.
+    os.environ["GRADIO_TEMP_DIR"] = str(studio.out / "gradio")
     try:
         for problem in studio.warm():
             log.warning("the studio starts without the %s", problem)

@@ -102,7 +102,7 @@ def test_avatar_without_a_face_fails_with_one_message_and_no_detect_uses_the_pic
             "--model", files["stylizer"], "--size", "64"]  # fmt: skip
     proc = run(["anime-avatar", *args], tmp_path, check=False)  # the installed command, as a user runs it
     assert proc.returncode == 1 and not out.exists()
-    assert proc.stderr.strip().endswith("or use --no-detect to stylise the whole picture")
+    assert proc.stderr.strip().endswith("or use --no-detect to make the avatar of the whole picture")
     assert "no face found in the photo" in proc.stderr and "Traceback" not in proc.stderr
     main(*args, "--no-detect")
     assert Image.open(out).size == (64, 64)

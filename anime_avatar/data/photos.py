@@ -55,7 +55,7 @@ def detect_photo_faces(photo: Image.Image, cfg: PhotoFacesParams) -> list[tuple[
     return sorted(boxes, key=lambda b: (-b[2] * b[3], b[0], b[1]))
 
 
-NO_DETECT_REMEDY = "crop the photo around the face, or use --no-detect to stylise the whole picture"
+NO_DETECT_REMEDY = "crop the photo around the face, or use --no-detect to make the avatar of the whole picture"
 
 
 def photo_faces(
