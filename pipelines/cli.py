@@ -47,6 +47,8 @@ def _workspace_params(args: argparse.Namespace, retrains: bool = False) -> Path:
         from pipelines.recovery import check_retrain_params
 
         check_retrain_params(params)
+    if not (workspace / "dvc.yaml").is_file():  # before Prefect, the lock and MLflow make anything here
+        raise UserError(f"{workspace} holds no dvc.yaml: run the flows from the project's root")
     return workspace
 
 

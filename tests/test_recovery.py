@@ -94,3 +94,15 @@ def test_retrain_without_model_registration_is_refused_before_the_pipeline(tmp_p
         proc = run(["anime-avatar", *command], tmp_path, check=False)
         assert proc.returncode == 1
         assert "tracking.register_model is false: set it to true, or run `anime-avatar pipeline`" in proc.stderr
+
+
+def test_the_flows_outside_a_project_say_so_before_prefect_starts_and_make_nothing(tmp_path):
+    """`anime-avatar pipeline` beside a params.yaml but no dvc.yaml started Prefect's server, took the lock and made
+    mlflow.db (about 70 s), then refused, followed by Prefect's connection errors."""
+    shutil.copy(Path(__file__).parents[1] / "params.yaml", tmp_path / "params.yaml")
+    for command in ("pipeline", "retrain"):
+        proc = run(["anime-avatar", command], tmp_path, check=False)
+        assert proc.returncode == 1 and proc.stderr.strip().endswith("holds no dvc.yaml: run the flows from the "
+                                                                     "project's root"), proc.stderr  # fmt: skip
+        assert "Traceback" not in proc.stderr and "Error logging to API" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

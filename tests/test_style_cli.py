@@ -159,6 +159,12 @@ def test_without_a_trained_stylizer_the_network_method_says_how_to_get_one(files
         main("stylize", "--content", str(files["faces"] / "face0.png"), "--style", files["style"], "--out", "o.png")
     assert "no stylizer: models/stylizer.pt does not exist" in caplog.text and "dvc repro stylize_train" in caplog.text
     assert not (tmp_path / "mlflow.db").exists()
+    caplog.clear()  # a URI the user named: the message is about it, not about the default file
+    with pytest.raises(SystemExit):
+        main("stylize", "--content", str(files["faces"] / "face0.png"), "--style", files["style"], "--out", "o.png",
+             "--model", "models:/anime-avatar-stylizer/1")  # fmt: skip
+    assert "cannot load the stylizer models:/anime-avatar-stylizer/1: no MLflow database at mlflow.db" in caplog.text
+    assert "models/stylizer.pt" not in caplog.text and not (tmp_path / "mlflow.db").exists()
 
 
 @pytest.mark.parametrize(

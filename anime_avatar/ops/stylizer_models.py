@@ -64,17 +64,23 @@ def resolve_stylizer(model: str | None, model_name: str) -> Path:
                         "runs:/ID/stylizer)")  # fmt: skip
     if not model and STYLIZER.is_file():
         return STYLIZER
-    return _download(model or f"models:/{model_name}/latest")
+    return _download(model or f"models:/{model_name}/latest", asked=bool(model))
 
 
-def _download(uri: str) -> Path:
-    """The ``stylizer.pt`` artifact of a logged stylizer model (its code is not run, nothing is unpickled)."""
+def _download(uri: str, asked: bool = False) -> Path:
+    """The ``stylizer.pt`` artifact of a logged stylizer model (its code is not run, nothing is unpickled);
+    ``asked``: the user named ``uri`` (--model), rather than it being the fallback for a missing file."""
     from anime_avatar.ops.model_files import model_file
     from anime_avatar.ops.tracking import mlflow_client, tracking_uri
 
     hint = "train one with `dvc repro stylize_train`, or pass --model FILE"
     database = tracking_uri().removeprefix("sqlite:///")
     if tracking_uri().startswith("sqlite:///") and not Path(database).is_file():  # do not create an empty store
+        if asked:
+            raise UserError(
+                f"cannot load the stylizer {uri}: no MLflow database at {database} (run the pipeline here first, "
+                "set MLFLOW_TRACKING_URI to the store that holds it, or pass --model FILE)"
+            )
         raise UserError(f"no stylizer: {STYLIZER} does not exist and there is no MLflow database {database} ({hint})")
     mlflow_client()
     try:
