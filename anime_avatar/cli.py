@@ -8,6 +8,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -88,6 +89,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     (models:/NAME@champion), else models/generator.pt, or --model FILE | models:/NAME/VERSION | runs:/ID/generator.
     Example: anime-avatar generate --n 16 --seed 0 --truncation 0.7 --grid avatars.png
     """
+    if args.style is not None:  # before any work: a result never replaces the style picture it is made with
+        _check_style_not_written(args)
     a_file = bool(args.model) and ":/" not in args.model
     if not a_file and not Path(args.params).is_file():  # checked before the slow imports below
         raise UserError(f"no {args.params} here: run inside the project (for its champion model), or pass --model FILE")
@@ -130,6 +133,23 @@ def cmd_generate(args: argparse.Namespace) -> None:
         nrow = len(tiles) if args.interpolate else max(1, int(len(tiles) ** 0.5))
         _write(args.grid, grid_png(tiles, nrow=nrow))
         log.info("grid written to %s", args.grid)
+
+
+def _check_style_not_written(args: argparse.Namespace) -> None:
+    """`generate --style`: the grid or one of the avatar files must not be the --style picture."""
+    style = Path(args.style).resolve()
+    if args.grid is not None and Path(args.grid).resolve() == style:
+        raise UserError(f"--grid {args.grid} is the --style picture: the grid would replace it; name another file")
+    if args.out is None or style.parent != Path(args.out).resolve():
+        return
+    if args.interpolate:
+        a, b = args.interpolate
+        names = {f"walk-{a}-{b}-{i:03d}.png" for i in range(args.steps)}
+    else:
+        match = re.fullmatch(r"avatar-(\d{6,})\.png", style.name)
+        names = {style.name} if match and args.seed <= int(match[1]) < args.seed + args.n else set()
+    if style.name in names:
+        raise UserError(f"--out {args.out}: {style.name} would replace the --style picture; name another folder")
 
 
 def _stylized(method, image, style, size: int, flag: str):  # -> PIL.Image.Image

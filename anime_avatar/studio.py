@@ -92,10 +92,12 @@ def whole_number(value: Any, name: str, low: int, high: int) -> int:
         raise UserError(f"{name}: {value!r} is not a number") from None
     if not number.is_finite():
         raise UserError(f"{name}: {value!r} is not a number")
+    # The range first, on the Decimal: int() of a typed "1e9000000" takes minutes, holding the GIL (every request).
+    if not low <= number <= high:
+        shown = f"{number:.6g}" if abs(number.adjusted()) > 30 else str(number)
+        raise UserError(f"{name}: {shown} is not between {low} and {high}")
     if number != number.to_integral_value():
         raise UserError(f"{name}: {value} is not a whole number")
-    if not low <= number <= high:
-        raise UserError(f"{name}: {int(number)} is not between {low} and {high}")
     return int(number)
 
 
@@ -803,9 +805,10 @@ class BodyLimit:
 
 
 class SameOriginUploads:
-    """ASGI middleware: an upload whose browser says it comes from another site (an ``Origin`` that is not the
-    studio's own address) is answered 403. Gradio's upload route takes any origin, so a page elsewhere could fill
-    the studio's disk through its user's browser. Requests without an Origin (scripts, gradio_client) pass."""
+    """ASGI middleware: a request that sends something (not GET, HEAD or OPTIONS) whose browser says it comes from
+    another site (an ``Origin`` that is not the studio's own address) is answered 403. Gradio's upload routes take
+    any origin, so a page elsewhere could fill the studio's disk through its user's browser. Requests without an
+    Origin (scripts, gradio_client) pass."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -813,11 +816,11 @@ class SameOriginUploads:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         from urllib.parse import urlsplit
 
-        if scope["type"] == "http" and scope["path"].rstrip("/").endswith("/upload"):
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
             headers = dict(scope["headers"])
             origin, host = headers.get(b"origin"), headers.get(b"host", b"")
             if origin is not None and urlsplit(origin.decode("latin-1")).netloc != host.decode("latin-1"):
-                body = b"uploads from another site's page are refused"
+                body = b"requests from another site's page are refused"
                 await send(
                     {
                         "type": "http.response.start",

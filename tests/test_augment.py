@@ -124,6 +124,9 @@ def test_copies_that_never_change_the_image_beside_the_originals_are_refused(tra
         check_transforms(params, image_size=16)
     check_transforms(params.model_copy(update={"keep_original": False}), image_size=16)  # the faces once: fine
     check_transforms(params.model_copy(update={"copies": 0}), image_size=16)
+    rare = [{"name": "HorizontalFlip", "p": 0.05}]  # changes one copy in twenty: decided from the spec, not sampled
+    for seed in range(10):
+        check_transforms(section("augment", transforms=rare, copies=1, keep_original=True, seed=seed), image_size=16)
 
 
 def test_a_transform_that_resizes_on_some_draws_only_is_named_not_a_traceback():

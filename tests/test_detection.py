@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,6 +155,30 @@ def test_a_worker_process_that_dies_is_one_error_naming_the_workers_key_not_a_ha
     assert list(parallel_map(_dies_on_three, [0, 1, 2], workers=2)) == [0, 10, 20]
     with pytest.raises(UserError, match=r"^detect worker process died .*: run it again \(with fewer detect.workers"):
         list(parallel_map(_dies_on_three, list(range(8)), workers=2, desc="detect", workers_key="detect.workers"))
+
+
+def _fails_on_five(job: tuple[str, int]) -> int:
+    folder, item = job
+    if item == 5:
+        raise ValueError("item 5 is bad")
+    time.sleep(0.1)
+    Path(folder, str(item)).touch()
+    return item
+
+
+def test_an_error_in_a_worker_stops_the_other_workers_too():
+    """After a worker's error the chunks already sent went on running (and the interpreter waited for them at
+    exit: 25 s more in the review's example); multiprocessing.Pool's `with` had terminated them."""
+    import tempfile
+
+    from anime_avatar.core.parallel import parallel_map
+
+    with tempfile.TemporaryDirectory() as folder:
+        with pytest.raises(ValueError, match="item 5 is bad"):
+            list(parallel_map(_fails_on_five, [(folder, i) for i in range(400)], workers=2))
+        done = len(os.listdir(folder))
+        time.sleep(1.0)  # ten more items' time: a worker still running would have made more
+        assert len(os.listdir(folder)) == done < 400
 
 
 def test_duplicates_are_dropped_after_the_first(tmp_path):

@@ -181,6 +181,20 @@ def test_a_local_source_in_a_folder_the_pipeline_writes_is_refused(section, path
     assert parse_params(merge(RAW, {section: {"source": "local", "path": "data/mine"}})).data  # beside them: fine
 
 
+def test_the_overlap_is_judged_in_the_project_of_the_params_file_not_the_current_folder(monkeypatch, tmp_path):
+    """Any command loading the project's params from the user's images folder (absolute data.path) was refused:
+    the folders were resolved against the current folder, which then "held data/raw"."""
+    images, project = tmp_path / "images", tmp_path / "project"
+    images.mkdir()
+    project.mkdir()
+    raw = merge(RAW, {"data": {"source": "local", "path": str(images)}})
+    monkeypatch.chdir(images)
+    assert parse_params(raw, str(project / "params.yaml")).data.path == str(images)
+    with pytest.raises(ParamsError, match=r"data.path \S+/project/data/raw is, a folder the pipeline writes"):
+        parse_params(merge(RAW, {"data": {"source": "local", "path": str(project / "data/raw")}}),
+                     str(project / "params.yaml"))  # fmt: skip
+
+
 def test_the_folders_a_local_source_may_not_overlap_are_the_pipelines_data_outputs():
     import yaml
 

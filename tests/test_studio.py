@@ -315,6 +315,11 @@ def test_seeds_are_exact_up_to_the_commands_largest(studio):
             whole_number(bad, "seed", 0, SEED_LIMIT - 1)
     _, words = studio.generate(SEED_LIMIT - 1, 1, 0.0)
     assert f"seeds {SEED_LIMIT - 1}" in words
+    # Typed in the page's text field: int() of this took minutes, holding the GIL (every request waited).
+    with pytest.raises(UserError, match=r"^seed: 1e\+9000000 is not between 0 and"):
+        whole_number("1e9000000", "seed", 0, SEED_LIMIT - 1)
+    with pytest.raises(UserError, match=r"^seed: -1e\+5000 is not between 0 and"):
+        whole_number("-1e5000", "seed", 0, SEED_LIMIT - 1)
 
 
 def test_a_photo_deleted_from_the_server_says_upload_it_again(studio, workspace, tmp_path):
@@ -411,6 +416,14 @@ def test_a_request_body_over_the_limit_is_refused_before_it_is_read(studio, work
 
         # Gradio took uploads from any site's page (twelve 20 MB files in 3.7 s, kept for up to two hours).
         assert upload("https://evil.example") == 403 and upload("null") == 403
+        assert status(b'{"data": [3, 1, 0]}') == 200  # no Origin (a script): served
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:  # any route that takes a body (Gradio's process_recording writes files too), not only /upload
+            connection.request("POST", "/gradio_api/call/on_generate", b'{"data": [3, 1, 0]}',
+                               {"Content-Type": "application/json", "Origin": "https://evil.example"})  # fmt: skip
+            assert connection.getresponse().status == 403
+        finally:
+            connection.close()
         assert upload(f"http://127.0.0.1:{port}") == 200 and upload(None) == 200
     finally:
         app.close()

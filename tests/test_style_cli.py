@@ -407,6 +407,26 @@ def test_an_out_that_names_a_picture_the_command_reads_is_refused_before_any_wor
     assert (photo.read_bytes(), style.read_bytes()) == before
 
 
+def test_generate_never_writes_its_avatars_or_grid_over_the_style_picture(files, tmp_path, caplog):
+    """`generate --style style.png --grid style.png` replaced the style with the grid (exit 0)."""
+    style = tmp_path / "avatars" / "avatar-000003.png"
+    style.parent.mkdir()
+    shutil.copy(files["style"], style)
+    before = style.read_bytes()
+    common = ("generate", "--model", files["generator"], "--style", str(style), "--style-model", files["stylizer"])
+    assert fails_with(caplog, *common, "--grid", str(style)) == (
+        f"--grid {style} is the --style picture: the grid would replace it; name another file"
+    )
+    assert fails_with(caplog, *common, "--out", str(style.parent), "--n", "5") == (
+        f"--out {style.parent}: avatar-000003.png would replace the --style picture; name another folder"
+    )
+    assert style.read_bytes() == before
+    main(*common, "--out", str(style.parent), "--n", "2", "--style-size", "48")  # seeds 0 and 1: beside it, fine
+    assert sorted(p.name for p in style.parent.iterdir()) == ["avatar-000000.png", "avatar-000001.png",
+                                                               "avatar-000003.png"]  # fmt: skip
+    assert style.read_bytes() == before
+
+
 def test_avatar_with_a_style_and_the_default_translate_method_is_a_usage_error(files, tmp_path, capsys):
     """--style with the default method was ignored without a word: the avatar was the plain translation."""
     with pytest.raises(SystemExit) as exit:

@@ -87,7 +87,8 @@ def current_umask() -> int:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The temporary name is the target's and 14 more bytes: a target name near NAME_MAX is shortened for it.
+    fd, tmp = tempfile.mkstemp(prefix=f".{fitting_name(path.name, NAME_MAX - 14)}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             # mkstemp makes the file 0600 whatever the umask: give it the mode open() would have given it.

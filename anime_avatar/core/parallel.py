@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -72,19 +73,35 @@ def parallel_map(
     init_args = (initializer, *initargs)
     # Not multiprocessing.Pool: it replaces a worker that dies and waits for ever for the result it held.
     pool = ProcessPoolExecutor(n, mp_context=context, initializer=_kept_init_error, initargs=init_args)
+    finished = False
     try:
         for result in pool.map(partial(_unless_init_failed, fn), items, chunksize=chunksize):
             yield result
             bar.update()
+        finished = True
     except BrokenProcessPool:
         fewer = f" (with fewer {workers_key} if memory is short)" if workers_key else ""
         raise UserError(
             f"{desc or 'a'} worker process died (killed, e.g. by the out-of-memory killer, or crashed): "
             f"run it again{fewer}"
         ) from None
-    finally:  # also when the caller stops early: no work left running, no waiting for it
-        pool.shutdown(wait=False, cancel_futures=True)
+    finally:
+        if not finished:  # an error or a caller that stopped early: the chunks already sent are not waited for
+            _terminate_workers(pool)
+        pool.shutdown(wait=finished, cancel_futures=True)
     bar.close()
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool``'s worker processes now (Python 3.14's ``terminate_workers``; before it, the same by hand):
+    shutdown alone cancels only the chunks not yet sent, and the interpreter waits for the rest at exit."""
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError, ValueError):
+            process.terminate()
 
 
 # A worker's initializer that raised (a detector that cannot be built). multiprocessing.Pool replaced a worker whose

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from anime_avatar.core.architecture import net_config
 from anime_avatar.core.errors import ParamsError
@@ -113,7 +122,7 @@ class DataParams(Section):
         return value
 
     @model_validator(mode="after")
-    def _source_has_its_location(self) -> DataParams:
+    def _source_has_its_location(self, info: ValidationInfo) -> DataParams:
         needed = {"local": "path", "url": "url", "hf": "hf_dataset"}.get(self.source)
         if needed and not getattr(self, needed):
             raise ValueError(f"{self.section}.source is {self.source!r} but {self.section}.{needed} is empty")
@@ -124,12 +133,12 @@ class DataParams(Section):
             if problem:  # said now, not after retries that treat it as a network failure
                 raise ValueError(f"{self.section}.url {self.url!r} {problem}")
         if self.source == "local":
-            overlap = _pipeline_folder_overlap(self.path)
+            overlap = _pipeline_folder_overlap(self.path, (info.context or {}).get("root", Path(".")))
             if overlap:
                 raise ValueError(
                     f"{self.section}.path {self.path} {overlap}, a folder the pipeline writes: `dvc repro` deletes "
                     "and remakes it, and the images there would be lost. Put them elsewhere (e.g. data/mine or "
-                    "$HOME/anime) and name that folder"
+                    "~/anime) and name that folder"
                 )
         return self
 
@@ -139,11 +148,12 @@ class DataParams(Section):
 PIPELINE_FOLDERS = ("data/raw", "data/faces", "data/train", "data/photos", "models")
 
 
-def _pipeline_folder_overlap(path: str) -> str:
-    """How a local source ``path`` overlaps a folder the pipeline writes ("" when it does not)."""
-    where = Path(os.path.expanduser(path)).resolve()
+def _pipeline_folder_overlap(path: str, root: Path) -> str:
+    """How a local source ``path`` overlaps a folder the pipeline of the project at ``root`` (the params file's
+    folder, where the stages run) writes ("" when it does not)."""
+    where = (root / os.path.expanduser(path)).resolve()  # an absolute path stays itself
     for folder in PIPELINE_FOLDERS:
-        written = Path(folder).resolve()
+        written = (root / folder).resolve()
         if where == written:
             return "is"
         if where.is_relative_to(written):
@@ -537,8 +547,8 @@ def parse_params(raw: dict[str, Any] | None, source: str = "params") -> Params:
     """Validate a complete params mapping; a bad, unknown or missing key raises ParamsError naming it."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: the top level must be a mapping of sections")
-    try:
-        return Params.model_validate(raw)
+    try:  # relative paths are the project's, whose root is the params file's folder (not the current folder)
+        return Params.model_validate(raw, context={"root": Path(source).parent})
     except ValidationError as err:
         raise ParamsError(_format_error(err, source)) from None
     except ValueError as err:  # raised by a check that builds an object (the nets' config)
