@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from functools import partial
 from typing import TypeVar
 
 from anime_avatar.core.errors import UserError
@@ -75,9 +74,13 @@ def parallel_map(
     pool = ProcessPoolExecutor(n, mp_context=context, initializer=_kept_init_error, initargs=init_args)
     finished = False
     try:
-        for result in pool.map(partial(_unless_init_failed, fn), items, chunksize=chunksize):
-            yield result
-            bar.update()
+        # Chunks submitted by hand, not pool.map: map cancels its futures when left early, and the pool's own
+        # thread then fails setting "broken" on them once the workers are terminated (InvalidStateError, printed).
+        chunks = [pool.submit(_run_chunk, fn, items[i : i + chunksize]) for i in range(0, len(items), chunksize)]
+        for chunk in chunks:
+            for result in chunk.result():
+                yield result
+                bar.update()
         finished = True
     except BrokenProcessPool:
         fewer = f" (with fewer {workers_key} if memory is short)" if workers_key else ""
@@ -88,8 +91,12 @@ def parallel_map(
     finally:
         if not finished:  # an error or a caller that stopped early: the chunks already sent are not waited for
             _terminate_workers(pool)
-        pool.shutdown(wait=finished, cancel_futures=True)
+        pool.shutdown(wait=finished)
     bar.close()
+
+
+def _run_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
+    return [_unless_init_failed(fn, item) for item in chunk]
 
 
 def _terminate_workers(pool: ProcessPoolExecutor) -> None:
