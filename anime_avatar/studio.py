@@ -71,6 +71,7 @@ METHODS = {
     "AdaIN": "adain",
     "Gatys (optimisation, slow)": "gatys",
 }
+METHOD_LABELS = {cli_name: label for label, cli_name in METHODS.items()}
 
 
 @dataclass(frozen=True)
@@ -345,7 +346,7 @@ class Studio:
 
         if not file:
             raise UserError(f"no {what}: upload an image (PNG, JPEG or WebP)")
-        path = Path(file if isinstance(file, str | os.PathLike) else getattr(file, "name", str(file)))
+        path = _upload_path(file)
         gone = UserError(f"the {what} {path.name} is no longer on the server (uploads are deleted after an hour): "
                          "upload it again")  # fmt: skip
         try:
@@ -411,9 +412,8 @@ class Studio:
             crop_size = translator.model.image_size
         else:
             if not style_file:
-                label = next(name for name, cli_name in METHODS.items() if cli_name == method)
-                raise UserError(f"{label} restyles the face after an example: upload a style image or pick one of "
-                                "the examples (translate needs none)")  # fmt: skip
+                raise UserError(f"{METHOD_LABELS[method]} restyles the face after an example: upload a style image "
+                                "or pick one of the examples (translate needs none)")  # fmt: skip
             style = self.read_upload(self._example_behind(style_file), "style image")
             crop_size = size
         if whole_picture:
@@ -468,7 +468,7 @@ class Studio:
         by the sha256 of the example's bytes, so an upload that expired is never taken for an example."""
         if not file:
             return file
-        path = Path(file if isinstance(file, str | os.PathLike) else getattr(file, "name", str(file)))
+        path = _upload_path(file)
         if path.exists():
             return file
         from gradio.processing_utils import hash_file
@@ -798,13 +798,10 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Callable) -> None:
-        body = f"request body larger than {self.limit // 2**20} MiB".encode()
-        headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await plain_response(send, 413, f"request body larger than {self.limit // 2**20} MiB")
 
 
-class SameOriginUploads:
+class SameOriginWrites:
     """ASGI middleware: a request that sends something (not GET, HEAD or OPTIONS) whose browser says it comes from
     another site (an ``Origin`` that is not the studio's own address) is answered 403. Gradio's upload routes take
     any origin, so a page elsewhere could fill the studio's disk through its user's browser. Requests without an
@@ -820,17 +817,17 @@ class SameOriginUploads:
             headers = dict(scope["headers"])
             origin, host = headers.get(b"origin"), headers.get(b"host", b"")
             if origin is not None and urlsplit(origin.decode("latin-1")).netloc != host.decode("latin-1"):
-                body = b"requests from another site's page are refused"
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 403,
-                        "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
+                await plain_response(send, 403, "requests from another site's page are refused")
                 return
         await self.app(scope, receive, send)
+
+
+async def plain_response(send: Callable, status: int, text: str) -> None:
+    """Answer an ASGI HTTP request with ``status`` and ``text`` as plain text (the middlewares' refusals)."""
+    body = text.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, block: bool = True) -> None:
@@ -842,7 +839,12 @@ def launch(app: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, b
                max_file_size=MAX_UPLOAD_BYTES, allowed_paths=[str(studio.out)], ssr_mode=False, quiet=True,
                prevent_thread_lock=not block, theme=theme(), css=CSS, footer_links=[],
                app_kwargs={"middleware": [Middleware(BodyLimit, limit=MAX_REQUEST_BYTES),
-                                          Middleware(SameOriginUploads)]})  # fmt: skip
+                                          Middleware(SameOriginWrites)]})  # fmt: skip
+
+
+def _upload_path(file: Any) -> Path:
+    """The path of an upload as Gradio hands it over: a str, a path, or a file object with a ``name``."""
+    return Path(file if isinstance(file, str | os.PathLike) else getattr(file, "name", str(file)))
 
 
 def _interrupt(signum: int, frame: Any) -> None:

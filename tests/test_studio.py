@@ -421,7 +421,9 @@ def test_a_request_body_over_the_limit_is_refused_before_it_is_read(studio, work
         try:  # any route that takes a body (Gradio's process_recording writes files too), not only /upload
             connection.request("POST", "/gradio_api/call/on_generate", b'{"data": [3, 1, 0]}',
                                {"Content-Type": "application/json", "Origin": "https://evil.example"})  # fmt: skip
-            assert connection.getresponse().status == 403
+            answer = connection.getresponse()
+            assert (answer.status, answer.read()) == (403, b"requests from another site's page are refused")
+            assert answer.getheader("Content-Type") == "text/plain; charset=utf-8"
         finally:
             connection.close()
         assert upload(f"http://127.0.0.1:{port}") == 200 and upload(None) == 200
