@@ -108,13 +108,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
         generator = resolve_generator(args.model, load_params(args.params).tracking.model_name)
     if args.interpolate:
         images = walk(generator, *args.interpolate, steps=args.steps, truncation=args.truncation)
-        chunks = iter([([f"walk-{args.interpolate[0]}-{args.interpolate[1]}-{i:03d}" for i in range(len(images))],
-                        images)])  # fmt: skip
+        chunks = iter([([_walk_name(*args.interpolate, i) for i in range(len(images))], images)])
     else:
         # A chunk at a time: written, then dropped (100,000 avatars held at once took 3.2 GB, and grew with --n).
         seeds = range(args.seed, args.seed + args.n)
         blocks = (seeds[i : i + GENERATE_CHUNK] for i in range(0, len(seeds), GENERATE_CHUNK))
-        chunks = (([f"avatar-{s:06d}" for s in b], avatars(generator, list(b), args.truncation)) for b in blocks)
+        chunks = (([_avatar_name(s) for s in b], avatars(generator, list(b), args.truncation)) for b in blocks)
     restyle = _avatar_stylist(args) if args.style else None  # read and loaded once, not once per chunk
     grid, written = [], 0
     for labels, chunk in chunks:
@@ -135,6 +134,16 @@ def cmd_generate(args: argparse.Namespace) -> None:
         log.info("grid written to %s", args.grid)
 
 
+def _avatar_name(seed: int) -> str:
+    """`generate --out`'s file name (without .png) for the avatar of ``seed``."""
+    return f"avatar-{seed:06d}"
+
+
+def _walk_name(a: int, b: int, i: int) -> str:
+    """`generate --interpolate A B --out`'s file name (without .png) for step ``i`` of the walk."""
+    return f"walk-{a}-{b}-{i:03d}"
+
+
 def _check_style_not_written(args: argparse.Namespace) -> None:
     """`generate --style`: the grid or one of the avatar files must not be the --style picture."""
     style = Path(args.style).resolve()
@@ -143,12 +152,11 @@ def _check_style_not_written(args: argparse.Namespace) -> None:
     if args.out is None or style.parent != Path(args.out).resolve():
         return
     if args.interpolate:
-        a, b = args.interpolate
-        names = {f"walk-{a}-{b}-{i:03d}.png" for i in range(args.steps)}
-    else:
-        match = re.fullmatch(r"avatar-(\d{6,})\.png", style.name)
-        names = {style.name} if match and args.seed <= int(match[1]) < args.seed + args.n else set()
-    if style.name in names:
+        written = {_walk_name(*args.interpolate, i) for i in range(args.steps)}
+    else:  # --n may be 100,000: only the avatar of the seed the style's name carries
+        seed = re.fullmatch(r"avatar-(\d+)", style.stem)
+        written = {_avatar_name(int(seed[1]))} if seed and args.seed <= int(seed[1]) < args.seed + args.n else set()
+    if style.suffix == ".png" and style.stem in written:
         raise UserError(f"--out {args.out}: {style.name} would replace the --style picture; name another folder")
 
 
@@ -300,8 +308,9 @@ def _contents_and_targets(
 ) -> tuple[list[Path], list[Path]]:
     """--content IMG -> ([IMG], [--out]); --content DIR -> its images and the PNG of each under --out (a folder).
 
-    --out is checked here, before any work: an image file to write (never a picture read: the content or one of
-    ``also_read``), or for a folder a folder (or a new path), marked as results."""
+    --out is checked here, before any work, and nothing is written: an image file to write (never a picture read:
+    the content or one of ``also_read``), or for a folder a folder (or a new path), which ``_save_result`` marks as
+    results when it writes the first."""
     from anime_avatar.data.image_sets import image_files
 
     if not content.is_dir():
@@ -329,9 +338,16 @@ def _contents_and_targets(
             raise UserError(f"--out {out}: {target} would replace one of the pictures; name another folder")
         first[target] = picture
     _check_targets(targets, also_read)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RESULTS_MARKER).touch()
     return contents, targets
+
+
+def _save_result(image, target: Path, results: Path | None) -> None:  # image: PIL.Image
+    """Write one result of stylize/translate; in a folder of results (--content DIR) the folder is marked as such
+    (RESULTS_MARKER) before its first result, so a later run inside --content skips it."""
+    if results is not None and not (results / RESULTS_MARKER).is_file():
+        results.mkdir(parents=True, exist_ok=True)
+        (results / RESULTS_MARKER).touch()
+    _save_image(image, target)
 
 
 def cmd_stylize(args: argparse.Namespace) -> None:
@@ -344,6 +360,7 @@ def cmd_stylize(args: argparse.Namespace) -> None:
     Example: anime-avatar stylize --content face.png --style art.jpg --out avatar.png --method network
     """
     contents, targets = _contents_and_targets(args.content, args.out, [args.style])  # before the slow imports
+    results = args.out if args.content.is_dir() else None
 
     from anime_avatar.core.progress import progress_bar
     from anime_avatar.data.image_sets import read_image
@@ -359,7 +376,7 @@ def cmd_stylize(args: argparse.Namespace) -> None:
         except UserError as err:
             unreadable.append(str(err))
             continue
-        _save_image(_stylized(method, image, style, args.size, "--size"), target)
+        _save_result(_stylized(method, image, style, args.size, "--size"), target, results)
     done = len(contents) - len(unreadable)
     if done:
         log.info("%d image%s stylised with %s: %s", done, "s" * (done != 1), args.method, args.out)
@@ -446,6 +463,7 @@ def cmd_translate(args: argparse.Namespace) -> None:
     Example: anime-avatar translate --content face.png --out anime.png
     """
     contents, targets = _contents_and_targets(args.content, args.out)  # before the slow imports
+    results = args.out if args.content.is_dir() else None
 
     from anime_avatar.core.progress import progress_bar
     from anime_avatar.data.image_sets import read_image
@@ -464,7 +482,7 @@ def cmd_translate(args: argparse.Namespace) -> None:
             unreadable.append(str(err))
             continue
         square = center_square(picture, translator.image_size)
-        _save_image(translate_picture(translator.net, square, size), target)
+        _save_result(translate_picture(translator.net, square, size), target, results)
     done = len(contents) - len(unreadable)
     if done:
         log.info("%d image%s translated to %s by %s: %s", done, "s" * (done != 1), args.to, translator.path,

@@ -369,7 +369,7 @@ def test_results_inside_the_content_folder_are_not_taken_for_pictures_and_the_us
 ):
     """An --out inside --content was taken for an earlier run's results whatever it held: a folder of the user's
     own pictures was skipped, and each written over by the translation of a same-named picture beside it."""
-    from anime_avatar.cli import RESULTS_MARKER, _contents_and_targets
+    from anime_avatar.cli import RESULTS_MARKER, _contents_and_targets, _save_result
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "faces" / "anime").mkdir(parents=True)
@@ -380,10 +380,10 @@ def test_results_inside_the_content_folder_are_not_taken_for_pictures_and_the_us
     assert not (tmp_path / "faces" / "anime" / RESULTS_MARKER).exists()
     contents, targets = _contents_and_targets(Path("faces"), Path("faces/styled"))
     assert contents == [Path("faces/a.png"), Path("faces/anime/a.png"), Path("faces/b.png")]
-    assert (tmp_path / "faces" / "styled" / RESULTS_MARKER).is_file()  # the folder is marked as results
+    assert not (tmp_path / "faces" / "styled").exists()  # a check: nothing written before the first result
     for target in targets:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(files["faces"] / "face0.png").save(target)
+        _save_result(Image.open(files["faces"] / "face0.png"), target, Path("faces/styled"))
+    assert (tmp_path / "faces" / "styled" / RESULTS_MARKER).is_file()  # the folder is marked as results
     again, _ = _contents_and_targets(Path("faces"), Path("faces/styled"))
     assert again == contents  # not faces/styled/*, the earlier run's results
 
