@@ -105,3 +105,31 @@ def test_style_at_equal_content_interpolates_the_candidate_at_the_baselines_cont
     assert apart["matched_points"] == 0 and "style_loss_ratio" not in apart
     assert (apart["nearest_candidate_alpha"], apart["nearest_baseline_alpha"]) == (1.0, 1.0)
     assert apart["nearest_style_loss_ratio"] == pytest.approx(1.1 / 0.5)
+
+
+def test_timed_methods_stop_the_clock_only_after_the_device_has_done_the_work(monkeypatch):
+    """A GPU runs kernels asynchronously: a time taken when the call returns measured only the launches."""
+    from anime_avatar.style import evaluation
+
+    events: list[str] = []
+    monkeypatch.setattr(evaluation, "wait_for", lambda device: events.append(f"wait {device.type}"))
+    pair = evaluation.Pair("c", "s", torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8))
+
+    def method(content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        events.append("run")
+        return content + style
+
+    output, seconds = evaluation.timed(method, pair, repeats=2)
+    assert torch.equal(output, torch.ones(1, 3, 8, 8)) and seconds >= 0
+    assert events == ["wait cpu", "run", "wait cpu"] * 2
+
+
+def test_wait_for_synchronizes_the_device_it_is_given(monkeypatch):
+    from anime_avatar.core.device import wait_for
+
+    synced: list[object] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    wait_for(torch.device("cpu"))
+    assert synced == []
+    wait_for(torch.device("cuda", 1))
+    assert synced == [torch.device("cuda", 1)]

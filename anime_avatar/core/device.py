@@ -46,6 +46,15 @@ def resolve_device(spec: str | torch.device | None = "auto", key: str = "device"
     return device
 
 
+def wait_for(device: torch.device) -> None:
+    """Return when ``device`` has done the work queued on it: CUDA and MPS run asynchronously, so a wall-clock
+    time taken without this measures only the launches."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def apply_threads(setting: int, key: str = "threads") -> int:
     """Set torch's CPU threads to ``setting``, or, for 0, to the idle cores (:func:`idle_cores`) unless
     ``$OMP_NUM_THREADS`` chose: on a busy machine more threads than idle cores wait on each other (a loaded

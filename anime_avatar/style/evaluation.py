@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from anime_avatar.core.device import wait_for
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.data.images import center_square
 from anime_avatar.metrics.stylize import colour_distance, structure_score
@@ -114,11 +115,14 @@ class MethodResult:
 
 
 def timed(method: Method, pair: Pair, repeats: int) -> tuple[torch.Tensor, float]:
-    """The method's output on ``pair`` and its median wall time over ``repeats`` runs."""
+    """The method's output on ``pair`` and its median wall time over ``repeats`` runs (on a GPU, until its work
+    is done)."""
     seconds, output = [], None
     for _ in range(repeats):
+        wait_for(pair.content.device)
         started = time.perf_counter()
         output = method(pair.content, pair.style)
+        wait_for(output.device)
         seconds.append(time.perf_counter() - started)
     assert output is not None
     return output, statistics.median(seconds)
@@ -192,9 +196,11 @@ def seconds_with_cached_style(net: Stylizer, pairs: Sequence[Pair], repeats: int
     for pair in pairs:
         style_features = net.encode(pair.style)
         for _ in range(repeats):
+            wait_for(pair.content.device)
             started = time.perf_counter()
             with torch.no_grad():
-                net(pair.content, style_features=style_features)
+                output = net(pair.content, style_features=style_features)
+            wait_for(output.device)
             seconds.append(time.perf_counter() - started)
     return statistics.median(seconds)
 
