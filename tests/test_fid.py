@@ -150,6 +150,28 @@ def test_inception_features_plug_into_torchmetrics() -> None:
     assert not list(metric.state_dict())  # the shared network is not copied into the metric
 
 
+def test_a_gpu_measures_inception_features_in_full_float32_and_restores_the_flags_after(monkeypatch) -> None:
+    """cuDNN convolves float32 in TensorFloat-32 by default on Ampere and later: features of the real set cached on
+    a GPU and of a run's fakes on the CPU (or the other way round) would differ by more than float32 rounding."""
+    from anime_avatar.core.device import full_float32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with full_float32(torch.device("cpu")):
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before  # untouched
+    seen = []
+    extractor = extraction.InceptionFeatures("cpu")
+    extractor.device = torch.device("cuda", 0)  # as the extractor of a GPU sees it (the images stay on the CPU)
+    extractor._net = (lambda x: seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+                      or torch.zeros(len(x), extraction.FEATURE_DIM),)  # fmt: skip
+    real_to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: self if a and isinstance(a[0], torch.device)
+                        else real_to(self, *a, **k))  # fmt: skip
+    features = extractor(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    monkeypatch.undo()
+    assert features.shape == (2, extraction.FEATURE_DIM) and seen == [(False, False)]
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before  # restored
+
+
 def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(

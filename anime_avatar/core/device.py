@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -53,6 +55,22 @@ def wait_for(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+@contextmanager
+def full_float32(device: torch.device) -> Iterator[None]:
+    """On CUDA, float32 convolutions and matrix products in full precision inside the block, not TensorFloat-32
+    (cuDNN's default for convolutions on Ampere and later GPUs keeps 10 bits of mantissa): a measuring network then
+    gives a GPU the CPU's numbers to float32 rounding. Other devices: nothing changes."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def apply_threads(setting: int, key: str = "threads") -> int:

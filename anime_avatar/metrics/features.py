@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from anime_avatar.core.device import resolve_device
+from anime_avatar.core.device import full_float32, resolve_device
 from anime_avatar.core.progress import progress_bar
 from anime_avatar.data.fetch import cache_dir as default_cache_dir
 from anime_avatar.metrics.inception import DeviceLike, inception_path, load_inception
@@ -125,7 +125,8 @@ class InceptionFeatures(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         _check_images(images)
-        with torch.no_grad():
+        # Full float32 on a GPU: the cached real set's features and a run's fakes may come from different devices.
+        with torch.no_grad(), full_float32(self.device):
             features = self._net[0](to_network_input(images.to(self.device)))
         return features.to(images.device)
 
