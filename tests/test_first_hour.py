@@ -135,7 +135,8 @@ def test_the_flows_and_make_prefect_server_share_one_prefect_home():
 
 
 @pytest.mark.slow
-def test_anime_avatar_ui_prints_the_link_that_opens_the_training_runs_in_the_mlflow_ui(tmp_path, browser):
+def test_anime_avatar_ui_prints_the_link_that_opens_the_training_runs_in_the_mlflow_ui(tmp_path, browser,
+                                                                                         monkeypatch):  # fmt: skip
     """MLflow 3.17's UI opens an experiment on its GenAI overview whatever its kind tag says, unless the
     browser picked "Model training" once: `anime-avatar ui` prints the link that opens the runs table."""
     from mlflow import MlflowClient
@@ -143,6 +144,7 @@ def test_anime_avatar_ui_prints_the_link_that_opens_the_training_runs_in_the_mlf
     from anime_avatar.ops.stage_run import EXPERIMENT_KIND, tracking_ready
 
     shutil.copy(ROOT / "params.yaml", tmp_path)
+    monkeypatch.chdir(tmp_path)  # in the project, as the stages run: the experiment keeps its models in its mlruns/
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracking_ready(uri, "anime-avatar")
     client = MlflowClient(uri)

@@ -123,3 +123,51 @@ def test_mlflow_models_serve_returns_avatars_from_invocations(registered):
     assert images.shape == (2, 32, 32, 3)
     assert np.array_equal(images[:1], expected(registered["file"], [5], 0.0))
     assert np.array_equal(images[1:], expected(registered["file"], [6], 0.7))
+
+
+def test_a_champion_whose_files_are_gone_is_named_and_the_workspace_file_used_with_a_warning(
+    tmp_path, monkeypatch, caplog
+):
+    """A project moved or copied: MLflow's download of the champion returned an empty folder, and `generate` said
+    "no champion model registered" (at INFO) and drew other avatars than the registry names, exit 0."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from anime_avatar.core.errors import UserError
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    torch.manual_seed(1)
+    config = net_config(params_with({"model": {"channels": 8, "z_dim": 16}}).model, 32)
+    net = build_generator(config)
+    (tmp_path / "models").mkdir()
+    save_generator(tmp_path / "models/generator.pt", config.to_dict(), net.state_dict(), net.state_dict(), step=4)
+    import mlflow
+
+    mlflow.set_experiment("moved")
+    with mlflow.start_run():
+        log_generator_model(mlflow, tmp_path / "models/generator.pt", NAME)
+    mlflow.set_tracking_uri(None)
+
+    caplog.set_level("INFO")
+    resolve_generator(None, NAME)  # registered, but no alias yet: the store says so, the file is used
+    assert f"no champion model registered (cannot load MLflow model models:/{NAME}@champion: " in caplog.text
+    assert "alias champion not found" in caplog.text
+    MlflowClient(uri).set_registered_model_alias(NAME, "champion", "1")
+    assert resolve_generator(None, NAME) is not None and "using models:/" in caplog.text
+
+    shutil.rmtree(tmp_path / "mlruns")  # where the store keeps the models (an absolute path in mlflow.db)
+    caplog.clear()
+    net = resolve_generator(None, NAME)
+    workspace_file = load_generator(tmp_path / "models/generator.pt").net
+    assert np.array_equal(avatars(net, [3], 0.0), avatars(workspace_file, [3], 0.0))
+    warning = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warning) == 1 and warning[0].getMessage().startswith(
+        f"the champion could not be loaded (cannot load MLflow model models:/{NAME}@champion: the tracking store "
+        "knows it, but no files are where it keeps them (a wrong name in runs:/ID/NAME, or a moved or copied project"
+    )
+    assert warning[0].getMessage().endswith("): using models/generator.pt instead")
+    with pytest.raises(UserError, match=rf"^cannot load MLflow model models:/{NAME}/1: the tracking store knows it"):
+        resolve_generator(f"models:/{NAME}/1", NAME)  # asked for by name: no fallback

@@ -65,6 +65,63 @@ def test_sqlite_paths_of_tracking_uris():
     assert sqlite_path("http://127.0.0.1:5000") is None and sqlite_path("sqlite:///:memory:") is None
 
 
+def test_a_sqlite_uri_with_a_query_is_the_same_database_everywhere(tmp_path, monkeypatch):
+    """`sqlite:///mlflow.db?timeout=30` (MLflow reads it) was "no MLflow database at mlflow.db?timeout=30" for `runs`
+    and `generate`, and the retrain's champion lookup took the store for missing: a worse version was promoted."""
+    from anime_avatar.ops.tracking import missing_tracking_db
+    from pipelines.flows import champion_if_store
+
+    monkeypatch.chdir(tmp_path)
+    assert missing_tracking_db("sqlite:///mlflow.db?timeout=30") == Path("mlflow.db")
+    uri, client, experiment = store(tmp_path)
+    assert missing_tracking_db("sqlite:///mlflow.db?timeout=30") is None
+    assert missing_tracking_db(f"{uri}?timeout=30") is None and missing_tracking_db("http://127.0.0.1:1") is None
+    client.create_registered_model("gen")
+    run = client.create_run(experiment)
+    client.log_metric(run.info.run_id, "fid", 50.0)
+    version = client.create_model_version("gen", f"runs:/{run.info.run_id}/generator", run.info.run_id)
+    client.set_registered_model_alias("gen", "champion", version.version)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{uri}?timeout=30")
+    assert champion_if_store(tmp_path, "gen").version == "1"
+
+
+def test_a_stylizer_uri_on_a_server_that_does_not_answer_is_one_refused_connection_not_minutes(monkeypatch):
+    """`stylize --model models:/…` never turned MLflow's retries off: 4 min 18 s before its error (`generate`: 19 s)."""
+    from anime_avatar.ops.stylizer_models import resolve_stylizer
+
+    monkeypatch.delenv(RETRIES_ENV, raising=False)
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(UserError, match=r"^cannot load the stylizer models:/anime-avatar-stylizer/1: .*Connection "):
+        resolve_stylizer("models:/anime-avatar-stylizer/1", "anime-avatar-stylizer")
+    assert (os.environ[RETRIES_ENV], os.environ[TIMEOUT_ENV]) == ("0", "10")
+
+
+def test_a_store_copied_from_another_project_is_refused_before_a_run_writes_models_there(tmp_path, monkeypatch):
+    """`cp -r project copy`: the copy's runs logged their models into the original's mlruns/ (an absolute path
+    in mlflow.db), where nothing of the copy's store pointed."""
+    from anime_avatar.ops.stage_run import tracking_ready
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    original, copy = tmp_path / "project", tmp_path / "copy"
+    original.mkdir()
+    monkeypatch.chdir(original)
+    tracking_ready("sqlite:///mlflow.db", "anime-avatar")  # the stages run in the project's folder
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # (mlflow.set_tracking_uri may set it)
+    tracking_ready("sqlite:///mlflow.db", "anime-avatar")  # and again: its own store passes
+    shutil.copytree(original, copy)
+    monkeypatch.chdir(copy)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(UserError) as err:
+        tracking_ready("sqlite:///mlflow.db", "anime-avatar")
+    where = f"{original}/mlruns/1"
+    assert str(err.value).startswith(f"mlflow.db keeps the models of experiment 'anime-avatar' in {where}, outside "
+                                     f"this project ({copy}): a store copied or moved here from another")  # fmt: skip
+    assert not (original / "mlruns").exists() or not any((original / "mlruns").rglob("*artifacts*"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")  # a store the user chose: their choice
+    tracking_ready("sqlite:///mlflow.db", "anime-avatar")
+
+
 def test_unreachable_server_is_one_line_at_once():
     uri = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(UserError) as err:

@@ -11,6 +11,7 @@ from torch import nn
 from anime_avatar.artifacts.generator import GENERATOR
 from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.gan.model_file import load_generator
+from anime_avatar.ops.model_files import ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -205,26 +206,19 @@ def resolve_generator(model: str | None, model_name: str) -> nn.Module:
         generator = _load_mlflow(uri)
         log.info("using %s", uri)
         return generator
-    except UserError as err:  # the reason is said: "no champion" and "the server does not answer" differ
+    except ModelNotFound as err:
         log.info("no champion model registered (%s): using %s", first_line(err), GENERATOR)
-        return load_generator(GENERATOR).net
+    except UserError as err:  # registered, but not loadable here: other avatars than the registry names, said so
+        log.warning("the champion could not be loaded (%s): using %s instead", first_line(err), GENERATOR)
+    return load_generator(GENERATOR).net
 
 
 def _load_mlflow(uri: str) -> nn.Module:
     """The generator of a logged pyfunc model: its ``generator.pt`` artifact, read as tensors (the model's code
     is not run, and nothing is unpickled)."""
-    from anime_avatar.ops.model_files import model_file
-    from anime_avatar.ops.tracking import missing_tracking_db, mlflow_client, tracking_uri
-    from anime_avatar.ops.tracking_store import fail_fast_http
+    from anime_avatar.ops.model_files import logged_model_file
 
-    fail_fast_http()  # a tracking server that does not answer: one refused connection, not minutes of retries
-    if missing := missing_tracking_db(tracking_uri()):  # do not let MLflow create an empty one here
-        raise UserError(f"cannot load MLflow model {uri}: no MLflow database at {missing}")
-    mlflow_client()
-    try:
-        weights = model_file(uri, GENERATOR.name)
-    except Exception as err:  # MLflow raises many types for a missing model or alias
-        raise UserError(f"cannot load MLflow model {uri}: {err}") from None
+    weights = logged_model_file(uri, GENERATOR.name)
     if weights is None:
         raise UserError(
             f"{uri} holds no artifacts/{GENERATOR.name}: not a generator logged by this project's train stage "

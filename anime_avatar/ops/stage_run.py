@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from anime_avatar.artifacts.reports import prune_sample_grids
 from anime_avatar.artifacts.run import RunRecord, read_run_file, write_run_file
@@ -27,7 +29,7 @@ from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.loops import TrainingInterrupted
 from anime_avatar.ops.run_journal import RunJournal, journaled_run, recover
 from anime_avatar.ops.tracking import flatten, flow_context, mlflow_client, stage_tags, tracking_uri
-from anime_avatar.ops.tracking_store import check_tracking_store, fail_fast_http
+from anime_avatar.ops.tracking_store import check_tracking_store, fail_fast_http, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +48,37 @@ def tracking_ready(uri: str, experiment: str):  # -> mlflow
     module, ready to start a run."""
     check_tracking_store(uri)
     fail_fast_http()  # a server that goes away later costs a refused connection, not minutes of retries
+    chosen = bool(os.environ.get("MLFLOW_TRACKING_URI"))  # read first: mlflow.set_tracking_uri sets it
     mlflow = mlflow_client(uri)
     try:
         found = mlflow.set_experiment(experiment)
     except Exception as err:  # e.g. an experiment of that name was deleted
         raise UserError(f"tracking.experiment {experiment!r}: {first_line(err)}") from None
+    if not chosen:  # a store the user chose keeps its models where the user chose
+        check_artifacts_beside_store(uri, experiment, found.artifact_location)
     if EXPERIMENT_KIND not in found.tags:  # a kind the user chose in the UI stays
         mlflow.set_experiment_tag(EXPERIMENT_KIND, MODEL_DEVELOPMENT)
     recover(uri, [found.experiment_id])
     return mlflow
+
+
+def check_artifacts_beside_store(uri: str, experiment: str, artifact_location: str) -> None:
+    """The project's own store (``uri`` a SQLite file) keeps its models beside it, in ``mlruns/``; one whose
+    experiment keeps them elsewhere is another project's store, copied here with the folder: MLflow records that
+    folder as an absolute path, so this run's models would land in the other project, unseen from here."""
+    if (database := sqlite_path(uri)) is None:
+        return
+    parts = urlsplit(artifact_location)
+    if parts.scheme not in ("", "file"):
+        return
+    folder, project = Path(unquote(parts.path)).resolve(), database.resolve().parent
+    if not folder.is_relative_to(project):
+        raise UserError(
+            f"{database} keeps the models of experiment {experiment!r} in {folder}, outside this project "
+            f"({project}): a store copied or moved here from another project, whose runs would write their models "
+            "there, out of sight from here. Run the stages where the store was made, or move mlflow.db (and mlruns/) "
+            "aside to start a new store here"
+        )
 
 
 @dataclass

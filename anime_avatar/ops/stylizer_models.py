@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from anime_avatar.artifacts.stylizer import STYLIZER
-from anime_avatar.core.errors import UserError, first_line
+from anime_avatar.core.errors import UserError
 from anime_avatar.ops.tracking import log_code_model
 
 # What pyfunc_stylizer.py and its closure in anime_avatar import, by distribution (a test keeps it so).
@@ -70,23 +70,18 @@ def resolve_stylizer(model: str | None, model_name: str) -> Path:
 def _download(uri: str, asked: bool = False) -> Path:
     """The ``stylizer.pt`` artifact of a logged stylizer model (its code is not run, nothing is unpickled);
     ``asked``: the user named ``uri`` (--model), rather than it being the fallback for a missing file."""
-    from anime_avatar.ops.model_files import model_file
-    from anime_avatar.ops.tracking import mlflow_client, tracking_uri
+    from anime_avatar.ops.model_files import logged_model_file
+    from anime_avatar.ops.tracking import missing_tracking_db, tracking_uri
 
     hint = "train one with `dvc repro stylize_train`, or pass --model FILE"
-    database = tracking_uri().removeprefix("sqlite:///")
-    if tracking_uri().startswith("sqlite:///") and not Path(database).is_file():  # do not create an empty store
-        if asked:
-            raise UserError(
-                f"cannot load the stylizer {uri}: no MLflow database at {database} (run the pipeline here first, "
-                "set MLFLOW_TRACKING_URI to the store that holds it, or pass --model FILE)"
-            )
+    if (database := missing_tracking_db(tracking_uri())) and not asked:
         raise UserError(f"no stylizer: {STYLIZER} does not exist and there is no MLflow database {database} ({hint})")
-    mlflow_client()
     try:
-        weights = model_file(uri, STYLIZER.name)
-    except Exception as err:  # MLflow raises many types for a missing model or version
-        raise UserError(f"cannot load the stylizer {uri}: {first_line(err)} ({hint})") from None
+        weights = logged_model_file(uri, STYLIZER.name, "the stylizer")
+    except UserError as err:
+        advice = ("run the pipeline here first, set MLFLOW_TRACKING_URI to the store that holds it, or pass --model "
+                  "FILE") if database else hint  # fmt: skip
+        raise UserError(f"{err} ({advice})") from None
     if weights is None:
         raise UserError(f"{uri} holds no artifacts/{STYLIZER.name}: not a stylizer logged by the stylize_train stage")
     return weights

@@ -34,10 +34,10 @@ def tracking_uri(root: Path | None = None) -> str:
 
 def missing_tracking_db(uri: str) -> Path | None:
     """The SQLite file ``uri`` names when it does not exist (MLflow would create it on first use), else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = Path(uri.removeprefix("sqlite:///"))
-    return None if path.is_file() else path
+    from anime_avatar.ops.tracking_store import sqlite_path
+
+    path = sqlite_path(uri)
+    return None if path is None or path.is_file() else path
 
 
 def runs_table_url(server: str, experiment_id: str | None) -> str:
