@@ -404,7 +404,8 @@ def champion_decision(uri: str, model_name: str, run_id: str, current):  # -> re
     client = MlflowClient(uri)
     try:
         new = registry.version_of_run(client, model_name, run_id)
-        best = registry.best_evaluated(client, model_name, like=new) if current is None else None
+        measured_alike = current is not None and new.comparable(current)
+        best = None if measured_alike else registry.best_evaluated(client, model_name, like=new)
         decision = registry.decide(new, current, best)
         registry.apply(client, model_name, decision)
     except UserError:

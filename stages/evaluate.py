@@ -26,7 +26,7 @@ from anime_avatar.gan.model_file import load_generator
 from anime_avatar.metrics.feature_cache import eval_real_features
 from anime_avatar.nn.images import grid_png
 from anime_avatar.ops.data_versions import data_version
-from anime_avatar.ops.registry import name_champion_of_recorded_run
+from anime_avatar.ops.registry import FID_FACES_TAG, FID_SAMPLES_TAG, name_champion_of_recorded_run
 from anime_avatar.ops.stage_run import log_to_recorded_run
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,16 @@ def evaluate(params: Params) -> None:
     if len(reals) < 2:  # before the generator samples and the features are computed: FID needs two of each
         raise UserError(f"{FACES_DIR} holds {len(reals)} face: FID and KID need at least 2 real faces "
                         "(find more: a larger data set, or a lower detect.min_face)")  # fmt: skip
-    features = eval_real_features(reals.batches(cfg.batch_size), data_version(FACES_DIR), cfg, device, len(reals))
+    faces = data_version(FACES_DIR)
+    features = eval_real_features(reals.batches(cfg.batch_size), faces, cfg, device, len(reals))
     scores, fakes = score_generator(generator.net, generator.z_dim, features, cfg, device)
     scored = {"fid": scores.fid, "kid_mean": scores.kid_mean, "kid_std": scores.kid_std}
     write_eval_metrics(scored | {"n_samples": scores.n_fake, "n_real": scores.n_real})
     atomic_write_bytes(SAMPLES_PNG, grid_png(torch.from_numpy(fakes[:64]).permute(0, 3, 1, 2)))
     made_by = (GENERATOR, generator.run_id)
-    if log_to_recorded_run(RUN_FILE, "train", made_by, scored, (SAMPLES_PNG,), step=generator.step):
-        name_champion_of_recorded_run(RUN_FILE, "train", scores.fid)
+    measured = {FID_FACES_TAG: faces, FID_SAMPLES_TAG: str(scores.n_fake)}  # what makes two FIDs comparable
+    if log_to_recorded_run(RUN_FILE, "train", made_by, scored, (SAMPLES_PNG,), step=generator.step, tags=measured):
+        name_champion_of_recorded_run(RUN_FILE, "train", scores.fid, faces, scores.n_fake)
     print(f"FID {scores.fid:.2f}  KID {scores.kid_mean:.4f} ± {scores.kid_std:.4f}  "
           f"({scores.n_fake} generated vs {scores.n_real} real)")  # fmt: skip
 

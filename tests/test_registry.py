@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,6 +35,18 @@ def test_decide_promotes_only_a_strictly_lower_fid():
     assert (
         decide(Candidate("3", "c", 90.0, "md5:bbbb"), None, Candidate("1", "a", 50.0, "md5:aaaa")).winner.version == "3"
     )
+    # A retrain on new faces: the champion (v1) was scored on the old ones, v2 (FID 100) and the new v3 (150) on the
+    # new ones. v3 took the alias, though v2 beats it on the same faces.
+    new_faces = decide(Candidate("3", "c", 150.0, "md5:bbbb"), Candidate("1", "a", 50.0, "md5:aaaa"),
+                       Candidate("2", "b", 100.0, "md5:bbbb"))  # fmt: skip
+    assert new_faces.promote and new_faces.winner.version == "2" and new_faces.outcome == "named"
+    assert new_faces.reason == ("the champion (version 1, FID 50.00) was scored on other faces (md5:aaaa); of the "
+                                "versions measured as the new version 3 (FID 150.00) was, version 2 (FID 100.00) is "
+                                "the best")  # fmt: skip
+    # FID is biased by the number of samples: 90 on 5,000 samples does not beat 100 on 1,000.
+    more_samples = decide(Candidate("2", "b", 90.0, "md5:a", "5000"), Candidate("1", "a", 100.0, "md5:a", "1000"))
+    assert more_samples.promote and "was scored on 1000 samples, not 5000" in more_samples.reason
+    assert not decide(Candidate("2", "b", 90.0, "md5:a", "1000"), Candidate("1", "a", 80.0, "md5:a", "1000")).promote
     assert not decide(Candidate("2", "b", None), Candidate("1", "a", 60.0)).promote
     tags = decide(new, Candidate("1", "a", 60.0)).tags()
     assert tags == {
@@ -242,3 +255,24 @@ def test_with_no_champion_the_first_evaluation_gives_the_alias_to_the_best_evalu
     decision = registry.name_first_champion(client, newest.run_id, 90.0)
     assert decision.winner == older_better
     assert registry.champion(client, NAME) == older_better
+
+
+def test_a_retrain_on_new_faces_gives_the_alias_to_the_best_version_scored_on_them(store):
+    """v1 (champion) scored on faces A; v2 (a plain `dvc repro`) and the retrain's v3 on faces B. The retrain
+    promoted v3 (FID 150) because v1's FID did not compare, though v2 (100) was better on the same faces. The
+    evaluate stage's tags decide what compares: the faces it scored against and its sample count."""
+    from pipelines.flows import champion_decision
+
+    client, trained = store
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    champion, plain, retrained = trained(50.0), trained(100.0), trained(150.0)
+    for version, faces in ((champion, "md5:aaaa.dir"), (plain, "md5:bbbb.dir"), (retrained, "md5:bbbb.dir")):
+        client.set_tag(version.run_id, "fid.faces", faces)
+        client.set_tag(version.run_id, "fid.n_samples", "1000")
+    client.set_registered_model_alias(NAME, "champion", champion.version)
+    current = registry.champion(client, NAME)
+    assert current.faces == "md5:aaaa.dir" and current.n_samples == "1000"
+    decision = champion_decision(uri, NAME, retrained.run_id, current)
+    assert decision.outcome == "named" and registry.champion(client, NAME).version == plain.version
+    # On as many samples and the same faces as the champion, only a lower FID moves it.
+    assert champion_decision(uri, NAME, retrained.run_id, registry.champion(client, NAME)).outcome == "kept"

@@ -355,5 +355,7 @@ def test_an_evaluation_is_logged_only_to_the_run_that_made_the_evaluated_file(tm
     assert client.get_run(trained).data.metrics == {}
     assert "models/translator.pt was made by no tracked run, not by the run" in caplog.text
     assert "was made by MLflow run 0ther" in caplog.text
-    assert log_to_recorded_run(*recorded, (Path("models/translator.pt"), trained), {"eval.kid": 0.25})
+    assert log_to_recorded_run(*recorded, (Path("models/translator.pt"), trained), {"eval.kid": 0.25},
+                               tags={"fid.n_samples": "100"})  # fmt: skip
     assert client.get_run(trained).data.metrics == {"eval.kid": 0.25}
+    assert client.get_run(trained).data.tags["fid.n_samples"] == "100"

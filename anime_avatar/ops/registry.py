@@ -18,7 +18,12 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 
 
-FID_REFERENCE_TAG = "data_version.faces"  # the faces a run's FID is measured against (evaluate's real set)
+# What a run's FID was measured with, tagged by the evaluate stage: the faces it is against (its real statistics)
+# and the number of generated samples (FID is biased by it). Runs evaluated before 2026-12-07 have only the faces
+# of their training, in FID_TRAINING_FACES_TAG.
+FID_FACES_TAG = "fid.faces"
+FID_SAMPLES_TAG = "fid.n_samples"
+FID_TRAINING_FACES_TAG = "data_version.faces"
 
 
 @dataclass(frozen=True)
@@ -27,11 +32,20 @@ class Candidate:
     run_id: str
     fid: float | None
     faces: str | None = None  # the version of the faces its FID was measured against (None: not recorded)
+    n_samples: str | None = None  # how many generated samples its FID was measured on (None: not recorded)
 
     def comparable(self, other: Candidate) -> bool:
-        """Whether the two FIDs were measured against the same faces (each against its own real statistics):
-        unknown counts as the same, as before versions were recorded."""
-        return self.faces is None or other.faces is None or self.faces == other.faces
+        """Whether the two FIDs were measured alike: against the same faces and on as many samples. Unknown
+        counts as alike, as before these were recorded."""
+        return not self.difference(other)
+
+    def difference(self, other: Candidate) -> str:
+        """How ``other``'s FID was measured otherwise, in words ('' when alike)."""
+        if self.faces and other.faces and self.faces != other.faces:
+            return f"was scored on other faces ({other.faces})"
+        if self.n_samples and other.n_samples and self.n_samples != other.n_samples:
+            return f"was scored on {other.n_samples} samples, not {self.n_samples}"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -48,8 +62,8 @@ class Decision:
 
     @property
     def outcome(self) -> str:
-        """``promoted`` (the new version took the alias), ``named`` (with no champion yet, an older, better
-        version took it) or ``kept`` (the alias did not move)."""
+        """``promoted`` (the new version took the alias), ``named`` (with no champion yet, or one measured
+        otherwise, an older, better version took it) or ``kept`` (the alias did not move)."""
         if not self.promote:
             return "kept"
         return "promoted" if self.winner == self.new else "named"
@@ -93,7 +107,9 @@ def candidate(client, version: str, run_id: str) -> Candidate:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
             return Candidate(version, run_id, None)
         raise
-    return Candidate(version, run_id, run.data.metrics.get("fid"), run.data.tags.get(FID_REFERENCE_TAG))
+    tags = run.data.tags
+    faces = tags.get(FID_FACES_TAG, tags.get(FID_TRAINING_FACES_TAG))
+    return Candidate(version, run_id, run.data.metrics.get("fid"), faces, tags.get(FID_SAMPLES_TAG))
 
 
 def version_of_run(client, model_name: str, run_id: str) -> Candidate:
@@ -114,8 +130,9 @@ def best_evaluated(client, model_name: str, like: Candidate | None = None) -> Ca
 
 
 def decide(new: Candidate, previous: Candidate | None, best: Candidate | None = None) -> Decision:
-    """Promote when the new FID is strictly lower than the champion's. With no champion yet, the alias goes to
-    ``best`` (the best evaluated version, see :func:`best_evaluated`) when it beats the new version."""
+    """Promote when the new FID is strictly lower than the champion's. With no champion yet, or one whose FID was
+    measured otherwise, the alias goes to ``best`` (the best version measured as the new one was, see
+    :func:`best_evaluated`) when it beats the new version."""
     best_is_older = best is not None and best.version != new.version and new.comparable(best)
     if previous is None and best_is_older and (new.fid is None or best.fid < new.fid):
         new_fid = "no FID" if new.fid is None else f"FID {new.fid:.2f}"
@@ -130,12 +147,17 @@ def decide(new: Candidate, previous: Candidate | None, best: Candidate | None = 
         return Decision(False, f"version {new.version} already is the {CHAMPION} (no new model)", new, previous)
     if previous.fid is None:
         return Decision(True, f"the {CHAMPION} (version {previous.version}) has no FID", new, previous)
-    if not new.comparable(previous):
-        # Each FID is against its own faces' statistics: the numbers do not compare. The new version was scored
-        # on the faces the pipeline has now (retrain refreshes the data); later runs on them compare with it.
-        return Decision(True, f"FID {new.fid:.2f} on faces {new.faces}; the {CHAMPION} (version {previous.version}, "
-                              f"FID {previous.fid:.2f}) was scored on other faces ({previous.faces}), so the version "
-                              "scored on the current faces takes it", new, previous)  # fmt: skip
+    if difference := new.difference(previous):
+        # Each FID is against its own faces' statistics (and biased by the sample count): the numbers do not
+        # compare. The new version was measured as the pipeline measures now (retrain refreshes the data); the
+        # best version measured alike takes the alias, and later runs compare with it.
+        held = f"the {CHAMPION} (version {previous.version}, FID {previous.fid:.2f}) {difference}"
+        if best_is_older and best.fid < new.fid:
+            return Decision(True, f"{held}; of the versions measured as the new version {new.version} (FID "
+                                  f"{new.fid:.2f}) was, version {best.version} (FID {best.fid:.2f}) is the best",
+                            new, previous, target=best)  # fmt: skip
+        return Decision(True, f"FID {new.fid:.2f}; {held}, so the version measured as the pipeline measures now "
+                              "takes it", new, previous)  # fmt: skip
     if new.fid < previous.fid:
         return Decision(True, f"FID {new.fid:.2f} < {previous.fid:.2f} of version {previous.version}", new, previous)
     return Decision(False, f"FID {new.fid:.2f} >= {previous.fid:.2f} of version {previous.version}", new, previous)
@@ -154,11 +176,12 @@ def apply(client, model_name: str, decision: Decision) -> None:
     log.info("%s: %s", tags["champion.decision"], decision.reason)
 
 
-def name_first_champion(client, run_id: str, fid: float) -> Decision | None:
-    """After the evaluation of ``run_id`` (scored ``fid``): when the model it registered has no champion yet, the
-    alias goes to the best evaluated version, as retrain would give it, so that ``models:/NAME@champion`` works
-    after the first ``dvc repro``. None, and nothing changed, when there is a champion (only retrain moves it)
-    or the run registered no version (``tracking.register_model: false``)."""
+def name_first_champion(client, run_id: str, fid: float, faces: str | None = None,
+                        n_samples: int | None = None) -> Decision | None:  # fmt: skip
+    """After the evaluation of ``run_id`` (scored ``fid`` against ``faces`` on ``n_samples``): when the model it
+    registered has no champion yet, the alias goes to the best version evaluated alike, as retrain would give it,
+    so that ``models:/NAME@champion`` works after the first ``dvc repro``. None, and nothing changed, when there
+    is a champion (only retrain moves it) or the run registered no version (``tracking.register_model: false``)."""
     versions = client.search_model_versions(f"run_id='{run_id}'")
     if not versions:
         return None
@@ -166,14 +189,16 @@ def name_first_champion(client, run_id: str, fid: float) -> Decision | None:
     if champion(client, model_name) is not None:
         return None
     new = version_of_run(client, model_name, run_id)
-    new = Candidate(new.version, run_id, fid)  # the score just made, whether or not the store has it yet
+    # The score just made, whether or not the store has it yet.
+    new = Candidate(new.version, run_id, fid, faces, None if n_samples is None else str(n_samples))
     decision = decide(new, None, best_evaluated(client, model_name, like=new))
     apply(client, model_name, decision)
     log.info("champion named (%s): models:/%s@%s", decision.reason, model_name, CHAMPION)
     return decision
 
 
-def name_champion_of_recorded_run(run_file: Path, stage: str, fid: float) -> None:
+def name_champion_of_recorded_run(run_file: Path, stage: str, fid: float, faces: str | None = None,
+                                  n_samples: int | None = None) -> None:  # fmt: skip
     """:func:`name_first_champion` for the run recorded in ``run_file`` by ``stage``, on its tracking store; a
     store that does not answer is a warning: the alias is a convenience, the evaluation stands."""
     from mlflow import MlflowClient
@@ -185,7 +210,7 @@ def name_champion_of_recorded_run(run_file: Path, stage: str, fid: float) -> Non
     if record is None:
         return
     try:
-        name_first_champion(MlflowClient(record.tracking_uri), record.run_id, fid)
+        name_first_champion(MlflowClient(record.tracking_uri), record.run_id, fid, faces, n_samples)
     except (MlflowException, OSError, UserError) as err:  # UserError: champion() on a store that did not answer
         log.warning("no champion named: the tracking store did not answer (%s)", first_line(err))
 

@@ -163,11 +163,13 @@ def log_to_recorded_run(
     metrics: dict[str, float],
     artifacts: tuple[Path, ...] = (),
     step: int = 0,
+    tags: dict[str, str] | None = None,
 ) -> bool:
     """An evaluation's ``metrics`` and ``artifacts`` on the run recorded in ``run_file`` (written by ``stage``),
     on the tracking store that run was recorded on; kept for later if the store does not answer.
-    ``model`` is the evaluated file and the run id it holds: the numbers go to that run only. False (and a
-    warning) when there is no record, or when the file was made by another run (copied in, or the shipped one)."""
+    ``model`` is the evaluated file and the run id it holds: the numbers and ``tags`` go to that run only. False
+    (and a warning) when there is no record, or when the file was made by another run (copied in, or the shipped
+    one)."""
     record = read_run_file(name=run_file, stage=stage)
     if record is None:
         log.warning("%s is missing: the evaluation was not logged to MLflow", run_file)
@@ -181,6 +183,8 @@ def log_to_recorded_run(
     fail_fast_http()
     journal = RunJournal(record.tracking_uri, record.run_id)
     journal.log_metrics(metrics, step=step)
+    if tags:
+        journal.set_tags(tags)
     for path in artifacts:
         journal.log_artifact(path)
     journal.finish()
