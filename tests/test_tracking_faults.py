@@ -239,6 +239,43 @@ def test_journal_keeps_records_in_order_while_the_store_is_away_and_sends_them_w
     assert "answers again: sent the 4 record(s) kept during the outage" in caplog.text
 
 
+def test_a_registration_the_store_failed_is_tried_again_without_logging_the_model_twice(tmp_path, monkeypatch):
+    """The model record logged and registered in one call: a registration that failed (SQLite's `database is
+    locked`) made the retry log the whole model again (4.3 MB each time), and again in a later process."""
+    import mlflow
+    import torch
+
+    from anime_avatar.artifacts.generator import save_generator
+    from anime_avatar.gan.nets import build_generator, net_config
+    from tests.conftest import params_with
+
+    uri, client, experiment = store(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    torch.manual_seed(0)
+    config = net_config(params_with({"model": {"channels": 8, "z_dim": 16}}).model, 32)
+    net = build_generator(config)
+    save_generator(tmp_path / "generator.pt", config.to_dict(), net.state_dict(), net.state_dict(), step=1)
+    run = client.create_run(experiment).info.run_id
+    register, failures = mlflow.register_model, []
+
+    def locked_once(*args, **kwargs):
+        if not failures:
+            failures.append(args)
+            raise mlflow.exceptions.MlflowException("(sqlite3.OperationalError) database is locked")
+        return register(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "register_model", locked_once)
+    journal = RunJournal(uri, run, client=client, clock=lambda: 1e9)
+    journal.log_model(tmp_path / "generator.pt", "gen", "generator")
+    assert [r.kind for r in journal.kept] == ["model"] and failures  # logged, not registered: kept
+    saved = journal.save(tmp_path / "pending")  # as a stage that ends during the outage
+    assert send_pending(uri, tmp_path / "pending") == [run]  # a later process sends it
+    logged = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list")
+    assert len(logged) == 1 and not saved.exists()
+    (version,) = client.search_model_versions("name='gen'")
+    assert version.run_id == run and version.source == f"models:/{logged[0].model_id}"
+
+
 def test_records_unsent_at_the_end_are_saved_and_sent_by_a_later_process(tmp_path):
     uri, client, experiment = store(tmp_path)
     run_id = client.create_run(experiment).info.run_id

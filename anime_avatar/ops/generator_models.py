@@ -12,7 +12,7 @@ from anime_avatar.ops.tracking import log_code_model
 MODEL_DISTRIBUTIONS = ("mlflow", "torch", "numpy", "pandas", "pillow", "torchvision")
 
 
-def log_generator_model(mlflow, generator_file: Path, model_name: str | None) -> None:
+def log_generator_model(mlflow, generator_file: Path, model_name: str | None) -> str:
     """Log ``generator_file`` as an MLflow pyfunc model (code + tensors, no pickle) with a signature and an
     input example; registered as ``model_name`` unless that is None."""
     import pandas as pd
@@ -21,7 +21,7 @@ def log_generator_model(mlflow, generator_file: Path, model_name: str | None) ->
 
     signature = generator_signature(int(read_generator(generator_file).config["resolution"]))
     example = pd.DataFrame({"seed": [0, 1], "truncation": [0.0, 0.7]})
-    log_code_model(mlflow, "generator", pyfunc_generator, (pyfunc_generator.ARTIFACT, generator_file), signature,
+    return log_code_model(mlflow, "generator", pyfunc_generator, (pyfunc_generator.ARTIFACT, generator_file), signature,
                    example, MODEL_DISTRIBUTIONS, model_name)  # fmt: skip
 
 

@@ -19,10 +19,11 @@ MODEL_KINDS = {
 }
 
 
-def log_model_file(mlflow, kind: str, path: Path, registered_name: str | None) -> None:
-    """Log the ``kind`` model file at ``path`` on MLflow's active run (registered unless the name is None)."""
+def log_model_file(mlflow, kind: str, path: Path, registered_name: str | None) -> str:
+    """Log the ``kind`` model file at ``path`` on MLflow's active run (registered unless the name is None); the
+    logged model's URI."""
     try:
         module, function = MODEL_KINDS[kind].split(":")
     except KeyError:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}") from None
-    getattr(importlib.import_module(module), function)(mlflow, path, registered_name)
+    return getattr(importlib.import_module(module), function)(mlflow, path, registered_name)

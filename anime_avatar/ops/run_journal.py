@@ -149,30 +149,35 @@ class RunJournal:
         elif record.kind == "artifact":
             self.client.log_artifact(self.run_id, data["path"], data["artifact_path"])
         elif record.kind == "model":
-            # Journals saved before models had kinds hold generators.
-            self._send_model(Path(data["path"]), data["model_name"], data.get("kind", "generator"))
+            self._send_model(data)
         elif record.kind == "end":
             self._end(data["status"], data["end_time"])
         else:
             raise ValueError(f"unknown record kind {record.kind!r}")
 
-    def _send_model(self, model_file: Path, model_name: str | None, kind: str) -> None:
-        """MLflow's model logging works on the active run: this run, made active here if it is not."""
+    def _send_model(self, data: dict[str, Any]) -> None:
+        """Log the model, then register it: two steps, the first remembered in ``data`` (``logged``), so that a
+        registration the store failed is tried again without a second copy of the model (each is megabytes).
+        MLflow's model logging works on the active run: this run, made active here if it is not."""
         import mlflow
 
         from anime_avatar.ops.model_logging import log_model_file
 
         mlflow.set_tracking_uri(self.uri)
-        active = mlflow.active_run()
-        if active is not None and active.info.run_id == self.run_id:
-            log_model_file(mlflow, kind, model_file, model_name)
-            return
-        mlflow.start_run(run_id=self.run_id)
-        try:
-            log_model_file(mlflow, kind, model_file, model_name)
-        finally:
-            with contextlib.suppress(Exception):  # the run's own end record sets its status
-                mlflow.end_run()
+        if not data.get("logged"):
+            kind = data.get("kind", "generator")  # journals saved before models had kinds hold generators
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id == self.run_id:
+                data["logged"] = log_model_file(mlflow, kind, Path(data["path"]), None)
+            else:
+                mlflow.start_run(run_id=self.run_id)
+                try:
+                    data["logged"] = log_model_file(mlflow, kind, Path(data["path"]), None)
+                finally:
+                    with contextlib.suppress(Exception):  # the run's own end record sets its status
+                        mlflow.end_run()
+        if data["model_name"]:
+            mlflow.register_model(data["logged"], data["model_name"])
 
     def _end(self, status: str, end_time: int) -> None:
         import mlflow

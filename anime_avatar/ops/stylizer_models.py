@@ -40,7 +40,7 @@ def _example_png(colour: tuple[int, int, int]) -> bytes:
     return buf.getvalue()
 
 
-def log_stylizer_model(mlflow, stylizer_file: Path, model_name: str | None) -> None:
+def log_stylizer_model(mlflow, stylizer_file: Path, model_name: str | None) -> str:
     """Log ``stylizer_file`` as an MLflow pyfunc model (code + tensors, no pickle) with a signature and an
     input example; registered as ``model_name`` unless that is None."""
     import pandas as pd
@@ -50,7 +50,7 @@ def log_stylizer_model(mlflow, stylizer_file: Path, model_name: str | None) -> N
 
     example = pd.DataFrame({"content": [_example_png((230, 190, 170))], "style": [_example_png((40, 60, 160))]})
     signature = stylizer_signature(pyfunc_stylizer.default_method(stylizer_methods(stylizer_file)))
-    log_code_model(mlflow, "stylizer", pyfunc_stylizer, (pyfunc_stylizer.ARTIFACT, stylizer_file), signature,
+    return log_code_model(mlflow, "stylizer", pyfunc_stylizer, (pyfunc_stylizer.ARTIFACT, stylizer_file), signature,
                    (example, {"size": 64}), STYLIZER_DISTRIBUTIONS, model_name)  # fmt: skip
 
 

@@ -133,17 +133,18 @@ def log_code_model(
     input_example: Any,
     distributions: tuple[str, ...],
     registered_name: str | None,
-) -> None:
+) -> str:
     """Log a pyfunc model from code (``model_code``'s file runs on load; no pickle) with its one tensors file
     (``artifact``: key and path), the package as its code, a signature, an input example and pinned requirements;
-    registered as ``registered_name`` unless that is None.
+    registered as ``registered_name`` unless that is None. Returns the logged model's URI (``models:/m-…``), by
+    which a registration that failed is tried again without logging the model twice.
 
     The package goes as a copy without its ``.pt`` files (the shipped translator's weights: 11.5 MB, which every
     logged model carried, 19 copies in one store) and caches."""
     with tempfile.TemporaryDirectory(prefix="anime-avatar-code-") as tmp:
         code = Path(tmp) / PACKAGE_DIR.name
         shutil.copytree(PACKAGE_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "*.pt"))
-        mlflow.pyfunc.log_model(
+        logged = mlflow.pyfunc.log_model(
             name=name,
             python_model=str(Path(str(model_code.__file__))),
             artifacts={artifact[0]: str(artifact[1])},
@@ -151,8 +152,10 @@ def log_code_model(
             signature=signature,
             input_example=input_example,
             pip_requirements=model_requirements(distributions),
-            registered_model_name=registered_name,
         )
+    if registered_name is not None:
+        mlflow.register_model(logged.model_uri, registered_name)
+    return logged.model_uri
 
 
 def model_requirements(distributions: tuple[str, ...]) -> list[str]:

@@ -26,7 +26,7 @@ def translator_signature():  # -> mlflow.models.ModelSignature
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
-def log_translator_model(mlflow, translator_file: Path, model_name: str | None) -> None:
+def log_translator_model(mlflow, translator_file: Path, model_name: str | None) -> str:
     """Log ``translator_file`` as an MLflow pyfunc model (code + tensors, no pickle) with a signature and an
     input example; registered as ``model_name`` unless that is None."""
     import pandas as pd
@@ -37,5 +37,5 @@ def log_translator_model(mlflow, translator_file: Path, model_name: str | None) 
     buf = io.BytesIO()
     Image.new("RGB", (64, 64), (230, 190, 170)).save(buf, format="PNG")
     example = (pd.DataFrame({"photo": [buf.getvalue()]}), {"size": 64})
-    log_code_model(mlflow, "translator", pyfunc_translator, (pyfunc_translator.ARTIFACT, translator_file),
+    return log_code_model(mlflow, "translator", pyfunc_translator, (pyfunc_translator.ARTIFACT, translator_file),
                    translator_signature(), example, TRANSLATOR_DISTRIBUTIONS, model_name)  # fmt: skip
