@@ -98,6 +98,28 @@ def test_amp_autocasts_to_bf16_only_where_the_device_has_it(monkeypatch):
     assert not isinstance(autocast_for(torch.device("mps"), True), torch.autocast)
 
 
+def test_amp_on_a_gpu_is_bf16_only_from_ampere_on_and_asks_the_training_gpu(monkeypatch):
+    """torch.cuda.is_bf16_supported() says yes for a T4 or V100 too (emulated bf16, slower than float32), and
+    looks at the current device rather than train.device."""
+    from types import SimpleNamespace
+
+    from anime_avatar.nn.precision import training_precision
+
+    asked: list[int] = []
+    majors = {0: 8, 1: 7}  # cuda:0 an A100, cuda:1 a V100
+
+    def properties(index: int) -> SimpleNamespace:
+        asked.append(index)
+        return SimpleNamespace(major=majors[index])
+
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert training_precision(torch.device("cuda", 1), True) == "float32" and asked == [1]
+    assert training_precision(torch.device("cuda", 0), True) == "bfloat16"
+    assert training_precision(torch.device("cuda", 0), False) == "float32"
+
+
 def test_bf16_training_on_the_cpu_resumes_exactly(tmp_path, monkeypatch):
     # Forced on, so that the bf16 path is tested on CPUs without bf16 instructions too (there it is emulated).
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
