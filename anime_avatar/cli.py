@@ -446,11 +446,21 @@ def cmd_avatar(args: argparse.Namespace) -> None:
 
 
 def _translator(model: str | None, to: str):  # -> anime_avatar.translate.model_file.TrainedTranslator
-    """The translator of ``model`` (a file), else the workspace's models/translator.pt, else the shipped one."""
+    """The translator of ``model`` (a file, or an MLflow model URI such as models:/anime-avatar-translator/1 or
+    runs:/ID/translator), else the workspace's models/translator.pt, else the shipped one."""
+    from anime_avatar.artifacts.translator import TRANSLATOR
     from anime_avatar.translate.model_file import load_translator
 
+    if model is not None and ":/" in model and not Path(model).is_file():
+        from anime_avatar.ops.model_files import logged_model_file
+
+        weights = logged_model_file(model, TRANSLATOR.name, "the translator")
+        if weights is None:
+            raise UserError(f"{model} holds no artifacts/{TRANSLATOR.name}: not a translator logged by the "
+                            "translate_train stage")  # fmt: skip
+        return load_translator(weights, to)
     if model is not None and not Path(model).is_file():
-        raise UserError(f"--model {model}: no such translator file")
+        raise UserError(f"--model {model}: no such translator file (or an MLflow model URI, models:/NAME/VERSION)")
     return load_translator(Path(model) if model else None, to)
 
 
@@ -500,8 +510,8 @@ def _add_style_options(p: argparse.ArgumentParser, translate: bool = False) -> N
             help="translate (the photo -> anime translator), or a style method that needs --style: "
             "network (the trained attention net), adain, gatys (optimisation) (default: translate)",
         )
-        p.add_argument("--model", help="translate: translator file (default: models/translator.pt, else the shipped "
-                                       "one); other methods: stylizer file or MLflow URI")  # fmt: skip
+        p.add_argument("--model", help="translate: translator file or MLflow URI (default: models/translator.pt, "
+                                       "else the shipped one); other methods: stylizer file or MLflow URI")  # fmt: skip
     else:
         p.add_argument(
             "--method",
@@ -806,7 +816,9 @@ def build_parser(groups: Sequence[CommandGroup] = ()) -> argparse.ArgumentParser
     p.add_argument("--out", type=Path, required=True, metavar="PATH", help="output image (a folder for a folder)")
     p.add_argument("--to", choices=["anime", "photo"], default="anime", help="the direction (default: anime)")
     p.add_argument("--size", type=_side, help="output side in pixels (default: the translator's)")
-    p.add_argument("--model", help="translator file (default: models/translator.pt, else the shipped one)")
+    p.add_argument(
+        "--model", help="translator file or MLflow URI (default: models/translator.pt, else the shipped one)"
+    )
 
     p = add_command(sub, cmd_runs)
     p.add_argument("--sort", choices=["fid", "kid", "start"], default="fid")

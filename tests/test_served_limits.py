@@ -347,3 +347,23 @@ def test_a_served_stylizer_refuses_20_concurrent_bad_requests_in_bounded_memory_
     assert peak[0] < 2 * GIB and peak[0] - before < 0.5 * GIB, (before, peak[0])
     assert good.status_code == 200, good.text
     assert np.asarray(good.json()["predictions"], dtype=np.uint8).shape == (1, 32, 32, 3)
+
+
+def test_translate_and_avatar_take_a_registered_translator_by_its_uri(models, monkeypatch):
+    """--model took only a file ("no such translator file" for models:/…), though the translator is registered and
+    the generator's and stylizer's --model take URIs."""
+    from anime_avatar.cli import _translator
+    from anime_avatar.core.errors import UserError
+    from anime_avatar.translate.model_file import load_translator
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", models["uri"])
+    registered, saved = _translator("models:/tra/1", "anime"), load_translator(models["work"] / "translator.pt")
+    assert registered.step == saved.step == 1
+    weights = zip(registered.net.state_dict().values(), saved.net.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)
+    with pytest.raises(UserError, match=r"^cannot load the translator models:/tra/9: .*not found"):
+        _translator("models:/tra/9", "anime")
+    with pytest.raises(UserError, match=r"^models:/gen/1 holds no artifacts/translator.pt: not a translator logged"):
+        _translator("models:/gen/1", "anime")
+    with pytest.raises(UserError, match=r"^--model nowhere.pt: no such translator file \(or an MLflow model URI"):
+        _translator("nowhere.pt", "anime")
