@@ -32,8 +32,8 @@ from tests.conftest import BIN, ROOT, free_port, venv_env
 def store(tmp_path: Path) -> tuple[str, MlflowClient, str]:
     """A fresh SQLite tracking store with one experiment: (uri, client, experiment id)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    return uri, client, client.create_experiment("faults")
+    client = MlflowClient(uri)  # the runs' files in tmp_path too, not in the working folder's mlruns/
+    return uri, client, client.create_experiment("faults", artifact_location=(tmp_path / "mlruns").as_uri())
 
 
 class Outage:
@@ -96,16 +96,29 @@ def test_a_store_copied_from_another_project_is_refused_before_a_run_writes_mode
     monkeypatch.chdir(original)
     tracking_ready("sqlite:///mlflow.db", "anime-avatar")  # the stages run in the project's folder
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # (mlflow.set_tracking_uri may set it)
-    tracking_ready("sqlite:///mlflow.db", "anime-avatar")  # and again: its own store passes
+    mlflow = tracking_ready("sqlite:///mlflow.db", "anime-avatar")  # and again: its own store passes
+    experiment = mlflow.get_experiment_by_name("anime-avatar").experiment_id
+    run = MlflowClient("sqlite:///mlflow.db").create_run(experiment).info.run_id
+    write_run_file(RunRecord(run, experiment, "sqlite:///mlflow.db"))
+    Path("reports").mkdir()
+    Path("reports/samples.png").write_bytes(b"png")
     shutil.copytree(original, copy)
     monkeypatch.chdir(copy)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(UserError) as err:
         tracking_ready("sqlite:///mlflow.db", "anime-avatar")
     where = f"{original}/mlruns/1"
-    assert str(err.value).startswith(f"mlflow.db keeps the models of experiment 'anime-avatar' in {where}, outside "
-                                     f"this project ({copy}): a store copied or moved here from another")  # fmt: skip
-    assert not (original / "mlruns").exists() or not any((original / "mlruns").rglob("*artifacts*"))
+    assert str(err.value).startswith(f"mlflow.db keeps its runs' files in {where}, outside this project ({copy}): a "
+                                     "store copied or moved here from another project")  # fmt: skip
+    # The evaluate stage logs to the recorded run: not into the original's mlruns/ either.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    evaluated = (Path("models/generator.pt"), run), {"fid": 100.0}, (Path("reports/samples.png"),)
+    assert not log_to_recorded_run(Path("models/run.json"), "train", *evaluated)
+    assert not list((original / "mlruns").rglob("samples.png"))
+    monkeypatch.chdir(original)
+    assert log_to_recorded_run(Path("models/run.json"), "train", *evaluated)  # in the project itself: logged
+    assert len(list((original / "mlruns").rglob("samples.png"))) == 1
+    monkeypatch.chdir(copy)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")  # a store the user chose: their choice
     tracking_ready("sqlite:///mlflow.db", "anime-avatar")
 
@@ -269,6 +282,21 @@ def test_a_registration_the_store_failed_is_tried_again_without_logging_the_mode
     assert len(logged) == 1 and not saved.exists()
     (version,) = client.search_model_versions("name='gen'")
     assert version.run_id == run and version.source == f"models:/{logged[0].model_id}"
+
+    # A registration the store made but whose answer was lost (a timeout): the retry does not make a second version.
+    def made_but_unanswered(*args, **kwargs):
+        made = register(*args, **kwargs)
+        if len(failures) == 1:
+            failures.append(made)
+            raise mlflow.exceptions.MlflowException("HTTPConnectionPool: Read timed out. (read timeout=10)")
+        return made
+
+    monkeypatch.setattr(mlflow, "register_model", made_but_unanswered)
+    second = client.create_run(experiment).info.run_id
+    journal = RunJournal(uri, second, client=client, clock=lambda: 1e9)
+    journal.log_model(tmp_path / "generator.pt", "gen", "generator")
+    assert [r.kind for r in journal.kept] == ["model"] and journal.flush()
+    assert [str(v.version) for v in client.search_model_versions(f"name='gen' and run_id='{second}'")] == ["2"]
 
 
 def test_records_unsent_at_the_end_are_saved_and_sent_by_a_later_process(tmp_path):

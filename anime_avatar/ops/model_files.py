@@ -60,8 +60,8 @@ def logged_model_file(uri: str, filename: str, what: str = "MLflow model") -> Pa
     except NoModelFiles:
         raise UserError(
             f"cannot load {what} {uri}: the tracking store knows it, but no files are where it keeps "
-            "them (a wrong name in runs:/ID/NAME, or a moved or copied project: MLflow records each "
-            "experiment's artifact folder as an absolute path)"
+            "them (a moved or copied project? MLflow records each experiment's artifact folder as an "
+            "absolute path)"
         ) from None
     except Exception as err:  # MLflow raises many types for a missing model, version or alias
         error = ModelNotFound if _not_found(err) else UserError

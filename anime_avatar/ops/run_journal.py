@@ -164,7 +164,8 @@ class RunJournal:
         from anime_avatar.ops.model_logging import log_model_file
 
         mlflow.set_tracking_uri(self.uri)
-        if not data.get("logged"):
+        retry = bool(data.get("logged"))
+        if not retry:
             kind = data.get("kind", "generator")  # journals saved before models had kinds hold generators
             active = mlflow.active_run()
             if active is not None and active.info.run_id == self.run_id:
@@ -176,8 +177,14 @@ class RunJournal:
                 finally:
                     with contextlib.suppress(Exception):  # the run's own end record sets its status
                         mlflow.end_run()
-        if data["model_name"]:
+        if data["model_name"] and not (retry and self._registered(data["model_name"], data["logged"])):
             mlflow.register_model(data["logged"], data["model_name"])
+
+    def _registered(self, model_name: str, logged: str) -> bool:
+        """Whether a version of ``model_name`` from ``logged`` exists: a registration whose answer was lost (a
+        timeout) may have been made."""
+        versions = self.client.search_model_versions(f"name='{model_name}' and run_id='{self.run_id}'")
+        return any(version.source == logged for version in versions)
 
     def _end(self, status: str, end_time: int) -> None:
         import mlflow

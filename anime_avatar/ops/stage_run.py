@@ -51,34 +51,35 @@ def tracking_ready(uri: str, experiment: str):  # -> mlflow
     chosen = bool(os.environ.get("MLFLOW_TRACKING_URI"))  # read first: mlflow.set_tracking_uri sets it
     mlflow = mlflow_client(uri)
     try:
+        existed = mlflow.get_experiment_by_name(experiment) is not None
         found = mlflow.set_experiment(experiment)
     except Exception as err:  # e.g. an experiment of that name was deleted
         raise UserError(f"tracking.experiment {experiment!r}: {first_line(err)}") from None
-    if not chosen:  # a store the user chose keeps its models where the user chose
-        check_artifacts_beside_store(uri, experiment, found.artifact_location)
+    if existed and not chosen and (problem := artifacts_elsewhere(uri, found.artifact_location)):
+        # (a new experiment's folder is MLflow's choice, from the working folder: not judged)
+        raise UserError(f"{problem}. Run the stages where the store was made, or move mlflow.db (and mlruns/) aside "
+                        "to start a new store here")  # fmt: skip
     if EXPERIMENT_KIND not in found.tags:  # a kind the user chose in the UI stays
         mlflow.set_experiment_tag(EXPERIMENT_KIND, MODEL_DEVELOPMENT)
     recover(uri, [found.experiment_id])
     return mlflow
 
 
-def check_artifacts_beside_store(uri: str, experiment: str, artifact_location: str) -> None:
-    """The project's own store (``uri`` a SQLite file) keeps its models beside it, in ``mlruns/``; one whose
-    experiment keeps them elsewhere is another project's store, copied here with the folder: MLflow records that
-    folder as an absolute path, so this run's models would land in the other project, unseen from here."""
+def artifacts_elsewhere(uri: str, artifact_location: str) -> str | None:
+    """What is wrong when the project's own store (``uri`` a SQLite file, not one the user named) keeps the files
+    of a run or experiment (``artifact_location``) outside its folder: another project's store, copied here with
+    the folder. MLflow records that location as an absolute path, so what is logged would land in the other
+    project, out of sight from here. None when the files are beside the store (``mlruns/``)."""
     if (database := sqlite_path(uri)) is None:
-        return
+        return None
     parts = urlsplit(artifact_location)
     if parts.scheme not in ("", "file"):
-        return
+        return None
     folder, project = Path(unquote(parts.path)).resolve(), database.resolve().parent
-    if not folder.is_relative_to(project):
-        raise UserError(
-            f"{database} keeps the models of experiment {experiment!r} in {folder}, outside this project "
-            f"({project}): a store copied or moved here from another project, whose runs would write their models "
-            "there, out of sight from here. Run the stages where the store was made, or move mlflow.db (and mlruns/) "
-            "aside to start a new store here"
-        )
+    if folder.is_relative_to(project):
+        return None
+    return (f"{database} keeps its runs' files in {folder}, outside this project ({project}): a store copied or "
+            "moved here from another project, whose runs would write their files there")  # fmt: skip
 
 
 @dataclass
@@ -181,6 +182,12 @@ def log_to_recorded_run(
                     record.run_id, run_file)  # fmt: skip
         return False
     fail_fast_http()
+    elsewhere = (
+        None if os.environ.get("MLFLOW_TRACKING_URI") else _run_files_elsewhere(record.tracking_uri, record.run_id)
+    )
+    if elsewhere:
+        log.warning("the evaluation was not logged to MLflow (its reports are written): %s", elsewhere)
+        return False
     journal = RunJournal(record.tracking_uri, record.run_id)
     journal.log_metrics(metrics, step=step)
     if tags:
@@ -189,6 +196,20 @@ def log_to_recorded_run(
         journal.log_artifact(path)
     journal.finish()
     return True
+
+
+def _run_files_elsewhere(uri: str, run_id: str) -> str | None:
+    """:func:`artifacts_elsewhere` for the files of run ``run_id``; None too when the store cannot say now (the
+    journal keeps the records for later)."""
+    if sqlite_path(uri) is None:
+        return None
+    from mlflow import MlflowClient
+
+    try:
+        location = MlflowClient(uri).get_run(run_id).info.artifact_uri
+    except Exception:  # a store that does not answer, a run that is gone: the journal's business
+        return None
+    return artifacts_elsewhere(uri, location)
 
 
 def log_dataset(mlflow, images, folder: Path, version: str) -> None:
