@@ -869,6 +869,9 @@ def main(argv: list[str] | None = None, groups: Sequence[CommandGroup] = ()) -> 
     except UserError as err:
         log.error("%s", err)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C outside a stage (e.g. while a temporary Prefect server starts): no traceback
+        log.error("interrupted")
+        sys.exit(128 + signal.SIGINT)
     except BrokenPipeError:
         # `anime-avatar params | head`: the reader left. Point stdout at /dev/null so that the
         # interpreter's final flush does not fail again, and exit as a tool killed by SIGPIPE would.

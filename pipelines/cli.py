@@ -80,7 +80,10 @@ def prefect_api() -> Iterator[None]:
         wait_for_server(url, server)
         log.info("temporary Prefect server on %s", url)
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield
+            try:
+                yield
+            finally:
+                _drain_prefect_workers()
     finally:
         server.terminate()
         try:
@@ -88,6 +91,17 @@ def prefect_api() -> Iterator[None]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _drain_prefect_workers() -> None:
+    """Let Prefect's log and event workers send what they hold before the temporary server stops: otherwise the
+    flow's last log lines are lost and the command ends with `--- Error logging to API ---`."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):  # nothing to send is fine; a slow send gives up after 10 s
+            worker.drain_all(timeout=10)
 
 
 def _end_with_parent() -> Callable[[], None] | None:

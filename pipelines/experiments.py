@@ -39,6 +39,12 @@ def exp_show_command(output: str = "table", all_commits: bool = False) -> list[s
 def show_experiments(workspace: Path, output: str = "table", all_commits: bool = False) -> None:
     if not (workspace / "dvc.yaml").is_file():
         raise UserError(f"{workspace} has no dvc.yaml: run this in the project (or demo/), where `dvc repro` ran")
+    head = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], cwd=workspace, capture_output=True)
+    if head.returncode != 0 and (workspace / ".git").exists():  # (no git at all: DVC's own message says so)
+        raise UserError(
+            "this git repository has no commit yet, and DVC experiments are kept against one: commit "
+            "the project first (git add -A && git commit -m 'pipeline'), then `dvc exp run -S key=value`"
+        )
     done = subprocess.run(exp_show_command(output, all_commits), cwd=workspace)
     if done.returncode != 0:
         raise UserError(f"`dvc exp show` failed (exit {done.returncode}): see its message above")

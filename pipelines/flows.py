@@ -233,7 +233,7 @@ def run_keeping_outputs(task, stage: str, root: Path, force: bool, env: dict[str
             for problem in done.problems:
                 logger.error("could not restore an output of stage %s: %s", stage, problem)
                 note += f"\ncould not restore: {problem}"
-            raise StageFailed(f"{err}{note}") from None
+            raise type(err)(f"{err}{note}") from None  # an interrupted stage stays StageInterrupted
 
 
 def _flow_run_id() -> str:
@@ -274,7 +274,8 @@ def parent_run(
     mlflow = tracking_ready(uri, params.tracking.experiment)  # earlier runs' kept records sent, killed runs marked
     tags = {"stage": "pipeline", "flow": flow_name, "prefect.flow_run_id": flow_run_id}
     name = f"{flow_name} {flow_run.get_name() or ''}".strip()
-    with journaled_run(mlflow, uri, run_name=name, tags=tags) as (run, journal):
+    killed = (KeyboardInterrupt, StageInterrupted)  # Ctrl-C, in the flow or in a stage
+    with journaled_run(mlflow, uri, killed, run_name=name, tags=tags) as (run, journal):
         yield ParentRun(run.info.run_id, journal)
 
 

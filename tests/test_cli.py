@@ -124,3 +124,17 @@ def test_make_demo_runs_on_the_offline_data_whatever_the_projects_params_read(tm
     assert (params.translate.photos, params.translate.anime) == ("data/photos", "data/faces")
     t = params.translate_eval
     assert (t.photos, t.anime, t.reference) == ("data/photos", "data/faces", "data/faces")
+
+
+def test_ctrl_c_outside_a_stage_is_one_line_and_exit_130(monkeypatch, caplog):
+    """Ctrl-C while `pipeline` started its temporary Prefect server printed a 39-line traceback."""
+    from anime_avatar import cli
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load_params", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["params"])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert exit_.value.code == 130 and errors == ["interrupted"]

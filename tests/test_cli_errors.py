@@ -287,3 +287,14 @@ def test_experiments_outside_a_project_says_so_in_one_line(tmp_path):
     assert error_line(proc).endswith(f"{tmp_path} has no dvc.yaml: run this in the project (or demo/), where "
                                      "`dvc repro` ran")  # fmt: skip
     assert files_in(tmp_path) == []
+
+
+def test_experiments_in_a_repository_without_a_commit_says_to_commit_first(tmp_path):
+    """It printed nothing (an empty header with --md) and exit 0: DVC experiments need a commit."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    proc = cli(["experiments"], tmp_path)
+    assert proc.returncode == 1
+    assert error_line(proc).endswith("this git repository has no commit yet, and DVC experiments are kept against "
+                                     "one: commit the project first (git add -A && git commit -m 'pipeline'), then "
+                                     "`dvc exp run -S key=value`")  # fmt: skip

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -209,6 +210,15 @@ def test_noop_pipeline_is_quiet_adds_no_mlflow_run_and_publishes_its_results(wor
         assert "![sample grid](data:image/png;base64," in artifact["data"]
 
 
+def test_a_flow_on_a_temporary_server_sends_its_last_log_lines_before_the_server_stops(workspace, tmp_path):
+    """Without PREFECT_API_URL the flow runs a temporary server; it was stopped while Prefect's log and event workers
+    still held records: every such command ended with `--- Error logging to API ---` and lost its last lines."""
+    proc = run(["anime-avatar", "pipeline"], workspace["path"], env={"PREFECT_HOME": str(tmp_path / "prefect")})
+    assert "temporary Prefect server on http://127.0.0.1:" in proc.stderr
+    assert "Error logging to API" not in proc.stderr and "EventsWorker" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_second_run_is_refused_while_the_workspace_is_locked(workspace):
     work, env = workspace["path"], workspace["env"]
     before = (work / "dvc.lock").read_text()
@@ -361,6 +371,18 @@ def test_schedule_serves_retrain_as_a_cron_deployment_and_runs_it(workspace):
         assert deployment is not None, "the deployment was not registered within 90 s"
         assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * 1"]
         assert deployment["parameters"] == {"workspace": str(work.resolve())}
+        # The server's scheduler makes the cron's runs (its loop for new deployments runs every 5 s). With
+        # SQLAlchemy 2.1 it failed on every loop (`Can't evaluate bulk DML statement`) and no run was ever made.
+        query = {
+            "flow_runs": {"deployment_id": {"any_": [deployment["id"]]}, "state": {"type": {"any_": ["SCHEDULED"]}}}
+        }
+        deadline, scheduled = time.monotonic() + 60, []
+        while not scheduled and time.monotonic() < deadline:
+            time.sleep(2)
+            scheduled = prefect_rest(env, "POST", "/flow_runs/filter", query)
+        assert scheduled, "the server's scheduler made no run of the cron deployment within 60 s"
+        starts = [datetime.fromisoformat(run["expected_start_time"]) for run in scheduled]
+        assert all((start.weekday(), start.hour, start.minute) == (0, 3, 0) for start in starts)
 
         flow_run = prefect_rest(env, "POST", f"/deployments/{deployment['id']}/create_flow_run", {})
         deadline = time.monotonic() + 240
