@@ -14,6 +14,7 @@ and publish a results artifact (FID/KID table and sample grid) on the flow run.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -41,7 +42,16 @@ from anime_avatar.ops.run_journal import RunJournal, journaled_run
 from anime_avatar.ops.stage_run import tracking_ready
 from anime_avatar.ops.tracking import FLOW_RUN_ENV, PARENT_RUN_ENV, tracking_uri
 from anime_avatar.ops.tracking_store import check_tracking_store, fail_fast_http
-from pipelines.recovery import check_retrain_params, dvc_executable, kept_outputs, preflight
+from pipelines.recovery import (
+    KeptOutputs,
+    Restored,
+    check_retrain_params,
+    dvc_executable,
+    kept_outputs,
+    preflight,
+)
+
+log = logging.getLogger(__name__)
 
 
 class _UserErrorsWithoutTraceback(logging.Filter):
@@ -65,7 +75,10 @@ def quiet_user_errors() -> None:
 
 
 class StageFailed(UserError):
-    """``dvc repro`` of one stage exited non-zero."""
+    """``dvc repro`` of one stage exited non-zero; ``ran``: whether DVC got as far as running the stage (and so
+    removing its outputs) or stopped before (another ``dvc repro`` holding the workspace, a bad dvc.yaml)."""
+
+    ran: bool = True
 
 
 class StageInterrupted(StageFailed):
@@ -137,11 +150,17 @@ def repro_stage(stage: str, workspace: str, force: bool = False, env: dict[str, 
     )
     stream = StageOutput(stage, logger.info)
     assert proc.stdout is not None
-    with ctrl_c_left_to_the_stage() as interrupted:
-        for raw in proc.stdout:
-            for line in raw.replace("\r", "\n").splitlines():
-                stream.add(line)
-        code = proc.wait()
+    try:
+        with ctrl_c_left_to_the_stage() as interrupted:
+            for raw in proc.stdout:
+                for line in raw.replace("\r", "\n").splitlines():
+                    stream.add(line)
+            code = proc.wait()
+    except KeyboardInterrupt:  # a second Ctrl-C: the user leaves, whatever the stage does (as before)
+        raise
+    except BaseException:  # the flow stopped under the stage: SIGTERM, a cancellation from the UI
+        stop_stage(proc)
+        raise
     seconds = time.perf_counter() - started
     if code != 0:  # (a stage that finished all the same after a Ctrl-C is done: its outputs are in dvc.lock)
         excerpt = "\n".join(failure_excerpt(stream.lines))
@@ -150,9 +169,37 @@ def repro_stage(stage: str, workspace: str, force: bool = False, env: dict[str, 
             if interrupted
             else (StageFailed, f"failed (dvc repro exit {code})")
         )
-        raise error(f"stage {stage} {what} after {seconds:.0f} s:\n{excerpt}")
+        failure = error(f"stage {stage} {what} after {seconds:.0f} s:\n{excerpt}")
+        failure.ran = stream.ran
+        raise failure
     logger.info("stage %s %s in %.1f s", stage, "ran" if stream.ran else "was up to date", seconds)
     return StageOutcome(stage, stream.ran, round(seconds, 1), sorted(stream.git_files))
+
+
+STOP_WAIT_S = 120  # how long a stage told to stop may take to save its checkpoint
+
+
+def stop_stage(proc: subprocess.Popen) -> None:
+    """Stop a stage whose flow is stopping, as a Ctrl-C would (it saves its checkpoint and exits), and wait for
+    it: left running, it went on writing its outputs after the flow had gone (until its pipe broke), and the
+    flow could not put the previous ones back. Killed if it has not stopped within STOP_WAIT_S."""
+    import psutil
+
+    try:
+        parent = psutil.Process(proc.pid)
+        family = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        with contextlib.suppress(psutil.Error):
+            member.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=STOP_WAIT_S)
+    except subprocess.TimeoutExpired:
+        for member in family:
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+        proc.wait()
 
 
 # DVC's advice after each stage that changed dvc.lock; the flow gives it once, at the end.
@@ -213,13 +260,19 @@ def pipeline_stages(root: Path) -> list[str]:
     return list((yaml.safe_load(path.read_text()) or {}).get("stages", {}))
 
 
+def restore_after(failure: StageFailed, kept: KeptOutputs) -> Restored:
+    """Put back the outputs of a failed stage, if DVC ran it: when it stopped before (another `dvc repro` holding
+    the workspace), the outputs are that run's, which a restore would replace with the old ones mid-write."""
+    return kept.restore() if failure.ran else Restored()
+
+
 def run_keeping_outputs(task, stage: str, root: Path, force: bool, env: dict[str, str]) -> StageOutcome:
     """Run the stage's task; if it fails, put back the previous outputs DVC removed, and say so."""
     with kept_outputs(root, stage) as kept:
         try:
             return task(stage, str(root), force=force, env={**env, OUTPUTS_RESTORED_ENV: "1"})
         except StageFailed as err:
-            done = kept.restore()
+            done = restore_after(err, kept)
             logger = get_run_logger()
             note = ""
             if done.paths:
@@ -234,6 +287,14 @@ def run_keeping_outputs(task, stage: str, root: Path, force: bool, env: dict[str
                 logger.error("could not restore an output of stage %s: %s", stage, problem)
                 note += f"\ncould not restore: {problem}"
             raise type(err)(f"{err}{note}") from None  # an interrupted stage stays StageInterrupted
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # the flow itself stopped (SIGTERM, cancelled): the stage has been stopped first
+            done = kept.restore()
+            if done.paths:
+                log.warning("the flow stopped: restored the previous outputs of stage %s: %s", stage,
+                            ", ".join(done.paths))  # fmt: skip
+            raise
 
 
 def _flow_run_id() -> str:

@@ -106,3 +106,19 @@ def test_the_flows_outside_a_project_say_so_before_prefect_starts_and_make_nothi
                                                                      "project's root"), proc.stderr  # fmt: skip
         assert "Traceback" not in proc.stderr and "Error logging to API" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_a_stage_dvc_did_not_start_is_not_restored_over_another_repros_outputs(tmp_path):
+    """`dvc repro` running beside the flow: the flow's stage failed on DVC's lock before it ran, and the flow put
+    the old outputs back with `dvc checkout --force` while the other run was writing its new ones."""
+    from pipelines.flows import StageFailed, restore_after
+
+    root = workspace(tmp_path)
+    with kept_outputs(root, "make") as kept:
+        shutil.rmtree(root / "out")  # the other `dvc repro` is remaking the stage
+        (root / "report.json").write_text('{"ok": 2}')
+        locked = StageFailed("stage make failed (dvc repro exit 1): Unable to acquire lock")
+        locked.ran = False
+        assert restore_after(locked, kept).paths == []
+        assert not (root / "out").exists() and (root / "report.json").read_text() == '{"ok": 2}'  # left to it
+        assert restore_after(StageFailed("stage make failed (dvc repro exit 1)"), kept).paths == ["out", "report.json"]

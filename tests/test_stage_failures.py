@@ -173,14 +173,18 @@ def test_the_flows_check_the_tracking_server_and_the_archive_before_any_stage(wo
     assert contents(workspace, ("data/raw/manifest.csv", *TRAIN_OUTPUTS[:2])) == data
 
 
-def test_ctrl_c_during_the_pipeline_ends_it_in_one_line_with_the_outputs_back(workspace):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ctrl_c_during_the_pipeline_ends_it_in_one_line_with_the_outputs_back(workspace, stop):
     """A terminal's Ctrl-C reaches every process of its group: Prefect's temporary server died with the stage, and
     the flow printed about 100 lines of connection errors, then hung for minutes. The flows' temporary server now
-    runs in a session of its own."""
+    runs in a session of its own. A SIGTERM to the flow alone (`kill`, or a cancellation from Prefect's UI) left
+    the stage running without it and the stage's outputs deleted, the uncached ones for good."""
     import os
     import signal
     import subprocess
     import time
+
+    import psutil
 
     from tests.conftest import BIN, venv_env
 
@@ -197,7 +201,10 @@ def test_ctrl_c_during_the_pipeline_ends_it_in_one_line_with_the_outputs_back(wo
             if "train:" in line and "step" in line or "loss_d" in line:
                 break
         time.sleep(2)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        if stop == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # the flow's process alone
         try:
             rest, _ = proc.communicate(timeout=180)
         finally:
@@ -205,10 +212,13 @@ def test_ctrl_c_during_the_pipeline_ends_it_in_one_line_with_the_outputs_back(wo
                 os.killpg(proc.pid, signal.SIGKILL)
     output = "".join(lines) + rest
     assert proc.returncode != 0
+    stages = [p for p in psutil.process_iter(["cmdline"]) if "stages.train" in " ".join(p.info["cmdline"] or [])]
+    assert not [p for p in stages if p.cwd() == str(workspace)], "the stage went on without its flow"
+    assert contents(workspace, TRAIN_OUTPUTS[:4]) == before, output[-3000:]
     assert "ConnectError" not in output and "Connection refused" not in output, output[-3000:]
-    assert "the previous outputs of stage train were restored" in output, output[-3000:]
-    assert "stage train interrupted (Ctrl-C)" in output and "Traceback" not in output, output[-3000:]
-    assert contents(workspace, TRAIN_OUTPUTS[:4]) == before
+    if stop == "ctrl-c":
+        assert "the previous outputs of stage train were restored" in output, output[-3000:]
+        assert "stage train interrupted (Ctrl-C)" in output and "Traceback" not in output, output[-3000:]
 
 
 def test_the_temporary_prefect_server_ends_with_the_command_however_it_ends(tmp_path):
