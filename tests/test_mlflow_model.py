@@ -166,7 +166,7 @@ def test_a_champion_whose_files_are_gone_is_named_and_the_workspace_file_used_wi
     warning = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warning) == 1 and warning[0].getMessage().startswith(
         f"the champion could not be loaded (cannot load MLflow model models:/{NAME}@champion: the tracking store "
-        "knows it, but no files are where it keeps them (a wrong name in runs:/ID/NAME, or a moved or copied project"
+        "knows it, but no files are where it keeps them (a moved or copied project?"
     )
     assert warning[0].getMessage().endswith("): using models/generator.pt instead")
     with pytest.raises(UserError, match=rf"^cannot load MLflow model models:/{NAME}/1: the tracking store knows it"):
