@@ -114,9 +114,14 @@ def test_the_pipeline_flow_restores_the_outputs_of_a_failed_stage(workspace, pre
     assert contents(workspace, TRAIN_OUTPUTS) == before
 
     flow_runs = prefect_rest(prefect_server, "POST", "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 1})
-    logs = prefect_rest(prefect_server, "POST", "/logs/filter",
-                       {"logs": {"flow_run_id": {"any_": [flow_runs[0]["id"]]}}, "limit": 200})  # fmt: skip
-    assert any("restored the previous outputs of stage train: models/generator.pt" in e["message"] for e in logs)
+    wanted = "restored the previous outputs of stage train: models/generator.pt"
+    query = {"logs": {"flow_run_id": {"any_": [flow_runs[0]["id"]]}, "level": {"ge_": 30}}, "limit": 200}
+    for _ in range(30):  # the server stores the flow's logs as Prefect's worker sends them, not at once
+        logs = prefect_rest(prefect_server, "POST", "/logs/filter", query)
+        if any(wanted in e["message"] for e in logs):
+            break
+        time.sleep(1)
+    assert any(wanted in e["message"] for e in logs), [e["message"][:120] for e in logs]
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

@@ -90,26 +90,32 @@ def test_a_store_copied_from_another_project_is_refused_before_a_run_writes_mode
     in mlflow.db), where nothing of the copy's store pointed."""
     from anime_avatar.ops.stage_run import tracking_ready
 
+    def store_of(folder: Path) -> str:
+        # What the stages' `sqlite:///mlflow.db` means in ``folder``, spelled out: MLflow caches a store by its URI
+        # for the life of the process, so one relative URI would reach an earlier test's database.
+        return f"sqlite:///{folder / 'mlflow.db'}"
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     original, copy = tmp_path / "project", tmp_path / "copy"
     original.mkdir()
     monkeypatch.chdir(original)
-    tracking_ready("sqlite:///mlflow.db", "anime-avatar")  # the stages run in the project's folder
+    tracking_ready(store_of(original), "anime-avatar")  # the stages run in the project's folder
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # (mlflow.set_tracking_uri may set it)
-    mlflow = tracking_ready("sqlite:///mlflow.db", "anime-avatar")  # and again: its own store passes
+    mlflow = tracking_ready(store_of(original), "anime-avatar")  # and again: its own store passes
     experiment = mlflow.get_experiment_by_name("anime-avatar").experiment_id
-    run = MlflowClient("sqlite:///mlflow.db").create_run(experiment).info.run_id
-    write_run_file(RunRecord(run, experiment, "sqlite:///mlflow.db"))
+    run = MlflowClient(store_of(original)).create_run(experiment).info.run_id
+    write_run_file(RunRecord(run, experiment, store_of(original)))
     Path("reports").mkdir()
     Path("reports/samples.png").write_bytes(b"png")
     shutil.copytree(original, copy)
+    write_run_file(RunRecord(run, experiment, store_of(copy)), copy / "models/run.json")  # its own mlflow.db
     monkeypatch.chdir(copy)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(UserError) as err:
-        tracking_ready("sqlite:///mlflow.db", "anime-avatar")
+        tracking_ready(store_of(copy), "anime-avatar")
     where = f"{original}/mlruns/1"
-    assert str(err.value).startswith(f"mlflow.db keeps its runs' files in {where}, outside this project ({copy}): a "
-                                     "store copied or moved here from another project")  # fmt: skip
+    assert str(err.value).startswith(f"{copy}/mlflow.db keeps its runs' files in {where}, outside this project "
+                                     f"({copy}): a store copied or moved here from another project")  # fmt: skip
     # The evaluate stage logs to the recorded run: not into the original's mlruns/ either.
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     evaluated = (Path("models/generator.pt"), run), {"fid": 100.0}, (Path("reports/samples.png"),)
@@ -119,8 +125,8 @@ def test_a_store_copied_from_another_project_is_refused_before_a_run_writes_mode
     assert log_to_recorded_run(Path("models/run.json"), "train", *evaluated)  # in the project itself: logged
     assert len(list((original / "mlruns").rglob("samples.png"))) == 1
     monkeypatch.chdir(copy)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")  # a store the user chose: their choice
-    tracking_ready("sqlite:///mlflow.db", "anime-avatar")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_of(copy))  # a store the user chose: their choice
+    tracking_ready(store_of(copy), "anime-avatar")
 
 
 def test_unreachable_server_is_one_line_at_once():
