@@ -35,6 +35,18 @@ class WritesMarker:
         return (os.makedirs, (str(self.marker),))
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_env_restored() -> Iterator[None]:
+    """``$MLFLOW_TRACKING_URI`` as it was before each test: MLflow's ``set_tracking_uri`` exports the URI, and
+    every later test's commands (which inherit this environment) would log to that test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 # The stylize and translate stages in seconds: for the tests that run the whole pipeline (dvc repro, the flows).
 TINY_METHODS = {
     "stylize": {"image_size": 48, "steps": 3, "batch_size": 2, "max_styles": 3, "max_faces": 6, "threads": 1,

@@ -22,7 +22,8 @@ from mlflow import MlflowClient
 from anime_avatar.artifacts.run import RunRecord, write_run_file
 from anime_avatar.core.dvcfiles import restorable_paths, restore_hint, stage_outputs
 from anime_avatar.core.errors import UserError
-from anime_avatar.ops.run_journal import RunJournal, send_pending
+from anime_avatar.ops.run_journal import RunJournal, pending_runs, send_pending
+from anime_avatar.ops.runs import settle_runs
 from anime_avatar.ops.stage_run import log_to_recorded_run
 from anime_avatar.ops.stale_runs import HOST_TAG, PID_TAG, REASON_TAG, STARTED_TAG, mark_stale_runs, process_tags
 from anime_avatar.ops.tracking_store import RETRIES_ENV, TIMEOUT_ENV, check_tracking_store, sqlite_path
@@ -85,7 +86,7 @@ def test_a_sqlite_uri_with_a_query_is_the_same_database_everywhere(tmp_path, mon
     assert champion_if_store(tmp_path, "gen").version == "1"
 
 
-def test_a_store_copied_from_another_project_is_refused_before_a_run_writes_models_there(tmp_path, monkeypatch):
+def test_a_store_copied_from_another_project_is_refused_before_a_run_writes_models_there(tmp_path, monkeypatch, caplog):
     """`cp -r project copy`: the copy's runs logged their models into the original's mlruns/ (an absolute path
     in mlflow.db), where nothing of the copy's store pointed."""
     from anime_avatar.ops.stage_run import tracking_ready
@@ -100,7 +101,9 @@ def test_a_store_copied_from_another_project_is_refused_before_a_run_writes_mode
     original.mkdir()
     monkeypatch.chdir(original)
     tracking_ready(store_of(original), "anime-avatar")  # the stages run in the project's folder
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # (mlflow.set_tracking_uri may set it)
+    # MLflow exports the URI it is pointed at; that is undone, or the next check would take it for the user's
+    # choice and skip (and so would every stage a flow starts, after the flow's own check).
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     mlflow = tracking_ready(store_of(original), "anime-avatar")  # and again: its own store passes
     experiment = mlflow.get_experiment_by_name("anime-avatar").experiment_id
     run = MlflowClient(store_of(original)).create_run(experiment).info.run_id
@@ -110,23 +113,33 @@ def test_a_store_copied_from_another_project_is_refused_before_a_run_writes_mode
     shutil.copytree(original, copy)
     write_run_file(RunRecord(run, experiment, store_of(copy)), copy / "models/run.json")  # its own mlflow.db
     monkeypatch.chdir(copy)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(UserError) as err:
         tracking_ready(store_of(copy), "anime-avatar")
     where = f"{original}/mlruns/1"
     assert str(err.value).startswith(f"{copy}/mlflow.db keeps its runs' files in {where}, outside this project "
                                      f"({copy}): a store copied or moved here from another project")  # fmt: skip
     # The evaluate stage logs to the recorded run: not into the original's mlruns/ either.
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     evaluated = (Path("models/generator.pt"), run), {"fid": 100.0}, (Path("reports/samples.png"),)
     assert not log_to_recorded_run(Path("models/run.json"), "train", *evaluated)
     assert not list((original / "mlruns").rglob("samples.png"))
     monkeypatch.chdir(original)
     assert log_to_recorded_run(Path("models/run.json"), "train", *evaluated)  # in the project itself: logged
     assert len(list((original / "mlruns").rglob("samples.png"))) == 1
+    # Records a run of the copy kept while its store was away are not sent by `runs` either (its files would go
+    # to the original's mlruns/): they stay, with a warning. Until 2026-12-07 `runs` sent them.
     monkeypatch.chdir(copy)
+    outage = Outage(MlflowClient(store_of(copy)))
+    outage.down = True
+    journal = RunJournal(store_of(copy), run, outage)
+    journal.log_artifact(Path("reports/samples.png"), "kept")
+    assert journal.finish("FINISHED") is False and pending_runs(store_of(copy))
+    with caplog.at_level(logging.WARNING):
+        settle_runs(MlflowClient(store_of(copy)), "anime-avatar")
+    assert "earlier runs were not settled: " in caplog.text and "a store copied or moved here" in caplog.text
+    assert pending_runs(store_of(copy)) and len(list((original / "mlruns").rglob("samples.png"))) == 1
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_of(copy))  # a store the user chose: their choice
     tracking_ready(store_of(copy), "anime-avatar")
+    assert os.environ["MLFLOW_TRACKING_URI"] == store_of(copy)  # and it stays theirs
 
 
 def test_unreachable_server_is_one_line_at_once():
@@ -150,7 +163,7 @@ def test_a_model_uri_on_a_server_that_does_not_answer_is_one_refused_connection_
     monkeypatch.delenv(TIMEOUT_ENV, raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     resolve, uri, what = {
-        "generator": (resolve_generator, "models:/anime-avatar-generator@champion", "MLflow model"),
+        "generator": (resolve_generator, "models:/anime-avatar-generator@champion", "the generator"),
         "stylizer": (resolve_stylizer, "models:/anime-avatar-stylizer/1", "the stylizer"),
     }[kind]
     with pytest.raises(UserError, match=rf"^cannot load {what} {uri}: .*Connection refused"):
@@ -397,7 +410,8 @@ def test_runs_lists_a_read_only_mlflow_db_and_warns_that_it_cannot_settle_it(tmp
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
     tags = {**process_tags(), PID_TAG: str(ended.pid), "stage": "train"}
-    run_id = client.create_run(client.create_experiment("anime-avatar"), tags=tags).info.run_id
+    experiment = client.create_experiment("anime-avatar", artifact_location=(tmp_path / "mlruns").as_uri())
+    run_id = client.create_run(experiment, tags=tags).info.run_id
 
     command = read_only_command(tmp_path / "mlflow.db", [str(BIN / "anime-avatar"), "runs"])
     proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=venv_env())

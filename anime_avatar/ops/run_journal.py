@@ -159,11 +159,10 @@ class RunJournal:
         """Log the model, then register it: two steps, the first remembered in ``data`` (``logged``), so that a
         registration the store failed is tried again without a second copy of the model (each is megabytes).
         MLflow's model logging works on the active run: this run, made active here if it is not."""
-        import mlflow
-
         from anime_avatar.ops.model_logging import log_model_file
+        from anime_avatar.ops.tracking import mlflow_client
 
-        mlflow.set_tracking_uri(self.uri)
+        mlflow = mlflow_client(self.uri)
         retry = bool(data.get("logged"))
         if not retry:
             kind = data.get("kind", "generator")  # journals saved before models had kinds hold generators

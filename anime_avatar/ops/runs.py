@@ -86,8 +86,13 @@ def settle_runs(client, experiment: str) -> None:
     KILLED, so that the table shows every run complete and in its true state (a warning if the store
     takes no writes: the table is shown all the same)."""
     from anime_avatar.ops.run_journal import recover
+    from anime_avatar.ops.tracking_store import artifacts_elsewhere
 
     ids = [experiment_id(client, experiment)]
+    if problem := artifacts_elsewhere(client.tracking_uri, client.get_experiment(ids[0]).artifact_location):
+        # The kept records' files would land in the other project, as a stage's would (the stages refuse it).
+        log.warning("earlier runs were not settled: %s", problem)
+        return
     try:
         recover(client.tracking_uri, ids, client=client)
     except Exception as err:  # e.g. a read-only mlflow.db

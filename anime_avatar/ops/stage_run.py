@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from anime_avatar.artifacts.reports import prune_sample_grids
 from anime_avatar.artifacts.run import RunRecord, read_run_file, write_run_file
@@ -29,7 +27,7 @@ from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.loops import TrainingInterrupted
 from anime_avatar.ops.run_journal import RunJournal, journaled_run, recover
 from anime_avatar.ops.tracking import flatten, flow_context, mlflow_client, stage_tags, tracking_uri
-from anime_avatar.ops.tracking_store import check_tracking_store, fail_fast_http, sqlite_path
+from anime_avatar.ops.tracking_store import artifacts_elsewhere, check_tracking_store, fail_fast_http, own_database
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +46,13 @@ def tracking_ready(uri: str, experiment: str):  # -> mlflow
     module, ready to start a run."""
     check_tracking_store(uri)
     fail_fast_http()  # a server that goes away later costs a refused connection, not minutes of retries
-    chosen = bool(os.environ.get("MLFLOW_TRACKING_URI"))  # read first: mlflow.set_tracking_uri sets it
     mlflow = mlflow_client(uri)
     try:
         existed = mlflow.get_experiment_by_name(experiment) is not None
         found = mlflow.set_experiment(experiment)
     except Exception as err:  # e.g. an experiment of that name was deleted
         raise UserError(f"tracking.experiment {experiment!r}: {first_line(err)}") from None
-    if existed and not chosen and (problem := artifacts_elsewhere(uri, found.artifact_location)):
+    if existed and (problem := artifacts_elsewhere(uri, found.artifact_location)):
         # (a new experiment's folder is MLflow's choice, from the working folder: not judged)
         raise UserError(f"{problem}. Run the stages where the store was made, or move mlflow.db (and mlruns/) aside "
                         "to start a new store here")  # fmt: skip
@@ -63,23 +60,6 @@ def tracking_ready(uri: str, experiment: str):  # -> mlflow
         mlflow.set_experiment_tag(EXPERIMENT_KIND, MODEL_DEVELOPMENT)
     recover(uri, [found.experiment_id])
     return mlflow
-
-
-def artifacts_elsewhere(uri: str, artifact_location: str) -> str | None:
-    """What is wrong when the project's own store (``uri`` a SQLite file, not one the user named) keeps the files
-    of a run or experiment (``artifact_location``) outside its folder: another project's store, copied here with
-    the folder. MLflow records that location as an absolute path, so what is logged would land in the other
-    project, out of sight from here. None when the files are beside the store (``mlruns/``)."""
-    if (database := sqlite_path(uri)) is None:
-        return None
-    parts = urlsplit(artifact_location)
-    if parts.scheme not in ("", "file"):
-        return None
-    folder, project = Path(unquote(parts.path)).resolve(), database.resolve().parent
-    if folder.is_relative_to(project):
-        return None
-    return (f"{database} keeps its runs' files in {folder}, outside this project ({project}): a store copied or "
-            "moved here from another project, whose runs would write their files there")  # fmt: skip
 
 
 @dataclass
@@ -182,10 +162,7 @@ def log_to_recorded_run(
                     record.run_id, run_file)  # fmt: skip
         return False
     fail_fast_http()
-    elsewhere = (
-        None if os.environ.get("MLFLOW_TRACKING_URI") else _run_files_elsewhere(record.tracking_uri, record.run_id)
-    )
-    if elsewhere:
+    if elsewhere := _run_files_elsewhere(record.tracking_uri, record.run_id):
         log.warning("the evaluation was not logged to MLflow (its reports are written): %s", elsewhere)
         return False
     journal = RunJournal(record.tracking_uri, record.run_id)
@@ -201,7 +178,7 @@ def log_to_recorded_run(
 def _run_files_elsewhere(uri: str, run_id: str) -> str | None:
     """:func:`artifacts_elsewhere` for the files of run ``run_id``; None too when the store cannot say now (the
     journal keeps the records for later)."""
-    if sqlite_path(uri) is None:
+    if own_database(uri) is None:
         return None
     from mlflow import MlflowClient
 
@@ -222,7 +199,8 @@ def log_dataset(mlflow, images, folder: Path, version: str) -> None:
 
     images = np.broadcast_to(np.zeros((), images.dtype), images.shape)
 
-    digest = version.removeprefix("md5:").removesuffix(".dir")[:36]  # MLflow keeps at most 36 characters
+    # md5:<hash>.dir for a folder, sha256:<hash> for a file; MLflow keeps at most 36 characters
+    digest = version.split(":", 1)[-1].removesuffix(".dir")[:36]
     with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways" (all of them local)
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_numpy(images, source=str(folder.resolve()), name=folder.as_posix(), digest=digest)

@@ -51,10 +51,19 @@ def runs_table_url(server: str, experiment_id: str | None) -> str:
 
 
 def mlflow_client(uri: str | None = None):  # -> mlflow
-    """The mlflow module, pointed at ``uri`` (default: :func:`tracking_uri`)."""
+    """The mlflow module, pointed at ``uri`` (default: :func:`tracking_uri`).
+
+    MLflow also exports the URI it is pointed at as ``$MLFLOW_TRACKING_URI``, for child processes. That is
+    undone: a stage that a flow starts would take the flow's choice for the user's (an absolute path in its
+    run record, the copied-store check skipped). Children see the store the user chose, or none."""
     import mlflow
 
+    chosen = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri or tracking_uri())
+    if chosen is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = chosen
     return mlflow
 
 

@@ -13,7 +13,7 @@ import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse, urlsplit
 
 from anime_avatar.core.errors import UserError, first_line
 
@@ -56,6 +56,29 @@ def sqlite_path(uri: str) -> Path | None:
     path = uri.removeprefix("sqlite://").split("?", 1)[0]
     path = path[1:] if path.startswith("/") else path  # sqlite:///x -> x; sqlite:////x -> /x
     return Path(path) if path and path != ":memory:" else None
+
+
+def own_database(uri: str) -> Path | None:
+    """The database file of ``uri`` when it is the project's own store: a SQLite file the user did not name with
+    ``$MLFLOW_TRACKING_URI`` (a store the user names is theirs to arrange). None otherwise."""
+    return None if os.environ.get("MLFLOW_TRACKING_URI") else sqlite_path(uri)
+
+
+def artifacts_elsewhere(uri: str, artifact_location: str) -> str | None:
+    """What is wrong when the project's own store (:func:`own_database`) keeps the files of a run or experiment
+    (``artifact_location``) outside its folder: another project's store, copied here with the folder. MLflow records
+    that location as an absolute path, so what is logged would land in the other project, out of sight from here.
+    None when the files are beside the store (``mlruns/``), or the store is not the project's own."""
+    if (database := own_database(uri)) is None:
+        return None
+    parts = urlsplit(artifact_location)
+    if parts.scheme not in ("", "file"):
+        return None
+    folder, project = Path(unquote(parts.path)).resolve(), database.resolve().parent
+    if folder.is_relative_to(project):
+        return None
+    return (f"{database} keeps its runs' files in {folder}, outside this project ({project}): a store copied or "
+            "moved here from another project, whose runs would write their files there")  # fmt: skip
 
 
 def is_http(uri: str) -> bool:
