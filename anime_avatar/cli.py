@@ -451,17 +451,15 @@ def _translator(model: str | None, to: str):  # -> anime_avatar.translate.model_
     from anime_avatar.artifacts.translator import TRANSLATOR
     from anime_avatar.translate.model_file import load_translator
 
-    if model is not None and ":/" in model and not Path(model).is_file():
-        from anime_avatar.ops.model_files import logged_model_file
+    if not model:
+        return load_translator(None, to)
+    from anime_avatar.ops.model_files import chosen_model_file
 
-        weights = logged_model_file(model, TRANSLATOR.name, "the translator")
-        if weights is None:
-            raise UserError(f"{model} holds no artifacts/{TRANSLATOR.name}: not a translator logged by the "
-                            "translate_train stage")  # fmt: skip
-        return load_translator(weights, to)
-    if model is not None and not Path(model).is_file():
-        raise UserError(f"--model {model}: no such translator file (or an MLflow model URI, models:/NAME/VERSION)")
-    return load_translator(Path(model) if model else None, to)
+    examples = "models:/NAME/VERSION, runs:/ID/translator"
+    weights = chosen_model_file(model, TRANSLATOR.name, "translator", "translate_train", examples)
+    if weights != Path(model):  # a logged model: its file in the download cache is what the log lines name
+        log.info("using %s", model)
+    return load_translator(weights, to)
 
 
 def cmd_translate(args: argparse.Namespace) -> None:

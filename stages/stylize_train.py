@@ -49,6 +49,7 @@ def stylize_train(params: Params) -> None:
     logged = {"stylize": cfg.model_dump(mode="json")}
     with training_run("stylize_train", name, params.tracking.experiment, logged, versions,
                       {"features": cfg.features}, STYLIZER_RUN_FILE) as run:  # fmt: skip
+        run.log_input(faces, FACES_DIR, versions[FACES_DIR.as_posix()])  # (the styles: their version tag)
         state = train_stylizers(cfg, batches, STYLIZER_CHECKPOINT, version,
                                 on_log=lambda step, losses: run.log_metrics(losses, step))  # fmt: skip
         heads = {method: net.head for method, net in state.nets.items()}

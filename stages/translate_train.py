@@ -61,6 +61,8 @@ def translate_train(params: Params) -> None:
     logged = {"translate": cfg.model_dump(mode="json")}
     with training_run("translate_train", name, params.tracking.experiment, logged, versions,
                       {"attention": cfg.attention}, TRANSLATOR_RUN_FILE) as run:  # fmt: skip
+        for images, path in ((photos, cfg.photos), (anime, cfg.anime)):
+            run.log_input(images, Path(path), versions[path])
         logged_sheets: set[int] = set()
 
         def on_sample(step: int, sheet) -> None:

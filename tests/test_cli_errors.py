@@ -119,7 +119,7 @@ def test_generate_with_a_tracking_server_that_does_not_answer_uses_the_file_and_
     proc = subprocess.run([str(BIN / "anime-avatar"), "generate", "--n", "1", "--out", "out"], cwd=generator_project,
                           env={**venv_env(), **env}, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "WARNING anime_avatar.ops.registry: the champion could not be loaded (cannot load MLflow model " in (
+    assert "WARNING anime_avatar.ops.registry: the champion could not be loaded (cannot load the generator " in (
         proc.stderr
     )  # not "no champion model registered": the store did not say so
     assert "Connection refused" in proc.stderr and "using models/generator.pt instead" in proc.stderr
@@ -140,7 +140,7 @@ def test_generate_without_a_tracking_database_uses_the_file_and_creates_no_datab
     proc = cli(["generate", "--n", "2", "--out", "out"], generator_project)
     assert proc.returncode == 0, proc.stderr
     assert (
-        "no champion model registered (cannot load MLflow model models:/anime-avatar-generator@champion: no MLflow "
+        "no champion model registered (cannot load the generator models:/anime-avatar-generator@champion: no MLflow "
         "database at mlflow.db): using models/generator.pt" in proc.stderr
     )
     assert files_in(generator_project) == [
@@ -151,7 +151,7 @@ def test_generate_without_a_tracking_database_uses_the_file_and_creates_no_datab
     proc = cli(["generate", "--model", "models:/anime-avatar-generator@champion"], generator_project)
     assert proc.returncode == 1
     assert error_line(proc).endswith(
-        "cannot load MLflow model models:/anime-avatar-generator@champion: no MLflow database at mlflow.db"
+        "cannot load the generator models:/anime-avatar-generator@champion: no MLflow database at mlflow.db"
     )
     assert not (generator_project / "mlflow.db").exists()
 

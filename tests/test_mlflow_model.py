@@ -153,7 +153,7 @@ def test_a_champion_whose_files_are_gone_is_named_and_the_workspace_file_used_wi
 
     caplog.set_level("INFO")
     resolve_generator(None, NAME)  # registered, but no alias yet: the store says so, the file is used
-    assert f"no champion model registered (cannot load MLflow model models:/{NAME}@champion: " in caplog.text
+    assert f"no champion model registered (cannot load the generator models:/{NAME}@champion: " in caplog.text
     assert "alias champion not found" in caplog.text
     MlflowClient(uri).set_registered_model_alias(NAME, "champion", "1")
     assert resolve_generator(None, NAME) is not None and "using models:/" in caplog.text
@@ -165,9 +165,9 @@ def test_a_champion_whose_files_are_gone_is_named_and_the_workspace_file_used_wi
     assert np.array_equal(avatars(net, [3], 0.0), avatars(workspace_file, [3], 0.0))
     warning = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warning) == 1 and warning[0].getMessage().startswith(
-        f"the champion could not be loaded (cannot load MLflow model models:/{NAME}@champion: the tracking store "
+        f"the champion could not be loaded (cannot load the generator models:/{NAME}@champion: the tracking store "
         "knows it, but no files are where it keeps them (a moved or copied project?"
     )
     assert warning[0].getMessage().endswith("): using models/generator.pt instead")
-    with pytest.raises(UserError, match=rf"^cannot load MLflow model models:/{NAME}/1: the tracking store knows it"):
+    with pytest.raises(UserError, match=rf"^cannot load the generator models:/{NAME}/1: the tracking store knows it"):
         resolve_generator(f"models:/{NAME}/1", NAME)  # asked for by name: no fallback

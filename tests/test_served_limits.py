@@ -365,5 +365,5 @@ def test_translate_and_avatar_take_a_registered_translator_by_its_uri(models, mo
         _translator("models:/tra/9", "anime")
     with pytest.raises(UserError, match=r"^models:/gen/1 holds no artifacts/translator.pt: not a translator logged"):
         _translator("models:/gen/1", "anime")
-    with pytest.raises(UserError, match=r"^--model nowhere.pt: no such translator file \(or an MLflow model URI"):
+    with pytest.raises(UserError, match=r"^--model 'nowhere.pt' is neither a file nor an MLflow model URI \(models:/"):
         _translator("nowhere.pt", "anime")

@@ -156,7 +156,7 @@ def test_generate_is_the_cli_grid_and_says_which_model(studio, cli_reference):
     assert pixels(path).shape == (2 + 3 * 34, 2 + 2 * 34, 3)  # 5 avatars of 32 px, 2 per row (as the CLI)
     assert "seeds 11–15" in note and "models/generator.pt (step 7, run 01234567" in note
     # (the test store's champion version has no files: a moved project's case, named as such)
-    assert ("no champion used: cannot load MLflow model models:/anime-avatar-generator@champion: the tracking store "
+    assert ("no champion used: cannot load the generator models:/anime-avatar-generator@champion: the tracking store "
             "knows it, but no files are where it keeps them") in note  # fmt: skip
     assert not np.array_equal(pixels(studio.generate(12, 5, 0.7)[0]), cli_reference)  # another seed, other avatars
 

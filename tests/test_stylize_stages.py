@@ -64,6 +64,8 @@ def test_dvc_repro_trains_evaluates_and_registers_the_stylizer(project):
     assert version.run_id == record["run_id"] == trained.run_id
     logged = client.get_run(record["run_id"])
     assert logged.data.tags["stage"] == "stylize_train" and "eval.attention.style_loss" in logged.data.metrics
+    (faces,) = logged.inputs.dataset_inputs  # the content faces it trained on (until 2026-12-07: none)
+    assert faces.dataset.name == "data/faces" and {t.key: t.value for t in faces.tags}["dvc_version"].startswith("md5:")
     assert "stylize.png" in {a.path for a in client.list_artifacts(record["run_id"])}
 
     assert "Data and pipelines are up to date" in run(["dvc", "repro", "stylize_eval"], work, env=offline()).stdout

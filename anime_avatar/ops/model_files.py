@@ -43,32 +43,47 @@ def model_file(uri: str, filename: str) -> Path | None:
     return kept
 
 
-def logged_model_file(uri: str, filename: str, what: str = "MLflow model") -> Path | None:
-    """:func:`model_file` with what every kind of model shares: MLflow's HTTP retries off (a server that does not
-    answer is one refused connection), no empty database created, and MLflow's many exception types turned into
-    one line, ``cannot load <what> <uri>: …``: :class:`ModelNotFound` when the store has no such model (or there is
-    no store), a plain UserError for anything else."""
+def logged_model_file(uri: str, filename: str, what: str, stage: str, hint: str = "") -> Path:
+    """The ``artifacts/<filename>`` of the logged model ``uri``, a ``what`` (``generator``, ``stylizer``,
+    ``translator``) that ``stage`` logs: :func:`model_file` with what every kind of model shares. MLflow's HTTP
+    retries are off (a server that does not answer is one refused connection), no empty database is created, and
+    MLflow's many exception types are one line, ``cannot load the <what> <uri>: …``: :class:`ModelNotFound` when
+    the store has no such model (or there is no store), a plain UserError for anything else, ``hint`` added when
+    the model is not a ``what``."""
     from anime_avatar.ops.tracking import missing_tracking_db, mlflow_client, tracking_uri
     from anime_avatar.ops.tracking_store import fail_fast_http
 
     fail_fast_http()
     if missing := missing_tracking_db(tracking_uri()):  # MLflow would create an empty one
-        raise ModelNotFound(f"cannot load {what} {uri}: no MLflow database at {missing}")
+        raise ModelNotFound(f"cannot load the {what} {uri}: no MLflow database at {missing}")
     mlflow_client()
     try:
-        return model_file(uri, filename)
+        weights = model_file(uri, filename)
     except NoModelFiles:
         raise UserError(
-            f"cannot load {what} {uri}: the tracking store knows it, but no files are where it keeps "
+            f"cannot load the {what} {uri}: the tracking store knows it, but no files are where it keeps "
             "them (a moved or copied project? MLflow records each experiment's artifact folder as an "
             "absolute path)"
         ) from None
     except Exception as err:  # MLflow raises many types for a missing model, version or alias
-        error = ModelNotFound if _not_found(err) else UserError
-        raise error(f"cannot load {what} {uri}: {first_line(err)}") from None
+        error = ModelNotFound if not_found(err) else UserError
+        raise error(f"cannot load the {what} {uri}: {first_line(err)}") from None
+    if weights is None:
+        raise UserError(f"{uri} holds no artifacts/{filename}: not a {what} logged by the {stage} stage{hint}")
+    return weights
 
 
-def _not_found(err: Exception) -> bool:
+def chosen_model_file(model: str, filename: str, what: str, stage: str, examples: str, hint: str = "") -> Path:
+    """The weights file a ``--model`` names: a file, or the ``artifacts/<filename>`` of an MLflow model URI
+    (:func:`logged_model_file`); anything else is one line with the URIs it could be (``examples``)."""
+    if Path(model).is_file():
+        return Path(model)
+    if ":/" not in model:
+        raise UserError(f"--model {model!r} is neither a file nor an MLflow model URI ({examples})")
+    return logged_model_file(model, filename, what, stage, hint)
+
+
+def not_found(err: Exception) -> bool:
     """Whether MLflow's ``err`` says the store has no such model, version, alias or run."""
     code = getattr(err, "error_code", "")
     text = str(err)

@@ -11,11 +11,13 @@ from torch import nn
 from anime_avatar.artifacts.generator import GENERATOR
 from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.gan.model_file import load_generator
-from anime_avatar.ops.model_files import ModelNotFound
+from anime_avatar.ops.model_files import ModelNotFound, chosen_model_file, logged_model_file, not_found
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+# What a generator model logged before the pyfunc format (pickled, no artifacts/generator.pt) needs.
+PICKLED = " (models logged before the pyfunc format were pickled: train again, `dvc repro -f train`)"
 
 
 # What a run's FID was measured with, tagged by the evaluate stage: the faces it is against (its real statistics)
@@ -89,7 +91,7 @@ def champion(client, model_name: str) -> Candidate | None:  # client: mlflow.Mlf
     try:
         version = client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException as err:
-        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such model, or alias
+        if not_found(err):  # no such model, or alias: the one test that the model loaders use too
             return None
         # A store that does not answer is not "no champion": retrain would compare against the wrong model.
         raise UserError(f"cannot look up the champion of {model_name}: {first_line(err)}") from None
@@ -218,17 +220,12 @@ def name_champion_of_recorded_run(run_file: Path, stage: str, fid: float, faces:
 def resolve_generator(model: str | None, model_name: str) -> nn.Module:
     """The generator to sample from: a file path or an MLflow model URI; by default the registered
     ``champion``, else models/generator.pt."""
-    if model and Path(model).is_file():
-        return load_generator(Path(model)).net
-    if model and ":/" in model:
-        return _load_mlflow(model)
     if model:
-        raise UserError(
-            f"--model {model!r} is neither a file nor an MLflow model URI (models:/NAME@ALIAS, runs:/ID/generator)"
-        )
+        examples = "models:/NAME@ALIAS, runs:/ID/generator"
+        return load_generator(chosen_model_file(model, GENERATOR.name, "generator", "train", examples, PICKLED)).net
     uri = f"models:/{model_name}@{CHAMPION}"
     try:
-        generator = _load_mlflow(uri)
+        generator = load_generator(logged_model_file(uri, GENERATOR.name, "generator", "train", PICKLED)).net
         log.info("using %s", uri)
         return generator
     except ModelNotFound as err:
@@ -236,17 +233,3 @@ def resolve_generator(model: str | None, model_name: str) -> nn.Module:
     except UserError as err:  # registered, but not loadable here: other avatars than the registry names, said so
         log.warning("the champion could not be loaded (%s): using %s instead", first_line(err), GENERATOR)
     return load_generator(GENERATOR).net
-
-
-def _load_mlflow(uri: str) -> nn.Module:
-    """The generator of a logged pyfunc model: its ``generator.pt`` artifact, read as tensors (the model's code
-    is not run, and nothing is unpickled)."""
-    from anime_avatar.ops.model_files import logged_model_file
-
-    weights = logged_model_file(uri, GENERATOR.name)
-    if weights is None:
-        raise UserError(
-            f"{uri} holds no artifacts/{GENERATOR.name}: not a generator logged by this project's train stage "
-            "(models logged before the pyfunc format were pickled: train again, `dvc repro -f train`)"
-        )
-    return load_generator(weights).net

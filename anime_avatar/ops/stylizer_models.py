@@ -54,34 +54,45 @@ def log_stylizer_model(mlflow, stylizer_file: Path, model_name: str | None) -> s
                    (example, {"size": 64}), STYLIZER_DISTRIBUTIONS, model_name)  # fmt: skip
 
 
+TRAIN_ONE = "train one with `dvc repro stylize_train`, or pass --model FILE"
+
+
 def resolve_stylizer(model: str | None, model_name: str) -> Path:
     """The stylizer file to use: ``model`` (a file, or an MLflow model URI such as models:/NAME/VERSION or
     runs:/ID/stylizer), by default models/stylizer.pt, else the newest registered version of ``model_name``."""
-    if model and Path(model).is_file():
-        return Path(model)
-    if model and ":/" not in model:
-        raise UserError(f"--model {model!r} is neither a file nor an MLflow model URI (models:/NAME/VERSION, "
-                        "runs:/ID/stylizer)")  # fmt: skip
-    if not model and STYLIZER.is_file():
+    from anime_avatar.ops.model_files import chosen_model_file
+
+    if model:
+        examples = "models:/NAME/VERSION, runs:/ID/stylizer"
+        try:
+            return chosen_model_file(model, STYLIZER.name, "stylizer", "stylize_train", examples)
+        except UserError as err:  # (a --model that is neither a file nor a URI is said in full)
+            raise (_with_advice(err) if ":/" in model else err) from None
+    if STYLIZER.is_file():
         return STYLIZER
-    return _download(model or f"models:/{model_name}/latest", asked=bool(model))
+    return _latest_registered(f"models:/{model_name}/latest")
 
 
-def _download(uri: str, asked: bool = False) -> Path:
-    """The ``stylizer.pt`` artifact of a logged stylizer model (its code is not run, nothing is unpickled);
-    ``asked``: the user named ``uri`` (--model), rather than it being the fallback for a missing file."""
+def _latest_registered(uri: str) -> Path:
+    """The ``stylizer.pt`` artifact of the newest registered stylizer (its code is not run, nothing is
+    unpickled): the fallback when the workspace has no stylizer file."""
     from anime_avatar.ops.model_files import logged_model_file
     from anime_avatar.ops.tracking import missing_tracking_db, tracking_uri
 
-    hint = "train one with `dvc repro stylize_train`, or pass --model FILE"
-    if (database := missing_tracking_db(tracking_uri())) and not asked:
-        raise UserError(f"no stylizer: {STYLIZER} does not exist and there is no MLflow database {database} ({hint})")
+    if database := missing_tracking_db(tracking_uri()):
+        raise UserError(f"no stylizer: {STYLIZER} does not exist and there is no MLflow database {database} "
+                        f"({TRAIN_ONE})")  # fmt: skip
     try:
-        weights = logged_model_file(uri, STYLIZER.name, "the stylizer")
+        return logged_model_file(uri, STYLIZER.name, "stylizer", "stylize_train")
     except UserError as err:
-        advice = ("run the pipeline here first, set MLFLOW_TRACKING_URI to the store that holds it, or pass --model "
-                  "FILE") if database else hint  # fmt: skip
-        raise UserError(f"{err} ({advice})") from None
-    if weights is None:
-        raise UserError(f"{uri} holds no artifacts/{STYLIZER.name}: not a stylizer logged by the stylize_train stage")
-    return weights
+        raise _with_advice(err) from None
+
+
+def _with_advice(err: UserError) -> UserError:
+    """``err`` with what to do: with no MLflow database here, run the pipeline or name the store that holds
+    the model; otherwise, train one."""
+    from anime_avatar.ops.tracking import missing_tracking_db, tracking_uri
+
+    advice = ("run the pipeline here first, set MLFLOW_TRACKING_URI to the store that holds it, or pass --model "
+              "FILE") if missing_tracking_db(tracking_uri()) else TRAIN_ONE  # fmt: skip
+    return type(err)(f"{err} ({advice})")
