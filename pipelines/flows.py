@@ -332,12 +332,16 @@ def parent_run(
         yield None
         return
     uri = tracking_uri(root)
-    mlflow = tracking_ready(uri, params.tracking.experiment)  # earlier runs' kept records sent, killed runs marked
     tags = {"stage": "pipeline", "flow": flow_name, "prefect.flow_run_id": flow_run_id}
     name = f"{flow_name} {flow_run.get_name() or ''}".strip()
     killed = (KeyboardInterrupt, StageInterrupted)  # Ctrl-C, in the flow or in a stage
-    with journaled_run(mlflow, uri, killed, run_name=name, tags=tags) as (run, journal):
-        yield ParentRun(run.info.run_id, journal)
+    # In the workspace, as its stages: MLflow puts a new experiment's files under the working folder, and the
+    # records kept during an outage are in the working folder's mlflow-pending/ (a flow served for another
+    # workspace made the experiment outside it, and its stages then refused the store as copied).
+    with contextlib.chdir(root):
+        mlflow = tracking_ready(uri, params.tracking.experiment)  # earlier runs' kept records sent, killed marked
+        with journaled_run(mlflow, uri, killed, run_name=name, tags=tags) as (run, journal):
+            yield ParentRun(run.info.run_id, journal)
 
 
 TagsOfResult = Callable[[PipelineResult], dict[str, str]]

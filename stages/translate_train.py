@@ -62,7 +62,7 @@ def translate_train(params: Params) -> None:
     with training_run("translate_train", name, params.tracking.experiment, logged, versions,
                       {"attention": cfg.attention}, TRANSLATOR_RUN_FILE) as run:  # fmt: skip
         for images, path in ((photos, cfg.photos), (anime, cfg.anime)):
-            run.log_input(images, Path(path), versions[path])
+            run.log_input(images, Path(path).expanduser(), versions[path])
         logged_sheets: set[int] = set()
 
         def on_sample(step: int, sheet) -> None:

@@ -209,6 +209,25 @@ def test_runs_table_sorts_by_fid_marks_the_champion_and_plots(store, tmp_path):
         runs.training_runs(client, "nope", NAME)
 
 
+def test_runs_ranks_each_fid_among_those_measured_alike_and_says_so(store):
+    """A low FID measured on other faces or fewer samples ranked first (`runs --sort fid`), beside FIDs it does not
+    compare with (until 2026-12-07)."""
+    client, trained = store
+    elsewhere, a, b = trained(40.0), trained(80.0), trained(60.0)
+    for version, faces, samples in ((elsewhere, "md5:aaaa1111ffff.dir", "500"), (a, "md5:bbbb2222ffff.dir", "2000"),
+                                    (b, "md5:bbbb2222ffff.dir", "2000")):  # fmt: skip
+        client.set_tag(version.run_id, "fid.faces", faces)
+        client.set_tag(version.run_id, "fid.n_samples", samples)
+    rows = runs.sort_rows(runs.training_runs(client, "anime-avatar", NAME), "fid")
+    assert [r.run_id for r in rows] == [b.run_id, a.run_id, elsewhere.run_id]  # the newest run's measure first
+    assert [r.fid_on for r in rows] == ["md5:bbbb2222ffff.dir/2000"] * 2 + ["md5:aaaa1111ffff.dir/500"]
+    table = runs.format_table(rows).splitlines()
+    assert table[0].split()[6:8] == ["fid_on", "fid"] and table[1].split()[7:9] == ["bbbb2222/2000", "60.00"]
+    assert table[-1].startswith("FIDs measured against other faces or on other sample counts (fid_on: ")
+    assert "do not compare" not in runs.format_table(rows[:2])  # measured alike: no note
+    assert list(csv.DictReader(io.StringIO(runs.to_csv(rows))))[2]["fid_on"] == "md5:aaaa1111ffff.dir/500"
+
+
 def test_first_promotion_takes_the_best_evaluated_version_not_the_newest(store):
     client, trained = store
     older_better, unevaluated, newest = trained(60.0), trained(None), trained(75.0)

@@ -367,3 +367,13 @@ def test_translate_and_avatar_take_a_registered_translator_by_its_uri(models, mo
         _translator("models:/gen/1", "anime")
     with pytest.raises(UserError, match=r"^--model 'nowhere.pt' is neither a file nor an MLflow model URI \(models:/"):
         _translator("nowhere.pt", "anime")
+    # One loader serves the three kinds: a model of another kind is named as such, with what to do.
+    from anime_avatar.ops.registry import resolve_generator
+    from anime_avatar.ops.stylizer_models import resolve_stylizer
+
+    with pytest.raises(UserError, match=r"^models:/tra/1 holds no artifacts/generator.pt: not a generator logged by "
+                                        r"the train stage \(models logged before the pyfunc format"):  # fmt: skip
+        resolve_generator("models:/tra/1", "gen")
+    with pytest.raises(UserError, match=r"^models:/gen/1 holds no artifacts/stylizer.pt: not a stylizer logged by "
+                                        r"the stylize_train stage \(train one with"):  # fmt: skip
+        resolve_stylizer("models:/gen/1", "sty")

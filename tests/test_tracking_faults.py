@@ -26,6 +26,7 @@ from anime_avatar.ops.run_journal import RunJournal, pending_runs, send_pending
 from anime_avatar.ops.runs import settle_runs
 from anime_avatar.ops.stage_run import log_to_recorded_run
 from anime_avatar.ops.stale_runs import HOST_TAG, PID_TAG, REASON_TAG, STARTED_TAG, mark_stale_runs, process_tags
+from anime_avatar.ops.tracking import mlflow_client
 from anime_avatar.ops.tracking_store import RETRIES_ENV, TIMEOUT_ENV, check_tracking_store, sqlite_path
 from tests.conftest import BIN, ROOT, free_port, venv_env
 
@@ -135,11 +136,12 @@ def test_a_store_copied_from_another_project_is_refused_before_a_run_writes_mode
     assert journal.finish("FINISHED") is False and pending_runs(store_of(copy))
     with caplog.at_level(logging.WARNING):
         settle_runs(MlflowClient(store_of(copy)), "anime-avatar")
-    assert "earlier runs were not settled: " in caplog.text and "a store copied or moved here" in caplog.text
+    assert "the records earlier runs kept were not sent: " in caplog.text and "a store copied or moved" in caplog.text
     assert pending_runs(store_of(copy)) and len(list((original / "mlruns").rglob("samples.png"))) == 1
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_of(copy))  # a store the user chose: their choice
     tracking_ready(store_of(copy), "anime-avatar")
-    assert os.environ["MLFLOW_TRACKING_URI"] == store_of(copy)  # and it stays theirs
+    mlflow_client(store_of(original))  # and pointing MLflow elsewhere leaves it theirs
+    assert os.environ["MLFLOW_TRACKING_URI"] == store_of(copy)
 
 
 def test_unreachable_server_is_one_line_at_once():
@@ -316,6 +318,21 @@ def test_a_registration_the_store_failed_is_tried_again_without_logging_the_mode
     journal.log_model(tmp_path / "generator.pt", "gen", "generator")
     assert [r.kind for r in journal.kept] == ["model"] and journal.flush()
     assert [str(v.version) for v in client.search_model_versions(f"name='gen' and run_id='{second}'")] == ["2"]
+
+
+def test_records_kept_by_a_stage_are_found_by_a_flow_that_names_the_store_by_its_absolute_path(tmp_path, monkeypatch):
+    """A stage records `sqlite:///mlflow.db` (run from the project), a flow `sqlite:////abs/project/mlflow.db`: until
+    2026-12-07 the flow did not see what a stage kept, and marked its run KILLED."""
+    monkeypatch.chdir(tmp_path)
+    uri, client, experiment = store(tmp_path)
+    run_id = client.create_run(experiment).info.run_id
+    outage = Outage(client)
+    outage.down = True
+    journal = RunJournal("sqlite:///mlflow.db", run_id, outage)
+    journal.log_metrics({"loss": 1.0})
+    assert journal.finish("FINISHED") is False
+    assert [p.name for p in pending_runs(uri)] == [run_id] and pending_runs(f"sqlite:///{tmp_path / 'other.db'}") == []
+    assert send_pending(uri, client=client) == [run_id] and client.get_run(run_id).info.status == "FINISHED"
 
 
 def test_records_unsent_at_the_end_are_saved_and_sent_by_a_later_process(tmp_path):

@@ -109,9 +109,13 @@ def candidate(client, version: str, run_id: str) -> Candidate:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
             return Candidate(version, run_id, None)
         raise
-    tags = run.data.tags
-    faces = tags.get(FID_FACES_TAG, tags.get(FID_TRAINING_FACES_TAG))
-    return Candidate(version, run_id, run.data.metrics.get("fid"), faces, tags.get(FID_SAMPLES_TAG))
+    return Candidate(version, run_id, run.data.metrics.get("fid"), *fid_measure(run.data.tags))
+
+
+def fid_measure(tags: dict[str, str]) -> tuple[str | None, str | None]:
+    """How a run's FID was measured, from its tags: the version of the faces it is against and the number of
+    samples (None where not recorded)."""
+    return tags.get(FID_FACES_TAG, tags.get(FID_TRAINING_FACES_TAG)), tags.get(FID_SAMPLES_TAG)
 
 
 def version_of_run(client, model_name: str, run_id: str) -> Candidate:

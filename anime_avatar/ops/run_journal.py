@@ -25,7 +25,7 @@ from typing import Any
 from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.fsutil import atomic_write_json, atomic_write_text
 from anime_avatar.ops.stale_runs import mark_stale_runs, process_tags
-from anime_avatar.ops.tracking_store import is_http, server_problem
+from anime_avatar.ops.tracking_store import is_http, same_store, server_problem
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def pending_runs(uri: str, folder: Path = PENDING_DIR) -> list[Path]:
     found = []
     for target in sorted(p for p in folder.iterdir() if (p / META).is_file()):
         with contextlib.suppress(ValueError, OSError):
-            if json.loads((target / META).read_text())["tracking_uri"] == uri:
+            if same_store(json.loads((target / META).read_text())["tracking_uri"], uri):
                 found.append(target)
     return found
 
@@ -257,13 +257,15 @@ def send_pending(uri: str, folder: Path = PENDING_DIR, client=None) -> list[str]
     return done
 
 
-def recover(uri: str, experiment_ids: list[str], folder: Path = PENDING_DIR, client=None) -> None:
-    """Before a new run: send what earlier runs kept, then mark runs whose process is gone KILLED."""
+def recover(uri: str, experiment_ids: list[str], folder: Path = PENDING_DIR, client=None, send: bool = True) -> None:
+    """Before a new run: send what earlier runs kept (unless not ``send``), then mark runs whose process is gone
+    KILLED (but not those whose records wait to be sent)."""
     if client is None:
         from mlflow import MlflowClient
 
         client = MlflowClient(uri)
-    send_pending(uri, folder, client)
+    if send:
+        send_pending(uri, folder, client)
     waiting = [target.name for target in pending_runs(uri, folder)]
     mark_stale_runs(client, experiment_ids, keep=waiting)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from anime_avatar.core.errors import UserError, first_line
 from anime_avatar.core.fsutil import atomic_write_bytes
 from anime_avatar.ops.data_versions import data_version_tag
-from anime_avatar.ops.registry import champion
+from anime_avatar.ops.registry import champion, fid_measure
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("run_id", "start", "status", "data_version", "arch", "steps", "fid", "kid", "champion")
+COLUMNS = ("run_id", "start", "status", "data_version", "arch", "steps", "fid_on", "fid", "kid", "champion")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class RunRow:
     data_version: str  # the DVC hash of data/train
     arch: str
     steps: int | None
+    fid_on: str  # how its FID was measured: faces version/number of samples ("" when not recorded)
     fid: float | None
     kid: float | None
     champion: bool
@@ -65,6 +66,8 @@ def training_runs(client, experiment: str, model_name: str) -> list[RunRow]:
     rows = []
     for run in runs:
         steps = run.data.params.get("train.steps")
+        scored = "fid" in run.data.metrics
+        measured = "/".join(part or "?" for part in fid_measure(run.data.tags)) if scored else ""
         rows.append(
             RunRow(
                 run_id=run.info.run_id,
@@ -73,6 +76,7 @@ def training_runs(client, experiment: str, model_name: str) -> list[RunRow]:
                 data_version=run.data.tags.get(data_version_tag("data/train"), ""),
                 arch=run.data.params.get("model.arch", ""),
                 steps=int(steps) if steps and steps.isdigit() else None,
+                fid_on=measured,
                 fid=run.data.metrics.get("fid"),
                 kid=run.data.metrics.get("kid_mean"),
                 champion=holder is not None and holder.run_id == run.info.run_id,
@@ -85,25 +89,34 @@ def settle_runs(client, experiment: str) -> None:
     """Send what earlier runs kept while the tracking store was away, and mark runs whose process is gone
     KILLED, so that the table shows every run complete and in its true state (a warning if the store
     takes no writes: the table is shown all the same)."""
-    from anime_avatar.ops.run_journal import recover
+    from anime_avatar.ops.run_journal import pending_runs, recover
     from anime_avatar.ops.tracking_store import artifacts_elsewhere
 
-    ids = [experiment_id(client, experiment)]
-    if problem := artifacts_elsewhere(client.tracking_uri, client.get_experiment(ids[0]).artifact_location):
-        # The kept records' files would land in the other project, as a stage's would (the stages refuse it).
-        log.warning("earlier runs were not settled: %s", problem)
-        return
+    ids, uri = [experiment_id(client, experiment)], client.tracking_uri
+    # Kept records of a copied store's runs would send their files into the other project (the stages refuse
+    # such a store): they stay.
+    problem = pending_runs(uri) and artifacts_elsewhere(uri, client.get_experiment(ids[0]).artifact_location)
+    if problem:
+        log.warning("the records earlier runs kept were not sent: %s", problem)
     try:
-        recover(client.tracking_uri, ids, client=client)
+        recover(uri, ids, client=client, send=not problem)
     except Exception as err:  # e.g. a read-only mlflow.db
         log.warning("could not settle earlier runs (%s)", first_line(err))
 
 
 def sort_rows(rows: list[RunRow], by: str) -> list[RunRow]:
-    """By FID or KID (lowest first, unevaluated runs last) or by start time (newest first)."""
+    """By FID or KID (lowest first, unevaluated runs last) or by start time (newest first). Scores are ranked
+    within each way they were measured (``fid_on``: other faces or sample counts do not compare), the way of the
+    newest evaluated run first."""
+    newest_first = sorted(rows, key=lambda r: r.start, reverse=True)
     if by == "start":
-        return sorted(rows, key=lambda r: r.start, reverse=True)
-    return sorted(rows, key=lambda r: (getattr(r, by) is None, getattr(r, by) or 0.0))
+        return newest_first
+    measures = list(dict.fromkeys(r.fid_on for r in newest_first if r.fid is not None))
+    return sorted(rows, key=lambda r: (getattr(r, by) is None, _rank(measures, r.fid_on), getattr(r, by) or 0.0))
+
+
+def _rank(measures: list[str], measure: str) -> int:
+    return measures.index(measure) if measure in measures else len(measures)
 
 
 def _cell(row: RunRow, column: str) -> str:
@@ -112,6 +125,9 @@ def _cell(row: RunRow, column: str) -> str:
         return value[:12]
     if column == "data_version":
         return value.split(":", 1)[-1][:10]  # md5:… (DVC) or sha256:… (a folder digest)
+    if column == "fid_on":  # md5:<faces>.dir/<samples>
+        faces, _, samples = value.rpartition("/")
+        return f"{faces.split(':', 1)[-1][:8]}/{samples}" if value else "-"
     if column == "champion":
         return "*" if value else ""
     if value is None:
@@ -128,7 +144,11 @@ def format_table(rows: list[RunRow]) -> str:
         return "no training runs yet: run the pipeline (dvc repro, or anime-avatar pipeline)"
     cells = [list(COLUMNS)] + [[_cell(r, c) for c in COLUMNS] for r in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells)
+    table = "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells)
+    if len({r.fid_on for r in rows if r.fid is not None}) > 1:
+        table += ("\nFIDs measured against other faces or on other sample counts (fid_on: faces version/samples) do "
+                  "not compare: `--sort fid` ranks each group apart, the newest run's first")  # fmt: skip
+    return table
 
 
 def to_csv(rows: list[RunRow]) -> str:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -58,13 +59,17 @@ def mlflow_client(uri: str | None = None):  # -> mlflow
     run record, the copied-store check skipped). Children see the store the user chose, or none."""
     import mlflow
 
-    chosen = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri or tracking_uri())
-    if chosen is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = chosen
+    with _POINTING:  # (the studio loads models on several threads: none may take another's export for the user's)
+        chosen = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(uri or tracking_uri())
+        if chosen is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = chosen
     return mlflow
+
+
+_POINTING = threading.Lock()
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -58,6 +58,15 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def same_store(a: str, b: str) -> bool:
+    """Whether two tracking URIs name one store: ``sqlite:///mlflow.db`` (a stage, from the project folder) and
+    ``sqlite:////abs/project/mlflow.db`` (a flow) do."""
+    if a == b:
+        return True
+    path_a, path_b = sqlite_path(a), sqlite_path(b)
+    return path_a is not None and path_b is not None and path_a.resolve() == path_b.resolve()
+
+
 def own_database(uri: str) -> Path | None:
     """The database file of ``uri`` when it is the project's own store: a SQLite file the user did not name with
     ``$MLFLOW_TRACKING_URI`` (a store the user names is theirs to arrange). None otherwise."""
