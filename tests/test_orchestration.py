@@ -30,6 +30,7 @@ from anime_avatar.core.errors import UserError
 from anime_avatar.core.params import merge
 from anime_avatar.nn.precision import training_precision
 from anime_avatar.ops.lock import workspace_lock
+from anime_avatar.ops.runs import COLUMNS as RUNS_COLUMNS
 from tests.conftest import (
     BIN,
     TINY_PIPELINE,
@@ -286,7 +287,9 @@ def test_runs_lists_training_runs_by_fid_with_the_champion(workspace, tmp_path):
         assert float(row["fid"]) == pytest.approx(recorded.data.metrics["fid"])
     assert (tmp_path / "runs.png").stat().st_size > 10_000
     table = run(["anime-avatar", "runs", "--sort", "start"], work).stdout.splitlines()
-    assert table[0].split() == ["run_id", "start", "status", "data_version", "arch", "steps", "fid", "kid", "champion"]
+    assert table[0].split() == list(RUNS_COLUMNS)
+    assert RUNS_COLUMNS == ("run_id", "start", "status", "data_version", "arch", "steps", "fid_on", "fid", "kid",
+                            "champion")  # fmt: skip
     assert table[1].startswith(run_id_of(work)[:12])  # newest first
 
 
