@@ -134,10 +134,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workspace", type=Path, default=ROOT, help="the DVC workspace (default: the project)")
     parser.add_argument("--from", dest="source", type=Path, help="a folder with the three npm tarballs")
     args = parser.parse_args(argv)
+    if args.source is not None and not args.source.is_dir():  # (exit 0 with a warning until 2026-12-07)
+        parser.error(f"--from {args.source}: no such folder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        template = install(args.workspace, args.source)
+        template = install(args.workspace, args.source, TEMPLATE)
     except UserError as err:
+        if args.source is not None:  # the tarballs the user named are not right: an error, not a fallback
+            raise SystemExit(f"error: {err}") from None
+        # (make setup goes on when the registry does not answer: the pages then load Vega from the network)
         log.warning("offline plots not set up: %s; `dvc plots` pages will load Vega from the network", err)
         return
     log.info("dvc plots in %s: Vega inlined from %s", args.workspace, template)

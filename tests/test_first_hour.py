@@ -228,6 +228,21 @@ def test_offline_plots_outside_a_dvc_workspace_is_a_warning_not_a_traceback(tmp_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_offline_plots_from_tarballs_that_are_not_there_is_an_error(tmp_path, capsys, monkeypatch):
+    """`--from DIR` names the tarballs to use: a folder that is not there, or without them, exited 0 with a warning."""
+    from pipelines import offline_plots
+
+    (tmp_path / ".dvc").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        offline_plots.main(["--workspace", str(tmp_path), "--from", str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2 and f"--from {tmp_path / 'nowhere'}: no such folder" in capsys.readouterr().err
+    (tmp_path / "tarballs").mkdir()
+    monkeypatch.setattr(offline_plots, "TEMPLATE", tmp_path / "offline.html")  # not made yet: the tarballs are read
+    with pytest.raises(SystemExit, match=r"^error: --from .*tarballs: no vega-5\.20\.2\.tgz there$"):
+        offline_plots.main(["--workspace", str(tmp_path), "--from", str(tmp_path / "tarballs")])
+    assert not (tmp_path / "offline.html").exists()
+
+
 def test_a_heavy_command_picks_its_threads_before_torch_and_checks_out_first(tmp_path):
     from PIL import Image
 
