@@ -205,11 +205,18 @@ def test_noop_pipeline_is_quiet_adds_no_mlflow_run_and_publishes_its_results(wor
     assert sum("was up to date in" in line for line in output) == len(STAGES)  # one line per stage
     assert {r.info.run_id for r in mlflow.search_runs(["1"])} == before  # no parent run for a no-op
 
-    # Each flow run (the first one and this one) has the results artifact: the FID/KID table and the grid.
+    # Each flow run (the first one and this one) has the results artifact: the FID/KID table and the grid. (The
+    # Prefect server is the session's: other modules' flows have theirs too.)
     scores = json.loads((work / "metrics/eval.json").read_text())
-    found = prefect_rest(env, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["anime-avatar-results"]}}})
-    assert len({a["flow_run_id"] for a in found}) == 2
-    for artifact in found:
+    query = {"artifacts": {"key": {"any_": ["anime-avatar-results"]}}, "sort": "CREATED_DESC"}
+    found = prefect_rest(env, "POST", "/artifacts/filter", query)
+    train_run = mlflow.get_run(run_id_of(work))
+    first = mlflow.get_run(train_run.data.tags["mlflow.parentRunId"]).data.tags["prefect.flow_run_id"]
+    noop = found[0]["flow_run_id"]  # the newest
+    assert noop != first and prefect_rest(env, "GET", f"/flow_runs/{noop}")["state_type"] == "COMPLETED"
+    mine = [found[0], *(a for a in found if a["flow_run_id"] == first)]
+    assert len(mine) == 2  # one for each run (the key keeps one version per flow run)
+    for artifact in mine:
         assert artifact["type"] == "markdown"
         assert f"| FID | {scores['fid']:.2f} |" in artifact["data"] and "| KID | " in artifact["data"]
         assert "![sample grid](data:image/png;base64," in artifact["data"]
