@@ -95,7 +95,8 @@ def settle_runs(client, experiment: str) -> None:
     ids, uri = [experiment_id(client, experiment)], client.tracking_uri
     # Kept records of a copied store's runs would send their files into the other project (the stages refuse
     # such a store): they stay.
-    problem = pending_runs(uri) and artifacts_elsewhere(uri, client.get_experiment(ids[0]).artifact_location)
+    location = client.get_experiment(ids[0]).artifact_location
+    problem = artifacts_elsewhere(uri, location) if pending_runs(uri) else None
     if problem:
         log.warning("the records earlier runs kept were not sent: %s", problem)
     try:
